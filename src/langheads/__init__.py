@@ -1,0 +1,25 @@
+"""langheads: which attention heads serve which language, for multilingual causal LLMs."""
+__version__ = "0.1.0"
+
+from .errors import LangheadsError  # noqa: E402
+from .models import load_model  # noqa: E402
+from .report import load_run  # noqa: E402
+
+
+def scan(out_dir, overwrite: bool = False, progress: bool = True, **settings):
+    """Library entry point for `langheads scan`: score heads and write a run folder."""
+    from pathlib import Path
+
+    from . import report
+    from .scan import ScanSettings, check_memory, plan_scan, run_scan
+
+    out = Path(out_dir)
+    report.check_out_dir(out, overwrite)
+    plan = plan_scan(ScanSettings(**settings))
+    check_memory(plan)
+    result = run_scan(plan, report.partial_dir(out), progress)
+    report.write_run(result, out, overwrite)
+    return result
+
+
+__all__ = ["LangheadsError", "load_model", "load_run", "scan", "__version__"]

@@ -1,0 +1,135 @@
+"""The `langheads` command: small subcommands over the library."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import LangheadsError
+
+
+def _langs(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_info(args) -> None:
+    from .heads import head_layout
+    from .models import load_model
+
+    loaded = load_model(args.model)
+    layout = head_layout(loaded.model)
+    params = sum(p.numel() for p in loaded.model.parameters())
+    print(f"model          {loaded.model_id}")
+    print(f"architecture   {layout.model_type}")
+    print(f"layers         {layout.n_layers}")
+    print(f"query heads    {layout.n_heads} per layer ({layout.n_total} in all)")
+    print(f"KV heads       {layout.n_kv_heads} per layer (query head h reads KV head h // {layout.group_size})")
+    print(f"head size      {layout.head_dim}")
+    print(f"parameters     {params:,}")
+    print(f"sha256         {loaded.model_hash}")
+
+
+def cmd_languages(args) -> None:
+    from .corpus import UDHR_VARIANTS, load_corpus, split_of
+
+    corpus = load_corpus(args.data)
+    for lang in corpus.languages:
+        texts = corpus.texts(lang)
+        parts = [sum(split_of(t.id) == p for t in texts) for p in ("scoring", "selection", "report")]
+        variant = f"udhr:{UDHR_VARIANTS[lang]}" if args.data is None else ""
+        print(f"{lang:6} {len(texts):4} texts (scoring {parts[0]}, selection {parts[1]}, report {parts[2]}) {variant}")
+
+
+def cmd_cache(args) -> None:
+    from .models import cache_dir, clear_cache, list_cache
+
+    if args.action == "clear":
+        print(f"removed {clear_cache()} converted model(s) from {cache_dir()}")
+        return
+    rows = list_cache()
+    print(f"cache: {cache_dir()}" + ("" if rows else " (empty)"))
+    for folder, size, source in rows:
+        print(f"  {folder.name}  {size / 2**20:8.1f} MiB  from {source}")
+
+
+def cmd_scan(args) -> None:
+    from . import report
+    from .scan import ScanSettings, check_memory, describe_plan, plan_scan, run_scan
+
+    out = Path(args.out)
+    if not args.dry_run:
+        report.check_out_dir(out, args.overwrite)
+    settings = ScanSettings(
+        model=args.model, languages=_langs(args.languages), method=args.method, data=args.data,
+        texts=args.texts, max_tokens=args.max_tokens, seed=args.seed, bootstrap=args.bootstrap,
+        rule=args.rule, threshold=args.threshold, agnostic_share=args.agnostic_share,
+        lahis_quantile=args.lahis_quantile, lahis_min_languages=args.lahis_min_languages,
+        batch_tokens=args.batch_tokens, chunk_tokens=args.chunk_tokens, device=args.device, dtype=args.dtype,
+    )
+    plan = plan_scan(settings)
+    print(describe_plan(plan), file=sys.stderr)
+    if args.dry_run:
+        return
+    check_memory(plan)
+    start = time.perf_counter()
+    result = run_scan(plan, report.partial_dir(out), progress=not args.quiet)
+    report.write_run(result, out, args.overwrite)
+    print(report.summary(result))
+    print(f"wrote {out}/ (scores.csv, per_text.parquet, heads.json, heatmap.png) in {time.perf_counter() - start:.0f} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="langheads", description="Which attention heads serve which language?")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="architecture, layers, query heads, KV heads and head size of a model")
+    s.add_argument("model", help="default | a .gguf file | a model folder | a hub id (org/name)")
+    s.set_defaults(run=cmd_info)
+
+    s = sub.add_parser("languages", help="list the languages in the bundled corpus (or --data)")
+    s.add_argument("--data", help="a folder of <lang>.txt files or a JSONL file with lang and text")
+    s.set_defaults(run=cmd_languages)
+
+    s = sub.add_parser("cache", help="list or clear the converted-model cache")
+    s.add_argument("action", choices=["list", "clear"], nargs="?", default="list")
+    s.set_defaults(run=cmd_cache)
+
+    s = sub.add_parser("scan", help="score every head for every language and sort heads into kinds")
+    s.add_argument("--model", default="default")
+    s.add_argument("--languages", default="en,hi,fr,de,es,zh,ar,ru", help="comma-separated ISO 639-1 codes")
+    s.add_argument("--out", required=True, help="run folder to create")
+    s.add_argument("--method", default="exact", help="exact | attribution | lahis")
+    s.add_argument("--data", help="a folder of <lang>.txt files or a JSONL file (default: bundled UDHR)")
+    s.add_argument("--texts", type=int, help="at most this many scoring texts per language")
+    s.add_argument("--max-tokens", type=int, help="cut each text to this many tokens")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
+    s.add_argument("--rule", default="interval", help="interval (ours) | lahis")
+    s.add_argument("--threshold", type=float, default=0.01, help="relative NLL increase that matters (0.01 = 1%%)")
+    s.add_argument("--agnostic-share", type=float, default=0.75)
+    s.add_argument("--lahis-quantile", type=float, default=0.96)
+    s.add_argument("--lahis-min-languages", type=int, default=4)
+    s.add_argument("--batch-tokens", type=int, default=4096, help="padded positions per forward (bounds memory)")
+    s.add_argument("--chunk-tokens", type=int, default=1024, help="positions per chunk of full-vocabulary logits")
+    s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    s.add_argument("--dry-run", action="store_true", help="print the work and a time estimate, then stop")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(run=cmd_scan)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except LangheadsError as e:
+        print(f"langheads: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

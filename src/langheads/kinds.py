@@ -1,0 +1,108 @@
+"""Sorting heads into kinds, with the rule written down once so outputs can quote it.
+
+Our rule (the paper's four kinds, generalised to N languages): a head *matters* for a
+language when the lower end of the 95% bootstrap interval of its relative NLL increase is
+above `threshold`. Then, with n = the number of languages it matters for:
+  language-specific  n == 1
+  language-group     1 < n < ceil(agnostic_share * N)   (the languages are recorded)
+  language-agnostic  n >= ceil(agnostic_share * N)
+  miscellaneous      n == 0
+
+LAHIS's rule (arXiv 2511.07498) is offered beside it: a head is in a language's top set
+when its score is above that language's `quantile` over all heads; language-general when
+it is in the top set of at least `min_languages` languages; language-specific (to each of
+its languages) when in 1 to min_languages-1 top sets; other when in none.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+KINDS = ("language-specific", "language-group", "language-agnostic", "miscellaneous")
+LAHIS_KINDS = ("language-specific", "language-general", "other")
+
+
+@dataclass(frozen=True)
+class IntervalRule:
+    threshold: float = 0.01
+    agnostic_share: float = 0.75
+    level: float = 0.95
+
+    def describe(self, n_languages: int, n_heads: int) -> dict:
+        n_intervals = n_languages * n_heads
+        one_sided = (1 - self.level) / 2
+        return {
+            "name": "interval",
+            "text": (
+                f"a head matters for a language when the lower end of the {self.level:.0%} bootstrap interval "
+                f"of its relative NLL increase is above {self.threshold:.2%}; language-specific: matters for "
+                f"exactly 1 language; language-group: for 2 up to fewer than {self.agnostic_min(n_languages)}; "
+                f"language-agnostic: for at least {self.agnostic_min(n_languages)} "
+                f"({self.agnostic_share:.0%} of {n_languages}); miscellaneous: for none"
+            ),
+            "threshold": self.threshold,
+            "agnostic_share": self.agnostic_share,
+            "level": self.level,
+            "n_intervals": n_intervals,
+            "false_matters_bound": (
+                f"each interval's lower end exceeds a true increase at or below the threshold with probability "
+                f"at most {one_sided:.3f}, so at most {one_sided * n_intervals:.1f} of the {n_intervals} "
+                f"head-language pairs are expected to be called 'matters' falsely (fewer where true effects sit "
+                f"below the threshold); no multiple-comparison correction is applied"
+            ),
+        }
+
+    def agnostic_min(self, n_languages: int) -> int:
+        return max(1, math.ceil(self.agnostic_share * n_languages - 1e-9))
+
+    def classify(self, scores: pd.DataFrame, languages: list[str]) -> list[dict]:
+        """One entry per head: layer, head, kind, the languages it matters for."""
+        out = []
+        agnostic = self.agnostic_min(len(languages))
+        for (layer, head), rows in scores.groupby(["layer", "head"], sort=True):
+            low = dict(zip(rows["language"], rows["rel_ci_low"]))
+            matters = [lang for lang in languages if low[lang] > self.threshold]
+            n = len(matters)
+            if n == 0:
+                kind = "miscellaneous"
+            elif n == 1:
+                kind = "language-specific"
+            elif n >= agnostic:
+                kind = "language-agnostic"
+            else:
+                kind = "language-group"
+            out.append({"layer": int(layer), "head": int(head), "kind": kind, "languages": matters})
+        return out
+
+
+@dataclass(frozen=True)
+class LahisRule:
+    quantile: float = 0.96
+    min_languages: int = 4
+
+    def describe(self, n_languages: int, n_heads: int) -> dict:
+        return {
+            "name": "lahis",
+            "text": (
+                f"a head is in a language's top set when its score is above that language's {self.quantile} quantile "
+                f"over all {n_heads} heads; language-general: in the top set of at least {self.min_languages} "
+                f"languages; language-specific: in 1 to {self.min_languages - 1}; other: in none"
+            ),
+            "quantile": self.quantile,
+            "min_languages": self.min_languages,
+        }
+
+    def classify(self, scores: pd.DataFrame, languages: list[str]) -> list[dict]:
+        cut = scores.groupby("language")["delta_nll"].quantile(self.quantile)
+        out = []
+        for (layer, head), rows in scores.groupby(["layer", "head"], sort=True):
+            score = dict(zip(rows["language"], rows["delta_nll"]))
+            top = [lang for lang in languages if score[lang] > cut[lang]]
+            kind = "other" if not top else "language-general" if len(top) >= self.min_languages else "language-specific"
+            out.append({"layer": int(layer), "head": int(head), "kind": kind, "languages": top})
+        return out
+
+
+RULES = {"interval": IntervalRule, "lahis": LahisRule}

