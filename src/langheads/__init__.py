@@ -6,7 +6,7 @@ from .models import load_model  # noqa: E402
 from .report import load_run  # noqa: E402
 
 
-def scan(out_dir, overwrite: bool = False, progress: bool = True, **settings):
+def scan_model(out_dir, overwrite: bool = False, progress: bool = True, **settings):
     """Library entry point for `langheads scan`: score heads and write a run folder."""
     from pathlib import Path
 
@@ -22,4 +22,4 @@ def scan(out_dir, overwrite: bool = False, progress: bool = True, **settings):
     return result
 
 
-__all__ = ["LangheadsError", "load_model", "load_run", "scan", "__version__"]
+__all__ = ["LangheadsError", "load_model", "load_run", "scan_model", "__version__"]

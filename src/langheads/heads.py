@@ -93,8 +93,12 @@ def output_projection(model: nn.Module, layer: int) -> nn.Module:
 
 def logits_from_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Final-normed hidden states -> logits, with each architecture's post-processing."""
+    return postprocess_logits(model, model.lm_head(hidden))
+
+
+def postprocess_logits(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """What each architecture does to the output layer's result (elementwise)."""
     config = text_config(model)
-    logits = model.lm_head(hidden)
     softcap = getattr(config, "final_logit_softcapping", None)
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap

@@ -134,6 +134,9 @@ def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", d
     if path.suffix == ".gguf":
         if not path.is_file():
             raise LangheadsError(f"model file not found: {spec}")
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise LangheadsError(f"{spec}: not a GGUF file (it does not start with the GGUF magic bytes)")
         sha = _sha256_files([path])
         model, tok = _from_folder(_converted_gguf(path.resolve(), sha), dtype, device)
         return LoadedModel(model, tok, spec, path.name, sha)

@@ -67,13 +67,42 @@ def _positions(lengths: torch.Tensor, longest: int):
     return rows, cols
 
 
-def _chunk_nll(model, normed: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = H.logits_from_hidden(model, normed).float()
-    return torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+def _chunk_nll(model, normed: torch.Tensor, targets: torch.Tensor, vocab_block: int | None) -> torch.Tensor:
+    """Token NLL = logsumexp(logits) - logits[target], over vocabulary blocks.
+
+    With `vocab_block` the logits are made block by block with a running (online) logsumexp,
+    so no [tokens, vocab] tensor exists: on the CPU, tensors this small are reused by the
+    allocator instead of being mapped fresh (page faults cost as much as the exp).
+    """
+    head = model.get_output_embeddings()
+    if vocab_block is None or not isinstance(head, torch.nn.Linear):
+        logits = H.logits_from_hidden(model, normed).float()
+        return torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+    weight, bias = head.weight, head.bias
+    target_logit = (normed * weight[targets]).sum(-1) + (bias[targets] if bias is not None else 0)
+    target_logit = H.postprocess_logits(model, target_logit).float()
+    running_max = running_sum = None
+    for start in range(0, weight.shape[0], vocab_block):
+        b = None if bias is None else bias[start : start + vocab_block]
+        block = H.postprocess_logits(model, torch.nn.functional.linear(normed, weight[start : start + vocab_block], b)).float()
+        block_max = block.amax(dim=-1)
+        if running_max is None:
+            running_max = block_max
+            running_sum = (block - block_max[:, None]).exp().sum(-1)
+        else:
+            new_max = torch.maximum(running_max, block_max)
+            running_sum = running_sum * (running_max - new_max).exp() + (block - new_max[:, None]).exp().sum(-1)
+            running_max = new_max
+    return running_max + running_sum.log() - target_logit
+
+
+def default_vocab_block(device, chunk_tokens: int) -> int | None:
+    """CPU: blocks of at most 4M logits (16 MB, see _chunk_nll); GPU: the whole vocabulary at once."""
+    return max(256, (1 << 22) // chunk_tokens) if torch.device(device).type == "cpu" else None
 
 
 def nll_from_hidden(model, hidden: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor,
-                    chunk_tokens: int = 1024) -> torch.Tensor:
+                    chunk_tokens: int = 1024, vocab_block: int | None | str = "auto") -> torch.Tensor:
     """Mean token NLL per row from the last decoder layer's output [rows, T, d].
 
     Only real predicting positions go through the final norm and the output layer, at most
@@ -86,14 +115,16 @@ def nll_from_hidden(model, hidden: torch.Tensor, input_ids: torch.Tensor, length
     targets = input_ids.to(hidden.device)[rows, cols + 1]
     flat = hidden[rows, cols]
     norm = H.final_norm(model)
+    if vocab_block == "auto":
+        vocab_block = default_vocab_block(hidden.device, chunk_tokens)
     pieces = []
     for start in range(0, flat.shape[0], chunk_tokens):
         h = norm(flat[start : start + chunk_tokens])
         t = targets[start : start + chunk_tokens]
         if torch.is_grad_enabled() and h.requires_grad:
-            pieces.append(checkpoint(_chunk_nll, model, h, t, use_reentrant=False))
+            pieces.append(checkpoint(_chunk_nll, model, h, t, vocab_block, use_reentrant=False))
         else:
-            pieces.append(_chunk_nll(model, h, t))
+            pieces.append(_chunk_nll(model, h, t, vocab_block))
     token_nll = torch.cat(pieces)
     sums = torch.zeros(hidden.shape[0], dtype=token_nll.dtype, device=hidden.device).index_add(0, rows, token_nll)
     return sums / (lengths - 1).to(sums.dtype)

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny random-weight models saved as ordinary HF folders, small user data,
+and (for the few slow tests) the real default model, loaded once."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from langheads import synthetic
+
+SAMPLE = {
+    "en": ["The cat sat on the mat and looked at the rain.", "All people are born free and equal.",
+           "Every morning she walks to the old bridge.", "He reads a book about the sea.",
+           "They built a house near the river last summer.", "Numbers and letters fill the page.",
+           "The train leaves at nine in the evening.", "Birds sing before the sun rises."],
+    "fr": ["Le chat est assis sur le tapis et regarde la pluie.", "Tous les êtres humains naissent libres.",
+           "Chaque matin elle marche jusqu'au vieux pont.", "Il lit un livre sur la mer.",
+           "Ils ont construit une maison près de la rivière.", "Des chiffres et des lettres remplissent la page.",
+           "Le train part à neuf heures du soir.", "Les oiseaux chantent avant le lever du soleil."],
+    "hi": ["बिल्ली चटाई पर बैठी और बारिश देखी।", "सभी मनुष्य जन्म से स्वतंत्र हैं।",
+           "हर सुबह वह पुराने पुल तक जाती है।", "वह समुद्र के बारे में किताब पढ़ता है।",
+           "उन्होंने नदी के पास घर बनाया।", "पन्ने पर अंक और अक्षर हैं।",
+           "ट्रेन रात नौ बजे जाती है।", "सूरज उगने से पहले पक्षी गाते हैं।"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {arch: synthetic.save_tiny(arch, root / arch) for arch in synthetic.ARCHS}
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory) -> Path:
+    """A folder of <lang>.txt files, one text per line."""
+    folder = tmp_path_factory.mktemp("data")
+    for lang, lines in SAMPLE.items():
+        (folder / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("jsonl") / "texts.jsonl"
+    rows = [{"lang": lang, "id": str(i), "text": t} for lang, lines in SAMPLE.items() for i, t in enumerate(lines)]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m langheads ...` in a fresh process, as a user would run it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "langheads", *args], capture_output=True, text=True, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The real Gemma 3 270M (converted once into the langheads cache)."""
+    from langheads import load_model
+
+    return load_model("default")

@@ -1,0 +1,156 @@
+"""The command line end to end on tiny models: outputs, determinism, resumption, bad input."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import langheads
+from langheads.scoring import ExactAblation
+
+from .conftest import run_cli
+
+FILES = ["scores.csv", "per_text.parquet", "heads.json", "heatmap.png"]
+
+
+def _scan(model_dir, data, out, *extra):
+    return run_cli("scan", "--model", str(model_dir), "--data", str(data), "--languages", "en,fr,hi",
+                   "--out", str(out), "--bootstrap", "200", "--quiet", *extra)
+
+
+def test_scan_outputs_and_determinism_across_processes(tiny_dirs, sample_data, tmp_path):
+    first = _scan(tiny_dirs["gemma3"], sample_data, tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    second = _scan(tiny_dirs["gemma3"], sample_data, tmp_path / "b")
+    assert second.returncode == 0, second.stderr
+    for name in FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert "kinds: language-specific" in first.stdout
+
+    scores = langheads.load_run(tmp_path / "a")
+    assert len(scores) == 4 * 4 * 3  # layers x heads x languages
+    assert {"delta_nll", "ci_low", "ci_high", "rel_increase", "kind"} <= set(scores.columns)
+    assert (scores["ci_low"] <= scores["delta_nll"]).all() and (scores["delta_nll"] <= scores["ci_high"]).all()
+    per_text = pd.read_parquet(tmp_path / "a" / "per_text.parquet")
+    base = per_text[per_text.layer == -1]
+    assert set(base.language) == {"en", "fr", "hi"} and (base.value > 0).all()
+    en = per_text[(per_text.language == "en") & (per_text.layer == 2) & (per_text["head"] == 1)]
+    row = scores[(scores.language == "en") & (scores.layer == 2) & (scores["head"] == 1)].iloc[0]
+    assert en.value.mean() == pytest.approx(row.delta_nll, rel=1e-6)
+
+    info = json.loads((tmp_path / "a" / "heads.json").read_text())
+    assert info["rule"]["n_intervals"] == 48 and info["settings"]["seed"] == 0
+    assert set(info["versions"]) == {"langheads", "torch", "transformers"}
+    assert len(info["heads"]) == 16 and sum(info["counts"].values()) == 16
+    kinds = {h["kind"] for h in info["heads"]}
+    assert kinds <= {"language-specific", "language-group", "language-agnostic", "miscellaneous"}
+
+
+def test_bootstrap_depends_on_seed_layer_head_language_only(tiny_dirs, sample_data, tmp_path):
+    """Scanning fewer languages leaves the others' intervals unchanged."""
+    common = dict(model=str(tiny_dirs["llama"]), data=str(sample_data), bootstrap=100, seed=3)
+    full = langheads.scan_model(tmp_path / "full", languages=["en", "fr", "hi"], progress=False, **common).scores
+    one = langheads.scan_model(tmp_path / "one", languages=["fr"], progress=False, **common).scores
+    fr = full[full.language == "fr"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(fr, one.reset_index(drop=True))
+
+
+def test_crash_keeps_finished_languages_and_no_half_run(tiny_dirs, sample_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = []
+    real = ExactAblation.score_language
+
+    def flaky(self, model, layout, batches, n_texts, advance):
+        calls.append(n_texts)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, model, layout, batches, n_texts, advance)
+
+    monkeypatch.setattr(ExactAblation, "score_language", flaky)
+    settings = dict(model=str(tiny_dirs["qwen2"]), data=str(sample_data), languages=["en", "fr"], bootstrap=50, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        langheads.scan_model(out, **settings)
+    assert not out.exists()
+    assert (tmp_path / "run.partial" / "lang-en.npz").exists()
+    langheads.scan_model(out, **settings)
+    assert len(calls) == 3  # en was not scored again
+    assert out.exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tiny_dirs, sample_jsonl, tmp_path):
+    r = run_cli("scan", "--model", str(tiny_dirs["gpt2"]), "--data", str(sample_jsonl), "--languages", "en,hi",
+                "--out", str(tmp_path / "x"), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "12 heads" in r.stderr and "work units" in r.stderr and "min" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_attribution_and_lahis_methods_run(tiny_dirs, sample_data, tmp_path):
+    for method, rule in [("attribution", "interval"), ("lahis", "lahis")]:
+        r = _scan(tiny_dirs["cohere"], sample_data, tmp_path / method, "--method", method, "--rule", rule,
+                  "--lahis-min-languages", "2")
+        assert r.returncode == 0, r.stderr
+        info = json.loads((tmp_path / method / "heads.json").read_text())
+        assert info["method"]["name"] == method and info["rule"]["name"] == rule
+
+
+def _bad(*args):
+    r = run_cli(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("langheads: error: "), r.stderr
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_exit_2(tiny_dirs, sample_data, tmp_path):
+    model = str(tiny_dirs["llama"])
+    assert "unknown model" in _bad("info", str(tmp_path / "no-such-model"))
+    assert "not found" in _bad("info", str(tmp_path / "missing.gguf"))
+    wrong = tmp_path / "wrong.gguf"
+    wrong.write_bytes(b"this is not a gguf file")
+    assert "wrong.gguf" in _bad("info", str(wrong))
+    assert "'xx'" in _bad("scan", "--model", model, "--languages", "en,xx", "--out", str(tmp_path / "o"))
+    assert "no data for language 'de'" in _bad("scan", "--model", model, "--data", str(sample_data),
+                                              "--languages", "en,de", "--out", str(tmp_path / "o"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "en.txt").write_text("\n")
+    assert "empty" in _bad("scan", "--model", model, "--data", str(empty), "--out", str(tmp_path / "o"))
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    (latin / "en.txt").write_bytes("café".encode("latin-1"))
+    assert "UTF-8" in _bad("scan", "--model", model, "--data", str(latin), "--out", str(tmp_path / "o"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"lang": "en", "text": "fine"}\nnot json\n')
+    assert "broken.jsonl:2" in _bad("scan", "--model", model, "--data", str(broken), "--out", str(tmp_path / "o"))
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    assert "--overwrite" in _bad("scan", "--model", model, "--data", str(sample_data), "--languages", "en",
+                                 "--out", str(taken))
+    assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_replaces_a_run(tiny_dirs, sample_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    r = _scan(tiny_dirs["mistral"], sample_data, out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert not (out / "old.txt").exists() and (out / "scores.csv").exists()
+
+
+def test_info_and_languages(tiny_dirs):
+    r = run_cli("info", str(tiny_dirs["qwen3"]))
+    assert r.returncode == 0, r.stderr
+    assert "qwen3" in r.stdout and "KV heads       2" in r.stdout and "head size      16" in r.stdout
+    r = run_cli("languages")
+    assert r.returncode == 0 and "zh " in r.stdout and "udhr:cmn_hans" in r.stdout
+
+
+def test_hub_id_without_network_fails_fast(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    line = _bad("info", "someorg/somemodel")
+    assert "not reachable" in line or "cannot fetch" in line
+    assert time.perf_counter() - start < 30

@@ -1,0 +1,49 @@
+"""The kinds rules on hand-made scores: one head per kind."""
+import pandas as pd
+
+from langheads.kinds import IntervalRule, LahisRule
+
+LANGS = ["en", "hi", "fr", "de"]
+
+
+def _scores(lows: dict[tuple[int, int], list[float]]) -> pd.DataFrame:
+    rows = [{"layer": l, "head": h, "language": lang, "rel_ci_low": low, "delta_nll": low}
+            for (l, h), values in lows.items() for lang, low in zip(LANGS, values)]
+    return pd.DataFrame(rows)
+
+
+def test_interval_rule_one_case_per_kind():
+    scores = _scores({
+        (0, 0): [0.05, 0.0, -0.01, 0.009],   # only en above 1%
+        (0, 1): [0.02, 0.03, 0.0, 0.0],      # en and hi: 2 of 4 < ceil(0.75 * 4) = 3
+        (0, 2): [0.02, 0.03, 0.011, 0.0],    # 3 of 4: agnostic
+        (0, 3): [0.01, 0.0, 0.005, -0.2],    # none strictly above 1%
+    })
+    heads = {(h["layer"], h["head"]): h for h in IntervalRule(0.01, 0.75).classify(scores, LANGS)}
+    assert heads[(0, 0)]["kind"] == "language-specific" and heads[(0, 0)]["languages"] == ["en"]
+    assert heads[(0, 1)]["kind"] == "language-group" and heads[(0, 1)]["languages"] == ["en", "hi"]
+    assert heads[(0, 2)]["kind"] == "language-agnostic" and heads[(0, 2)]["languages"] == ["en", "hi", "fr"]
+    assert heads[(0, 3)]["kind"] == "miscellaneous" and heads[(0, 3)]["languages"] == []
+
+
+def test_threshold_and_share_are_settings():
+    scores = _scores({(0, 0): [0.02, 0.03, 0.0, 0.0]})
+    assert IntervalRule(0.025, 0.75).classify(scores, LANGS)[0]["kind"] == "language-specific"
+    assert IntervalRule(0.01, 0.5).classify(scores, LANGS)[0]["kind"] == "language-agnostic"
+
+
+def test_two_languages_match_the_paper():
+    scores = _scores({(0, 0): [0.05, 0.05, 0, 0]})
+    rule = IntervalRule()
+    assert rule.classify(scores, ["en", "hi"])[0]["kind"] == "language-agnostic"
+    assert rule.describe(2, 72)["n_intervals"] == 144
+
+
+def test_lahis_rule():
+    lows = {(0, h): [0.0] * 4 for h in range(10)}
+    lows[(0, 0)] = [1.0, 1.0, 1.0, 1.0]   # top in every language: general
+    lows[(0, 1)] = [0.9, 0.0, 0.0, 0.0]   # top only in en: specific
+    heads = {h["head"]: h for h in LahisRule(quantile=0.85, min_languages=4).classify(_scores(lows), LANGS)}
+    assert heads[0]["kind"] == "language-general"
+    assert heads[1]["kind"] == "language-specific" and heads[1]["languages"] == ["en"]
+    assert heads[5]["kind"] == "other"
