@@ -154,3 +154,24 @@ def test_hub_id_without_network_fails_fast(tmp_path):
     line = _bad("info", "someorg/somemodel")
     assert "not reachable" in line or "cannot fetch" in line
     assert time.perf_counter() - start < 30
+
+
+def test_compare_runs(tiny_dirs, sample_data, tmp_path):
+    from langheads.compare import compare_runs, spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    common = dict(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en", "fr"], bootstrap=20, progress=False)
+    langheads.scan_model(tmp_path / "exact", **common)
+    langheads.scan_model(tmp_path / "attr", method="attribution", **common)
+    same = compare_runs(tmp_path / "exact", tmp_path / "exact", top=5)
+    assert (same.spearman == 1.0).all() and (same.top5_overlap == 1.0).all()
+    r = run_cli("compare", str(tmp_path / "exact"), str(tmp_path / "attr"), "--top", "5")
+    assert r.returncode == 0, r.stderr
+    assert "en" in r.stdout and "mean spearman" in r.stdout
+
+
+def test_memory_estimate_refuses_up_front(tiny_dirs, sample_data, tmp_path):
+    line = _bad("scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
+                "--out", str(tmp_path / "o"), "--batch-tokens", str(10**12))
+    assert "--batch-tokens" in line

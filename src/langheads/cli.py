@@ -79,6 +79,15 @@ def cmd_scan(args) -> None:
     print(f"wrote {out}/ (scores.csv, per_text.parquet, heads.json, heatmap.png) in {time.perf_counter() - start:.0f} s")
 
 
+def cmd_compare(args) -> None:
+    from .compare import compare_runs
+
+    table = compare_runs(args.run_a, args.run_b, args.top)
+    print(f"A = {args.run_a}, B = {args.run_b}: Spearman rank correlation of head scores, top-{args.top} overlap")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"mean spearman {table['spearman'].mean():.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langheads", description="Which attention heads serve which language?")
     sub = p.add_subparsers(dest="command", required=True)
@@ -118,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=cmd_scan)
+
+    s = sub.add_parser("compare", help="rank agreement of two runs' head scores, per language")
+    s.add_argument("run_a")
+    s.add_argument("run_b")
+    s.add_argument("--top", type=int, default=10, help="size of the top set whose overlap is shown")
+    s.set_defaults(run=cmd_compare)
     return p
 
 

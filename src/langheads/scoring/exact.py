@@ -18,8 +18,16 @@ class ExactAblation(ScoringMethod):
     name = "exact"
     value_meaning = "increase of the text's mean token NLL (nats) when the head alone is removed"
 
+    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, reuse: bool = True,
+                 layers: list[int] | None = None):
+        """`reuse=False` recomputes every layer for every head (the benchmark's baseline);
+        `layers` scores only those layers (the others' values stay 0)."""
+        super().__init__(chunk_tokens, batch_tokens)
+        self.reuse = reuse
+        self.layers = layers
+
     def work_units(self, layout, batches):
-        return len(batches) * layout.n_layers
+        return len(batches) * len(self.layers or range(layout.n_layers))
 
     @torch.no_grad()
     def score_language(self, model, layout, batches, n_texts, advance):
@@ -33,13 +41,13 @@ class ExactAblation(ScoringMethod):
             base[batch.index] = base_rows
             rows = batch.input_ids.shape[0]
             per_forward = max(1, min(layout.n_heads, self.batch_tokens // batch.n_tokens))
-            for layer in range(layout.n_layers):
+            for layer in self.layers or range(layout.n_layers):
                 for first in range(0, layout.n_heads, per_forward):
                     chosen = list(range(first, min(first + per_forward, layout.n_heads)))
                     factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)
                     for k, head in enumerate(chosen):
                         factors[k, :, head] = 0.0
-                    out = nll.resume(model, tr, layer, {layer: factors.view(-1, layout.n_heads)},
+                    out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors.view(-1, layout.n_heads)},
                                      copies=len(chosen), chunk_tokens=self.chunk_tokens)
                     out = out.double().cpu().numpy().reshape(len(chosen), rows)
                     values[layer, chosen[0] : chosen[-1] + 1][:, batch.index] = out - base_rows
