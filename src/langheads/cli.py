@@ -88,6 +88,38 @@ def cmd_compare(args) -> None:
     print(f"mean spearman {table['spearman'].mean():.3f}")
 
 
+def cmd_prune(args) -> None:
+    from .pruning import PruneSettings, prune
+
+    settings = PruneSettings(scan=args.scan, keep=_langs(args.keep), drop=_langs(args.drop) if args.drop else None,
+                             max_increase=args.max_increase, heads=args.heads, dtype=args.dtype, uniform=args.uniform)
+    result, record = prune(settings, Path(args.out), args.overwrite, progress=not args.quiet)
+    last = result.curve[-1]
+    print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
+    print(f"stopped: {result.stopped}")
+    print("selection-text NLL change: " + ", ".join(
+        f"{lang} {last['nll'][lang] / result.curve[0]['nll'][lang] - 1:+.2%}" for lang in last["nll"]))
+    print(f"kept {','.join(record['kept'])}; dropped {','.join(record['dropped'])}; wrote {args.out}/")
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate, write_eval
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    result = evaluate(args.model, args.baseline, _langs(args.languages), args.data, args.max_tokens,
+                      args.prompts, new_tokens=args.new_tokens, seed=args.seed)
+    write_eval(result, out, args.overwrite)
+    t = result["table"]
+    print(f"report texts (never used to choose): {args.model} vs {args.baseline}")
+    for r in t.itertuples():
+        print(f"{r.language:4} NLL {r.nll_before:.3f} -> {r.nll_after:.3f} ({r.rel_change:+.2%}, 95% CI "
+              f"{r.rel_ci_low:+.2%} .. {r.rel_ci_high:+.2%}); per byte {r.nll_per_byte_before:.4f} -> "
+              f"{r.nll_per_byte_after:.4f}; generations in {r.language}: {r.same_language_before:.0%} -> {r.same_language_after:.0%}")
+    print(f"wrote {out}/ (eval.csv, eval.json, generations.jsonl)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langheads", description="Which attention heads serve which language?")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=cmd_scan)
+
+    s = sub.add_parser("prune", help="remove the heads the kept languages do not need and save the smaller model")
+    s.add_argument("--scan", required=True, help="a run folder from `langheads scan`")
+    s.add_argument("--keep", required=True, help="languages the deployment serves, e.g. en,hi")
+    s.add_argument("--drop", help="languages it need not serve (default: every other scanned language)")
+    s.add_argument("--max-increase", type=float, default=0.02, help="budget: largest relative NLL rise of a kept language")
+    s.add_argument("--heads", type=int, help="remove this many heads instead of using the budget")
+    s.add_argument("--out", required=True, help="model folder to write")
+    s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 for the saved weights")
+    s.add_argument("--uniform", action="store_true", help="the same number of heads from every KV group of every layer")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(run=cmd_prune)
+
+    s = sub.add_parser("evaluate", help="before/after on the report texts: NLL with intervals, generation check")
+    s.add_argument("--model", required=True)
+    s.add_argument("--baseline", default="default")
+    s.add_argument("--languages", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--data")
+    s.add_argument("--max-tokens", type=int)
+    s.add_argument("--prompts", type=int, default=3, help="greedy continuations per language")
+    s.add_argument("--new-tokens", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(run=cmd_evaluate)
 
     s = sub.add_parser("compare", help="rank agreement of two runs' head scores, per language")
     s.add_argument("run_a")

@@ -74,6 +74,42 @@ def _from_folder(folder: Path, dtype: torch.dtype, device: str):
     return model.eval(), tokenizer
 
 
+PRUNING_FILE = "pruning.json"
+
+
+def _from_pruned_folder(folder: Path, dtype: torch.dtype, device: str):
+    """A folder written by `langheads prune`: rebuild the per-layer head shapes, then load.
+
+    Layers may keep different numbers of heads, which the stock config cannot say; the config
+    keeps the original counts and pruning.json lists the removed heads per layer. Weights come
+    from safetensors only (no pickle) and must match the rebuilt shapes exactly.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.initialization import no_init_weights
+
+    from .surgery import remove_heads_
+
+    info = json.loads((folder / PRUNING_FILE).read_text())
+    if info.get("uniform"):  # the config itself says the new head counts
+        return _from_folder(folder, dtype, device)
+    config = AutoConfig.from_pretrained(folder)
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    remove_heads_(model, {int(k): v for k, v in info["removed"].items()})
+    state = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(config.get_text_config(), "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise LangheadsError(f"{folder}: weights do not match pruning.json (missing {sorted(set(missing) - tied)[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+    model.tie_weights()
+    model = model.to(device=device, dtype=dtype).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
 def _converted_gguf(gguf: Path, sha: str) -> Path:
     """The cached safetensors copy of a GGUF file, converting it on first use."""
     target = cache_dir() / "models" / sha[:16]
@@ -143,7 +179,8 @@ def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", d
     if path.is_dir():
         if not (path / "config.json").exists():
             raise LangheadsError(f"not a Hugging Face model folder (no config.json): {spec}")
-        model, tok = _from_folder(path, dtype, device)
+        loader = _from_pruned_folder if (path / PRUNING_FILE).exists() else _from_folder
+        model, tok = loader(path, dtype, device)
         return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path))
     if not _looks_like_hub_id(spec):
         raise LangheadsError(f"unknown model '{spec}': not 'default', a folder, a .gguf file or a hub id (org/name)")

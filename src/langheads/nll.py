@@ -210,6 +210,18 @@ def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor],
 
 
 @torch.no_grad()
+def per_text_nll(model, token_lists: list[list[int]], batch_tokens: int = 4096, chunk_tokens: int = 1024,
+                 pad_id: int = 0) -> torch.Tensor:
+    """Per-text mean token NLL (float64, on the CPU) through the fast path, with whatever masks are active."""
+    out = torch.zeros(len(token_lists), dtype=torch.float64)
+    for batch in make_batches(token_lists, batch_tokens, pad_id):
+        tr = trace(model, batch)
+        out[batch.index] = nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths,
+                                           chunk_tokens).double().cpu()
+    return out
+
+
+@torch.no_grad()
 def reference_nll(model, token_lists: list[list[int]]) -> torch.Tensor:
     """The slow, obvious path: each text alone through the whole model, full logits.
 

@@ -1,0 +1,195 @@
+"""Choose the heads a deployment's languages do not need, remove them, and save the model.
+
+Choice: among heads that matter for no kept language (by the scan's rule), those that matter
+only for dropped languages come first, then the miscellaneous ones; within each tier the
+least harmful to the kept languages (by the scan's relative increase) first. Heads are removed
+one at a time; after each step every scanned language is re-measured on its *selection* texts
+(never the scoring texts the scan used, nor the report texts claims are made on), and the
+walk stops at the budget: the largest relative rise of a kept language, or a head count.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import heads as H
+from . import nll
+from .corpus import load_corpus
+from .errors import LangheadsError
+from .models import DTYPES, PRUNING_FILE, LoadedModel, load_model
+from .report import load_run, load_run_info
+from .surgery import remove_heads_
+
+
+@dataclass
+class PruneSettings:
+    scan: str
+    keep: list[str]
+    drop: list[str] | None = None       # default: every other scanned language
+    max_increase: float = 0.02          # budget: relative rise of any kept language's NLL
+    heads: int | None = None            # or: remove exactly this many (if that many are allowed)
+    dtype: str = "float32"
+    uniform: bool = False
+    batch_tokens: int = 4096
+    chunk_tokens: int = 1024
+
+
+def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str]) -> list[tuple[int, int]]:
+    """Heads that matter for no kept language, in the order they may be removed."""
+    rel = scores.set_index(["layer", "head", "language"])["rel_increase"]
+
+    def harm(h):
+        return max(rel[(h["layer"], h["head"], lang)] for lang in keep)
+
+    dropped_only = [h for h in heads if h["languages"] and set(h["languages"]) <= set(drop)]
+    misc = [h for h in heads if not h["languages"]]
+    return [(h["layer"], h["head"]) for tier in (dropped_only, misc) for h in sorted(tier, key=harm)]
+
+
+def selection_tokens(loaded: LoadedModel, info: dict, languages: list[str]) -> dict[str, list[list[int]]]:
+    s = info["settings"]
+    corpus = load_corpus(s["data"])
+    return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"])
+            for lang in languages}
+
+
+@dataclass
+class PruneResult:
+    removed: list[tuple[int, int]]
+    curve: list[dict] = field(default_factory=list)  # per step: head, NLL per language, rel per kept language
+    stopped: str = ""
+
+
+def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) -> tuple[PruneResult, dict]:
+    info = load_run_info(settings.scan)
+    scores = load_run(settings.scan)
+    scanned = info["settings"]["languages"]
+    unknown = [lang for lang in settings.keep + (settings.drop or []) if lang not in scanned]
+    if unknown:
+        raise LangheadsError(f"not in the scan: {','.join(unknown)} (scanned: {','.join(scanned)})")
+    if not settings.keep:
+        raise LangheadsError("--keep needs at least one language")
+    drop = settings.drop if settings.drop is not None else [l for l in scanned if l not in settings.keep]
+    if set(drop) & set(settings.keep):
+        raise LangheadsError("a language cannot be both kept and dropped")
+    order = candidate_order(scores, info["heads"], settings.keep, drop)
+    tokens = selection_tokens(loaded, info, scanned)
+    pad = loaded.tokenizer.pad_token_id or 0
+
+    def measure(removed):
+        with H.masked_heads(loaded.model, removed):
+            return {lang: float(nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens, pad).mean())
+                    for lang in scanned}
+
+    from tqdm.auto import tqdm
+
+    base = measure([])
+    result = PruneResult([], [{"step": 0, "head": None, "nll": base, "rel_kept": {l: 0.0 for l in settings.keep}}])
+    limit = settings.heads if settings.heads is not None else len(order)
+    bar = tqdm(total=min(limit, len(order)), desc="prune", unit="head", disable=not progress)
+    for layer_head in order:
+        if len(result.removed) >= limit:
+            result.stopped = f"removed the {limit} heads asked for"
+            break
+        trial = result.removed + [layer_head]
+        now = measure(trial)
+        rel = {l: now[l] / base[l] - 1 for l in settings.keep}
+        if settings.heads is None and max(rel.values()) > settings.max_increase:
+            result.stopped = (f"removing L{layer_head[0]}H{layer_head[1]} would raise "
+                              f"{max(rel, key=rel.get)} by {max(rel.values()):.2%} > {settings.max_increase:.2%}")
+            break
+        result.removed = trial
+        result.curve.append({"step": len(trial), "head": list(layer_head), "nll": now, "rel_kept": rel})
+        bar.update(1)
+    else:
+        result.stopped = "no more candidate heads (every other head matters for a kept language)"
+    bar.close()
+    return result, {"info": info, "drop": drop, "order": order}
+
+
+def _uniform_config(model, removed: dict[int, list[int]]):
+    """The stock config with fewer query heads, or a LangheadsError saying why not."""
+    from transformers import AutoModelForCausalLM
+
+    layout = H.head_layout(model)
+    per_group = [[sum(1 for h in removed.get(l, []) if h // layout.group_size == g) for g in range(layout.n_kv_heads)]
+                 for l in range(layout.n_layers)]
+    if len({c for row in per_group for c in row}) != 1:
+        raise LangheadsError("--uniform needs the same number of query heads removed from every KV group of every "
+                             "layer; this choice removes " + ", ".join(str(row) for row in per_group[:4]) + " ...")
+    key = "n_head" if layout.model_type == "gpt2" else "num_attention_heads"
+    new_heads = layout.n_heads - per_group[0][0] * layout.n_kv_heads
+    if new_heads == 0:
+        raise LangheadsError("--uniform would remove every head")
+    if layout.model_type == "gpt2":
+        raise LangheadsError("--uniform: GPT-2's config ties the head size to n_embd / n_head, so fewer heads "
+                             "cannot be expressed; save without --uniform")
+    old = H.text_config(model)
+    try:
+        config = old.__class__.from_dict({**old.to_dict(), key: new_heads, "head_dim": layout.head_dim})
+        with torch.device("meta"):
+            AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # the installed transformers refuses these head counts
+        reason = str(getattr(e, "__cause__", None) or e).strip().splitlines()[-1]
+        raise LangheadsError(f"--uniform: transformers cannot express {new_heads} query heads for this model "
+                             f"({reason}); save without --uniform") from None
+    return config
+
+
+def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, record: dict,
+                dtype: str = "float32", uniform: bool = False, overwrite: bool = False) -> Path:
+    """Remove the heads physically and write a folder that load_model (and, with --uniform,
+    plain transformers) reloads: safetensors, config, tokenizer, pruning.json."""
+    if out.exists() and not overwrite:
+        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    if dtype not in DTYPES:
+        raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in removed:
+        by_layer.setdefault(layer, []).append(head)
+    model = loaded.model
+    config = _uniform_config(model, by_layer) if uniform else None
+    shapes = remove_heads_(model, by_layer)
+    if config is not None:
+        model.config = config
+    model.to(DTYPES[dtype])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(tmp)
+        full = {**record, "uniform": uniform, "dtype": dtype,
+                "removed": {str(l): sorted(h) for l, h in sorted(by_layer.items())},
+                "layers": {str(l): v for l, v in shapes.items()},
+                "padding_heads": sum(v["padding_heads"] for v in shapes.values())}
+        (tmp / PRUNING_FILE).write_text(json.dumps(full, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True) -> tuple[PruneResult, dict]:
+    """Library entry point for `langheads prune`."""
+    if out.exists() and not overwrite:
+        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    info = load_run_info(settings.scan)
+    loaded = load_model(info["settings"]["model"])
+    if loaded.model_hash != info["model"]["sha256"]:
+        raise LangheadsError("the scan's model has changed since the scan (hash differs)")
+    result, ctx = choose(loaded, settings, progress)
+    record = {"scan": str(Path(settings.scan).resolve()), "model": info["model"], "kept": settings.keep,
+              "dropped": ctx["drop"], "settings": {k: v for k, v in vars(settings).items()},
+              "removed_heads": [list(x) for x in result.removed], "stopped": result.stopped,
+              "curve": result.curve, "selection_texts": "selection part of " + info["corpus"]["source"]}
+    save_pruned(loaded, result.removed, out, record, settings.dtype, settings.uniform, overwrite)
+    return result, record

@@ -1,0 +1,143 @@
+"""Physical pruning: equal to masking, reloads with both loaders, chooses within its rules."""
+import copy
+import json
+
+import pytest
+import torch
+
+from langheads import heads as H
+from langheads import models, pruning, surgery, synthetic
+from langheads.errors import LangheadsError
+
+from .conftest import run_cli
+
+# Layer 0 uneven groups (group 0 keeps 1 head, group 1 keeps 2), layer 1 all heads gone,
+# layer 2 one KV group gone entirely.
+REMOVED = [(0, 1), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1)]
+
+
+def _ids():
+    return torch.randint(4, synthetic.VOCAB, (3, 19), generator=torch.Generator().manual_seed(5))
+
+
+def _masked_logits(model, removed):
+    with torch.no_grad(), H.masked_heads(model, removed):
+        return model(input_ids=_ids()).logits
+
+
+def _close(a, b):
+    return (a - b).abs().max().item() <= 1e-5 * b.abs().max().item()
+
+
+@pytest.mark.parametrize("arch", synthetic.ARCHS)
+def test_pruned_model_equals_masked_and_reloads(arch, tiny_dirs, tmp_path):
+    loaded = models.load_model(str(tiny_dirs[arch]))
+    expected = _masked_logits(loaded.model, REMOVED)
+    before = sum(p.numel() for p in loaded.model.parameters())
+    pruning.save_pruned(loaded, REMOVED, tmp_path / "p", {"note": "test"})
+    assert sum(p.numel() for p in loaded.model.parameters()) < before
+    with torch.no_grad():
+        assert _close(loaded.model(input_ids=_ids()).logits, expected)
+    reloaded = models.load_model(str(tmp_path / "p"))
+    with torch.no_grad():
+        assert _close(reloaded.model(input_ids=_ids()).logits, expected)
+    info = json.loads((tmp_path / "p" / "pruning.json").read_text())
+    assert info["removed"] == {"0": [1], "1": [0, 1, 2, 3], "2": [0, 1]}
+    if arch != "gpt2":
+        attn = H.decoder_layers(reloaded.model)[2].self_attn
+        assert attn.k_proj.weight.shape[0] == 16  # KV group 0 went with both its query heads
+        assert info["padding_heads"] == 1  # layer 0: group 0 padded to the width of group 1
+    assert not list(tmp_path.glob("*.safetensors")) and not list((tmp_path / "p").glob("*.bin"))
+
+
+def test_empty_choice_gives_the_original(tiny_dirs, tmp_path):
+    loaded = models.load_model(str(tiny_dirs["qwen2"]))
+    with torch.no_grad():
+        original = loaded.model(input_ids=_ids()).logits
+    pruning.save_pruned(loaded, [], tmp_path / "p", {})
+    with torch.no_grad():
+        assert torch.equal(models.load_model(str(tmp_path / "p")).model(input_ids=_ids()).logits, original)
+
+
+def test_generation_works_after_pruning(tiny_dirs):
+    loaded = models.load_model(str(tiny_dirs["gemma3"]))
+    surgery.remove_heads_(loaded.model, {0: [0, 1, 2, 3], 1: [2]})
+    x = torch.tensor([[1, 50, 60, 70]])
+    out = loaded.model.generate(input_ids=x, max_new_tokens=5, do_sample=False)
+    with torch.no_grad():  # the cached decode agrees with a full forward
+        full = loaded.model(input_ids=out[:, :-1]).logits[0, -1].argmax()
+    assert out.shape == (1, 9) and full == out[0, -1]
+
+
+def test_uniform_reloads_with_plain_transformers(tiny_dirs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    loaded = models.load_model(str(tiny_dirs["llama"]))
+    removed = [(l, h) for l in range(3) for h in (1, 3)]  # one head from each KV group of each layer
+    expected = _masked_logits(loaded.model, removed)
+    pruning.save_pruned(loaded, removed, tmp_path / "u", {}, uniform=True)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "u").eval()
+    assert plain.config.num_attention_heads == 2 and plain.config.num_key_value_heads == 2
+    with torch.no_grad():
+        assert _close(plain(input_ids=_ids()).logits, expected)
+        assert _close(models.load_model(str(tmp_path / "u")).model(input_ids=_ids()).logits, expected)
+
+
+def test_uniform_is_refused_with_the_reason(tmp_path):
+    uneven = models.load_model(str(synthetic.save_tiny("llama", tmp_path / "m")))
+    with pytest.raises(LangheadsError, match="same number of query heads"):
+        pruning.save_pruned(uneven, [(0, 1)], tmp_path / "a", {}, uniform=True)
+    # 6 query heads in 2 groups of 3, hidden size 42: removing one per group leaves 4 heads,
+    # and transformers' config validator wants the hidden size to be a multiple of the head count.
+    six = models.load_model(str(synthetic.save_tiny("llama", tmp_path / "six", hidden_size=42,
+                                                    num_attention_heads=6, num_key_value_heads=2)))
+    with pytest.raises(LangheadsError, match="cannot express 4 query heads.*not a multiple"):
+        pruning.save_pruned(six, [(l, h) for l in range(3) for h in (0, 3)], tmp_path / "b", {}, uniform=True)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_candidate_order():
+    import pandas as pd
+
+    heads = [{"layer": 0, "head": 0, "kind": "language-specific", "languages": ["en"]},
+             {"layer": 0, "head": 1, "kind": "language-specific", "languages": ["fr"]},
+             {"layer": 0, "head": 2, "kind": "miscellaneous", "languages": []},
+             {"layer": 0, "head": 3, "kind": "language-group", "languages": ["fr", "hi"]},
+             {"layer": 1, "head": 0, "kind": "miscellaneous", "languages": []}]
+    rel = {(0, 0): 0.05, (0, 1): 0.003, (0, 2): 0.001, (0, 3): 0.002, (1, 0): 0.0005}
+    scores = pd.DataFrame([{"layer": l, "head": h, "language": lang, "rel_increase": r}
+                           for (l, h), r in rel.items() for lang in ["en", "fr", "hi"]])
+    order = pruning.candidate_order(scores, heads, keep=["en"], drop=["fr", "hi"])
+    assert order == [(0, 3), (0, 1), (1, 0), (0, 2)]  # dropped-only by harm, then miscellaneous by harm
+
+
+def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
+    run = tmp_path / "scan"
+    r = run_cli("scan", "--model", str(tiny_dirs["gemma3"]), "--data", str(sample_data), "--languages", "en,fr,hi",
+                "--out", str(run), "--bootstrap", "50", "--threshold", "0.002", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("prune", "--scan", str(run), "--keep", "en", "--heads", "2", "--out", str(tmp_path / "m"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "m" / "pruning.json").read_text())
+    assert info["kept"] == ["en"] and info["dropped"] == ["fr", "hi"]
+    assert len(info["curve"]) == len(info["removed_heads"]) + 1
+    assert all(set(step["nll"]) == {"en", "fr", "hi"} for step in info["curve"])
+    r = run_cli("prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out", str(tmp_path / "b"),
+                "--quiet", "--dtype", "bfloat16")
+    assert r.returncode == 0, r.stderr
+    from safetensors import safe_open
+
+    [weights] = (tmp_path / "b").glob("*.safetensors")
+    with safe_open(str(weights), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert models.load_model(str(tmp_path / "b"), "bfloat16").model.dtype == torch.bfloat16
+    r = run_cli("evaluate", "--model", str(tmp_path / "m"), "--baseline", str(tiny_dirs["gemma3"]),
+                "--languages", "en,fr", "--data", str(sample_data), "--out", str(tmp_path / "e"), "--prompts", "1",
+                "--new-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert [row["language"] for row in ev["table"]] == ["en", "fr"] and ev["part"] == "report"
+    for row in ev["table"]:
+        assert row["change_ci_low"] <= row["change"] <= row["change_ci_high"]
+        assert row["nll_per_byte_before"] > 0
+    assert "not in the scan: de" in run_cli("prune", "--scan", str(run), "--keep", "de", "--out", str(tmp_path / "x")).stderr
