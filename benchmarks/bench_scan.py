@@ -125,6 +125,7 @@ def main():
     p.add_argument("--chunk-tokens", type=int, default=1024)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--compile", action="store_true", help="also time (c) and (d) with nll.compile_for_speed")
     args = p.parse_args()
     torch.set_grad_enabled(False)
 
@@ -162,8 +163,20 @@ def main():
     exact = ExactAblation(args.chunk_tokens, args.batch_tokens)
     t_c, exact_scores = timed(device, lambda: method_map(exact, model, layout, languages, bt, pad_id))
     attribution = GradientAttribution(args.chunk_tokens, args.batch_tokens)
-    with torch.enable_grad():
+    first = next(iter(languages))
+    with torch.enable_grad():  # warm-up: the first backward pays for kernel selection
+        method_map(attribution, model, layout, {first: languages[first][:2]}, args.batch_tokens, pad_id)
         t_d, _ = timed(device, lambda: method_map(attribution, model, layout, languages, args.batch_tokens, pad_id))
+    compiled = []
+    if args.compile:
+        t_compile, _ = timed(device, lambda: (nll.compile_for_speed(model), method_map(
+            ExactAblation(args.chunk_tokens, args.batch_tokens, layers=[0]), model, layout, languages, bt, pad_id)))
+        t_cc, _ = timed(device, lambda: method_map(exact, model, layout, languages, bt, pad_id))
+        with torch.enable_grad():
+            method_map(attribution, model, layout, {first: languages[first][:2]}, args.batch_tokens, pad_id)
+            t_dc, _ = timed(device, lambda: method_map(attribution, model, layout, languages, args.batch_tokens, pad_id))
+        compiled = [("(c) exact, compiled", t_cc, "exact"), ("(d) attribution, compiled", t_dc, 3 * plain_flop)]
+        print(f"compiling (and one layer's warm-up) took {t_compile:.1f} s")
 
     diff = max(np.nanmax(np.abs(naive[lang][sample] - token_weighted(exact_scores[lang], languages[lang])[sample]))
                for lang in languages)
@@ -181,11 +194,14 @@ def main():
         ("(c) exact with reuse, full map", t_c, exact_flop),
         ("(d) attribution, full map", t_d, 3 * plain_flop),
     ]
+    rows += [(label, t, exact_flop if flop == "exact" else flop) for label, t, flop in compiled]
     print(f"\n{'what':34} {'seconds':>9} {unit:>9} {'a / this':>9}")
     for label, t, flop in rows:
         print(f"{label:34} {t:9.2f} {flop / t / div:9.1f} {t_a / t:9.2f}")
     print(f"\n(c) vs (b): {t_b / t_c:.2f}x   (c) vs (a): {t_a / t_c:.2f}x   (d) vs (a): {t_a / t_d:.1f}x")
     print(f"per 4,096 tokens: exact map {t_c * 4096 / n_tokens:.2f} s, attribution {t_d * 4096 / n_tokens:.3f} s")
+    for label, t, _ in compiled:
+        print(f"per 4,096 tokens, {label}: {t * 4096 / n_tokens:.3f} s")
     print(f"largest |score (a) - score (c)| on the sampled heads: {diff:.2e} nats")
 
 

@@ -66,6 +66,7 @@ def cmd_scan(args) -> None:
         rule=args.rule, threshold=args.threshold, agnostic_share=args.agnostic_share,
         lahis_quantile=args.lahis_quantile, lahis_min_languages=args.lahis_min_languages,
         batch_tokens=args.batch_tokens, chunk_tokens=args.chunk_tokens, device=args.device, dtype=args.dtype,
+        compile=args.compile,
     )
     plan = plan_scan(settings)
     print(describe_plan(plan), file=sys.stderr)
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-tokens", type=int, default=1024, help="positions per chunk of full-vocabulary logits")
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    s.add_argument("--compile", action="store_true", help="torch.compile MLPs, norms and the loss (worth it on GPUs)")
     s.add_argument("--dry-run", action="store_true", help="print the work and a time estimate, then stop")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -107,6 +107,21 @@ def postprocess_logits(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def compile_outside_attention(model: nn.Module) -> None:
+    """torch.compile every part of each decoder layer except attention (MLP, norms) and the
+    final norm, in place: fuses their elementwise work on GPUs. Attention stays eager, so head
+    hooks on the output projection keep working without recompiling."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64 + 4 * len(decoder_layers(model)))
+    attn = ARCHITECTURES[text_config(model).model_type][2]
+    for layer in decoder_layers(model):
+        for name, child in layer.named_children():
+            if name != attn:
+                child.compile()
+    final_norm(model).compile()
+
+
 @contextlib.contextmanager
 def scaled_heads(model: nn.Module, factors: dict[int, torch.Tensor]):
     """Multiply each head's slice of the projection input by a factor while inside the block.

@@ -67,6 +67,19 @@ def _positions(lengths: torch.Tensor, longest: int):
     return rows, cols
 
 
+def _full_vocab_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    return torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+
+
+def compile_for_speed(model) -> None:
+    """torch.compile what fuses well and leaves head hooks alone: each layer's MLP and norms
+    (heads.compile_outside_attention) and the loss's upcast + logsumexp, which then reads the
+    low-precision logits once instead of writing a float32 copy. Same numbers to rounding."""
+    H.compile_outside_attention(model)
+    model._langheads_loss = torch.compile(_full_vocab_nll, dynamic=True)
+
+
 def _chunk_nll(model, normed: torch.Tensor, targets: torch.Tensor, vocab_block: int | None) -> torch.Tensor:
     """Token NLL = logsumexp(logits) - logits[target], over vocabulary blocks.
 
@@ -76,8 +89,8 @@ def _chunk_nll(model, normed: torch.Tensor, targets: torch.Tensor, vocab_block: 
     """
     head = model.get_output_embeddings()
     if vocab_block is None or not isinstance(head, torch.nn.Linear):
-        logits = H.logits_from_hidden(model, normed).float()
-        return torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+        full_vocab_nll = getattr(model, "_langheads_loss", _full_vocab_nll)
+        return full_vocab_nll(H.logits_from_hidden(model, normed), targets)
     weight, bias = head.weight, head.bias
     target_logit = (normed * weight[targets]).sum(-1) + (bias[targets] if bias is not None else 0)
     target_logit = H.postprocess_logits(model, target_logit).float()

@@ -48,6 +48,7 @@ class ScanSettings:
     chunk_tokens: int = 1024         # positions whose full-vocabulary logits exist at once
     device: str = "cpu"
     dtype: str = "float32"
+    compile: bool = False            # torch.compile MLPs, norms and the loss (GPU: ~15% faster)
 
     def make_rule(self):
         if self.rule == "interval":
@@ -160,6 +161,8 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     settings.device = resolve_device(settings.device)
     loaded = loaded or load_model(settings.model, settings.dtype, settings.device)
     layout = H.head_layout(loaded.model)
+    if settings.compile:
+        nll.compile_for_speed(loaded.model)
     work = []
     for lang, chosen in texts.items():
         ids = nll.tokenize(loaded.tokenizer, [t.text for t in chosen], settings.max_tokens)
