@@ -61,14 +61,15 @@ def measure(spec: str, dtype: str, prompt_tokens: int, decode_tokens: int, repea
             start = time.perf_counter()
             model(input_ids=ids)
             prefill.append(time.perf_counter() - start)
-        decode = []
-        for _ in range(repeats):
+        def generate(n):
             start = time.perf_counter()
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=decode_tokens,
-                                 min_new_tokens=decode_tokens, do_sample=False,
-                                 pad_token_id=loaded.tokenizer.pad_token_id)
-            decode.append(time.perf_counter() - start - min(prefill))
-        assert out.shape[1] == prompt_tokens + decode_tokens
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                 min_new_tokens=n, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+            assert out.shape[1] == prompt_tokens + n
+            return time.perf_counter() - start
+
+        # decode rate = extra tokens / extra time over a 1-token generation (which pays the prefill)
+        decode = [generate(decode_tokens + 1) - generate(1) for _ in range(repeats)]
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "file_bytes": weight_files(spec),

@@ -175,3 +175,13 @@ def test_memory_estimate_refuses_up_front(tiny_dirs, sample_data, tmp_path):
     line = _bad("scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
                 "--out", str(tmp_path / "o"), "--batch-tokens", str(10**12))
     assert "--batch-tokens" in line
+
+
+def test_cuda_without_a_gpu_is_refused(tiny_dirs, sample_data, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    line = _bad("scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
+                "--out", str(tmp_path / "o"), "--device", "cuda")
+    assert "no CUDA device" in line

@@ -86,3 +86,20 @@ def test_lahis_score():
     values = np.array([[[-1.0, -3.0, 2.0, 0.0]]])  # one head, four texts
     assert Lahis().aggregate(values)[0, 0] == pytest.approx(np.mean([1, 3, 2, 0]) * 0.5)
     assert set(METHODS) == {"exact", "attribution", "lahis"}
+
+
+def test_compiled_fast_path_matches_eager():
+    """nll.compile_for_speed (used with --compile) changes speed, not the numbers."""
+    model, layout, ids = _setup("qwen3")
+    batches = nll.make_batches(ids, 60)
+    eager = ExactAblation(chunk_tokens=8).score_language(model, layout, batches, len(ids), lambda k: None)
+    nll.compile_for_speed(model)
+    with torch.no_grad():
+        compiled = ExactAblation(chunk_tokens=8).score_language(model, layout, batches, len(ids), lambda k: None)
+        full_vocab = nll.per_text_nll(model, ids, 60, 8)  # CPU default is vocabulary blocks: also try whole
+        batch = batches[0]
+        hidden = nll.trace(model, batch).final_hidden
+        whole = nll.nll_from_hidden(model, hidden, batch.input_ids, batch.lengths, 8, None)
+    assert np.abs(eager.values - compiled.values).max() < 1e-5
+    assert np.abs(eager.base_nll - full_vocab.numpy()).max() < 1e-5
+    assert torch.allclose(whole.double(), torch.tensor(eager.base_nll[batch.index]), atol=1e-5)

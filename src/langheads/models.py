@@ -100,7 +100,9 @@ def _from_pruned_folder(folder: Path, dtype: torch.dtype, device: str):
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    # assign=True: the file's tensors become the parameters; the uninitialised ones made above
+    # are dropped without ever being written, so peak memory stays one copy of the weights.
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     tied = {"lm_head.weight"} if getattr(config.get_text_config(), "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
         raise LangheadsError(f"{folder}: weights do not match pruning.json (missing {sorted(set(missing) - tied)[:3]}, "

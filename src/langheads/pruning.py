@@ -2,10 +2,11 @@
 
 Choice: among heads that matter for no kept language (by the scan's rule), those that matter
 only for dropped languages come first, then the miscellaneous ones; within each tier the
-least harmful to the kept languages (by the scan's relative increase) first. Heads are removed
+least harmful to the kept languages (by the scan's relative increase) first. Heads are tried
 one at a time; after each step every scanned language is re-measured on its *selection* texts
-(never the scoring texts the scan used, nor the report texts claims are made on), and the
-walk stops at the budget: the largest relative rise of a kept language, or a head count.
+(never the scoring texts the scan used, nor the report texts claims are made on). With a
+budget on the largest relative rise of a kept language, a head that would break it stays and
+the walk goes on to the next candidate; with a head count, the walk stops at that count.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def selection_tokens(loaded: LoadedModel, info: dict, languages: list[str]) -> d
 class PruneResult:
     removed: list[tuple[int, int]]
     curve: list[dict] = field(default_factory=list)  # per step: head, NLL per language, rel per kept language
+    rejected: list[dict] = field(default_factory=list)  # candidates that would have broken the budget
     stopped: str = ""
 
 
@@ -92,7 +94,7 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
     base = measure([])
     result = PruneResult([], [{"step": 0, "head": None, "nll": base, "rel_kept": {l: 0.0 for l in settings.keep}}])
     limit = settings.heads if settings.heads is not None else len(order)
-    bar = tqdm(total=min(limit, len(order)), desc="prune", unit="head", disable=not progress)
+    bar = tqdm(total=len(order), desc="prune (candidates tried)", unit="head", disable=not progress)
     for layer_head in order:
         if len(result.removed) >= limit:
             result.stopped = f"removed the {limit} heads asked for"
@@ -101,14 +103,17 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
         now = measure(trial)
         rel = {l: now[l] / base[l] - 1 for l in settings.keep}
         if settings.heads is None and max(rel.values()) > settings.max_increase:
-            result.stopped = (f"removing L{layer_head[0]}H{layer_head[1]} would raise "
-                              f"{max(rel, key=rel.get)} by {max(rel.values()):.2%} > {settings.max_increase:.2%}")
-            break
+            # Over budget with this head: keep it, and try the next candidate.
+            result.rejected.append({"head": list(layer_head), "after_step": len(result.removed), "rel_kept": rel})
+            bar.update(1)
+            continue
         result.removed = trial
         result.curve.append({"step": len(trial), "head": list(layer_head), "nll": now, "rel_kept": rel})
         bar.update(1)
     else:
-        result.stopped = "no more candidate heads (every other head matters for a kept language)"
+        result.stopped = (f"tried all {len(order)} candidates (heads that matter for no kept language): "
+                          f"{len(result.removed)} removed, {len(result.rejected)} kept because removing them "
+                          f"would raise a kept language by more than {settings.max_increase:.2%}")
     bar.close()
     return result, {"info": info, "drop": drop, "order": order}
 
@@ -190,6 +195,7 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
     record = {"scan": str(Path(settings.scan).resolve()), "model": info["model"], "kept": settings.keep,
               "dropped": ctx["drop"], "settings": {k: v for k, v in vars(settings).items()},
               "removed_heads": [list(x) for x in result.removed], "stopped": result.stopped,
+              "rejected": result.rejected,
               "curve": result.curve, "selection_texts": "selection part of " + info["corpus"]["source"]}
     save_pruned(loaded, result.removed, out, record, settings.dtype, settings.uniform, overwrite)
     return result, record
