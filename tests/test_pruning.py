@@ -20,9 +20,9 @@ def _ids():
     return torch.randint(4, synthetic.VOCAB, (3, 19), generator=torch.Generator().manual_seed(5))
 
 
-def _masked_logits(model, removed):
+def _masked_logits(model, removed, ids=None):
     with torch.no_grad(), H.masked_heads(model, removed):
-        return model(input_ids=_ids()).logits
+        return model(input_ids=_ids() if ids is None else ids).logits
 
 
 def _close(a, b):
@@ -141,3 +141,17 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
         assert row["change_ci_low"] <= row["change"] <= row["change_ci_high"]
         assert row["nll_per_byte_before"] > 0
     assert "not in the scan: de" in run_cli("prune", "--scan", str(run), "--keep", "de", "--out", str(tmp_path / "x")).stderr
+
+
+@pytest.mark.slow
+def test_default_model_pruned_equals_masked(default_model):
+    """Gemma 3 270M: heads from several layers, one layer emptied entirely (its KV head goes)."""
+    model, tok = default_model.model, default_model.tokenizer
+    removed = [(0, 2), (3, 1), (3, 3), (9, 0), (9, 1), (9, 2), (9, 3), (17, 1)]
+    ids = torch.tensor([tok("All human beings are born free and equal in dignity and rights.")["input_ids"]])
+    expected = _masked_logits(model, removed, ids)
+    pruned = copy.deepcopy(model)
+    shapes = surgery.remove_heads_(pruned, {l: [h for ll, h in removed if ll == l] for l, _ in removed})
+    assert shapes[9]["kv_heads"] == [] and isinstance(H.decoder_layers(pruned)[9].self_attn, surgery.NoAttention)
+    with torch.no_grad():
+        assert _close(pruned(input_ids=ids).logits, expected)
