@@ -69,10 +69,11 @@ def cmd_scan(args) -> None:
         compile=args.compile,
     )
     plan = plan_scan(settings)
+    if not args.dry_run:
+        check_memory(plan)  # before anything is printed: a refusal is one line
     print(describe_plan(plan), file=sys.stderr)
     if args.dry_run:
         return
-    check_memory(plan)
     start = time.perf_counter()
     result = run_scan(plan, report.partial_dir(out), progress=not args.quiet)
     report.write_run(result, out, args.overwrite)
