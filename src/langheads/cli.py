@@ -107,9 +107,10 @@ def cmd_prune(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate, write_eval
 
+    from .report import check_out_dir
+
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    check_out_dir(out, args.overwrite)
     result = evaluate(args.model, args.baseline, _langs(args.languages), args.data, args.max_tokens,
                       args.prompts, new_tokens=args.new_tokens, seed=args.seed)
     write_eval(result, out, args.overwrite)

@@ -12,8 +12,8 @@ import torch
 
 from . import nll
 from .corpus import load_corpus
-from .errors import LangheadsError
 from .models import load_model
+from .report import check_out_dir
 
 
 def paired_interval(before: np.ndarray, after: np.ndarray, seed: int, n_boot: int = 1000, level: float = 0.95):
@@ -83,8 +83,7 @@ def evaluate(model: str, baseline: str, languages: list[str], data: str | None =
 
 
 def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
-    if out.exists() and not overwrite:
-        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    check_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     result["table"].to_csv(out / "eval.csv", index=False, float_format="%.6g")
     (out / "generations.jsonl").write_text(

@@ -24,7 +24,7 @@ from . import nll
 from .corpus import load_corpus
 from .errors import LangheadsError
 from .models import DTYPES, PRUNING_FILE, LoadedModel, load_model
-from .report import load_run, load_run_info
+from .report import check_out_dir, load_run, load_run_info
 from .surgery import remove_heads_
 
 
@@ -151,8 +151,7 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
                 dtype: str = "float32", uniform: bool = False, overwrite: bool = False) -> Path:
     """Remove the heads physically and write a folder that load_model (and, with --uniform,
     plain transformers) reloads: safetensors, config, tokenizer, pruning.json."""
-    if out.exists() and not overwrite:
-        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    check_out_dir(out, overwrite)
     if dtype not in DTYPES:
         raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     by_layer: dict[int, list[int]] = {}
@@ -185,8 +184,7 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
 
 def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True) -> tuple[PruneResult, dict]:
     """Library entry point for `langheads prune`."""
-    if out.exists() and not overwrite:
-        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    check_out_dir(out, overwrite)
     info = load_run_info(settings.scan)
     loaded = load_model(info["settings"]["model"])
     if loaded.model_hash != info["model"]["sha256"]:

@@ -37,6 +37,7 @@ def versions() -> dict:
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write over an existing folder unless asked to (scan, prune and evaluate outputs)."""
     if out.exists() and not overwrite:
         raise LangheadsError(f"{out} already exists (an earlier run?); pass --overwrite to replace it")
 
