@@ -65,15 +65,23 @@ def _rows(t: torch.Tensor | None, index: list[int], head_dim: int, dim: int = 0)
     return t.index_select(dim, idx)
 
 
+def _projection_input(weight: torch.Tensor, slots: list[int | None], head_dim: int, dim: int):
+    """The output projection's columns (dim=1) or rows (dim=0) for the new query slots, with
+    padding slots zeroed so the padded heads add nothing; and the query head each slot copies."""
+    first = next(s for s in slots if s is not None)
+    source = [first if s is None else s for s in slots]
+    picked = _rows(weight, source, head_dim, dim).clone()
+    for i, s in enumerate(slots):
+        if s is None:
+            picked.narrow(dim, i * head_dim, head_dim).zero_()
+    return picked, source
+
+
 def _slice_llama_like(layer, layout: H.HeadLayout, kv_kept, slots, layer_idx) -> None:
     attn = layer.self_attn
     D = layout.head_dim
-    q_src = [s if s is not None else next(x for x in slots if x is not None) for s in slots]
+    o_w, q_src = _projection_input(attn.o_proj.weight, slots, D, dim=1)
     q_w, q_b = _rows(attn.q_proj.weight, q_src, D), _rows(attn.q_proj.bias, q_src, D)
-    o_w = _rows(attn.o_proj.weight, q_src, D, dim=1).clone()
-    for i, s in enumerate(slots):
-        if s is None:  # padding head: its output is multiplied by zero columns
-            o_w[:, i * D : (i + 1) * D] = 0
     attn.q_proj = _linear(q_w, q_b)
     attn.k_proj = _linear(_rows(attn.k_proj.weight, kv_kept, D), _rows(attn.k_proj.bias, kv_kept, D))
     attn.v_proj = _linear(_rows(attn.v_proj.weight, kv_kept, D), _rows(attn.v_proj.bias, kv_kept, D))
@@ -85,14 +93,10 @@ def _slice_gpt2(layer, layout: H.HeadLayout, slots) -> None:
     from transformers.pytorch_utils import Conv1D
 
     attn, D, E = layer.attn, layout.head_dim, layout.n_heads * layout.head_dim
-    q_src = [s if s is not None else next(x for x in slots if x is not None) for s in slots]
+    proj_rows, q_src = _projection_input(attn.c_proj.weight, slots, D, dim=0)  # Conv1D: [in, out]
     cols = [part * E + h * D + i for part in range(3) for h in q_src for i in range(D)]
     idx = torch.tensor(cols, device=attn.c_attn.weight.device)
     c_attn = Conv1D(len(cols), attn.c_attn.weight.shape[0]).to(attn.c_attn.weight)
-    proj_rows = _rows(attn.c_proj.weight, q_src, D).clone()
-    for i, s in enumerate(slots):
-        if s is None:
-            proj_rows[i * D : (i + 1) * D] = 0
     c_proj = Conv1D(attn.c_proj.weight.shape[1], proj_rows.shape[0]).to(attn.c_proj.weight)
     with torch.no_grad():
         c_attn.weight.copy_(attn.c_attn.weight.index_select(1, idx))
