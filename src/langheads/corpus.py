@@ -41,6 +41,11 @@ class Text:
     text: str
 
 
+def language_key(lang: str) -> int:
+    """A number from the language code alone, for seeding per-language random draws."""
+    return int.from_bytes(hashlib.sha256(lang.encode()).digest()[:4], "big")
+
+
 def split_of(text_id: str) -> str:
     """The part a text id belongs to, from a hash of the id alone."""
     u = int.from_bytes(hashlib.sha256(f"{_SPLIT_SALT}:{text_id}".encode()).digest()[:8], "big") / 2**64

@@ -2,7 +2,6 @@
 bootstrap intervals, NLL per byte, and a greedy-generation language check."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pandas as pd
 import torch
 
 from . import nll
-from .corpus import load_corpus
+from .corpus import language_key, load_corpus
 from .models import load_model
 from .report import check_out_dir
 
@@ -55,8 +54,7 @@ def evaluate(model: str, baseline: str, languages: list[str], data: str | None =
         ids = nll.tokenize(before_model.tokenizer, [t.text for t in chosen], max_tokens)
         before = nll.per_text_nll(before_model.model, ids).numpy()
         after = nll.per_text_nll(after_model.model, ids).numpy()
-        key = int.from_bytes(hashlib.sha256(lang.encode()).digest()[:4], "big")
-        (dlo, dhi), (rlo, rhi) = paired_interval(before, after, [seed, key], bootstrap)
+        (dlo, dhi), (rlo, rhi) = paired_interval(before, after, [seed, language_key(lang)], bootstrap)
         predicted = np.array([len(i) - 1 for i in ids])
         text_bytes = sum(len(before_model.tokenizer.decode(i[1:]).encode("utf-8")) for i in ids)
         prompt_ids = [i[:prompt_tokens] for i in ids[:prompts]]

@@ -8,7 +8,6 @@ everything is written.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import torch
 
 from . import heads as H
 from . import nll
-from .corpus import Corpus, load_corpus
+from .corpus import Corpus, language_key, load_corpus
 from .errors import LangheadsError
 from .kinds import IntervalRule, LahisRule
 from .models import LoadedModel, load_model
@@ -254,10 +253,6 @@ def score_languages(plan: Plan, partial: Path, progress: bool = True) -> dict[st
     return results
 
 
-def _lang_key(lang: str) -> int:
-    return int.from_bytes(hashlib.sha256(lang.encode()).digest()[:4], "big")
-
-
 def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values: np.ndarray,
                      seed: int, n_boot: int, level: float = 0.95) -> pd.DataFrame:
     """Score, relative score and percentile intervals per head, resampling texts.
@@ -271,7 +266,7 @@ def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values:
     rows = []
     for layer in range(n_layers):
         for head in range(n_heads):
-            rng = np.random.default_rng([seed, layer, head, _lang_key(lang)])
+            rng = np.random.default_rng([seed, layer, head, language_key(lang)])
             idx = rng.integers(0, n, size=(n_boot, n))
             stat = method.aggregate(values[layer, head][idx])
             rel = stat / base[idx].mean(axis=1)
