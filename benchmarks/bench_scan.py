@@ -148,9 +148,7 @@ def main():
 
     def plain():
         for ts in languages.values():
-            for b in nll.make_batches(ts, args.batch_tokens, pad_id):
-                tr = nll.trace(model, b)
-                nll.nll_from_hidden(model, tr.final_hidden, b.input_ids, b.lengths, args.chunk_tokens)
+            nll.per_text_nll(model, ts, args.batch_tokens, args.chunk_tokens, pad_id)
     plain()  # warm-up
     t_plain, _ = timed(device, plain)
 

@@ -91,10 +91,14 @@ class Plan:
     layout: H.HeadLayout
     work: list[LanguageWork]
     method: ScoringMethod
+    _batches: dict[str, list[nll.Batch]] = field(default_factory=dict, repr=False)
 
     def batches(self, w: LanguageWork) -> list[nll.Batch]:
-        pad = self.loaded.tokenizer.pad_token_id or 0
-        return nll.make_batches(w.token_lists, self._text_batch_tokens(), pad)
+        """A language's text batches, made once (the plan, its estimates and the scan share them)."""
+        if w.lang not in self._batches:
+            pad = self.loaded.tokenizer.pad_token_id or 0
+            self._batches[w.lang] = nll.make_batches(w.token_lists, self._text_batch_tokens(), pad)
+        return self._batches[w.lang]
 
     def _text_batch_tokens(self) -> int:
         # Exact ablation repeats a text batch once per head of a layer: size text batches so
