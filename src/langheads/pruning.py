@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -68,7 +68,8 @@ class PruneResult:
     stopped: str = ""
 
 
-def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) -> tuple[PruneResult, dict]:
+def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) -> tuple[PruneResult, list[str]]:
+    """The heads to remove, and the dropped languages (given, or every other scanned one)."""
     info = load_run_info(settings.scan)
     scores = load_run(settings.scan)
     scanned = info["settings"]["languages"]
@@ -115,7 +116,7 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
                           f"{len(result.removed)} removed, {len(result.rejected)} kept because removing them "
                           f"would raise a kept language by more than {settings.max_increase:.2%}")
     bar.close()
-    return result, {"info": info, "drop": drop, "order": order}
+    return result, drop
 
 
 def _uniform_config(model, removed: dict[int, list[int]]):
@@ -189,9 +190,9 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
     loaded = load_model(info["settings"]["model"])
     if loaded.model_hash != info["model"]["sha256"]:
         raise LangheadsError("the scan's model has changed since the scan (hash differs)")
-    result, ctx = choose(loaded, settings, progress)
+    result, drop = choose(loaded, settings, progress)
     record = {"scan": str(Path(settings.scan).resolve()), "model": info["model"], "kept": settings.keep,
-              "dropped": ctx["drop"], "settings": {k: v for k, v in vars(settings).items()},
+              "dropped": drop, "settings": asdict(settings),
               "removed_heads": [list(x) for x in result.removed], "stopped": result.stopped,
               "rejected": result.rejected,
               "curve": result.curve, "selection_texts": "selection part of " + info["corpus"]["source"]}

@@ -77,7 +77,7 @@ def _projection_input(weight: torch.Tensor, slots: list[int | None], head_dim: i
     return picked, source
 
 
-def _slice_llama_like(layer, layout: H.HeadLayout, kv_kept, slots, layer_idx) -> None:
+def _slice_llama_like(layer, layout: H.HeadLayout, kv_kept, slots) -> None:
     attn = layer.self_attn
     D = layout.head_dim
     o_w, q_src = _projection_input(attn.o_proj.weight, slots, D, dim=1)
@@ -126,7 +126,7 @@ def remove_heads_(model: nn.Module, removed: dict[int, list[int]]) -> dict[int, 
         elif is_gpt2:
             _slice_gpt2(layer, layout, slots)
         else:
-            _slice_llama_like(layer, layout, kv_kept, slots, layer_idx)
+            _slice_llama_like(layer, layout, kv_kept, slots)
         shapes[layer_idx] = {"removed": sorted(heads), "query_slots": slots, "kv_heads": kv_kept,
                              "padding_heads": sum(s is None for s in slots)}
     return shapes
