@@ -8,6 +8,7 @@ import torch
 from langheads import heads as H
 from langheads import models, pruning, surgery, synthetic
 from langheads.errors import LangheadsError
+from langheads.manifest import read_manifest
 
 from .conftest import run_cli
 
@@ -41,12 +42,12 @@ def test_pruned_model_equals_masked_and_reloads(arch, tiny_dirs, tmp_path):
     reloaded = models.load_model(str(tmp_path / "p"))
     with torch.no_grad():
         assert _close(reloaded.model(input_ids=_ids()).logits, expected)
-    info = json.loads((tmp_path / "p" / "pruning.json").read_text())
-    assert info["removed"] == {"0": [1], "1": [0, 1, 2, 3], "2": [0, 1]}
+    [edit] = read_manifest(tmp_path / "p").edits
+    assert edit["op"] == "remove_heads" and edit["removed"] == {"0": [1], "1": [0, 1, 2, 3], "2": [0, 1]}
     if arch != "gpt2":
         attn = H.decoder_layers(reloaded.model)[2].self_attn
         assert attn.k_proj.weight.shape[0] == 16  # KV group 0 went with both its query heads
-        assert info["padding_heads"] == 1  # layer 0: group 0 padded to the width of group 1
+        assert edit["padding_heads"] == 1  # layer 0: group 0 padded to the width of group 1
     assert not list(tmp_path.glob("*.safetensors")) and not list((tmp_path / "p").glob("*.bin"))
 
 
@@ -118,7 +119,7 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("prune", "--scan", str(run), "--keep", "en", "--heads", "2", "--out", str(tmp_path / "m"), "--quiet")
     assert r.returncode == 0, r.stderr
-    info = json.loads((tmp_path / "m" / "pruning.json").read_text())
+    info = read_manifest(tmp_path / "m").records["remove_heads"]
     assert info["kept"] == ["en"] and info["dropped"] == ["fr", "hi"]
     assert len(info["curve"]) == len(info["removed_heads"]) + 1
     assert all(set(step["nll"]) == {"en", "fr", "hi"} for step in info["curve"])

@@ -94,7 +94,8 @@ def cmd_prune(args) -> None:
     from .pruning import PruneSettings, prune
 
     settings = PruneSettings(scan=args.scan, keep=_langs(args.keep), drop=_langs(args.drop) if args.drop else None,
-                             max_increase=args.max_increase, heads=args.heads, dtype=args.dtype, uniform=args.uniform)
+                             max_increase=args.max_increase, heads=args.heads, dtype=args.dtype, uniform=args.uniform,
+                             trim_vocab=args.trim_vocab, max_vocab=args.max_vocab, vocab_texts=args.vocab_texts)
     result, record = prune(settings, Path(args.out), args.overwrite, progress=not args.quiet)
     last = result.curve[-1]
     print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
@@ -102,6 +103,59 @@ def cmd_prune(args) -> None:
     print("selection-text NLL change: " + ", ".join(
         f"{lang} {last['nll'][lang] / result.curve[0]['nll'][lang] - 1:+.2%}" for lang in last["nll"]))
     print(f"kept {','.join(record['kept'])}; dropped {','.join(record['dropped'])}; wrote {args.out}/")
+    from .manifest import read_manifest
+
+    vocab_record = read_manifest(args.out).records.get("trim_vocab")
+    if vocab_record:
+        print(_describe_vocab(vocab_record))
+
+
+def _describe_vocab(record: dict) -> str:
+    scripts = "; ".join(f"{lang}: " + ", ".join(f"{s.lower()} {v:.0%}" for s, v in shares.items())
+                        for lang, shares in record["scripts"].items())
+    return (f"vocabulary {record['original_size']:,} -> {record['kept']:,} tokens "
+            f"({record['kept'] / record['original_size']:.2f}x; {record['mode']}"
+            + (f", rarity from {record['rarity']}" if record["rarity"] else "") + f"); scripts kept: {scripts}")
+
+
+def cmd_trim(args) -> None:
+    from .vocab import TrimSettings, trim
+
+    settings = TrimSettings(model=args.model, keep=_langs(args.keep), max_vocab=args.max_vocab,
+                            vocab_texts=args.vocab_texts, rarity=args.rarity, data=args.data, dtype=args.dtype)
+    choice = trim(settings, Path(args.out), args.overwrite)
+    print(_describe_vocab(choice.record()))
+    print("kept because: " + ", ".join(f"{k} {v:,}" for k, v in choice.reasons.items()))
+    print(f"wrote {args.out}/")
+
+
+def cmd_export(args) -> None:
+    from .export import export_gguf, llama_cpp_gap, transformers_gap
+    from .models import load_model
+
+    source = Path(args.model)
+    if not (source / "config.json").exists():
+        raise LangheadsError(f"not a model folder (no config.json): {args.model}")
+    out = Path(args.gguf)
+    if out.suffix != ".gguf":
+        raise LangheadsError(f"--gguf must name a .gguf file, not {args.gguf}")
+    if out.exists() and not args.overwrite:
+        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    loaded = load_model(str(source))
+    export_gguf(loaded, out, args.type, args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})")
+    if args.check:
+        from .corpus import load_corpus
+
+        corpus = load_corpus(args.data)
+        texts = [t.text for lang in _langs(args.check) for t in corpus.texts(lang, "report")]
+        gap = transformers_gap(loaded, out, texts)
+        print(f"transformers' GGUF reader: largest logit gap {gap['max_rel_logit_gap']:.2e} x the largest logit; "
+              f"same tokens on all {gap['texts']} texts: {gap['same_tokens']}")
+        if args.llama_cpp:
+            gap = llama_cpp_gap(loaded, out, texts)
+            print(f"llama.cpp: largest next-token log-probability gap {gap['max_logprob_gap']:.2e} over "
+                  f"{gap['tokens']} tokens; same tokens on {gap['same_tokens']} of {gap['texts']} texts")
 
 
 def cmd_evaluate(args) -> None:
@@ -173,9 +227,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="model folder to write")
     s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 for the saved weights")
     s.add_argument("--uniform", action="store_true", help="the same number of heads from every KV group of every layer")
+    s.add_argument("--trim-vocab", action="store_true", help="then keep only the kept languages' vocabulary (exact)")
+    s.add_argument("--max-vocab", type=int, help="with --trim-vocab: at most this many tokens")
+    s.add_argument("--vocab-texts", help="with --max-vocab: texts to count token rarity on")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=cmd_prune)
+
+    s = sub.add_parser("trim", help="keep only the vocabulary the kept languages use (model and tokenizer together)")
+    s.add_argument("--model", default="default")
+    s.add_argument("--keep", required=True, help="languages the deployment serves, e.g. en,hi")
+    s.add_argument("--out", required=True, help="model folder to write")
+    s.add_argument("--max-vocab", type=int, help="keep at most this many tokens, the rarest dropped first")
+    s.add_argument("--vocab-texts", help="texts to count token rarity on (same formats as --data)")
+    s.add_argument("--rarity", default="auto", help="auto | texts | wordfreq | order (what ranks tokens for --max-vocab)")
+    s.add_argument("--data", help="texts the kept languages' scripts are measured on (default: bundled UDHR)")
+    s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 for the saved weights")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(run=cmd_trim)
+
+    s = sub.add_parser("export", help="write a model folder as GGUF for llama.cpp")
+    s.add_argument("model", help="a model folder (original, trimmed, or pruned with --uniform)")
+    s.add_argument("--gguf", required=True, help="the .gguf file to write")
+    s.add_argument("--type", default="f32", help="f32 | f16 | q8_0")
+    s.add_argument("--check", metavar="LANGS", help="compare the GGUF with the folder on these languages' report texts")
+    s.add_argument("--llama-cpp", action="store_true", help="with --check: also through llama.cpp (llama-cpp-python)")
+    s.add_argument("--data", help="texts for --check (default: bundled UDHR)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(run=cmd_export)
 
     s = sub.add_parser("evaluate", help="before/after on the report texts: NLL with intervals, generation check")
     s.add_argument("--model", required=True)

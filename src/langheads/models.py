@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import LangheadsError
+from .manifest import MANIFEST_FILE, Manifest, read_manifest
 
 DEFAULT_SPEC = "default"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -31,6 +32,13 @@ class LoadedModel:
     spec: str          # what the user asked for
     model_id: str      # a readable name for reports
     model_hash: str    # sha256 of the weights as read (GGUF file, or weight files + config)
+    manifest: Manifest | None = None  # what langheads changed in it (None: an unedited model)
+
+    def base_manifest(self) -> Manifest:
+        """The manifest that further edits extend: this model's own, or a new one naming it."""
+        if self.manifest is not None:
+            return self.manifest
+        return Manifest(source={"spec": self.spec, "id": self.model_id, "sha256": self.model_hash})
 
 
 def cache_dir() -> Path:
@@ -74,14 +82,11 @@ def _from_folder(folder: Path, dtype: torch.dtype, device: str):
     return model.eval(), tokenizer
 
 
-PRUNING_FILE = "pruning.json"
-
-
-def _from_pruned_folder(folder: Path, dtype: torch.dtype, device: str):
-    """A folder written by `langheads prune`: rebuild the per-layer head shapes, then load.
+def _from_edited_folder(folder: Path, dtype: torch.dtype, device: str):
+    """A folder written by `langheads prune` or `trim`: replay the head edits, then load.
 
     Layers may keep different numbers of heads, which the stock config cannot say; the config
-    keeps the original counts and pruning.json lists the removed heads per layer. Weights come
+    keeps the original counts and the manifest lists the removed heads per layer. Weights come
     from safetensors only (no pickle) and must match the rebuilt shapes exactly.
     """
     from safetensors.torch import load_file
@@ -90,13 +95,13 @@ def _from_pruned_folder(folder: Path, dtype: torch.dtype, device: str):
 
     from .surgery import remove_heads_
 
-    info = json.loads((folder / PRUNING_FILE).read_text())
-    if info.get("uniform"):  # the config itself says the new head counts
+    manifest = read_manifest(folder)
+    if not manifest.needs_replay():  # the config itself says every shape
         return _from_folder(folder, dtype, device)
     config = AutoConfig.from_pretrained(folder)
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    remove_heads_(model, {int(k): v for k, v in info["removed"].items()})
+    remove_heads_(model, manifest.removed_heads())
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
@@ -105,7 +110,7 @@ def _from_pruned_folder(folder: Path, dtype: torch.dtype, device: str):
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     tied = {"lm_head.weight"} if getattr(config.get_text_config(), "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
-        raise LangheadsError(f"{folder}: weights do not match pruning.json (missing {sorted(set(missing) - tied)[:3]}, "
+        raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (missing {sorted(set(missing) - tied)[:3]}, "
                              f"unexpected {unexpected[:3]})")
     model.tie_weights()
     model = model.to(device=device, dtype=dtype).eval()
@@ -181,9 +186,9 @@ def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", d
     if path.is_dir():
         if not (path / "config.json").exists():
             raise LangheadsError(f"not a Hugging Face model folder (no config.json): {spec}")
-        loader = _from_pruned_folder if (path / PRUNING_FILE).exists() else _from_folder
-        model, tok = loader(path, dtype, device)
-        return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path))
+        manifest = read_manifest(path)
+        model, tok = (_from_folder if manifest is None else _from_edited_folder)(path, dtype, device)
+        return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path), manifest)
     if not _looks_like_hub_id(spec):
         raise LangheadsError(f"unknown model '{spec}': not 'default', a folder, a .gguf file or a hub id (org/name)")
     return _from_hub(spec, dtype, device)

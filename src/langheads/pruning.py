@@ -10,10 +10,6 @@ the walk goes on to the next candidate; with a head count, the walk stops at tha
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +19,8 @@ from . import heads as H
 from . import nll
 from .corpus import load_corpus
 from .errors import LangheadsError
-from .models import DTYPES, PRUNING_FILE, LoadedModel, load_model
+from .manifest import write_model_folder
+from .models import DTYPES, LoadedModel, load_model
 from .report import check_out_dir, load_run, load_run_info
 from .surgery import remove_heads_
 
@@ -39,6 +36,9 @@ class PruneSettings:
     uniform: bool = False
     batch_tokens: int = 4096
     chunk_tokens: int = 1024
+    trim_vocab: bool = False            # then keep only the kept languages' vocabulary
+    max_vocab: int | None = None        # ... at most this many tokens (see vocab.py)
+    vocab_texts: str | None = None      # texts to count token rarity on
 
 
 def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str]) -> list[tuple[int, int]]:
@@ -148,53 +148,60 @@ def _uniform_config(model, removed: dict[int, list[int]]):
     return config
 
 
-def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, record: dict,
-                dtype: str = "float32", uniform: bool = False, overwrite: bool = False) -> Path:
-    """Remove the heads physically and write a folder that load_model (and, with --uniform,
-    plain transformers) reloads: safetensors, config, tokenizer, pruning.json."""
-    check_out_dir(out, overwrite)
-    if dtype not in DTYPES:
-        raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+def remove_heads_edit(model, removed: list[tuple[int, int]], uniform: bool = False) -> dict:
+    """Remove the heads physically, in place; returns the manifest edit that says so."""
     by_layer: dict[int, list[int]] = {}
     for layer, head in removed:
         by_layer.setdefault(layer, []).append(head)
-    model = loaded.model
     config = _uniform_config(model, by_layer) if uniform else None
     shapes = remove_heads_(model, by_layer)
     if config is not None:
         model.config = config
-    model.to(DTYPES[dtype])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(tmp)
-        full = {**record, "uniform": uniform, "dtype": dtype,
-                "removed": {str(l): sorted(h) for l, h in sorted(by_layer.items())},
-                "layers": {str(l): v for l, v in shapes.items()},
-                "padding_heads": sum(v["padding_heads"] for v in shapes.values())}
-        (tmp / PRUNING_FILE).write_text(json.dumps(full, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return {"op": "remove_heads", "uniform": uniform,
+            "removed": {str(l): sorted(h) for l, h in sorted(by_layer.items())},
+            "layers": {str(l): v for l, v in shapes.items()},
+            "padding_heads": sum(v["padding_heads"] for v in shapes.values())}
+
+
+def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, record: dict,
+                dtype: str = "float32", uniform: bool = False, overwrite: bool = False,
+                vocab_choice=None) -> Path:
+    """Remove the heads physically (then trim the vocabulary, if a choice is given) and write a
+    folder that load_model (and, with --uniform, plain transformers) reloads: safetensors,
+    config, tokenizer and the manifest of edits."""
+    from .vocab import apply_trim
+
+    check_out_dir(out, overwrite)
+    if dtype not in DTYPES:
+        raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    edit = remove_heads_edit(loaded.model, removed, uniform)
+    manifest = loaded.base_manifest().with_edit(edit, {**record, "dtype": dtype})
+    save_tokenizer = loaded.tokenizer.save_pretrained
+    if vocab_choice is not None:
+        manifest, save_tokenizer = apply_trim(loaded, vocab_choice, manifest)
+    loaded.model.to(DTYPES[dtype])
+    return write_model_folder(loaded.model, save_tokenizer, out, manifest, overwrite)
 
 
 def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True) -> tuple[PruneResult, dict]:
     """Library entry point for `langheads prune`."""
     check_out_dir(out, overwrite)
     info = load_run_info(settings.scan)
+    trimming = settings.trim_vocab or settings.max_vocab is not None
+    if trimming:
+        from .vocab import choose_vocab, texts_for_trimming
+
+        texts, extra = texts_for_trimming(settings.keep, info["settings"]["data"], settings.vocab_texts)
     loaded = load_model(info["settings"]["model"])
     if loaded.model_hash != info["model"]["sha256"]:
         raise LangheadsError("the scan's model has changed since the scan (hash differs)")
+    # The vocabulary is chosen on the unedited tokenizer, with the scripts measured on the scan's data.
+    choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra) if trimming else None
     result, drop = choose(loaded, settings, progress)
     record = {"scan": str(Path(settings.scan).resolve()), "model": info["model"], "kept": settings.keep,
               "dropped": drop, "settings": asdict(settings),
               "removed_heads": [list(x) for x in result.removed], "stopped": result.stopped,
               "rejected": result.rejected,
               "curve": result.curve, "selection_texts": "selection part of " + info["corpus"]["source"]}
-    save_pruned(loaded, result.removed, out, record, settings.dtype, settings.uniform, overwrite)
+    save_pruned(loaded, result.removed, out, record, settings.dtype, settings.uniform, overwrite, choice)
     return result, record

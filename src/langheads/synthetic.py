@@ -7,6 +7,7 @@ tokenizer as an ordinary Hugging Face folder, so tests go through the real loade
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,34 +16,33 @@ VOCAB = 260  # 256 bytes + 4 specials
 
 
 def _config(arch: str, **sizes):
+    """The architecture's config with the features worth testing on; `sizes` override anything."""
     import transformers as T
 
     s = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
              bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    s.update(sizes)
-    if arch == "llama":
-        return T.LlamaConfig(**s, attention_bias=True)
-    if arch == "mistral":
-        return T.MistralConfig(**s, sliding_window=None)
-    if arch == "qwen2":
-        return T.Qwen2Config(**s)
-    if arch == "qwen3":
-        return T.Qwen3Config(**s)
-    if arch == "gemma":
-        return T.GemmaConfig(**s)
-    if arch == "gemma2":
-        return T.Gemma2Config(**s, sliding_window=8, final_logit_softcapping=30.0, attn_logit_softcapping=50.0)
-    if arch == "gemma3":
-        return T.Gemma3TextConfig(**{**s, "num_hidden_layers": 4}, sliding_window=8,
-                                  layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"])
-    if arch == "cohere":
-        return T.CohereConfig(**s, logit_scale=0.5)
     if arch == "gpt2":
-        return T.GPT2Config(vocab_size=VOCAB, n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
+        s.update(sizes)
+        return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
                             n_head=s["num_attention_heads"], n_positions=s["max_position_embeddings"],
-                            bos_token_id=1, eos_token_id=2)
-    raise ValueError(f"no synthetic config for '{arch}'")
+                            bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"])
+    features = {
+        "llama": (T.LlamaConfig, dict(attention_bias=True)),
+        "mistral": (T.MistralConfig, dict(sliding_window=None)),
+        "qwen2": (T.Qwen2Config, {}),
+        "qwen3": (T.Qwen3Config, {}),
+        "gemma": (T.GemmaConfig, {}),
+        "gemma2": (T.Gemma2Config, dict(sliding_window=8, final_logit_softcapping=30.0, attn_logit_softcapping=50.0)),
+        # sliding and full layers alternate; attention scaled by 1/sqrt(head_dim), as llama.cpp assumes
+        "gemma3": (T.Gemma3TextConfig, dict(num_hidden_layers=4, sliding_window=8, query_pre_attn_scalar=16,
+                                            layer_types=["sliding_attention", "full_attention"] * 2)),
+        "cohere": (T.CohereConfig, dict(logit_scale=0.5)),
+    }
+    if arch not in features:
+        raise ValueError(f"no synthetic config for '{arch}'")
+    cls, extra = features[arch]
+    return cls(**{**s, **extra, **sizes})
 
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "cohere", "gpt2"]
@@ -85,8 +85,78 @@ def byte_tokenizer():
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def save_tiny(arch: str, folder: str | Path, seed: int = 0, **sizes) -> Path:
+# A few sentences in five scripts (Latin, Devanagari, Han, Cyrillic), enough to train small
+# BPE vocabularies whose tokens belong to different languages' scripts.
+TRAINING_TEXT = {
+    "en": ["All human beings are born free and equal in dignity and rights.",
+           "Everyone has the right to life, liberty and security of person.",
+           "The cat sat on the mat and looked at the rain in 1948."],
+    "fr": ["Tous les êtres humains naissent libres et égaux en dignité et en droits.",
+           "Tout individu a droit à la vie, à la liberté et à la sûreté de sa personne."],
+    "hi": ["सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता प्राप्त है।",
+           "प्रत्येक व्यक्ति को जीवन, स्वाधीनता और वैयक्तिक सुरक्षा का अधिकार है।"],
+    "zh": ["人人生而自由,在尊严和权利上一律平等。", "人人有权享有生命、自由和人身安全。"],
+    "ru": ["Все люди рождаются свободными и равными в своем достоинстве и правах.",
+           "Каждый человек имеет право на жизнь, на свободу и на личную неприкосновенность."],
+}
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+
+
+def trained_tokenizer(style: str, vocab_size: int = 700):
+    """A BPE tokenizer trained on TRAINING_TEXT, adding BOS like Gemma's.
+
+    style "byte_fallback": like Gemma's (spaces become ▁, unknown characters fall back to the
+    256 <0xNN> tokens); "byte_level": like GPT-2's (every byte has a character of its own).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [t for lines in TRAINING_TEXT.values() for t in lines] * 3
+    if style == "byte_level":
+        tok = Tokenizer(models.BPE(unk_token=None))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer)
+    elif style == "byte_fallback":
+        # Train on ▁-words first, then rebuild the model with the byte tokens in its vocabulary
+        # (as Gemma has them: ordinary entries, not added tokens).
+        scratch = Tokenizer(models.BPE())
+        scratch.normalizer = normalizers.Replace(" ", "▁")
+        scratch.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+        scratch.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False))
+        learned = json.loads(scratch.to_str())["model"]
+        vocab = {s: i for i, s in enumerate(SPECIALS)}
+        for b in range(256):
+            vocab[f"<0x{b:02X}>"] = len(vocab)
+        for piece in sorted(learned["vocab"], key=learned["vocab"].get):
+            vocab.setdefault(piece, len(vocab))
+        # Merges as a SentencePiece model implies them (and as transformers builds them for Gemma):
+        # every split of a token into two tokens, tokens in id order.
+        merges = [(t[:k], t[k:]) for t in sorted(vocab, key=vocab.get) for k in range(1, len(t))
+                  if vocab[t] >= 4 + 256 and t[:k] in vocab and t[k:] in vocab]
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    else:
+        raise ValueError(f"unknown tokenizer style '{style}'")
+    tok.add_special_tokens(SPECIALS)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def save_tiny(arch: str, folder: str | Path, seed: int = 0, tokenizer: str | None = None, **sizes) -> Path:
+    """A tiny model and its tokenizer as an ordinary Hugging Face folder. `tokenizer`: None
+    for one id per byte, or a `trained_tokenizer` style (the model's vocabulary then fits it)."""
     folder = Path(folder)
+    tok = byte_tokenizer() if tokenizer is None else trained_tokenizer(tokenizer)
+    if tokenizer is not None:
+        ids = {name: tok.convert_tokens_to_ids(name) for name in SPECIALS}
+        sizes = {"vocab_size": len(tok), "pad_token_id": ids["<pad>"], "bos_token_id": ids["<bos>"],
+                 "eos_token_id": ids["<eos>"], **sizes}
     tiny(arch, seed, **sizes).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    tok.save_pretrained(folder)
     return folder

@@ -1,0 +1,112 @@
+"""The one record of what langheads changed in a model folder: `langheads.json`.
+
+transformers once kept `config.pruned_heads` and replayed it at load; this generalises that
+into a versioned list of edits, in the order they were made:
+  {"op": "remove_heads", "removed": {layer: [heads]}, "layers": {layer: shape}, "uniform": bool}
+  {"op": "trim_vocab", "kept_ids": [original ids, in order], "original_size": V}
+The loader replays the head edits (layers may keep different head counts, which no stock
+config can say); vocabulary edits are in config.json already (vocab_size), so a folder with
+only those loads with plain transformers. The exporter reads the same record. `records` keeps
+why each edit was made (the pruning curve, the scripts measured), and `source` the model the
+edits started from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LangheadsError
+
+MANIFEST_FILE = "langheads.json"
+FORMAT_VERSION = 1
+OPS = ("remove_heads", "trim_vocab")
+
+
+@dataclass
+class Manifest:
+    source: dict = field(default_factory=dict)       # spec, id and sha256 of the unedited model
+    edits: list[dict] = field(default_factory=list)
+    records: dict = field(default_factory=dict)      # op -> what led to it
+
+    def removed_heads(self) -> dict[int, list[int]]:
+        """Every removed query head, by layer (original numbering)."""
+        out: dict[int, list[int]] = {}
+        for e in self.edits:
+            if e["op"] == "remove_heads":
+                for layer, heads in e["removed"].items():
+                    out.setdefault(int(layer), []).extend(heads)
+        return {l: sorted(h) for l, h in sorted(out.items())}
+
+    def head_edit(self) -> dict | None:
+        return next((e for e in self.edits if e["op"] == "remove_heads"), None)
+
+    def kept_ids(self) -> list[int] | None:
+        """The original ids of the kept vocabulary, new id = position (None: not trimmed)."""
+        kept = None
+        for e in self.edits:
+            if e["op"] == "trim_vocab":
+                kept = e["kept_ids"] if kept is None else [kept[i] for i in e["kept_ids"]]
+        return kept
+
+    def needs_replay(self) -> bool:
+        """True when the folder's config cannot describe its shapes (uneven head removal)."""
+        e = self.head_edit()
+        return e is not None and not e.get("uniform", False) and any(e["removed"].values())
+
+    def with_edit(self, edit: dict, record: dict | None = None) -> "Manifest":
+        if edit["op"] not in OPS:
+            raise ValueError(f"unknown edit {edit['op']}")
+        if edit["op"] == "remove_heads" and self.head_edit() is not None:
+            raise LangheadsError("this model's heads were pruned already; prune the original model instead")
+        records = dict(self.records)
+        if record is not None:
+            records[edit["op"]] = record
+        return Manifest(self.source, self.edits + [edit], records)
+
+    def to_json(self) -> str:
+        return json.dumps({"format_version": FORMAT_VERSION, "source": self.source, "edits": self.edits,
+                           "records": self.records}, indent=1, ensure_ascii=False) + "\n"
+
+
+def read_manifest(folder: str | Path) -> Manifest | None:
+    """The folder's manifest, None if langheads never edited it; a damaged one is named in one line."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = data["format_version"]
+        edits = data["edits"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise LangheadsError(f"{path}: damaged (not JSON with format_version and edits)") from None
+    if version != FORMAT_VERSION:
+        raise LangheadsError(f"{path}: format_version {version}; this langheads reads {FORMAT_VERSION}")
+    if not isinstance(edits, list) or any(not isinstance(e, dict) or e.get("op") not in OPS for e in edits):
+        raise LangheadsError(f"{path}: damaged (an edit is not one of {', '.join(OPS)})")
+    return Manifest(data.get("source", {}), edits, data.get("records", {}))
+
+
+def write_model_folder(model, save_tokenizer, out: Path, manifest: Manifest, overwrite: bool = False) -> Path:
+    """Write weights (safetensors), config, tokenizer and the manifest into a temporary folder
+    beside `out`, then rename it into place: a crash never leaves half a model at `out`.
+    `save_tokenizer(folder)` writes the tokenizer files."""
+    from .report import check_out_dir
+
+    check_out_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        save_tokenizer(tmp)
+        (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
