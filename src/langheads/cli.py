@@ -130,7 +130,7 @@ def cmd_trim(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export_gguf, llama_cpp_gap, transformers_gap
+    from .export import TYPES, export_gguf, llama_cpp_gap, transformers_gap
     from .models import load_model
 
     source = Path(args.model)
@@ -141,6 +141,8 @@ def cmd_export(args) -> None:
         raise LangheadsError(f"--gguf must name a .gguf file, not {args.gguf}")
     if out.exists() and not args.overwrite:
         raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    if args.type not in TYPES:
+        raise LangheadsError(f"unknown GGUF type '{args.type}'; choose one of {', '.join(TYPES)}")
     loaded = load_model(str(source))
     export_gguf(loaded, out, args.type, args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})")
@@ -173,7 +175,8 @@ def cmd_evaluate(args) -> None:
     for r in t.itertuples():
         print(f"{r.language:4} NLL {r.nll_before:.3f} -> {r.nll_after:.3f} ({r.rel_change:+.2%}, 95% CI "
               f"{r.rel_ci_low:+.2%} .. {r.rel_ci_high:+.2%}); per byte {r.nll_per_byte_before:.4f} -> "
-              f"{r.nll_per_byte_after:.4f}; generations in {r.language}: {r.same_language_before:.0%} -> {r.same_language_after:.0%}")
+              f"{r.nll_per_byte_after:.4f} ({r.per_byte_rel_change:+.2%}, CI {r.per_byte_rel_ci_low:+.2%} .. "
+              f"{r.per_byte_rel_ci_high:+.2%}); generations in {r.language}: {r.same_language_before:.0%} -> {r.same_language_after:.0%}")
     print(f"wrote {out}/ (eval.csv, eval.json, generations.jsonl)")
 
 

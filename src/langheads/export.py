@@ -246,7 +246,9 @@ def llama_cpp_gap(loaded, gguf_path: Path, texts: list[str], n_threads: int | No
     except ImportError:
         raise LangheadsError("the llama.cpp check needs llama-cpp-python: pip install 'langheads[llamacpp]' "
                              "(builds llama.cpp from source with cmake and a C++ compiler)") from None
-    llm = Llama(model_path=str(gguf_path), logits_all=True, n_ctx=2048, verbose=False, n_threads=n_threads)
+    # KV cache in float32 (llama.cpp's default is float16), so the gap is the arithmetic's alone
+    llm = Llama(model_path=str(gguf_path), logits_all=True, n_ctx=2048, verbose=False, n_threads=n_threads,
+                type_k=0, type_v=0)
     worst, total, same_tokens = 0.0, 0, 0
     for text in texts:
         ids = loaded.tokenizer(text)["input_ids"]

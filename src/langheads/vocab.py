@@ -221,8 +221,16 @@ def word_frequency_texts(languages: list[str], n_words: int = 50000) -> tuple[li
 
 
 def ranked_ids(tf: TokenizerFile, candidates: list[int], counts: Counter) -> list[int]:
-    """Most used first; unused ones in the tokenizer's own order (its ids follow merge order)."""
-    return sorted(candidates, key=lambda i: (-counts.get(i, 0.0), i))
+    """Candidates by the better of two ranks: by use on the rarity texts, and in the tokenizer's
+    own order (its ids follow merge order, roughly its training frequency). Counts alone would
+    put a rare word's piece before the bare space marker or a comma, which word lists never
+    show; the tokenizer's order alone ignores what the kept languages use."""
+    by_order = sorted(candidates)
+    used = sorted((i for i in candidates if counts.get(i, 0.0) > 0), key=lambda i: (-counts[i], i))
+    rank = {i: r for r, i in enumerate(by_order)}
+    for r, i in enumerate(used):
+        rank[i] = min(rank[i], r)
+    return sorted(candidates, key=lambda i: (rank[i], i))
 
 
 def close_under_merges(tf: TokenizerFile, always: list[int], ranked: list[int], limit: int) -> list[int]:
@@ -271,23 +279,37 @@ def choose_vocab(tokenizer, keep: list[str], texts_by_lang: dict[str, list[str]]
     kept, reasons = exact_ids(tf, kept_scripts)
     if max_vocab is None or max_vocab >= len(kept):
         return VocabChoice(kept, tf.size, scripts, "exact", None, reasons)
+    rarity, counts = rarity_counts(tf, keep, rarity, vocab_texts)
+    return shrink(tf, VocabChoice(kept, tf.size, scripts, "exact", None, reasons), counts, max_vocab, rarity)
+
+
+def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
+                  vocab_texts: list[str] | None = None) -> tuple[str, Counter]:
+    """(the source used, token id -> how often the kept languages use it)."""
     if rarity == "auto":
         rarity = "texts" if vocab_texts else "wordfreq"
     if rarity == "texts":
         if not vocab_texts:
             raise LangheadsError("rarity from texts needs --vocab-texts")
-        counts = tf.encode_counts(vocab_texts)
-    elif rarity == "wordfreq":
-        counts = tf.encode_counts(*word_frequency_texts(keep))
-    elif rarity == "order":
-        counts = Counter()
-    else:
-        raise LangheadsError(f"unknown rarity source '{rarity}'; choose auto, texts, wordfreq or order")
-    always = [i for i in kept if i in tf.added or tf.is_byte(i)]
-    rest = ranked_ids(tf, [i for i in kept if i not in set(always)], counts)
+        return rarity, tf.encode_counts(vocab_texts)
+    if rarity == "wordfreq":
+        return rarity, tf.encode_counts(*word_frequency_texts(keep))
+    if rarity == "order":
+        return rarity, Counter()
+    raise LangheadsError(f"unknown rarity source '{rarity}'; choose auto, texts, wordfreq or order")
+
+
+def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str) -> VocabChoice:
+    """At most `max_vocab` of the exact choice's ids: special, added and byte tokens always, then
+    the most used, each with the parts its merge needs."""
+    if max_vocab >= len(exact.kept_ids):
+        return exact
+    always = [i for i in exact.kept_ids if i in tf.added or tf.is_byte(i)]
+    fixed = set(always)
+    rest = ranked_ids(tf, [i for i in exact.kept_ids if i not in fixed], counts)
     chosen = close_under_merges(tf, always, rest, max_vocab)
-    return VocabChoice(chosen, tf.size, scripts, f"max-vocab {max_vocab}", rarity,
-                       {**reasons, "dropped as rarest": len(kept) - len(chosen)})
+    return VocabChoice(chosen, tf.size, exact.scripts, f"max-vocab {max_vocab}", rarity,
+                       {**exact.reasons, "dropped as rarest": len(exact.kept_ids) - len(chosen)})
 
 
 # --- rewriting ------------------------------------------------------------------------------------

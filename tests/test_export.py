@@ -1,0 +1,106 @@
+"""GGUF export: read back by transformers' own GGUF reader and by llama.cpp, for the original,
+trimmed and uniformly pruned models; refused with the reason where llama.cpp cannot run it."""
+import pytest
+
+from langheads import export, load_model, pruning, synthetic, vocab
+from langheads.cli import main
+from langheads.errors import LangheadsError
+
+TEXTS = synthetic.TRAINING_TEXT["en"] + synthetic.TRAINING_TEXT["hi"] + ["Numbers 1, 22 and 333!"]
+# Shaped like Gemma 3 as transformers' GGUF reader assumes it: attention scaled by 1/sqrt(256),
+# five sliding layers then a full one.
+GEMMA3 = dict(num_hidden_layers=6, head_dim=256, query_pre_attn_scalar=256,
+              layer_types=["sliding_attention"] * 5 + ["full_attention"])
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """Folders: the original tiny Gemma 3, trimmed to en+hi, and pruned uniformly (one query
+    head from each KV group of every layer), then trimmed."""
+    root = tmp_path_factory.mktemp("export")
+    orig = synthetic.save_tiny("gemma3", root / "orig", tokenizer="byte_fallback", **GEMMA3)
+    loaded = load_model(str(orig))
+    choice = vocab.choose_vocab(loaded.tokenizer, ["en", "hi"], synthetic.TRAINING_TEXT)
+    assert main(["trim", "--model", str(orig), "--keep", "en,hi", "--out", str(root / "trim"),
+                 "--data", str(_data(root))]) == 0
+    removed = [(layer, head) for layer in range(6) for head in (1, 3)]
+    pruning.save_pruned(loaded, removed, root / "uniform", {}, uniform=True, vocab_choice=choice)
+    return {name: root / name for name in ("orig", "trim", "uniform")}
+
+
+def _data(root):
+    import json
+
+    path = root / "data.jsonl"
+    path.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
+                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", ["orig", "trim", "uniform"])
+def test_transformers_reads_back_the_same_model(variants, name, tmp_path):
+    loaded = load_model(str(variants[name]))
+    gaps = {}
+    for kind in export.TYPES:
+        path = export.export_gguf(loaded, tmp_path / f"m-{kind}.gguf", kind)
+        gaps[kind] = export.transformers_gap(loaded, path, TEXTS)
+        assert gaps[kind]["same_tokens"]
+    assert gaps["f32"]["max_rel_logit_gap"] <= 1e-5
+    assert gaps["f16"]["max_rel_logit_gap"] < 1e-2 and gaps["q8_0"]["max_rel_logit_gap"] < 5e-2
+    assert (tmp_path / "m-q8_0.gguf").stat().st_size < (tmp_path / "m-f32.gguf").stat().st_size / 2
+
+
+@pytest.mark.parametrize("name", ["orig", "trim", "uniform"])
+def test_llama_cpp_runs_the_export(variants, name, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    loaded = load_model(str(variants[name]))
+    path = export.export_gguf(loaded, tmp_path / "m.gguf", "f32")
+    gap = export.llama_cpp_gap(loaded, path, TEXTS)
+    assert gap["same_tokens"] == len(TEXTS)
+    assert gap["max_logprob_gap"] < 2e-3
+
+
+def test_llama_family_runs_in_llama_cpp(tmp_path):
+    """Llama's q/k rows are permuted for llama.cpp's rotary layout; attention biases are kept."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    loaded = load_model(str(synthetic.save_tiny("llama", tmp_path / "l", tokenizer="byte_fallback")))
+    gap = export.llama_cpp_gap(loaded, export.export_gguf(loaded, tmp_path / "l.gguf"), TEXTS)
+    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3
+
+
+def test_what_llama_cpp_cannot_run_is_refused(tmp_path, capsys):
+    folder = synthetic.save_tiny("gemma3", tmp_path / "g", tokenizer="byte_fallback", **GEMMA3)
+    loaded = load_model(str(folder))
+    pruning.save_pruned(loaded, [(0, 0), (0, 1)], tmp_path / "uneven", {})  # layer 0 loses a KV group
+    assert main(["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf")]) == 2
+    assert "different numbers of heads" in capsys.readouterr().err
+    loaded = load_model(str(folder))
+    pruning.save_pruned(loaded, [(2, h) for h in range(4)], tmp_path / "empty", {})
+    with pytest.raises(LangheadsError, match="no attention heads left"):
+        export.export_gguf(load_model(str(tmp_path / "empty")), tmp_path / "e.gguf")
+    byte_level = load_model(str(synthetic.save_tiny("gemma3", tmp_path / "b", tokenizer="byte_level", **GEMMA3)))
+    with pytest.raises(LangheadsError, match="byte-level"):
+        export.export_gguf(byte_level, tmp_path / "b.gguf")
+    with pytest.raises(LangheadsError, match="supports gemma3"):
+        export.export_gguf(load_model(str(synthetic.save_tiny("gpt2", tmp_path / "g2", tokenizer="byte_fallback"))),
+                           tmp_path / "g2.gguf")
+    for argv, message in [(["export", str(folder), "--gguf", str(tmp_path / "x.bin")], "must name a .gguf"),
+                          (["export", str(tmp_path / "nowhere"), "--gguf", str(tmp_path / "x.gguf")], "not a model folder"),
+                          (["export", str(folder), "--gguf", str(tmp_path / "x.gguf"), "--type", "q4"], "unknown GGUF type")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*.gguf*"))
+
+
+def test_export_cli_writes_and_checks(variants, tmp_path, capsys):
+    out = tmp_path / "t.gguf"
+    assert main(["export", str(variants["trim"]), "--gguf", str(out), "--type", "q8_0"]) == 0
+    assert out.exists() and "wrote" in capsys.readouterr().out
+    assert main(["export", str(variants["trim"]), "--gguf", str(out)]) == 2  # exists, no --overwrite
+    import gguf
+
+    reader = gguf.GGUFReader(str(out))
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    assert len(tokens.data) == len(load_model(str(variants["trim"])).tokenizer)

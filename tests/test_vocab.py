@@ -1,0 +1,186 @@
+"""Vocabulary trimming: same tokens and same logits on kept-language text, other scripts still
+run, the manifest round-trips, and --max-vocab stays closed under merges."""
+import copy
+import json
+
+import pytest
+import torch
+
+from langheads import load_model, synthetic, vocab
+from langheads.cli import main
+from langheads.errors import LangheadsError
+from langheads.manifest import read_manifest
+
+KEPT_TEXTS = synthetic.TRAINING_TEXT["en"] + synthetic.TRAINING_TEXT["hi"] + [
+    "Numbers 1, 22 and 333 (and punctuation!) -- stay.", "नया पाठ, जो प्रशिक्षण में नहीं था।"]
+DROPPED_TEXTS = ["人人生而自由", "Все люди рождаются свободными.", "☃ ∑ 😀 mixed Все 人"]
+
+
+def _close(a, b):
+    return (a - b).abs().max().item() <= 1e-5 * a.abs().max().item()
+
+
+@pytest.fixture(scope="module", params=[("gemma3", "byte_fallback"), ("gpt2", "byte_level"), ("llama", "byte_fallback")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def trimmed(request, tmp_path_factory):
+    """(original, trimmed) LoadedModels: a tiny model trimmed to en+hi through `langheads trim`."""
+    arch, style = request.param
+    root = tmp_path_factory.mktemp(f"trim-{arch}")
+    synthetic.save_tiny(arch, root / "orig", tokenizer=style)
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
+                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
+                    encoding="utf-8")
+    assert main(["trim", "--model", str(root / "orig"), "--keep", "en,hi", "--data", str(data),
+                 "--out", str(root / "trim")]) == 0
+    return load_model(str(root / "orig")), load_model(str(root / "trim")), root
+
+
+def test_trimmed_tokenizer_gives_the_same_token_strings(trimmed):
+    original, small, _ = trimmed
+    assert len(small.tokenizer) < len(original.tokenizer)
+    for text in KEPT_TEXTS:
+        ids_a, ids_b = original.tokenizer(text)["input_ids"], small.tokenizer(text)["input_ids"]
+        assert original.tokenizer.convert_ids_to_tokens(ids_a) == small.tokenizer.convert_ids_to_tokens(ids_b)
+
+
+def test_trimmed_logits_equal_the_originals_at_kept_ids(trimmed):
+    original, small, root = trimmed
+    kept = read_manifest(root / "trim").kept_ids()
+    for text in KEPT_TEXTS:
+        a = torch.tensor([original.tokenizer(text)["input_ids"]])
+        b = torch.tensor([small.tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            full, cut = original.model(input_ids=a).logits[0], small.model(input_ids=b).logits[0]
+        assert _close(full[:, kept], cut)
+        # a softmax over fewer tokens: each text's NLL can only fall
+        nll_full = torch.nn.functional.cross_entropy(full[:-1], a[0, 1:])
+        nll_cut = torch.nn.functional.cross_entropy(cut[:-1], b[0, 1:])
+        assert nll_cut <= nll_full + 1e-6
+
+
+def test_dropped_scripts_still_tokenize_and_run(trimmed):
+    original, small, _ = trimmed
+    for text in DROPPED_TEXTS:
+        ids = small.tokenizer(text)["input_ids"]
+        assert max(ids) < small.model.config.get_text_config().vocab_size
+        assert small.tokenizer.decode(ids, skip_special_tokens=True) == text  # bytes carry it
+        assert len(ids) >= len(original.tokenizer(text)["input_ids"])
+        with torch.no_grad():
+            assert torch.isfinite(small.model(input_ids=torch.tensor([ids])).logits).all()
+    out = small.model.generate(input_ids=torch.tensor([small.tokenizer(DROPPED_TEXTS[0])["input_ids"]]),
+                               max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > 3
+
+
+def test_trimmed_folder_loads_with_plain_transformers_and_records_its_edit(trimmed):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, small, root = trimmed
+    plain = AutoModelForCausalLM.from_pretrained(root / "trim")
+    tok = AutoTokenizer.from_pretrained(root / "trim")
+    assert plain.get_input_embeddings().weight.shape[0] == len(tok) == small.model.get_input_embeddings().num_embeddings
+    manifest = read_manifest(root / "trim")
+    [edit] = manifest.edits
+    assert edit["op"] == "trim_vocab" and edit["kept_ids"] == sorted(edit["kept_ids"])
+    record = manifest.records["trim_vocab"]
+    assert record["scripts"]["en"] == {"LATIN": 1.0} and record["scripts"]["hi"] == {"DEVANAGARI": 1.0}
+    config = json.loads((root / "trim" / "config.json").read_text())
+    assert tok.convert_ids_to_tokens(config["bos_token_id"]) == "<bos>"
+    assert tok.convert_ids_to_tokens(config["eos_token_id"]) == "<eos>"
+    if manifest.source:
+        assert manifest.source["sha256"] == load_model(str(root / "orig")).model_hash
+
+
+def test_max_vocab_is_closed_under_merges():
+    tok = synthetic.trained_tokenizer("byte_fallback")
+    tf = vocab.TokenizerFile.of(tok)
+    exact = vocab.choose_vocab(tok, ["en", "hi"], synthetic.TRAINING_TEXT)
+    texts = synthetic.TRAINING_TEXT["en"] + synthetic.TRAINING_TEXT["hi"]
+    small = vocab.choose_vocab(tok, ["en", "hi"], synthetic.TRAINING_TEXT, max_vocab=400, vocab_texts=texts)
+    assert len(small.kept_ids) <= 400 < len(exact.kept_ids) and set(small.kept_ids) <= set(exact.kept_ids)
+    assert small.rarity == "texts"
+    kept = {tf.tokens[i] for i in small.kept_ids}
+    merge_of = tf.merge_of()
+    for t in kept:  # every kept merged token can be built from kept parts
+        if t in merge_of and not (t.startswith("<0x") or len(t) == 1):
+            assert any(a in kept and b in kept for a, b in tf.merges if a + b == t), t
+    # the most used tokens of the rarity texts survive the cut
+    counts = tf.encode_counts(texts)
+    top = [i for i, _ in counts.most_common(5)]
+    assert set(top) <= set(small.kept_ids)
+    # and the trimmed tokenizer still encodes and decodes the texts
+    cut = vocab.trimmed_tokenizer(tok, small.kept_ids)
+    for text in texts:
+        assert cut.decode(cut(text)["input_ids"], skip_special_tokens=True) == text
+    with pytest.raises(LangheadsError, match="below the"):
+        vocab.choose_vocab(tok, ["en", "hi"], synthetic.TRAINING_TEXT, max_vocab=10, vocab_texts=texts)
+
+
+def test_scripts_are_measured_per_language():
+    shares = vocab.language_scripts({"ja": ["日本語のテキストです。カタカナ"], "en": ["Plain text, café."]})
+    assert set(shares["ja"]) == {"HAN", "HIRAGANA", "KATAKANA"} and shares["en"] == {"LATIN": 1.0}
+    assert vocab.script_of("é") == "LATIN" and vocab.script_of("्") == "DEVANAGARI" and vocab.script_of("1") is None
+    with pytest.raises(LangheadsError, match="no letters"):
+        vocab.language_scripts({"xx": ["123 456"]})
+
+
+def test_prune_with_trim_vocab_then_reload(tmp_path):
+    """Heads removed, then the vocabulary: the loader replays both from the manifest."""
+    from langheads import heads as H
+    from langheads import pruning
+
+    folder = synthetic.save_tiny("gemma3", tmp_path / "orig", tokenizer="byte_fallback")
+    loaded = load_model(str(folder))
+    removed = [(0, 1), (2, 0), (2, 1)]
+    exact = vocab.choose_vocab(loaded.tokenizer, ["en", "hi"], synthetic.TRAINING_TEXT)
+    text = synthetic.TRAINING_TEXT["hi"][0]
+    ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+    with torch.no_grad(), H.masked_heads(loaded.model, removed):
+        expected = loaded.model(input_ids=ids).logits[0][:, exact.kept_ids]
+    pruning.save_pruned(loaded, removed, tmp_path / "both", {"note": "test"}, vocab_choice=exact)
+    back = load_model(str(tmp_path / "both"))
+    assert [e["op"] for e in back.manifest.edits] == ["remove_heads", "trim_vocab"]
+    with torch.no_grad():
+        got = back.model(input_ids=torch.tensor([back.tokenizer(text)["input_ids"]])).logits[0]
+    assert _close(expected, got)
+
+
+def test_trim_refuses_bad_input_in_one_line(tiny_dirs, tmp_path, capsys):
+    cases = [
+        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "xx", "--out", str(tmp_path / "a")], "no data for language"),
+        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--max-vocab", "0"],
+         "positive"),
+        (["trim", "--model", str(tmp_path / "missing"), "--keep", "en", "--out", str(tmp_path / "a")], "unknown model"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_default_model_trim_is_exact(default_model, tmp_path):
+    """Gemma 3 270M kept to en+hi: same token strings on every en and hi text of the corpus, and
+    logits equal at the kept ids."""
+    from langheads.corpus import load_corpus
+
+    corpus = load_corpus()
+    exact = vocab.choose_vocab(default_model.tokenizer, ["en", "hi"], vocab.decision_texts(corpus, ["en", "hi"]))
+    assert 0.6 < len(exact.kept_ids) / 262144 < 0.75
+    cut = vocab.trimmed_tokenizer(default_model.tokenizer, exact.kept_ids)
+    for lang in ("en", "hi"):
+        for t in corpus.texts(lang):
+            a, b = default_model.tokenizer(t.text)["input_ids"], cut(t.text)["input_ids"]
+            assert default_model.tokenizer.convert_ids_to_tokens(a) == cut.convert_ids_to_tokens(b)
+    text = corpus.texts("hi", "report")[0].text
+    a = torch.tensor([default_model.tokenizer(text)["input_ids"][:96]])
+    with torch.no_grad():
+        full = default_model.model(input_ids=a).logits[0][:, exact.kept_ids]
+    small = copy.deepcopy(default_model.model)  # the fixture is shared: trim a copy
+    vocab.trim_model_(small, exact.kept_ids)
+    with torch.no_grad():
+        got = small(input_ids=torch.tensor([cut(text)["input_ids"][:96]])).logits[0]
+    assert _close(full, got)
+    assert cut("人人生而自由")["input_ids"][1:4] == cut.convert_tokens_to_ids(["<0xE4>", "<0xBA>", "<0xBA>"])
