@@ -11,15 +11,20 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
+# The tests also check GGUF exports in llama.cpp itself: llama-cpp-python builds it from source once.
+$(VENV)/.installed-test: $(VENV)/.installed
+	EXTRAS=test,llamacpp bash scripts/setup.sh
+	touch $@
+
 # 8 languages x 4 scoring texts cut to 48 tokens: all 72 heads of Gemma 3 270M in ~10 min on 2 CPU cores.
 demo: setup
 	$(VENV)/bin/langheads scan --model default --languages $(DEMO_LANGUAGES) --texts 4 --max-tokens 48 \
 		--out runs/demo --overwrite
 
-test: setup
+test: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q
 
-test-fast: setup
+test-fast: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 clean:

@@ -104,3 +104,24 @@ def test_export_cli_writes_and_checks(variants, tmp_path, capsys):
     reader = gguf.GGUFReader(str(out))
     tokens = reader.fields["tokenizer.ggml.tokens"]
     assert len(tokens.data) == len(load_model(str(variants["trim"])).tokenizer)
+
+
+@pytest.mark.slow
+def test_default_model_trimmed_runs_in_llama_cpp(default_model, tmp_path):
+    """Gemma 3 270M kept to en+hi, exported as f32 GGUF: llama.cpp tokenizes the report texts as
+    we do and its next-token log-probabilities agree with ours."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    import copy
+
+    from langheads.corpus import load_corpus
+
+    corpus = load_corpus()
+    exact = vocab.choose_vocab(default_model.tokenizer, ["en", "hi"], vocab.decision_texts(corpus, ["en", "hi"]))
+    small = copy.copy(default_model)
+    small.model = copy.deepcopy(default_model.model)
+    vocab.trim_model_(small.model, exact.kept_ids)
+    small.tokenizer = vocab.trimmed_tokenizer(default_model.tokenizer, exact.kept_ids)
+    path = export.export_gguf(small, tmp_path / "trimmed.gguf", "f32")
+    texts = [t.text for lang in ("en", "hi") for t in corpus.texts(lang, "report")[:2]]
+    gap = export.llama_cpp_gap(small, path, texts)
+    assert gap["same_tokens"] == len(texts) and gap["max_logprob_gap"] < 0.05

@@ -142,6 +142,13 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
         assert row["change_ci_low"] <= row["change"] <= row["change_ci_high"]
         assert row["nll_per_byte_before"] > 0
     assert "not in the scan: de" in run_cli("prune", "--scan", str(run), "--keep", "de", "--out", str(tmp_path / "x")).stderr
+    from langheads.cli import main
+
+    assert main(["prune", "--scan", str(run), "--keep", "en,hi", "--heads", "1", "--trim-vocab",
+                 "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    trimmed = read_manifest(tmp_path / "t")
+    assert [e["op"] for e in trimmed.edits] == ["remove_heads", "trim_vocab"]
+    assert trimmed.records["trim_vocab"]["scripts"] == {"en": {"LATIN": 1.0}, "hi": {"DEVANAGARI": 1.0}}
 
 
 @pytest.mark.slow

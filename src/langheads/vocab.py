@@ -197,9 +197,31 @@ def exact_ids(tf: TokenizerFile, kept_scripts: set[str]) -> tuple[list[int], dic
     return kept, dict(reasons)
 
 
+@lru_cache(maxsize=1)
+def _precomposed() -> dict[str, str]:
+    """Decomposed pair -> the precomposed letter Unicode keeps out of NFC (Devanagari's nukta
+    letters क़ ख़ ग़ ज़ ड़ ढ़ फ़ य़, Bengali's, Gurmukhi's, Hebrew presentation forms). Word lists
+    use one form, texts often the other; the tokenizer has tokens for both."""
+    table = {}
+    for code in range(0x0900, 0xFB50):
+        ch = chr(code)
+        nfd = unicodedata.normalize("NFD", ch)
+        if nfd != ch and len(nfd) == 2 and unicodedata.normalize("NFC", nfd) != ch:
+            table[nfd] = ch
+    return table
+
+
+def _precompose(word: str) -> str:
+    for pair, ch in _precomposed().items():
+        if pair in word:
+            word = word.replace(pair, ch)
+    return word
+
+
 def word_frequency_texts(languages: list[str], n_words: int = 50000) -> tuple[list[str], list[float]]:
     """Words of the kept languages as they occur in running text (after a space; capitalised
-    too where the script has case), weighted by their frequency (the `wordfreq` package)."""
+    too where the script has case; with precomposed letters too where Unicode has them),
+    weighted by their frequency (the `wordfreq` package)."""
     try:
         import wordfreq
     except ImportError:
@@ -214,30 +236,37 @@ def word_frequency_texts(languages: list[str], n_words: int = 50000) -> tuple[li
             variants = {" " + word: 0.85, word: 0.05}
             if word.capitalize() != word:
                 variants.update({" " + word.capitalize(): 0.08, word.capitalize(): 0.02})
+            composed = _precompose(word)
+            forms = [word] if composed == word else [word, composed]
             for text, share in variants.items():
-                texts.append(text)
-                weights.append(f * share)
+                for form in forms:
+                    texts.append(text.replace(word, form))
+                    weights.append(f * share / len(forms))
     return texts, weights
 
 
 def ranked_ids(tf: TokenizerFile, candidates: list[int], counts: Counter) -> list[int]:
     """Candidates by the better of two ranks: by use on the rarity texts, and in the tokenizer's
-    own order (its ids follow merge order, roughly its training frequency). Counts alone would
-    put a rare word's piece before the bare space marker or a comma, which word lists never
-    show; the tokenizer's order alone ignores what the kept languages use."""
-    by_order = sorted(candidates)
+    own order (ids follow merge order, roughly its training frequency) taken within each
+    script, so that a script the tokenizer learnt late (Devanagari in a Latin-heavy vocabulary)
+    keeps the same share of its tokens. Counts alone would put a rare word's piece before the
+    bare space marker or a comma, which word lists never show; the order alone ignores what the
+    kept languages use. Ranks are fractions of each list, so the two lists weigh alike."""
+    groups: dict[frozenset, list[int]] = {}
+    for i in sorted(candidates):
+        groups.setdefault(frozenset(scripts_in(tf.surface(i))), []).append(i)
+    rank = {i: pos / len(members) for members in groups.values() for pos, i in enumerate(members)}
     used = sorted((i for i in candidates if counts.get(i, 0.0) > 0), key=lambda i: (-counts[i], i))
-    rank = {i: r for r, i in enumerate(by_order)}
-    for r, i in enumerate(used):
-        rank[i] = min(rank[i], r)
+    for pos, i in enumerate(used):
+        rank[i] = min(rank[i], pos / len(candidates))
     return sorted(candidates, key=lambda i: (rank[i], i))
 
 
 def close_under_merges(tf: TokenizerFile, always: list[int], ranked: list[int], limit: int) -> list[int]:
     """Take tokens in rank order, each with the parts its merge needs, while they fit in `limit`."""
     if len(always) > limit:
-        raise LangheadsError(f"--max-vocab {limit} is below the {len(always)} special, added and byte tokens "
-                             "every text may need")
+        raise LangheadsError(f"--max-vocab {limit} is below the {len(always)} special, added, byte and "
+                             "single-character tokens every text may need")
     merge_of = tf.merge_of()
     kept = set(always)
     allowed = set(ranked) | kept
@@ -300,11 +329,13 @@ def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
 
 
 def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str) -> VocabChoice:
-    """At most `max_vocab` of the exact choice's ids: special, added and byte tokens always, then
-    the most used, each with the parts its merge needs."""
+    """At most `max_vocab` of the exact choice's ids: special, added, byte and single-character
+    tokens always (a dropped character costs several byte tokens wherever it occurs: U+2010,
+    the hyphen of UDHR's English, or Hindi's nukta letters), then by rank, each token with the
+    parts its merge needs."""
     if max_vocab >= len(exact.kept_ids):
         return exact
-    always = [i for i in exact.kept_ids if i in tf.added or tf.is_byte(i)]
+    always = [i for i in exact.kept_ids if i in tf.added or tf.is_byte(i) or len(tf.surface(i)) == 1]
     fixed = set(always)
     rest = ranked_ids(tf, [i for i in exact.kept_ids if i not in fixed], counts)
     chosen = close_under_merges(tf, always, rest, max_vocab)

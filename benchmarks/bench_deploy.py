@@ -1,0 +1,230 @@
+"""What a deployment gains: the original, heads pruned, vocabulary trimmed, and both, side by side
+(not a test).
+
+Variants (written under --work once, reused after):
+  original      the default model
+  heads         the heads `prune --keep` removed (--heads, default: the 5 of README's en,hi run)
+  vocab exact   `trim --keep` (exact)
+  vocab N       `trim --keep --max-vocab N`
+  heads+vocab   both, exact vocabulary
+Each variant is measured in its own process (peak memory only grows within one): parameters,
+weight-file size, peak RSS, prefill and decode tokens/s with transformers on the CPU, the same
+with llama.cpp on the q8_0 GGUF export (where llama.cpp can run the variant), NLL per byte of
+the kept and the dropped languages on the report texts, and the share of greedy continuations
+that a language identifier puts in the prompt's language.
+
+    python benchmarks/bench_deploy.py --keep en,hi --max-vocab 96000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_HEADS = "14.3,3.1,3.3,12.3,5.0"  # README's `prune --keep en,hi` on the 8-language scan
+
+
+def prompt_ids(loaded, n: int) -> list[int]:
+    """The first n tokens of the English report texts, run together, in the model's own tokenizer."""
+    from langheads.corpus import load_corpus
+
+    text = " ".join(t.text for t in load_corpus().texts("en", "report"))
+    return loaded.tokenizer(text)["input_ids"][:n]
+
+
+def folder_bytes(spec: str) -> int:
+    from langheads.models import DEFAULT_SPEC, cache_dir
+
+    folder = Path(spec)
+    if spec == DEFAULT_SPEC:
+        [folder] = [p for p in (cache_dir() / "models").iterdir() if (p / "langheads_source.json").exists()][:1]
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def measure_transformers(spec: str, languages: list[str], prompt_tokens: int, decode_tokens: int, repeats: int) -> dict:
+    from langheads import load_model
+    from langheads.corpus import load_corpus
+    from langheads.evaluate import greedy_continuations, identify, text_losses
+
+    torch.manual_seed(0)
+    loaded = load_model(spec)
+    model = loaded.model
+    ids = torch.tensor([prompt_ids(loaded, prompt_tokens)])
+    with torch.no_grad():
+        model(input_ids=ids[:, :16])  # warm-up
+        prefill = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(input_ids=ids)
+            prefill.append(time.perf_counter() - start)
+
+        def generate(n):
+            start = time.perf_counter()
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+            return time.perf_counter() - start
+
+        # decode rate = extra tokens / extra time over a 1-token generation (which pays the prefill)
+        decode = [generate(decode_tokens + 1) - generate(1) for _ in range(repeats)]
+    corpus = load_corpus()
+    per_byte, same_language = {}, {}
+    for lang in languages:
+        texts = [t.text for t in corpus.texts(lang, "report")]
+        per_byte[lang] = float(text_losses(loaded, texts).per_byte.mean())
+        prompts = [loaded.tokenizer(t)["input_ids"][:16] for t in texts[:3]]
+        same_language[lang] = float(np.mean([identify(c) == lang for c in greedy_continuations(loaded, prompts, 16)]))
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "file_bytes": folder_bytes(spec),
+        "prefill_tok_s": ids.shape[1] / min(prefill),
+        "decode_tok_s": decode_tokens / min(decode),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "nll_per_byte": per_byte,
+        "same_language": same_language,
+    }
+
+
+def measure_llama_cpp(gguf: str, spec: str, prompt_tokens: int, decode_tokens: int, repeats: int) -> dict:
+    from llama_cpp import Llama
+
+    from langheads import load_model
+
+    loaded = load_model(spec)
+    ids = prompt_ids(loaded, prompt_tokens)
+    del loaded
+    llm = Llama(model_path=gguf, n_ctx=prompt_tokens + decode_tokens + 8, verbose=False, n_threads=2)
+    prefill, decode = [], []
+    for _ in range(repeats):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(ids)
+        prefill.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(decode_tokens):
+            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        decode.append(time.perf_counter() - start)
+    return {"gguf_bytes": Path(gguf).stat().st_size, "prefill_tok_s": len(ids) / min(prefill),
+            "decode_tok_s": decode_tokens / min(decode),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab: int) -> dict[str, str]:
+    """Write the variant folders and their q8_0 GGUF files (each once); returns label -> folder."""
+    from langheads import load_model, pruning
+    from langheads.errors import LangheadsError
+    from langheads.export import export_gguf
+    from langheads.vocab import TrimSettings, choose_vocab, decision_texts, trim
+    from langheads.corpus import load_corpus
+
+    folders = {"original": "default", "heads": str(work / "heads"), "vocab exact": str(work / "vocab-exact"),
+               f"vocab {max_vocab // 1000}k": str(work / f"vocab-{max_vocab}"), "heads+vocab": str(work / "heads-vocab")}
+    record = {"note": "bench_deploy.py", "kept": keep, "removed_heads": [list(h) for h in heads]}
+    if not Path(folders["heads"]).exists():
+        pruning.save_pruned(load_model("default"), heads, Path(folders["heads"]), record)
+    if not Path(folders["vocab exact"]).exists():
+        trim(TrimSettings(model="default", keep=keep), folders["vocab exact"])
+    if not Path(folders[f"vocab {max_vocab // 1000}k"]).exists():
+        trim(TrimSettings(model="default", keep=keep, max_vocab=max_vocab), folders[f"vocab {max_vocab // 1000}k"])
+    if not Path(folders["heads+vocab"]).exists():
+        loaded = load_model("default")
+        choice = choose_vocab(loaded.tokenizer, keep, decision_texts(load_corpus(), keep))
+        pruning.save_pruned(loaded, heads, Path(folders["heads+vocab"]), record, vocab_choice=choice)
+    for label, folder in folders.items():
+        gguf = work / f"{Path(folder).name}.q8_0.gguf"
+        if not gguf.exists() and not (work / f"{gguf.name}.refused").exists():
+            try:
+                export_gguf(load_model(folder), gguf, "q8_0")
+            except LangheadsError as e:  # llama.cpp cannot run this variant: say why in the table
+                (work / f"{gguf.name}.refused").write_text(str(e))
+    return folders
+
+
+def run(cmd: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *cmd], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--keep", default="en,hi")
+    p.add_argument("--languages", default="en,hi,fr,de,es,zh,ar,ru", help="languages to measure NLL per byte on")
+    p.add_argument("--heads", default=DEFAULT_HEADS, help="LAYER.HEAD,... removed in the heads variants")
+    p.add_argument("--max-vocab", type=int, default=96000)
+    p.add_argument("--work", default="runs/deploy")
+    p.add_argument("--prompt-tokens", type=int, default=256)
+    p.add_argument("--decode-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", help="also write the table to this file")
+    p.add_argument("--measure", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    languages, keep = args.languages.split(","), args.keep.split(",")
+    if args.measure:
+        kind, spec = args.measure
+        if kind == "transformers":
+            r = measure_transformers(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats)
+        else:
+            r = measure_llama_cpp(kind, spec, args.prompt_tokens, args.decode_tokens, args.repeats)
+        print(json.dumps(r))
+        return
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    heads = [tuple(int(x) for x in h.split(".")) for h in args.heads.split(",")]
+    folders = prepare(work, keep, heads, args.max_vocab)
+    common = ["--languages", args.languages, "--prompt-tokens", str(args.prompt_tokens),
+              "--decode-tokens", str(args.decode_tokens), "--repeats", str(args.repeats)]
+    rows = {}
+    for label, folder in folders.items():
+        rows[label] = run(["--measure", "transformers", folder, *common])
+        gguf = work / f"{Path(folder).name}.q8_0.gguf"
+        rows[label]["llama_cpp"] = (run(["--measure", str(gguf), folder, *common]) if gguf.exists()
+                                    else {"refused": (work / f"{gguf.name}.refused").read_text()})
+        print(f"measured {label}", file=sys.stderr, flush=True)
+    lines = report(rows, keep, languages, args)
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+def report(rows: dict, keep: list[str], languages: list[str], args) -> list[str]:
+    base = rows["original"]
+    dropped = [lang for lang in languages if lang not in keep]
+    lines = [f"CPU, float32 weights, {args.prompt_tokens}-token prompt, {args.decode_tokens} decoded tokens, best of "
+             f"{args.repeats}; (x) = variant / original; llama.cpp on the q8_0 GGUF, 2 threads; NLL per byte on "
+             f"the report texts: change against the original; same language: greedy continuations of 3 prompts "
+             f"per language in the prompt's language (py3langid)", ""]
+    head = ["variant", "params", "file", "peak RSS", "prefill tok/s", "decode tok/s", "llama.cpp GGUF",
+            "llama.cpp prefill", "llama.cpp decode", "kept NLL/byte", "dropped NLL/byte", "same language kept/dropped"]
+    lines.append(" | ".join(head))
+    lines.append(" | ".join("---" for _ in head))
+    lb = base["llama_cpp"]
+    for label, r in rows.items():
+        lc = r["llama_cpp"]
+        ratio = lambda a, b: f"{a:,.4g} ({a / b:.3f}x)"
+        kept = ", ".join(f"{l} {r['nll_per_byte'][l] / base['nll_per_byte'][l] - 1:+.2%}" for l in keep)
+        drop = np.mean([r["nll_per_byte"][l] / base["nll_per_byte"][l] - 1 for l in dropped]) if dropped else 0
+        same = (f"{np.mean([r['same_language'][l] for l in keep]):.0%} / "
+                f"{np.mean([r['same_language'][l] for l in dropped]):.0%}" if dropped else "")
+        if "refused" in lc:
+            llama = ["refused: " + lc["refused"].split(",")[0], "", ""]
+        else:
+            llama = [f"{lc['gguf_bytes'] / 2**20:.0f} MiB ({lc['gguf_bytes'] / lb['gguf_bytes']:.3f}x)",
+                     ratio(lc["prefill_tok_s"], lb["prefill_tok_s"]), ratio(lc["decode_tok_s"], lb["decode_tok_s"])]
+        lines.append(" | ".join([label, ratio(r["params"] / 1e6, base["params"] / 1e6) + "M",
+                                 ratio(r["file_bytes"] / 2**20, base["file_bytes"] / 2**20) + " MiB",
+                                 ratio(r["peak_rss_mib"], base["peak_rss_mib"]) + " MiB",
+                                 ratio(r["prefill_tok_s"], base["prefill_tok_s"]),
+                                 ratio(r["decode_tok_s"], base["decode_tok_s"]), *llama, kept, f"mean {drop:+.1%}", same]))
+    return lines
+
+
+if __name__ == "__main__":
+    main()
