@@ -86,7 +86,7 @@ def test_what_llama_cpp_cannot_run_is_refused(tmp_path, capsys):
         export.export_gguf(load_model(str(synthetic.save_tiny("gpt2", tmp_path / "g2", tokenizer="byte_fallback"))),
                            tmp_path / "g2.gguf")
     for argv, message in [(["export", str(folder), "--gguf", str(tmp_path / "x.bin")], "must name a .gguf"),
-                          (["export", str(tmp_path / "nowhere"), "--gguf", str(tmp_path / "x.gguf")], "not a model folder"),
+                          (["export", str(tmp_path / "nowhere"), "--gguf", str(tmp_path / "x.gguf")], "unknown model"),
                           (["export", str(folder), "--gguf", str(tmp_path / "x.gguf"), "--type", "q4"], "unknown GGUF type")]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -104,6 +104,8 @@ def test_export_cli_writes_and_checks(variants, tmp_path, capsys):
     reader = gguf.GGUFReader(str(out))
     tokens = reader.fields["tokenizer.ggml.tokens"]
     assert len(tokens.data) == len(load_model(str(variants["trim"])).tokenizer)
+    description = reader.fields["general.description"].contents()
+    assert description.startswith("langheads: vocabulary 740 -> ") and "(en,hi)" in description
 
 
 @pytest.mark.slow

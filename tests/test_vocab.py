@@ -184,3 +184,19 @@ def test_default_model_trim_is_exact(default_model, tmp_path):
         got = small(input_ids=torch.tensor([cut(text)["input_ids"][:96]])).logits[0]
     assert _close(full, got)
     assert cut("人人生而自由")["input_ids"][1:4] == cut.convert_tokens_to_ids(["<0xE4>", "<0xBA>", "<0xBA>"])
+
+
+def test_evaluate_reads_each_model_with_its_own_tokenizer(trimmed):
+    """Kept languages: the same tokens, and NLL per byte can only fall; a dropped script is cut
+    into more (byte) tokens by the trimmed tokenizer, and per byte still compares the two."""
+    from langheads.evaluate import evaluate
+
+    _, _, root = trimmed
+    result = evaluate(str(root / "trim"), str(root / "orig"), ["en", "hi", "zh"], str(root / "data.jsonl"),
+                      prompts=1, new_tokens=2, bootstrap=50)
+    table = result["table"].set_index("language")
+    for lang in ("en", "hi"):
+        assert table.loc[lang, "same_tokens"] == 1.0
+        assert table.loc[lang, "nll_per_byte_after"] <= table.loc[lang, "nll_per_byte_before"] + 1e-9
+    assert table.loc["zh", "same_tokens"] == 0.0
+    assert table.loc["zh", "nll_per_byte_after"] > 0

@@ -133,9 +133,6 @@ def cmd_export(args) -> None:
     from .export import TYPES, export_gguf, llama_cpp_gap, transformers_gap
     from .models import load_model
 
-    source = Path(args.model)
-    if not (source / "config.json").exists():
-        raise LangheadsError(f"not a model folder (no config.json): {args.model}")
     out = Path(args.gguf)
     if out.suffix != ".gguf":
         raise LangheadsError(f"--gguf must name a .gguf file, not {args.gguf}")
@@ -143,7 +140,7 @@ def cmd_export(args) -> None:
         raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
     if args.type not in TYPES:
         raise LangheadsError(f"unknown GGUF type '{args.type}'; choose one of {', '.join(TYPES)}")
-    loaded = load_model(str(source))
+    loaded = load_model(args.model)
     export_gguf(loaded, out, args.type, args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})")
     if args.check:
@@ -250,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_trim)
 
     s = sub.add_parser("export", help="write a model folder as GGUF for llama.cpp")
-    s.add_argument("model", help="a model folder (original, trimmed, or pruned with --uniform)")
+    s.add_argument("model", help="default | a model folder (original, trimmed, or pruned with --uniform) | a .gguf file")
     s.add_argument("--gguf", required=True, help="the .gguf file to write")
     s.add_argument("--type", default="f32", help="f32 | f16 | q8_0")
     s.add_argument("--check", metavar="LANGS", help="compare the GGUF with the folder on these languages' report texts")

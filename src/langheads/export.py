@@ -92,10 +92,12 @@ def _tokenizer_fields(tokenizer):
     return tf.tokens, scores, types, space_prefix
 
 
-def _write_metadata(w, model, tokenizer, family: GGUFFamily, n_head: int, n_kv: int, file_type) -> None:
+def _write_metadata(w, model, tokenizer, family: GGUFFamily, n_head: int, n_kv: int, file_type, manifest) -> None:
     config = H.text_config(model)
     layout = H.head_layout(model)
     w.add_name(getattr(config, "_name_or_path", "") or "langheads export")
+    if manifest is not None:
+        w.add_description(manifest.describe())
     w.add_context_length(config.max_position_embeddings)
     w.add_embedding_length(config.hidden_size)
     w.add_block_count(config.num_hidden_layers)
@@ -179,7 +181,7 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -
     os.close(fd)
     try:
         w = gguf.GGUFWriter(tmp, family.arch)
-        _write_metadata(w, model, tokenizer, family, n_head, n_kv, file_type)
+        _write_metadata(w, model, tokenizer, family, n_head, n_kv, file_type, loaded.manifest)
         tied = model.get_output_embeddings() is not None and \
             model.get_output_embeddings().weight is model.get_input_embeddings().weight
         for name, tensor in model.state_dict().items():

@@ -57,6 +57,20 @@ class Manifest:
         e = self.head_edit()
         return e is not None and not e.get("uniform", False) and any(e["removed"].values())
 
+    def describe(self) -> str:
+        """One line: what was done to which model (written into exports)."""
+        parts = []
+        removed = self.removed_heads()
+        if removed:
+            parts.append(f"{sum(map(len, removed.values()))} attention heads removed")
+        kept = self.kept_ids()
+        if kept is not None:
+            first = next(e for e in self.edits if e["op"] == "trim_vocab")
+            langs = ",".join(self.records.get("trim_vocab", {}).get("scripts", {}))
+            parts.append(f"vocabulary {first['original_size']:,} -> {len(kept):,} tokens" + (f" ({langs})" if langs else ""))
+        source = self.source.get("id") or self.source.get("spec") or "a model"
+        return f"langheads: {'; '.join(parts) or 'no edits'}; from {source}"
+
     def with_edit(self, edit: dict, record: dict | None = None) -> "Manifest":
         if edit["op"] not in OPS:
             raise ValueError(f"unknown edit {edit['op']}")
