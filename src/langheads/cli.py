@@ -14,11 +14,19 @@ def _langs(value: str) -> list[str]:
 
 
 def cmd_info(args) -> None:
+    from .archs import FAMILIES, VARIANTS, adapter_for
     from .heads import head_layout
     from .models import load_model
 
+    if args.model is None:
+        print(f"{'family':22} {'model_type':22} {'physical pruning':18} GGUF export (llama.cpp)")
+        for a in FAMILIES + VARIANTS:
+            exact = "exact" if a.pruning_exact else f"refused: {a.pruning_note}"
+            print(f"{a.family:22} {','.join(a.model_types):22} {exact:18} {a.gguf.arch if a.gguf else '-'}")
+        return
     loaded = load_model(args.model)
     layout = head_layout(loaded.model)
+    adapter = adapter_for(loaded.model)
     params = sum(p.numel() for p in loaded.model.parameters())
     print(f"model          {loaded.model_id}")
     print(f"architecture   {layout.model_type}")
@@ -26,6 +34,8 @@ def cmd_info(args) -> None:
     print(f"query heads    {layout.n_heads} per layer ({layout.n_total} in all)")
     print(f"KV heads       {layout.n_kv_heads} per layer (query head h reads KV head h // {layout.group_size})")
     print(f"head size      {layout.head_dim}")
+    print(f"family         {adapter.family} (physical pruning {'exact' if adapter.pruning_exact else 'refused'}; "
+          f"GGUF export {'as ' + adapter.gguf.arch if adapter.gguf else 'not supported'})")
     print(f"parameters     {params:,}")
     print(f"sha256         {loaded.model_hash}")
 
@@ -181,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langheads", description="Which attention heads serve which language?")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("info", help="architecture, layers, query heads, KV heads and head size of a model")
-    s.add_argument("model", help="default | a .gguf file | a model folder | a hub id (org/name)")
+    s = sub.add_parser("info", help="a model's layers, heads and head size; without a model, the supported families")
+    s.add_argument("model", nargs="?", help="default | a .gguf file | a model folder | a hub id (org/name)")
     s.set_defaults(run=cmd_info)
 
     s = sub.add_parser("languages", help="list the languages in the bundled corpus (or --data)")

@@ -14,30 +14,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import heads as H
+from .archs import FAMILIES, adapter_for
 from .errors import LangheadsError
 
 TYPES = ("f32", "f16", "q8_0")
-
-
-@dataclass(frozen=True)
-class GGUFFamily:
-    arch: str                # llama.cpp's architecture name
-    norm_plus_one: bool
-    permute_qk: bool
-
-
-GGUF_FAMILIES = {
-    "gemma3_text": GGUFFamily("gemma3", norm_plus_one=True, permute_qk=False),
-    "gemma3": GGUFFamily("gemma3", norm_plus_one=True, permute_qk=False),
-    "llama": GGUFFamily("llama", norm_plus_one=False, permute_qk=True),
-}
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -48,13 +34,13 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
 def head_counts(model) -> tuple[int, int]:
     """(query heads, KV heads) shared by every layer, or a LangheadsError saying why there are none."""
     layout = H.head_layout(model)
+    adapter = adapter_for(model)
     counts = {}
     for i, layer in enumerate(H.decoder_layers(model)):
-        attn = layer.self_attn
-        if not hasattr(attn, "q_proj"):
+        counts[i] = adapter.head_counts(adapter.attention_of(layer), layout)
+        if counts[i] is None:
             raise LangheadsError(f"layer {i} has no attention heads left, and llama.cpp's graph for this family "
                                  "cannot skip a layer's attention; export a pruning that keeps heads in every layer")
-        counts[i] = (attn.q_proj.out_features // layout.head_dim, attn.k_proj.out_features // layout.head_dim)
     if len(set(counts.values())) > 1:
         shown = ", ".join(f"L{i}: {q}q/{kv}kv" for i, (q, kv) in list(counts.items())[:6])
         raise LangheadsError("layers keep different numbers of heads (" + shown + " ...), and llama.cpp's graph for "
@@ -92,7 +78,7 @@ def _tokenizer_fields(tokenizer):
     return tf.tokens, scores, types, space_prefix
 
 
-def _write_metadata(w, model, tokenizer, family: GGUFFamily, n_head: int, n_kv: int, file_type, manifest) -> None:
+def _write_metadata(w, model, tokenizer, family, n_head: int, n_kv: int, file_type, manifest) -> None:
     config = H.text_config(model)
     layout = H.head_layout(model)
     w.add_name(getattr(config, "_name_or_path", "") or "langheads export")
@@ -169,9 +155,10 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -
         raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
     model, tokenizer = loaded.model, loaded.tokenizer
     config = H.text_config(model)
-    family = GGUF_FAMILIES.get(config.model_type)
+    family = adapter_for(model).gguf
     if family is None:
-        raise LangheadsError(f"GGUF export supports {', '.join(sorted(GGUF_FAMILIES))}, not {config.model_type}")
+        runs = sorted(t for a in FAMILIES if a.gguf for t in a.model_types)
+        raise LangheadsError(f"GGUF export supports {', '.join(runs)}, not {config.model_type}")
     n_head, n_kv = head_counts(model)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[family.arch.upper()], config.num_hidden_layers)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,

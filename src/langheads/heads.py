@@ -1,4 +1,5 @@
-"""Where each architecture's per-head outputs live, and how to scale one head at a time.
+"""Head access for every supported architecture (each family's details live in `archs/`), and
+how to scale one head at a time.
 
 Every supported decoder concatenates its heads' outputs ([..., heads * head_dim]) and feeds
 them to one output projection (`o_proj`, or `c_proj` for GPT-2). Scaling a head's slice of
@@ -8,87 +9,37 @@ projection the heads are mixed. A hook there changes no weight and is removed cl
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import LangheadsError
+from .archs import HeadLayout, adapter_for, text_config
+from .archs.base import get
 
-# model_type -> (path to the decoder stack, path to the final norm, attention attr, projection attr)
-_LLAMA_LIKE = ("model.layers", "model.norm", "self_attn", "o_proj")
-ARCHITECTURES: dict[str, tuple[str, str, str, str]] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
-    "gemma3": _LLAMA_LIKE,
-    "gemma3_text": _LLAMA_LIKE,
-    "cohere": _LLAMA_LIKE,
-    "gpt2": ("transformer.h", "transformer.ln_f", "attn", "c_proj"),
-}
-
-
-def _get(obj, dotted: str):
-    for name in dotted.split("."):
-        obj = getattr(obj, name)
-    return obj
-
-
-@dataclass(frozen=True)
-class HeadLayout:
-    """Head counts read from the config; query head h reads KV head h // group_size."""
-
-    model_type: str
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-
-    @property
-    def group_size(self) -> int:
-        return self.n_heads // self.n_kv_heads
-
-    @property
-    def n_total(self) -> int:
-        return self.n_layers * self.n_heads
-
-
-def text_config(model: nn.Module):
-    config = model.config
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
+__all__ = ["HeadLayout", "text_config"]  # re-exported: callers read layouts and configs through here
 
 
 def head_layout(model: nn.Module) -> HeadLayout:
-    config = text_config(model)
-    model_type = config.model_type
-    if model_type not in ARCHITECTURES:
-        raise LangheadsError(
-            f"unsupported architecture '{model_type}'; supported: {', '.join(sorted(ARCHITECTURES))}"
-        )
-    if model_type == "gpt2":
-        n_heads = config.n_head
-        return HeadLayout(model_type, config.n_layer, n_heads, n_heads, config.n_embd // n_heads)
-    n_heads = config.num_attention_heads
-    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-    return HeadLayout(model_type, config.num_hidden_layers, n_heads, n_kv, head_dim)
+    return adapter_for(model).layout(text_config(model))
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return _get(model, ARCHITECTURES[text_config(model).model_type][0])
+    return get(model, adapter_for(model).layers)
+
+
+def decoder_body(model: nn.Module) -> nn.Module:
+    """The decoder stack without the output layer (returns hidden states)."""
+    return get(model, adapter_for(model).body)
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    return _get(model, ARCHITECTURES[text_config(model).model_type][1])
+    return get(model, adapter_for(model).final_norm)
 
 
 def output_projection(model: nn.Module, layer: int) -> nn.Module:
     """The module whose input is the concatenation of layer `layer`'s head outputs."""
-    _, _, attn, proj = ARCHITECTURES[text_config(model).model_type]
-    return getattr(getattr(decoder_layers(model)[layer], attn), proj)
+    adapter = adapter_for(model)
+    return getattr(adapter.attention_of(decoder_layers(model)[layer]), adapter.out_proj)
 
 
 def logits_from_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -98,13 +49,7 @@ def logits_from_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 
 def postprocess_logits(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     """What each architecture does to the output layer's result (elementwise)."""
-    config = text_config(model)
-    softcap = getattr(config, "final_logit_softcapping", None)
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
-    if config.model_type == "cohere":
-        logits = logits * model.logit_scale
-    return logits
+    return adapter_for(model).postprocess_logits(model, logits)
 
 
 def compile_outside_attention(model: nn.Module) -> None:
@@ -114,7 +59,7 @@ def compile_outside_attention(model: nn.Module) -> None:
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64 + 4 * len(decoder_layers(model)))
-    attn = ARCHITECTURES[text_config(model).model_type][2]
+    attn = adapter_for(model).attention
     for layer in decoder_layers(model):
         for name, child in layer.named_children():
             if name != attn:

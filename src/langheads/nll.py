@@ -174,8 +174,7 @@ def trace(model, batch: Batch) -> Trace:
     handles = [layer.register_forward_pre_hook(keep(i), with_kwargs=True) for i, layer in enumerate(layers)]
     handles.append(layers[-1].register_forward_hook(keep_out, with_kwargs=True))
     try:
-        body = model.transformer if H.text_config(model).model_type == "gpt2" else model.model
-        body(input_ids=batch.input_ids.to(device), use_cache=False)
+        H.decoder_body(model)(input_ids=batch.input_ids.to(device), use_cache=False)
     finally:
         for h in handles:
             h.remove()

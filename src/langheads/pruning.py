@@ -17,6 +17,7 @@ import torch
 
 from . import heads as H
 from . import nll
+from .archs import adapter_for
 from .corpus import load_corpus
 from .errors import LangheadsError
 from .manifest import write_model_folder
@@ -129,16 +130,13 @@ def _uniform_config(model, removed: dict[int, list[int]]):
     if len({c for row in per_group for c in row}) != 1:
         raise LangheadsError("--uniform needs the same number of query heads removed from every KV group of every "
                              "layer; this choice removes " + ", ".join(str(row) for row in per_group[:4]) + " ...")
-    key = "n_head" if layout.model_type == "gpt2" else "num_attention_heads"
     new_heads = layout.n_heads - per_group[0][0] * layout.n_kv_heads
     if new_heads == 0:
         raise LangheadsError("--uniform would remove every head")
-    if layout.model_type == "gpt2":
-        raise LangheadsError("--uniform: GPT-2's config ties the head size to n_embd / n_head, so fewer heads "
-                             "cannot be expressed; save without --uniform")
+    keys = adapter_for(model).uniform_config(H.text_config(model), new_heads)
     old = H.text_config(model)
     try:
-        config = old.__class__.from_dict({**old.to_dict(), key: new_heads, "head_dim": layout.head_dim})
+        config = old.__class__.from_dict({**old.to_dict(), **keys})
         with torch.device("meta"):
             AutoModelForCausalLM.from_config(config)
     except Exception as e:  # the installed transformers refuses these head counts

@@ -22,6 +22,12 @@ def _config(arch: str, **sizes):
     s = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
              bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if arch == "xglm":
+        s.update(sizes)
+        return T.XGLMConfig(vocab_size=s["vocab_size"], d_model=s["hidden_size"], num_layers=s["num_hidden_layers"],
+                            attention_heads=s["num_attention_heads"], ffn_dim=s["intermediate_size"],
+                            max_position_embeddings=s["max_position_embeddings"], bos_token_id=s["bos_token_id"],
+                            eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"], scale_embedding=True)
     if arch == "gpt2":
         s.update(sizes)
         return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
@@ -38,6 +44,21 @@ def _config(arch: str, **sizes):
         "gemma3": (T.Gemma3TextConfig, dict(num_hidden_layers=4, sliding_window=8, query_pre_attn_scalar=16,
                                             layer_types=["sliding_attention", "full_attention"] * 2)),
         "cohere": (T.CohereConfig, dict(logit_scale=0.5)),
+        # Command R+: per-head q/k LayerNorm weights ([heads, head_dim]) that go with their heads
+        "cohere_qknorm": (T.CohereConfig, dict(logit_scale=0.5, use_qk_norm=True)),
+        "cohere2": (T.Cohere2Config, dict(logit_scale=0.5, sliding_window=8,
+                                          layer_types=["sliding_attention", "sliding_attention", "full_attention"])),
+        "mixtral": (T.MixtralConfig, dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
+        "qwen3_moe": (T.Qwen3MoeConfig, dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                             decoder_sparse_step=1, mlp_only_layers=[])),
+        "phi3": (T.Phi3Config, dict(pad_token_id=0)),
+        "olmo2": (T.Olmo2Config, {}),
+        "apertus": (T.ApertusConfig, {}),
+        "smollm3": (T.SmolLM3Config, dict(no_rope_layers=[1, 0, 1])),
+        "granite": (T.GraniteConfig, dict(logits_scaling=2.0, attention_multiplier=0.1, embedding_multiplier=2.0,
+                                          residual_multiplier=0.5, attention_bias=True)),
+        # per-head q/k LayerNorms (one module per head), q/k/v biases, rotary on half of each head
+        "stablelm": (T.StableLmConfig, dict(qk_layernorm=True, use_qkv_bias=True, partial_rotary_factor=0.5)),
     }
     if arch not in features:
         raise ValueError(f"no synthetic config for '{arch}'")
@@ -45,7 +66,11 @@ def _config(arch: str, **sizes):
     return cls(**{**s, **extra, **sizes})
 
 
-ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "cohere", "gpt2"]
+ARCHS = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "cohere",
+         "cohere_qknorm", "cohere2", "phi3", "olmo2", "apertus", "smollm3", "granite", "stablelm", "xglm", "gpt2"]
+# Physical pruning is refused for these (archs/ says why); masking and scanning still work.
+NOT_PRUNABLE = ["olmo2"]
+NO_GQA = ["gpt2", "xglm"]  # one KV head per query head
 
 # Shapes of real models for timing (random weights; the numbers are speed, not quality).
 SHAPES = {

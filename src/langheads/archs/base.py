@@ -1,0 +1,173 @@
+"""What langheads needs to know about one architecture family, in one small class.
+
+An adapter says where the decoder layers, the final norm and each layer's attention output
+projection are (the projection's *input* is the concatenation of the heads' outputs: the one
+place where removing a head is exact), how many query and KV heads of what size a config has,
+what the output layer does to logits, how to cut heads out of a layer physically (every
+per-head parameter with them), how a uniform pruning is written into a config, what the KV
+cache costs, and how llama.cpp names the family. Nothing outside `archs/` tests a model type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import LangheadsError
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """Head counts read from the config; query head h reads KV head h // group_size."""
+
+    model_type: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+    @property
+    def group_size(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def n_total(self) -> int:
+        return self.n_layers * self.n_heads
+
+
+@dataclass(frozen=True)
+class GGUFFamily:
+    """How llama.cpp runs a family: its architecture name and the weight layouts it expects."""
+
+    arch: str                # llama.cpp's architecture name
+    norm_plus_one: bool      # norms stored as w where the model computes x * (1 + w)
+    permute_qk: bool         # llama.cpp rotates interleaved pairs; transformers rotates halves
+
+
+def get(obj, dotted: str):
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def rows(t: torch.Tensor | None, heads: list[int], head_dim: int, dim: int = 0):
+    """The slices of `t` along `dim` that belong to `heads` (each head_dim wide), in that order."""
+    if t is None:
+        return None
+    idx = torch.tensor([h * head_dim + i for h in heads for i in range(head_dim)], device=t.device)
+    return t.index_select(dim, idx)
+
+
+def projection_input(weight: torch.Tensor, slots: list[int | None], head_dim: int, dim: int):
+    """The output projection's columns (dim=1) or rows (dim=0) for the new query slots, with
+    padding slots zeroed so the padded heads add nothing; and the query head each slot copies."""
+    first = next(s for s in slots if s is not None)
+    source = [first if s is None else s for s in slots]
+    picked = rows(weight, source, head_dim, dim).clone()
+    for i, s in enumerate(slots):
+        if s is None:
+            picked.narrow(dim, i * head_dim, head_dim).zero_()
+    return picked, source
+
+
+def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer
+
+
+class NoAttention(nn.Module):
+    """A layer's attention with every head removed: adds the output projection's bias (or nothing)."""
+
+    def __init__(self, hidden_size: int, bias: torch.Tensor | None, layer_idx: int, head_dim: int):
+        super().__init__()
+        self.layer_idx, self.head_dim = layer_idx, head_dim
+        self.register_buffer("bias", torch.zeros(hidden_size) if bias is None else bias.detach().clone())
+
+    def forward(self, hidden_states, *args, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None and hasattr(cache, "update"):  # keep the cache's length in step
+            b, t = hidden_states.shape[:2]
+            empty = hidden_states.new_zeros(b, 0, t, self.head_dim)
+            cache.update(empty, empty, self.layer_idx)
+        return self.bias.to(hidden_states.dtype).expand_as(hidden_states), None
+
+
+class Adapter:
+    """The llama-like decoder (separate q/k/v/o projections under `self_attn`) as the default;
+    families override what differs."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+    body = "model"                    # the decoder stack without the output layer
+    layers = "model.layers"
+    final_norm = "model.norm"
+    attention = "self_attn"
+    out_proj = "o_proj"
+    pruning_exact = True              # physical removal computes what masking computes
+    pruning_note = ""                 # why not, when it is not
+    gguf: GGUFFamily | None = None    # how llama.cpp runs it (None: export not supported)
+    per_head_norms: tuple[str, ...] = ()  # attention submodules whose weight is [heads, head_dim]
+
+    # --- reading a config ---
+    def layout(self, config) -> HeadLayout:
+        n_heads = config.num_attention_heads
+        n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+        return HeadLayout(config.model_type, config.num_hidden_layers, n_heads, n_kv, head_dim)
+
+    def check_config(self, config) -> None:
+        """Refuse, naming the option, a config this adapter would handle wrongly."""
+        layout = self.layout(config)
+        if layout.n_heads % layout.n_kv_heads:
+            raise LangheadsError(f"{config.model_type}: {layout.n_heads} query heads do not split evenly over "
+                                 f"{layout.n_kv_heads} KV heads")
+
+    # --- running ---
+    def postprocess_logits(self, model, logits: torch.Tensor) -> torch.Tensor:
+        """What the model does to the output layer's result (elementwise)."""
+        return logits
+
+    def attention_of(self, layer) -> nn.Module:
+        return getattr(layer, self.attention)
+
+    # --- physical pruning ---
+    def slice_attention(self, attn, layout: HeadLayout, kv_kept: list[int], slots: list[int | None]) -> None:
+        """Keep query slots `slots` (original heads, None = a zero-output padding head) and KV
+        heads `kv_kept`, in place."""
+        D = layout.head_dim
+        o_w, q_src = projection_input(attn.o_proj.weight, slots, D, dim=1)
+        attn.q_proj = linear(rows(attn.q_proj.weight, q_src, D), rows(attn.q_proj.bias, q_src, D))
+        attn.k_proj = linear(rows(attn.k_proj.weight, kv_kept, D), rows(attn.k_proj.bias, kv_kept, D))
+        attn.v_proj = linear(rows(attn.v_proj.weight, kv_kept, D), rows(attn.v_proj.bias, kv_kept, D))
+        attn.o_proj = linear(o_w, attn.o_proj.bias)
+        for name, keep in zip(self.per_head_norms, (q_src, kv_kept)):
+            norm = getattr(attn, name)
+            norm.weight = nn.Parameter(norm.weight.detach()[keep].clone())
+        attn.num_key_value_groups = len(slots) // len(kv_kept)
+
+    def empty_attention(self, layer, layer_idx: int, layout: HeadLayout) -> None:
+        proj = getattr(self.attention_of(layer), self.out_proj)
+        setattr(layer, self.attention, NoAttention(proj.weight.shape[0], proj.bias, layer_idx, layout.head_dim))
+
+    def head_counts(self, attn, layout: HeadLayout) -> tuple[int, int] | None:
+        """(query heads, KV heads) a layer's attention has now; None if it has none left."""
+        if not hasattr(attn, "q_proj"):
+            return None
+        return attn.q_proj.out_features // layout.head_dim, attn.k_proj.out_features // layout.head_dim
+
+    def uniform_config(self, config, n_heads: int) -> dict:
+        """Config keys that say a uniform pruning's new head count."""
+        return {"num_attention_heads": n_heads, "head_dim": self.layout(config).head_dim}
+
+    def kv_bytes_per_token(self, model, layout: HeadLayout, layers) -> int:
+        """Bytes the KV cache grows by per token: K and V of every kept KV head in every layer."""
+        total = 0
+        for layer in layers:
+            counts = self.head_counts(self.attention_of(layer), layout)
+            total += 0 if counts is None else 2 * counts[1] * layout.head_dim * model.dtype.itemsize
+        return total

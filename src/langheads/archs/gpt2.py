@@ -1,0 +1,52 @@
+"""GPT-2: one fused Conv1D c_attn ([in, 3 * heads * head_dim]: all q, then all k, then all v),
+c_proj as the output projection, no grouped-query attention."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import LangheadsError
+from .base import Adapter, HeadLayout, NoAttention, projection_input
+
+
+class GPT2(Adapter):
+    family = "gpt2"
+    model_types = ("gpt2",)
+    body = "transformer"
+    layers = "transformer.h"
+    final_norm = "transformer.ln_f"
+    attention = "attn"
+    out_proj = "c_proj"
+
+    def layout(self, config) -> HeadLayout:
+        return HeadLayout("gpt2", config.n_layer, config.n_head, config.n_head, config.n_embd // config.n_head)
+
+    def slice_attention(self, attn, layout, kv_kept, slots) -> None:
+        from transformers.pytorch_utils import Conv1D
+
+        D, E = layout.head_dim, layout.n_heads * layout.head_dim
+        proj_rows, q_src = projection_input(attn.c_proj.weight, slots, D, dim=0)  # Conv1D: [in, out]
+        cols = [part * E + h * D + i for part in range(3) for h in q_src for i in range(D)]
+        idx = torch.tensor(cols, device=attn.c_attn.weight.device)
+        c_attn = Conv1D(len(cols), attn.c_attn.weight.shape[0]).to(attn.c_attn.weight)
+        c_proj = Conv1D(attn.c_proj.weight.shape[1], proj_rows.shape[0]).to(attn.c_proj.weight)
+        with torch.no_grad():
+            c_attn.weight.copy_(attn.c_attn.weight.index_select(1, idx))
+            c_attn.bias.copy_(attn.c_attn.bias.index_select(0, idx))
+            c_proj.weight.copy_(proj_rows)
+            c_proj.bias.copy_(attn.c_proj.bias)
+        attn.c_attn, attn.c_proj = c_attn, c_proj
+        attn.num_heads, attn.split_size = len(slots), len(slots) * D
+
+    def empty_attention(self, layer, layer_idx, layout) -> None:
+        proj = layer.attn.c_proj
+        layer.attn = NoAttention(proj.weight.shape[1], proj.bias, layer_idx, layout.head_dim)
+
+    def head_counts(self, attn, layout):
+        if not hasattr(attn, "c_attn"):
+            return None
+        n = attn.c_attn.weight.shape[1] // 3 // layout.head_dim
+        return n, n
+
+    def uniform_config(self, config, n_heads):
+        raise LangheadsError("--uniform: GPT-2's config ties the head size to n_embd / n_head, so fewer heads "
+                             "cannot be expressed; save without --uniform")

@@ -1,0 +1,22 @@
+"""Llama and Mistral: the plain llama-like decoder (Llama attention biases are sliced with the heads)."""
+from __future__ import annotations
+
+from ..errors import LangheadsError
+from .base import Adapter, GGUFFamily
+
+
+class Llama(Adapter):
+    family = "llama"
+    model_types = ("llama",)
+    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True)
+
+    def check_config(self, config) -> None:
+        super().check_config(config)
+        if getattr(config, "pretraining_tp", 1) not in (None, 1):
+            raise LangheadsError(f"llama: pretraining_tp={config.pretraining_tp} splits the projections; "
+                                 "load the model with pretraining_tp=1")
+
+
+class Mistral(Adapter):
+    family = "mistral"
+    model_types = ("mistral",)

@@ -1,0 +1,38 @@
+"""XGLM: q/k/v/out_proj under self_attn, no grouped-query attention, head size tied to
+d_model / attention_heads (so a uniform pruning cannot be written into its config). Its
+attention reshapes with num_heads and embed_dim, which follow the kept heads."""
+from __future__ import annotations
+
+from ..errors import LangheadsError
+from .base import Adapter, HeadLayout, linear, projection_input, rows
+
+
+class XGLM(Adapter):
+    family = "xglm"
+    model_types = ("xglm",)
+    final_norm = "model.layer_norm"
+    out_proj = "out_proj"
+
+    def layout(self, config) -> HeadLayout:
+        n = config.attention_heads
+        return HeadLayout("xglm", config.num_layers, n, n, config.d_model // n)
+
+    def check_config(self, config) -> None:
+        if config.d_model % config.attention_heads:
+            raise LangheadsError("xglm: d_model is not a multiple of attention_heads")
+
+    def slice_attention(self, attn, layout, kv_kept, slots) -> None:
+        D = layout.head_dim
+        o_w, q_src = projection_input(attn.out_proj.weight, slots, D, dim=1)
+        attn.q_proj = linear(rows(attn.q_proj.weight, q_src, D), rows(attn.q_proj.bias, q_src, D))
+        attn.k_proj = linear(rows(attn.k_proj.weight, q_src, D), rows(attn.k_proj.bias, q_src, D))
+        attn.v_proj = linear(rows(attn.v_proj.weight, q_src, D), rows(attn.v_proj.bias, q_src, D))
+        attn.out_proj = linear(o_w, attn.out_proj.bias)
+        attn.num_heads, attn.embed_dim = len(slots), len(slots) * D
+
+    def head_counts(self, attn, layout):
+        return (attn.num_heads, attn.num_heads) if hasattr(attn, "q_proj") else None
+
+    def uniform_config(self, config, n_heads):
+        raise LangheadsError("--uniform: XGLM's config ties the head size to d_model / attention_heads, so fewer "
+                             "heads cannot be expressed; save without --uniform")

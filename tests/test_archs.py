@@ -1,0 +1,53 @@
+"""The adapter registry: every family is named once, unsupported models and options are refused
+in one line, and per-head parameters (Cohere's q/k norms) go with their heads."""
+import pytest
+import torch
+
+from langheads import archs, synthetic
+from langheads import heads as H
+from langheads.cli import main
+from langheads.errors import LangheadsError
+
+
+def test_each_model_type_has_one_adapter():
+    seen = [t for a in archs.FAMILIES for t in a.model_types]
+    assert len(seen) == len(set(seen))
+    for arch in synthetic.ARCHS:
+        assert archs.adapter_for(synthetic.tiny(arch)).layout(synthetic.tiny(arch).config).n_layers >= 3
+
+
+def test_unsupported_architecture_is_refused_with_the_list():
+    from transformers import GPTNeoXConfig
+
+    with pytest.raises(LangheadsError, match="unsupported architecture 'gpt_neox'; supported: cohere, gemma"):
+        archs.adapter_for(GPTNeoXConfig())
+
+
+def test_unhandled_options_are_refused_by_name():
+    from transformers import Gemma3TextConfig, LlamaConfig
+
+    with pytest.raises(LangheadsError, match="use_bidirectional_attention"):
+        archs.adapter_for(Gemma3TextConfig(use_bidirectional_attention=True))
+    with pytest.raises(LangheadsError, match="pretraining_tp=2"):
+        archs.adapter_for(LlamaConfig(pretraining_tp=2))
+
+
+def test_cohere_qk_norm_rows_follow_their_heads():
+    model = synthetic.tiny("cohere_qknorm")
+    assert isinstance(archs.adapter_for(model), archs.base.Adapter) and archs.adapter_for(model).per_head_norms
+    attn = H.decoder_layers(model)[0].self_attn
+    assert tuple(attn.q_norm.weight.shape) == (4, 16) and tuple(attn.k_norm.weight.shape) == (2, 16)
+    from langheads.surgery import remove_heads_
+
+    before = attn.q_norm.weight.detach().clone()
+    remove_heads_(model, {0: [0, 1]})  # KV group 0 goes whole
+    attn = H.decoder_layers(model)[0].self_attn
+    assert torch.equal(attn.q_norm.weight, before[[2, 3]]) and attn.k_norm.weight.shape[0] == 1
+
+
+def test_info_lists_the_families(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for a in archs.FAMILIES + archs.VARIANTS:
+        assert a.family in out
+    assert "gemma3" in out and "exact" in out
