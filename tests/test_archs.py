@@ -19,7 +19,7 @@ def test_each_model_type_has_one_adapter():
 def test_unsupported_architecture_is_refused_with_the_list():
     from transformers import GPTNeoXConfig
 
-    with pytest.raises(LangheadsError, match="unsupported architecture 'gpt_neox'; supported: cohere, gemma"):
+    with pytest.raises(LangheadsError, match="unsupported architecture 'gpt_neox'; supported: apertus, cohere, cohere2"):
         archs.adapter_for(GPTNeoXConfig())
 
 

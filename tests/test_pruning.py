@@ -172,3 +172,21 @@ def test_default_model_pruned_equals_masked(default_model):
     assert shapes[9]["kv_heads"] == [] and isinstance(H.decoder_layers(pruned)[9].self_attn, surgery.NoAttention)
     with torch.no_grad():
         assert _close(pruned(input_ids=ids).logits, expected)
+
+
+def test_damaged_pruned_folder_is_named_not_loaded(tiny_dirs, tmp_path):
+    """A weight missing outside the replayed layers, or one of the wrong shape inside them, is
+    refused in one error naming it (never left randomly initialised)."""
+    from safetensors.torch import load_file, save_file
+
+    pruning.save_pruned(models.load_model(str(tiny_dirs["llama"])), REMOVED, tmp_path / "p", {})
+    [file] = (tmp_path / "p").glob("*.safetensors")
+    state = load_file(file)
+    for damage, name in [(lambda s: s.pop("model.norm.weight"), "model.norm.weight"),
+                         (lambda s: s.update({"model.layers.0.self_attn.q_proj.weight":
+                                              s["model.layers.0.self_attn.q_proj.weight"][:8]}), "q_proj")]:
+        broken = dict(state)
+        damage(broken)
+        save_file(broken, str(file), metadata={"format": "pt"})
+        with pytest.raises(LangheadsError, match=f"weights do not match langheads.json .*{name}"):
+            models.load_model(str(tmp_path / "p"))

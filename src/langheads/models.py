@@ -83,38 +83,52 @@ def _from_folder(folder: Path, dtype: torch.dtype, device: str):
 
 
 def _from_edited_folder(folder: Path, dtype: torch.dtype, device: str):
-    """A folder written by `langheads prune` or `trim`: replay the head edits, then load.
+    """A folder written by `langheads prune` or `trim`: load, replay the head edits, then load
+    the pruned layers' attention weights.
 
     Layers may keep different numbers of heads, which the stock config cannot say; the config
-    keeps the original counts and the manifest lists the removed heads per layer. Weights come
-    from safetensors only (no pickle) and must match the rebuilt shapes exactly.
+    keeps the original counts and the manifest lists the removed heads per layer. transformers
+    loads everything else (converting checkpoint layouts such as mixture-of-experts weights);
+    the pruned layers' attention, whose shapes it cannot know, is rebuilt by replaying the
+    manifest and read from the safetensors files (no pickle), each tensor checked for shape.
     """
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.initialization import no_init_weights
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    from .archs import adapter_for
     from .surgery import remove_heads_
 
     manifest = read_manifest(folder)
     if not manifest.needs_replay():  # the config itself says every shape
         return _from_folder(folder, dtype, device)
-    config = AutoConfig.from_pretrained(folder)
-    with no_init_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    remove_heads_(model, manifest.removed_heads())
-    state = {}
+    removed = manifest.removed_heads()
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the pruned layers' shapes are expected to differ
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, ignore_mismatched_sizes=True,
+                                                           output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(level)
+    adapter = adapter_for(model)
+    prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed)
+    # Only the replayed layers' attention may be missing, unexpected or of another shape.
+    off = [k if isinstance(k, str) else k[0] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+           for k in info.get(kind, []) if not (k if isinstance(k, str) else k[0]).startswith(prefixes)]
+    if off:
+        raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {sorted(off)[0]})")
+    remove_heads_(model, removed)
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+    found = {}
     for file in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(file))
-    # assign=True: the file's tensors become the parameters; the uninitialised ones made above
-    # are dropped without ever being written, so peak memory stays one copy of the weights.
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    tied = {"lm_head.weight"} if getattr(config.get_text_config(), "tie_word_embeddings", False) else set()
-    if unexpected or set(missing) - tied:
-        raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (missing {sorted(set(missing) - tied)[:3]}, "
-                             f"unexpected {unexpected[:3]})")
-    model.tie_weights()
-    model = model.to(device=device, dtype=dtype).eval()
-    return model, AutoTokenizer.from_pretrained(folder)
+        with safe_open(str(file), "pt") as f:
+            found.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)})
+    wrong = sorted(k for k in set(expected) | set(found)
+                   if k not in found or k not in expected or found[k].shape != expected[k].shape)
+    if wrong:
+        raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {wrong[0]})")
+    model.load_state_dict(found, strict=False)
+    return model.to(device=device, dtype=dtype).eval(), AutoTokenizer.from_pretrained(folder)
 
 
 def _converted_gguf(gguf: Path, sha: str) -> Path:

@@ -85,7 +85,7 @@ def tiny(arch: str, seed: int = 0, dtype=torch.float32, **sizes) -> torch.nn.Mod
 
     torch.manual_seed(seed)
     config = _config(arch, **sizes)
-    config._attn_implementation = "eager" if arch == "gemma2" else "sdpa"
+    config._attn_implementation = "eager" if arch in ("gemma2", "xglm") else "sdpa"  # xglm has no SDPA path
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():

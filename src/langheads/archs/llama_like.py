@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
 from .base import Adapter
@@ -38,7 +40,8 @@ class StableLm(Adapter):
         q_src = [source[0] if s is None else s for s in slots]
         super().slice_attention(attn, layout, kv_kept, slots)
         if getattr(attn, "qk_layernorm", False):
-            attn.q_layernorm.norms = nn.ModuleList([attn.q_layernorm.norms[h] for h in q_src])
+            # a padding slot copies a kept head's norm: its own module, so no tensor is saved twice
+            attn.q_layernorm.norms = nn.ModuleList([copy.deepcopy(attn.q_layernorm.norms[h]) for h in q_src])
             attn.k_layernorm.norms = nn.ModuleList([attn.k_layernorm.norms[h] for h in kv_kept])
             attn.q_layernorm.num_heads, attn.k_layernorm.num_heads = len(q_src), len(kv_kept)
         attn.num_heads, attn.num_key_value_heads = len(slots), len(kv_kept)
