@@ -1,7 +1,6 @@
 """The command line end to end on tiny models: outputs, determinism, resumption, bad input."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -163,8 +163,9 @@ def cmd_export(args) -> None:
               f"same tokens on all {gap['texts']} texts: {gap['same_tokens']}")
         if args.llama_cpp:
             gap = llama_cpp_gap(loaded, out, texts)
-            print(f"llama.cpp: largest next-token log-probability gap {gap['max_logprob_gap']:.2e} over "
-                  f"{gap['tokens']} tokens; same tokens on {gap['same_tokens']} of {gap['texts']} texts")
+            print(f"llama.cpp: next-token log-probability gap {gap['mean_logprob_gap']:.2e} on average, "
+                  f"{gap['max_logprob_gap']:.2e} at most, over {gap['tokens']} predicted tokens; same tokens on "
+                  f"{gap['same_tokens']} of {gap['texts']} texts")
 
 
 def cmd_evaluate(args) -> None:

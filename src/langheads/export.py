@@ -238,7 +238,7 @@ def llama_cpp_gap(loaded, gguf_path: Path, texts: list[str], n_threads: int | No
     # KV cache in float32 (llama.cpp's default is float16), so the gap is the arithmetic's alone
     llm = Llama(model_path=str(gguf_path), logits_all=True, n_ctx=2048, verbose=False, n_threads=n_threads,
                 type_k=0, type_v=0)
-    worst, total, same_tokens = 0.0, 0, 0
+    worst, total, same_tokens, gap_sum = 0.0, 0, 0, 0.0
     for text in texts:
         ids = loaded.tokenizer(text)["input_ids"]
         same_tokens += llm.tokenize(text.encode("utf-8"), add_bos=True, special=False) == ids
@@ -250,5 +250,7 @@ def llama_cpp_gap(loaded, gguf_path: Path, texts: list[str], n_threads: int | No
         target = torch.tensor(ids[1:])
         gap = (theirs[:-1].gather(1, target[:, None]) - ours[:-1].gather(1, target[:, None])).abs()
         worst = max(worst, gap.max().item())
-        total += len(ids)
-    return {"max_logprob_gap": worst, "same_tokens": same_tokens, "texts": len(texts), "tokens": total}
+        gap_sum += gap.sum().item()
+        total += len(ids) - 1
+    return {"max_logprob_gap": worst, "mean_logprob_gap": gap_sum / max(total, 1), "same_tokens": same_tokens,
+            "texts": len(texts), "tokens": total}
