@@ -200,3 +200,18 @@ def test_evaluate_reads_each_model_with_its_own_tokenizer(trimmed):
         assert table.loc[lang, "nll_per_byte_after"] <= table.loc[lang, "nll_per_byte_before"] + 1e-9
     assert table.loc["zh", "same_tokens"] == 0.0
     assert table.loc["zh", "nll_per_byte_after"] > 0
+
+
+def test_overwrite_replaces_only_a_folder_langheads_wrote(tmp_path, capsys):
+    folder = synthetic.save_tiny("llama", tmp_path / "m", tokenizer="byte_fallback")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    argv = ["trim", "--model", str(folder), "--keep", "en", "--out", str(mine), "--overwrite"]
+    assert main(argv) == 2
+    assert "not a model folder langheads wrote" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "out"
+    assert main(["trim", "--model", str(folder), "--keep", "en", "--out", str(out)]) == 0
+    assert main(["trim", "--model", str(folder), "--keep", "en,hi", "--out", str(out), "--overwrite"]) == 0
+    assert read_manifest(out).records["trim_vocab"]["scripts"].keys() == {"en", "hi"}

@@ -528,12 +528,11 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
     """Library entry point for `langheads trim`: write a folder with the trimmed vocabulary."""
     from pathlib import Path
 
-    from .manifest import write_model_folder
+    from .manifest import check_model_out, write_model_folder
     from .models import DTYPES, load_model
-    from .report import check_out_dir
 
     out = Path(out)
-    check_out_dir(out, overwrite)
+    check_model_out(out, overwrite)
     if settings.dtype not in DTYPES:
         raise LangheadsError(f"unknown dtype '{settings.dtype}'; choose one of {', '.join(DTYPES)}")
     if settings.max_vocab is not None and settings.max_vocab < 1:

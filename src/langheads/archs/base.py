@@ -140,11 +140,12 @@ class Adapter:
         """Keep query slots `slots` (original heads, None = a zero-output padding head) and KV
         heads `kv_kept`, in place."""
         D = layout.head_dim
-        o_w, q_src = projection_input(attn.o_proj.weight, slots, D, dim=1)
+        out = getattr(attn, self.out_proj)
+        o_w, q_src = projection_input(out.weight, slots, D, dim=1)
         attn.q_proj = linear(rows(attn.q_proj.weight, q_src, D), rows(attn.q_proj.bias, q_src, D))
         attn.k_proj = linear(rows(attn.k_proj.weight, kv_kept, D), rows(attn.k_proj.bias, kv_kept, D))
         attn.v_proj = linear(rows(attn.v_proj.weight, kv_kept, D), rows(attn.v_proj.bias, kv_kept, D))
-        attn.o_proj = linear(o_w, attn.o_proj.bias)
+        setattr(attn, self.out_proj, linear(o_w, out.bias))
         for name, keep in zip(self.per_head_norms, (q_src, kv_kept)):
             norm = getattr(attn, name)
             norm.weight = nn.Parameter(norm.weight.detach()[keep].clone())

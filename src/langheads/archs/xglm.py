@@ -4,7 +4,7 @@ attention reshapes with num_heads and embed_dim, which follow the kept heads."""
 from __future__ import annotations
 
 from ..errors import LangheadsError
-from .base import Adapter, HeadLayout, linear, projection_input, rows
+from .base import Adapter, HeadLayout
 
 
 class XGLM(Adapter):
@@ -22,13 +22,8 @@ class XGLM(Adapter):
             raise LangheadsError("xglm: d_model is not a multiple of attention_heads")
 
     def slice_attention(self, attn, layout, kv_kept, slots) -> None:
-        D = layout.head_dim
-        o_w, q_src = projection_input(attn.out_proj.weight, slots, D, dim=1)
-        attn.q_proj = linear(rows(attn.q_proj.weight, q_src, D), rows(attn.q_proj.bias, q_src, D))
-        attn.k_proj = linear(rows(attn.k_proj.weight, q_src, D), rows(attn.k_proj.bias, q_src, D))
-        attn.v_proj = linear(rows(attn.v_proj.weight, q_src, D), rows(attn.v_proj.bias, q_src, D))
-        attn.out_proj = linear(o_w, attn.out_proj.bias)
-        attn.num_heads, attn.embed_dim = len(slots), len(slots) * D
+        super().slice_attention(attn, layout, kv_kept, slots)  # one KV head per query head: no padding
+        attn.num_heads, attn.embed_dim = len(slots), len(slots) * layout.head_dim
 
     def head_counts(self, attn, layout):
         return (attn.num_heads, attn.num_heads) if hasattr(attn, "q_proj") else None
