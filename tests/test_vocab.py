@@ -152,6 +152,10 @@ def test_trim_refuses_bad_input_in_one_line(tiny_dirs, tmp_path, capsys):
         (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--max-vocab", "0"],
          "positive"),
         (["trim", "--model", str(tmp_path / "missing"), "--keep", "en", "--out", str(tmp_path / "a")], "unknown model"),
+        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--rarity", "x"],
+         "unknown --rarity"),
+        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--rarity", "texts"],
+         "needs --vocab-texts"),
     ]
     for argv, message in cases:
         assert main(argv) == 2

@@ -306,10 +306,14 @@ def choose_vocab(tokenizer, keep: list[str], texts_by_lang: dict[str, list[str]]
     scripts = language_scripts({lang: texts_by_lang[lang] for lang in keep})
     kept_scripts = {s for shares in scripts.values() for s in shares}
     kept, reasons = exact_ids(tf, kept_scripts)
-    if max_vocab is None or max_vocab >= len(kept):
-        return VocabChoice(kept, tf.size, scripts, "exact", None, reasons)
+    exact = VocabChoice(kept, tf.size, scripts, "exact", None, reasons)
+    if max_vocab is None or max_vocab >= len(exact.kept_ids):
+        return exact
     rarity, counts = rarity_counts(tf, keep, rarity, vocab_texts)
-    return shrink(tf, VocabChoice(kept, tf.size, scripts, "exact", None, reasons), counts, max_vocab, rarity)
+    return shrink(tf, exact, counts, max_vocab, rarity)
+
+
+RARITIES = ("auto", "texts", "wordfreq", "order")
 
 
 def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
@@ -537,6 +541,10 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
         raise LangheadsError(f"unknown dtype '{settings.dtype}'; choose one of {', '.join(DTYPES)}")
     if settings.max_vocab is not None and settings.max_vocab < 1:
         raise LangheadsError("--max-vocab must be a positive number of tokens")
+    if settings.rarity not in RARITIES:
+        raise LangheadsError(f"unknown --rarity '{settings.rarity}'; choose one of {', '.join(RARITIES)}")
+    if settings.rarity == "texts" and not settings.vocab_texts:
+        raise LangheadsError("--rarity texts needs --vocab-texts")
     texts, extra = texts_for_trimming(settings.keep, settings.data, settings.vocab_texts)
     loaded = load_model(settings.model)
     choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra, settings.rarity)
