@@ -19,7 +19,7 @@ def test_each_model_type_has_one_adapter():
 def test_unsupported_architecture_is_refused_with_the_list():
     from transformers import GPTNeoXConfig
 
-    with pytest.raises(LangheadsError, match="unsupported architecture 'gpt_neox'; supported: apertus, cohere, cohere2"):
+    with pytest.raises(LangheadsError, match="unsupported architecture 'gpt_neox'; supported: apertus, bloom, cohere"):
         archs.adapter_for(GPTNeoXConfig())
 
 
@@ -30,6 +30,10 @@ def test_unhandled_options_are_refused_by_name():
         archs.adapter_for(Gemma3TextConfig(use_bidirectional_attention=True))
     with pytest.raises(LangheadsError, match="pretraining_tp=2"):
         archs.adapter_for(LlamaConfig(pretraining_tp=2))
+    from transformers import FalconConfig
+
+    with pytest.raises(LangheadsError, match="alibi=True"):
+        archs.adapter_for(FalconConfig(alibi=True))
 
 
 def test_cohere_qk_norm_rows_follow_their_heads():
@@ -45,9 +49,12 @@ def test_cohere_qk_norm_rows_follow_their_heads():
     assert torch.equal(attn.q_norm.weight, before[[2, 3]]) and attn.k_norm.weight.shape[0] == 1
 
 
-def test_info_lists_the_families(capsys):
+def test_info_lists_the_families_and_a_models_kv_cost(capsys, tiny_dirs):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     for a in archs.FAMILIES + archs.VARIANTS:
         assert a.family in out
-    assert "gemma3" in out and "exact" in out
+    assert "olmo2" in out and "refused" in out
+    assert main(["info", str(tiny_dirs["llama"])]) == 0
+    # 3 layers x K and V x 2 KV heads x 16 x 4 bytes
+    assert "KV cache       768 bytes per token" in capsys.readouterr().out

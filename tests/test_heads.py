@@ -67,8 +67,9 @@ def test_hooks_removed_after_error():
 
 
 def test_unsupported_architecture_is_named():
-    from transformers import AutoModelForCausalLM, BloomConfig
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
-    model = AutoModelForCausalLM.from_config(BloomConfig(vocab_size=32, hidden_size=16, n_layer=1, n_head=2))
-    with pytest.raises(LangheadsError, match="unsupported architecture 'bloom'.*gemma3.*llama"):
+    model = AutoModelForCausalLM.from_config(GPTNeoXConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
+                                                           num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(LangheadsError, match="unsupported architecture 'gpt_neox'.*gemma3.*llama"):
         H.head_layout(model)

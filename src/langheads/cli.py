@@ -15,7 +15,7 @@ def _langs(value: str) -> list[str]:
 
 def cmd_info(args) -> None:
     from .archs import FAMILIES, VARIANTS, adapter_for
-    from .heads import head_layout
+    from .heads import decoder_layers, head_layout
     from .models import load_model
 
     if args.model is None:
@@ -37,6 +37,8 @@ def cmd_info(args) -> None:
     print(f"family         {adapter.family} (physical pruning {'exact' if adapter.pruning_exact else 'refused'}; "
           f"GGUF export {'as ' + adapter.gguf.arch if adapter.gguf else 'not supported'})")
     print(f"parameters     {params:,}")
+    kv = adapter.kv_bytes_per_token(loaded.model, layout, decoder_layers(loaded.model))
+    print(f"KV cache       {kv:,} bytes per token ({loaded.model.dtype})")
     print(f"sha256         {loaded.model_hash}")
 
 

@@ -78,7 +78,7 @@ def _tokenizer_fields(tokenizer):
     return tf.tokens, scores, types, space_prefix
 
 
-def _write_metadata(w, model, tokenizer, family, n_head: int, n_kv: int, file_type, manifest) -> None:
+def _write_metadata(w, model, tokenizer, n_head: int, n_kv: int, file_type, manifest) -> None:
     config = H.text_config(model)
     layout = H.head_layout(model)
     w.add_name(getattr(config, "_name_or_path", "") or "langheads export")
@@ -93,27 +93,8 @@ def _write_metadata(w, model, tokenizer, family, n_head: int, n_kv: int, file_ty
     w.add_key_length(layout.head_dim)
     w.add_value_length(layout.head_dim)
     w.add_layer_norm_rms_eps(config.rms_norm_eps)
-    rope = getattr(config, "rope_parameters", None) or {}
-    if family.arch == "gemma3":
-        # llama.cpp scales attention by 1/sqrt(head size) (by 1/sqrt(hidden / heads) for 62 layers)
-        if config.query_pre_attn_scalar != layout.head_dim and config.num_hidden_layers != 62:
-            raise LangheadsError(f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
-                                 f"head size {layout.head_dim}, which llama.cpp's gemma3 graph assumes")
-        if getattr(config, "attn_logit_softcapping", None):
-            raise LangheadsError("GGUF export: llama.cpp's gemma3 graph has no attention logit soft-capping")
-        w.add_rope_freq_base(rope.get("full_attention", {}).get("rope_theta", 1_000_000.0))
-        if getattr(config, "sliding_window", None):
-            w.add_sliding_window(config.sliding_window)
-            w.add_sliding_window_pattern([t == "sliding_attention" for t in config.layer_types])
-            w.add_rope_freq_base_swa(rope.get("sliding_attention", {}).get("rope_theta", 10_000.0))
-        if getattr(config, "final_logit_softcapping", None):
-            w.add_final_logit_softcapping(config.final_logit_softcapping)
-    else:
-        if rope.get("rope_type", "default") != "default":
-            raise LangheadsError(f"GGUF export: rope type {rope.get('rope_type')} is not written yet")
-        w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
-        w.add_rope_dimension_count(layout.head_dim)
-        w.add_vocab_size(model.get_input_embeddings().num_embeddings)
+    adapter_for(model).gguf_metadata(w, config, layout)
+    w.add_vocab_size(model.get_input_embeddings().num_embeddings)
     w.add_file_type(file_type)
     tokens, scores, types, space_prefix = _tokenizer_fields(tokenizer)
     w.add_tokenizer_model("llama")
@@ -168,7 +149,7 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -
     os.close(fd)
     try:
         w = gguf.GGUFWriter(tmp, family.arch)
-        _write_metadata(w, model, tokenizer, family, n_head, n_kv, file_type, loaded.manifest)
+        _write_metadata(w, model, tokenizer, n_head, n_kv, file_type, loaded.manifest)
         tied = model.get_output_embeddings() is not None and \
             model.get_output_embeddings().weight is model.get_input_embeddings().weight
         for name, tensor in model.state_dict().items():

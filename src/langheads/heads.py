@@ -16,7 +16,7 @@ from torch import nn
 from .archs import HeadLayout, adapter_for, text_config
 from .archs.base import get
 
-__all__ = ["HeadLayout", "text_config"]  # re-exported: callers read layouts and configs through here
+__all__ = ["HeadLayout", "adapter_for", "text_config"]  # re-exported: callers read layouts and configs through here
 
 
 def head_layout(model: nn.Module) -> HeadLayout:

@@ -209,10 +209,14 @@ def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor],
     layers = H.decoder_layers(model)
     args, kwargs = tr.layer_inputs[start_layer]
     x = _tile(args[0] if args else kwargs["hidden_states"], rows, copies) if hidden is None else hidden
+    head_major = H.adapter_for(model).head_major_kwargs
     with H.scaled_heads(model, factors):
         for i in range(start_layer, len(layers)):
             args, kwargs = tr.layer_inputs[i]
             args_i, kwargs_i = _tile(args[1:], rows, copies), _tile(kwargs, rows, copies)
+            for name in head_major:  # [rows * heads, ...]: whole blocks of rows repeat, as the batch does
+                if kwargs.get(name) is not None:
+                    kwargs_i[name] = kwargs[name].repeat(copies, *([1] * (kwargs[name].dim() - 1)))
             if args:
                 x = _layer_output(layers[i](x, *args_i, **kwargs_i))
             else:

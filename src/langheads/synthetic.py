@@ -28,6 +28,20 @@ def _config(arch: str, **sizes):
                             attention_heads=s["num_attention_heads"], ffn_dim=s["intermediate_size"],
                             max_position_embeddings=s["max_position_embeddings"], bos_token_id=s["bos_token_id"],
                             eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"], scale_embedding=True)
+    if arch == "bloom":
+        s.update(sizes)
+        return T.BloomConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], n_layer=s["num_hidden_layers"],
+                             n_head=s["num_attention_heads"], bos_token_id=s["bos_token_id"],
+                             eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"])
+    if arch in ("falcon", "falcon_mqa"):
+        s.update(sizes)
+        layout = (dict(new_decoder_architecture=True, num_kv_heads=s["num_key_value_heads"]) if arch == "falcon"
+                  else dict(new_decoder_architecture=False, multi_query=True))
+        return T.FalconConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
+                              num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
+                              bias=True, alibi=False, bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"],
+                              pad_token_id=s["pad_token_id"], max_position_embeddings=s["max_position_embeddings"],
+                              **layout)
     if arch == "gpt2":
         s.update(sizes)
         return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
@@ -67,10 +81,10 @@ def _config(arch: str, **sizes):
 
 
 ARCHS = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "cohere",
-         "cohere_qknorm", "cohere2", "phi3", "olmo2", "apertus", "smollm3", "granite", "stablelm", "xglm", "gpt2"]
+         "cohere_qknorm", "cohere2", "phi3", "olmo2", "apertus", "smollm3", "granite", "stablelm", "xglm", "bloom", "falcon", "falcon_mqa", "gpt2"]
 # Physical pruning is refused for these (archs/ says why); masking and scanning still work.
 NOT_PRUNABLE = ["olmo2"]
-NO_GQA = ["gpt2", "xglm"]  # one KV head per query head
+NO_GQA = ["gpt2", "xglm", "bloom", "falcon_mqa"]  # one KV head per query head, or one for all
 
 # Shapes of real models for timing (random weights; the numbers are speed, not quality).
 SHAPES = {
@@ -85,7 +99,7 @@ def tiny(arch: str, seed: int = 0, dtype=torch.float32, **sizes) -> torch.nn.Mod
 
     torch.manual_seed(seed)
     config = _config(arch, **sizes)
-    config._attn_implementation = "eager" if arch in ("gemma2", "xglm") else "sdpa"  # xglm has no SDPA path
+    config._attn_implementation = "eager" if arch in ("gemma2", "xglm", "bloom") else "sdpa"  # no SDPA path
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():

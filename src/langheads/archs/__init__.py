@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from ..errors import LangheadsError
 from .base import Adapter, GGUFFamily, HeadLayout, NoAttention
+from .bloom import Bloom
 from .cohere import Cohere, Cohere2, CohereQKNorm
+from .falcon import Falcon
 from .gemma import Gemma, Gemma3
 from .gpt2 import GPT2
 from .llama import Llama, Mistral
@@ -19,7 +21,7 @@ from .qwen import Qwen2, Qwen3
 from .xglm import XGLM
 
 FAMILIES: list[Adapter] = [Llama(), Mistral(), Mixtral(), Qwen2(), Qwen3(), Qwen3Moe(), Gemma(), Gemma3(), Cohere(),
-                           Cohere2(), Phi3(), Olmo2(), Apertus(), SmolLM3(), Granite(), StableLm(), XGLM(), GPT2()]
+                           Cohere2(), Phi3(), Olmo2(), Apertus(), SmolLM3(), Granite(), StableLm(), XGLM(), Bloom(), Falcon(), GPT2()]
 REGISTRY: dict[str, Adapter] = {t: a for a in FAMILIES for t in a.model_types}
 # Adapters a config option selects within a family (adapter_for picks them).
 _COHERE_QK = CohereQKNorm()

@@ -112,6 +112,7 @@ class Adapter:
     pruning_note = ""                 # why not, when it is not
     gguf: GGUFFamily | None = None    # how llama.cpp runs it (None: export not supported)
     per_head_norms: tuple[str, ...] = ()  # attention submodules whose weight is [heads, head_dim]
+    head_major_kwargs: tuple[str, ...] = ()  # layer inputs laid out [batch * heads, ...] (BLOOM's ALiBi)
 
     # --- reading a config ---
     def layout(self, config) -> HeadLayout:
@@ -160,6 +161,15 @@ class Adapter:
         if not hasattr(attn, "q_proj"):
             return None
         return attn.q_proj.out_features // layout.head_dim, attn.k_proj.out_features // layout.head_dim
+
+    def gguf_metadata(self, w, config, layout: HeadLayout) -> None:
+        """What llama.cpp's graph for this family reads beyond the common keys (rotary, windows);
+        refuse what it cannot express. Default: llama's rotary embedding."""
+        rope = getattr(config, "rope_parameters", None) or {}
+        if rope.get("rope_type", "default") != "default":
+            raise LangheadsError(f"GGUF export: rope type {rope.get('rope_type')} is not written yet")
+        w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
+        w.add_rope_dimension_count(layout.head_dim)
 
     def uniform_config(self, config, n_heads: int) -> dict:
         """Config keys that say a uniform pruning's new head count."""

@@ -26,3 +26,19 @@ class Gemma3(Gemma):
         super().check_config(config)
         if getattr(config, "use_bidirectional_attention", False):
             raise LangheadsError("gemma3: use_bidirectional_attention=True is an embedding model, not a causal LM")
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        # llama.cpp scales attention by 1/sqrt(head size) (by 1/sqrt(hidden / heads) for 62 layers)
+        if config.query_pre_attn_scalar != layout.head_dim and config.num_hidden_layers != 62:
+            raise LangheadsError(f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
+                                 f"head size {layout.head_dim}, which llama.cpp's gemma3 graph assumes")
+        if getattr(config, "attn_logit_softcapping", None):
+            raise LangheadsError("GGUF export: llama.cpp's gemma3 graph has no attention logit soft-capping")
+        rope = getattr(config, "rope_parameters", None) or {}
+        w.add_rope_freq_base(rope.get("full_attention", {}).get("rope_theta", 1_000_000.0))
+        if getattr(config, "sliding_window", None):
+            w.add_sliding_window(config.sliding_window)
+            w.add_sliding_window_pattern([t == "sliding_attention" for t in config.layer_types])
+            w.add_rope_freq_base_swa(rope.get("sliding_attention", {}).get("rope_theta", 10_000.0))
+        if getattr(config, "final_logit_softcapping", None):
+            w.add_final_logit_softcapping(config.final_logit_softcapping)

@@ -1,0 +1,86 @@
+"""BLOOM and BLOOMZ: one fused query_key_value laid out per head ([heads, 3, head_dim] rows),
+`dense` as the output projection, attention that adds the residual itself, and ALiBi.
+
+ALiBi's slopes belong to heads: the model builds one bias per (batch row, head) from the
+global head count and hands it to every layer, so a pruned layer keeps the rows of its own
+heads (a pre-hook on its attention; replaying the manifest puts it back on reload).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import LangheadsError
+from .base import Adapter, HeadLayout, projection_input
+
+
+class BloomNoAttention(nn.Module):
+    """A BLOOM layer's attention with every head removed: the residual plus dense's bias."""
+
+    def __init__(self, bias: torch.Tensor, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.register_buffer("bias", bias.detach().clone())
+
+    def forward(self, hidden_states, residual, *args, **kwargs):
+        cache = kwargs.get("layer_past")
+        if cache is not None and hasattr(cache, "update"):  # keep the cache's length in step
+            b, t = hidden_states.shape[:2]
+            empty = hidden_states.new_zeros(b, 0, t, 1)
+            cache.update(empty, empty, self.layer_idx)
+        return residual + self.bias.to(residual.dtype), None
+
+
+def keep_alibi_rows(attn, heads: list[int], n_heads: int) -> None:
+    """Make `attn` read only its kept heads' rows of the [batch * n_heads, 1, len] ALiBi bias."""
+    index = torch.tensor(heads)
+
+    def hook(module, args, kwargs):
+        alibi = kwargs["alibi"]
+        rows = alibi.view(-1, n_heads, *alibi.shape[1:]).index_select(1, index.to(alibi.device))
+        return args, {**kwargs, "alibi": rows.reshape(-1, *alibi.shape[1:])}
+
+    attn.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+class Bloom(Adapter):
+    family = "bloom"
+    model_types = ("bloom",)
+    body = "transformer"
+    layers = "transformer.h"
+    final_norm = "transformer.ln_f"
+    attention = "self_attention"
+    out_proj = "dense"
+    head_major_kwargs = ("alibi",)
+
+    def layout(self, config) -> HeadLayout:
+        return HeadLayout("bloom", config.n_layer, config.n_head, config.n_head, config.hidden_size // config.n_head)
+
+    def check_config(self, config) -> None:
+        if getattr(config, "pretraining_tp", 1) > 1 and getattr(config, "slow_but_exact", False):
+            raise LangheadsError("bloom: slow_but_exact with pretraining_tp > 1 splits dense by rank; load without it")
+
+    def slice_attention(self, attn, layout, kv_kept, slots) -> None:
+        D = layout.head_dim
+        o_w, q_src = projection_input(attn.dense.weight, slots, D, dim=1)
+        idx = torch.tensor([h * 3 * D + i for h in q_src for i in range(3 * D)], device=o_w.device)
+        qkv = nn.Linear(attn.query_key_value.in_features, len(idx), device=o_w.device, dtype=o_w.dtype)
+        dense = nn.Linear(o_w.shape[1], o_w.shape[0], device=o_w.device, dtype=o_w.dtype)
+        with torch.no_grad():
+            qkv.weight.copy_(attn.query_key_value.weight.index_select(0, idx))
+            qkv.bias.copy_(attn.query_key_value.bias.index_select(0, idx))
+            dense.weight.copy_(o_w)
+            dense.bias.copy_(attn.dense.bias)
+        attn.query_key_value, attn.dense = qkv, dense
+        attn.num_heads = len(slots)
+        keep_alibi_rows(attn, q_src, layout.n_heads)
+
+    def empty_attention(self, layer, layer_idx, layout) -> None:
+        layer.self_attention = BloomNoAttention(layer.self_attention.dense.bias, layer_idx)
+
+    def head_counts(self, attn, layout):
+        return (attn.num_heads, attn.num_heads) if hasattr(attn, "query_key_value") else None
+
+    def uniform_config(self, config, n_heads):
+        raise LangheadsError("--uniform: BLOOM's config ties the head size to hidden_size / n_head, so fewer heads "
+                             "cannot be expressed; save without --uniform")

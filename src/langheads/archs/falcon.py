@@ -1,0 +1,71 @@
+"""Falcon: one fused query_key_value in one of three layouts, `dense` as the output projection.
+  new_decoder_architecture (Falcon-40B/180B): per KV group, its query heads, then k, then v;
+  multi_query (Falcon-7B): all query heads, then one k and one v;
+  neither: per head, [q, k, v] (as BLOOM).
+Falcon-RW's ALiBi (alibi=True) is refused by name: its slopes are not wired to follow heads."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import LangheadsError
+from .base import Adapter, HeadLayout, linear, projection_input
+
+
+class Falcon(Adapter):
+    family = "falcon"
+    model_types = ("falcon",)
+    body = "transformer"
+    layers = "transformer.h"
+    final_norm = "transformer.ln_f"
+    attention = "self_attention"
+    out_proj = "dense"
+
+    def layout(self, config) -> HeadLayout:
+        n = config.num_attention_heads
+        kv = config.num_kv_heads if config.new_decoder_architecture else 1 if config.multi_query else n
+        return HeadLayout("falcon", config.num_hidden_layers, n, kv, config.hidden_size // n)
+
+    def check_config(self, config) -> None:
+        super().check_config(config)
+        if getattr(config, "alibi", False):
+            raise LangheadsError("falcon: alibi=True (Falcon-RW) is not supported: its ALiBi slopes would have to "
+                                 "follow the pruned heads")
+
+    def _qkv_rows(self, attn, layout, kv_kept, q_src) -> list[int]:
+        """Rows of query_key_value for the kept layout, in the order the attention splits them."""
+        D, H, KV = layout.head_dim, layout.n_heads, layout.n_kv_heads
+        span = lambda start: list(range(start * D, (start + 1) * D))  # noqa: E731
+        if attn.new_decoder_architecture:  # blocks of (group + 2) heads per KV group
+            width, group = len(q_src) // len(kv_kept), layout.group_size
+            out = []
+            for k, g in enumerate(kv_kept):
+                block = g * (group + 2)
+                out += [r for h in q_src[k * width:(k + 1) * width] for r in span(block + h - g * group)]
+                out += span(block + group) + span(block + group + 1)
+            return out
+        if attn.multi_query:  # all query heads, then k, then v
+            return [r for h in q_src for r in span(h)] + span(H) + span(H + 1)
+        return [r for h in q_src for part in range(3) for r in span(3 * h + part)]  # per head [q, k, v]
+
+    def slice_attention(self, attn, layout, kv_kept, slots) -> None:
+        D = layout.head_dim
+        o_w, q_src = projection_input(attn.dense.weight, slots, D, dim=1)
+        idx = torch.tensor(self._qkv_rows(attn, layout, kv_kept, q_src), device=o_w.device)
+        b = attn.query_key_value.bias
+        attn.query_key_value = linear(attn.query_key_value.weight.index_select(0, idx),
+                                      None if b is None else b.index_select(0, idx))
+        attn.dense = linear(o_w, attn.dense.bias)
+        attn.num_heads = len(slots)
+        if attn.new_decoder_architecture:
+            attn.num_kv_heads = len(kv_kept)
+        elif not attn.multi_query:
+            attn.num_kv_heads = len(slots)
+
+    def head_counts(self, attn, layout):
+        if not hasattr(attn, "query_key_value"):
+            return None
+        return attn.num_heads, (attn.num_kv_heads if attn.new_decoder_architecture or not attn.multi_query else 1)
+
+    def uniform_config(self, config, n_heads):
+        raise LangheadsError("--uniform: Falcon's config ties the head size to hidden_size / num_attention_heads, "
+                             "so fewer heads cannot be expressed; save without --uniform")
