@@ -415,8 +415,7 @@ def trim_model_(model: torch.nn.Module, kept_ids: list[int]) -> None:
     """Keep only `kept_ids` rows of the input embedding and the output layer, in place; tied
     weights stay one tensor. The config's vocab_size and special ids follow."""
     index = torch.tensor(kept_ids)
-    emb = model.get_input_embeddings()
-    head = model.get_output_embeddings()
+    emb, head = H.adapter_for(model).embeddings(model)
     tied = head is not None and head.weight is emb.weight
     with torch.no_grad():
         emb.weight = torch.nn.Parameter(emb.weight.index_select(0, index.to(emb.weight.device)).clone())

@@ -133,6 +133,10 @@ class Adapter:
         """What the model does to the output layer's result (elementwise)."""
         return logits
 
+    def embeddings(self, model) -> tuple[nn.Module, nn.Module | None]:
+        """(input embedding, output layer): the rows a vocabulary trim keeps."""
+        return model.get_input_embeddings(), model.get_output_embeddings()
+
     def attention_of(self, layer) -> nn.Module:
         return getattr(layer, self.attention)
 
