@@ -150,7 +150,7 @@ def test_trim_refuses_bad_input_in_one_line(tiny_dirs, tmp_path, capsys):
     cases = [
         (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "xx", "--out", str(tmp_path / "a")], "no data for language"),
         (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--max-vocab", "0"],
-         "positive"),
+         "--max-vocab must be a whole number >= 1"),
         (["trim", "--model", str(tmp_path / "missing"), "--keep", "en", "--out", str(tmp_path / "a")], "unknown model"),
         (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--rarity", "x"],
          "unknown --rarity"),

@@ -190,8 +190,15 @@ def cmd_evaluate(args) -> None:
     print(f"wrote {out}/ (eval.csv, eval.json, generations.jsonl)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (the usage is one `--help` away), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="langheads", description="Which attention heads serve which language?")
+    p = OneLineParser(prog="langheads", description="Which attention heads serve which language?")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("info", help="a model's layers, heads and head size; without a model, the supported families")
@@ -291,12 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad argument already reported in one line
+        return int(e.code or 0)
     try:
         args.run(args)
     except LangheadsError as e:
         print(f"langheads: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("langheads: interrupted; finished work is kept, and the same command resumes it", file=sys.stderr)
+        return 130
     return 0
 
 

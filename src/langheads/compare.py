@@ -25,6 +25,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.DataFrame:
     """Per shared language: Spearman of delta_nll over heads, and |top-k(a) & top-k(b)| / k."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise LangheadsError(f"--top must be a whole number >= 1, not {top!r}")
     a, b = load_run(run_a), load_run(run_b)
     if load_run_info(run_a)["model"]["sha256"] != load_run_info(run_b)["model"]["sha256"]:
         raise LangheadsError("the two runs scanned different models")

@@ -179,6 +179,8 @@ def _looks_like_hub_id(spec: str) -> bool:
 
 def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", device: str = "cpu") -> LoadedModel:
     """Load a causal LM and its tokenizer from `default`, a `.gguf` file, a folder or a hub id."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise LangheadsError(f"device '{device}' asked for, but torch sees no CUDA device")
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")

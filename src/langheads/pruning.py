@@ -41,6 +41,19 @@ class PruneSettings:
     max_vocab: int | None = None        # ... at most this many tokens (see vocab.py)
     vocab_texts: str | None = None      # texts to count token rarity on
 
+    def __post_init__(self):
+        from . import checks
+
+        checks.languages(self, "keep")
+        if self.drop is not None:
+            checks.languages(self, "drop")
+        checks.number(self, "max_increase", 0.0)
+        checks.count(self, "heads", optional=True)
+        checks.choice(self, "dtype", list(DTYPES))
+        checks.count(self, "batch_tokens")
+        checks.count(self, "chunk_tokens")
+        checks.count(self, "max_vocab", optional=True)
+
 
 def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str]) -> list[tuple[int, int]]:
     """Heads that matter for no kept language, in the order they may be removed."""

@@ -141,4 +141,13 @@ def load_run(run_dir: str | Path) -> pd.DataFrame:
 
 
 def load_run_info(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "heads.json").read_text(encoding="utf-8"))
+    """heads.json of a finished run; a missing or damaged one is named in one line."""
+    path = Path(run_dir) / "heads.json"
+    if not path.is_file():
+        raise LangheadsError(f"{run_dir}: not a finished langheads run (no heads.json)")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        info["settings"], info["model"], info["heads"]  # noqa: B018 - the keys every reader needs
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise LangheadsError(f"{path}: damaged (not the JSON a scan writes)") from None
+    return info

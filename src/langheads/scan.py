@@ -49,6 +49,27 @@ class ScanSettings:
     dtype: str = "float32"
     compile: bool = False            # torch.compile MLPs, norms and the loss (GPU: ~15% faster)
 
+    def __post_init__(self):
+        """Refuse bad values here, once, for the library and the CLI alike."""
+        from . import checks
+        from .models import DTYPES
+
+        checks.languages(self, "languages")
+        checks.choice(self, "method", list(METHODS))
+        checks.choice(self, "rule", ["interval", "lahis"])
+        checks.choice(self, "dtype", list(DTYPES))
+        checks.count(self, "texts", minimum=2, optional=True)  # an interval needs at least 2 texts
+        checks.count(self, "max_tokens", minimum=2, optional=True)  # BOS and one token to predict
+        checks.count(self, "seed", minimum=0)
+        checks.count(self, "bootstrap")
+        checks.count(self, "lahis_min_languages")
+        checks.count(self, "batch_tokens")
+        checks.count(self, "chunk_tokens")
+        checks.number(self, "threshold", 0.0)
+        checks.number(self, "agnostic_share", 0.0, 1.0, low_open=True)
+        checks.number(self, "lahis_quantile", 0.0, 1.0, low_open=True, high_open=True)
+        resolve_device(self.device)  # refuses an unknown device, or CUDA without one
+
     def make_rule(self):
         if self.rule == "interval":
             return IntervalRule(self.threshold, self.agnostic_share)

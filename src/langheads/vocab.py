@@ -526,6 +526,17 @@ class TrimSettings:
     data: str | None = None        # where the kept languages' scripts are measured (default: bundled)
     dtype: str = "float32"
 
+    def __post_init__(self):
+        from . import checks
+        from .models import DTYPES
+
+        checks.languages(self, "keep")
+        checks.count(self, "max_vocab", optional=True)
+        checks.choice(self, "rarity", list(RARITIES))
+        checks.choice(self, "dtype", list(DTYPES))
+        if self.rarity == "texts" and not self.vocab_texts:
+            raise LangheadsError("--rarity texts needs --vocab-texts")
+
 
 def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
     """Library entry point for `langheads trim`: write a folder with the trimmed vocabulary."""
@@ -536,14 +547,6 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
 
     out = Path(out)
     check_model_out(out, overwrite)
-    if settings.dtype not in DTYPES:
-        raise LangheadsError(f"unknown dtype '{settings.dtype}'; choose one of {', '.join(DTYPES)}")
-    if settings.max_vocab is not None and settings.max_vocab < 1:
-        raise LangheadsError("--max-vocab must be a positive number of tokens")
-    if settings.rarity not in RARITIES:
-        raise LangheadsError(f"unknown --rarity '{settings.rarity}'; choose one of {', '.join(RARITIES)}")
-    if settings.rarity == "texts" and not settings.vocab_texts:
-        raise LangheadsError("--rarity texts needs --vocab-texts")
     texts, extra = texts_for_trimming(settings.keep, settings.data, settings.vocab_texts)
     loaded = load_model(settings.model)
     choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra, settings.rarity)

@@ -1,0 +1,141 @@
+"""Bad input, as a hostile new user would give it: one stderr line, exit code 2, no traceback,
+and nothing written or deleted anywhere under the test's folder. In-process (cli.main)."""
+import pytest
+
+from langheads.cli import main
+
+
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_dirs, sample_data):
+    root = tmp_path_factory.mktemp("world")
+    scan = root / "scan"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--out", str(scan), "--bootstrap", "20", "--quiet"]) == 0
+    (root / "not-a-run").mkdir()
+    (root / "broken-run").mkdir()
+    (root / "broken-run" / "heads.json").write_text("{not json")
+    (root / "file.txt").write_text("a file")
+    return {"root": root, "model": str(tiny_dirs["llama"]), "data": str(sample_data), "scan": str(scan)}
+
+
+def scan(w, *extra):
+    return ["scan", "--model", w["model"], "--data", w["data"], "--languages", "en,fr", "--out",
+            str(w["root"] / "new-run"), "--quiet", *extra]
+
+
+def prune(w, *extra):
+    return ["prune", "--scan", w["scan"], "--keep", "en", "--out", str(w["root"] / "new-model"), "--quiet", *extra]
+
+
+def trim(w, *extra):
+    return ["trim", "--model", w["model"], "--keep", "en", "--out", str(w["root"] / "new-model"), *extra]
+
+
+CASES = [
+    # (name, argv builder, a piece of the message)
+    ("texts 0", lambda w: scan(w, "--texts", "0"), "--texts must be a whole number >= 2"),
+    ("texts -1", lambda w: scan(w, "--texts", "-1"), "--texts must be"),
+    ("texts 1: no interval", lambda w: scan(w, "--texts", "1"), "--texts must be a whole number >= 2"),
+    ("texts not a number", lambda w: scan(w, "--texts", "abc"), "invalid int value"),
+    ("max-tokens 0", lambda w: scan(w, "--max-tokens", "0"), "--max-tokens must be"),
+    ("max-tokens -3", lambda w: scan(w, "--max-tokens", "-3"), "--max-tokens must be"),
+    ("max-tokens 1", lambda w: scan(w, "--max-tokens", "1"), "--max-tokens must be a whole number >= 2"),
+    ("threshold nan", lambda w: scan(w, "--threshold", "nan"), "--threshold must be a finite number"),
+    ("threshold inf", lambda w: scan(w, "--threshold", "inf"), "--threshold must be a finite number"),
+    ("threshold negative", lambda w: scan(w, "--threshold", "-0.1"), "--threshold must be"),
+    ("agnostic-share 1.5", lambda w: scan(w, "--agnostic-share", "1.5"), "--agnostic-share must be"),
+    ("agnostic-share 0", lambda w: scan(w, "--agnostic-share", "0"), "--agnostic-share must be"),
+    ("bootstrap 0", lambda w: scan(w, "--bootstrap", "0"), "--bootstrap must be"),
+    ("seed -1", lambda w: scan(w, "--seed", "-1"), "--seed must be"),
+    ("chunk-tokens 0", lambda w: scan(w, "--chunk-tokens", "0"), "--chunk-tokens must be"),
+    ("batch-tokens 0", lambda w: scan(w, "--batch-tokens", "0"), "--batch-tokens must be"),
+    ("lahis-quantile 1", lambda w: scan(w, "--lahis-quantile", "1"), "--lahis-quantile must be"),
+    ("lahis-quantile 0", lambda w: scan(w, "--lahis-quantile", "0"), "--lahis-quantile must be"),
+    ("lahis-min-languages 0", lambda w: scan(w, "--lahis-min-languages", "0"), "--lahis-min-languages must be"),
+    ("unknown method", lambda w: scan(w, "--method", "magic"), "unknown --method 'magic'"),
+    ("unknown rule", lambda w: scan(w, "--rule", "vote"), "unknown --rule 'vote'"),
+    ("unknown dtype", lambda w: scan(w, "--dtype", "float8"), "unknown --dtype 'float8'"),
+    ("unknown device", lambda w: scan(w, "--device", "tpu"), "unknown device 'tpu'"),
+    ("cuda without a GPU", lambda w: scan(w, "--device", "cuda"), "no CUDA device"),
+    ("no languages", lambda w: scan(w, "--languages", ","), "--languages needs at least 1 language"),
+    ("a language twice", lambda w: scan(w, "--languages", "en,fr,en"), "names a language twice"),
+    ("unknown option", lambda w: scan(w, "--frobnicate"), "unrecognized arguments: --frobnicate"),
+    ("missing model", lambda w: ["scan", "--model", str(w["root"] / "nope"), "--out", str(w["root"] / "x")],
+     "unknown model"),
+    ("model path is a file", lambda w: ["scan", "--model", str(w["root"] / "file.txt"), "--out", str(w["root"] / "x")],
+     "unknown model"),
+    ("missing data", lambda w: ["scan", "--model", w["model"], "--data", str(w["root"] / "nope"), "--out",
+                                str(w["root"] / "x")], "data not found"),
+    ("language without data", lambda w: scan(w, "--languages", "en,xx"), "no data for language 'xx'"),
+    ("scan out exists", lambda w: scan(w)[:-3] + ["--out", w["scan"]], "already exists"),
+    ("prune max-increase -0.5", lambda w: prune(w, "--max-increase", "-0.5"), "--max-increase must be"),
+    ("prune max-increase nan", lambda w: prune(w, "--max-increase", "nan"), "--max-increase must be"),
+    ("prune heads -1", lambda w: prune(w, "--heads", "-1"), "--heads must be a whole number >= 1"),
+    ("prune heads 0", lambda w: prune(w, "--heads", "0"), "--heads must be"),
+    ("prune keep nothing", lambda w: prune(w)[:4] + [","] + prune(w)[5:], "--keep needs at least 1"),
+    ("prune max-vocab 0", lambda w: prune(w, "--trim-vocab", "--max-vocab", "0"), "--max-vocab must be"),
+    ("prune dtype", lambda w: prune(w, "--dtype", "int4"), "unknown --dtype 'int4'"),
+    ("prune missing scan", lambda w: ["prune", "--scan", str(w["root"] / "nope"), "--keep", "en", "--out",
+                                      str(w["root"] / "m")], "not a finished langheads run"),
+    ("prune folder that is not a run", lambda w: ["prune", "--scan", str(w["root"] / "not-a-run"), "--keep", "en",
+                                                  "--out", str(w["root"] / "m")], "not a finished langheads run"),
+    ("prune damaged run", lambda w: ["prune", "--scan", str(w["root"] / "broken-run"), "--keep", "en", "--out",
+                                     str(w["root"] / "m")], "damaged"),
+    ("prune language not scanned", lambda w: prune(w)[:4] + ["de"] + prune(w)[5:], "not in the scan: de"),
+    ("prune out is a user's folder", lambda w: prune(w)[:6] + [str(w["root"] / "not-a-run"), "--overwrite"],
+     "not a model folder langheads wrote"),
+    ("trim max-vocab -5", lambda w: trim(w, "--max-vocab", "-5"), "--max-vocab must be"),
+    ("trim rarity", lambda w: trim(w, "--rarity", "vibes"), "unknown --rarity 'vibes'"),
+    ("trim rarity texts alone", lambda w: trim(w, "--rarity", "texts"), "needs --vocab-texts"),
+    ("trim keep nothing", lambda w: ["trim", "--model", w["model"], "--keep", ",", "--out", str(w["root"] / "m")],
+     "--keep needs at least 1"),
+    ("trim dtype", lambda w: trim(w, "--dtype", "x"), "unknown --dtype 'x'"),
+    ("trim vocab-texts missing", lambda w: trim(w, "--max-vocab", "300", "--vocab-texts", str(w["root"] / "nope")),
+     "data not found"),
+    ("trim out is a file's child", lambda w: ["trim", "--model", w["model"], "--keep", "en", "--out",
+                                             str(w["root"] / "file.txt")], "already exists"),
+    ("export type", lambda w: ["export", w["model"], "--gguf", str(w["root"] / "m.gguf"), "--type", "q4"],
+     "unknown GGUF type"),
+    ("export not .gguf", lambda w: ["export", w["model"], "--gguf", str(w["root"] / "m.bin")], "must name a .gguf"),
+    ("export missing model", lambda w: ["export", str(w["root"] / "nope"), "--gguf", str(w["root"] / "m.gguf")],
+     "unknown model"),
+    ("export over a file", lambda w: ["export", w["model"], "--gguf", str(w["root"] / "file.txt")], "must name a .gguf"),
+    ("compare top 0", lambda w: ["compare", w["scan"], w["scan"], "--top", "0"], "--top must be"),
+    ("compare missing run", lambda w: ["compare", w["scan"], str(w["root"] / "nope")], "not a finished langheads run"),
+    ("info missing model", lambda w: ["info", str(w["root"] / "nope")], "unknown model"),
+    ("languages missing data", lambda w: ["languages", "--data", str(w["root"] / "nope")], "data not found"),
+    ("cache unknown action", lambda w: ["cache", "wipe"], "invalid choice: 'wipe'"),
+    ("no command", lambda w: [], "the following arguments are required: command"),
+]
+
+
+@pytest.mark.parametrize("name,build,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(world, name, build, message, capsys):
+    before = _tree(world["root"])
+    code = main(build(world))
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, (name, err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert message in lines[0], lines[0]
+    assert _tree(world["root"]) == before, "a refused command wrote or deleted something"
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 60
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    from langheads import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_languages", interrupted)
+    assert cli.main(["languages"]) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0]
