@@ -87,7 +87,7 @@ CASES = [
                                      str(w["root"] / "m")], "damaged"),
     ("prune language not scanned", lambda w: prune(w)[:4] + ["de"] + prune(w)[5:], "not in the scan: de"),
     ("prune out is a user's folder", lambda w: prune(w)[:6] + [str(w["root"] / "not-a-run"), "--overwrite"],
-     "not a model folder langheads wrote"),
+     "not a folder langheads wrote"),
     ("trim max-vocab -5", lambda w: trim(w, "--max-vocab", "-5"), "--max-vocab must be"),
     ("trim rarity", lambda w: trim(w, "--rarity", "vibes"), "unknown --rarity 'vibes'"),
     ("trim rarity texts alone", lambda w: trim(w, "--rarity", "texts"), "needs --vocab-texts"),

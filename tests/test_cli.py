@@ -129,13 +129,23 @@ def test_bad_input_is_one_line_and_exit_2(tiny_dirs, sample_data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_overwrite_replaces_a_run(tiny_dirs, sample_data, tmp_path):
+def test_overwrite_replaces_only_a_run_langheads_wrote(tiny_dirs, sample_data, tmp_path, capsys):
+    """A user's folder is refused and kept whole; langheads' own run folder is replaced."""
+    from langheads.cli import main
+
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    argv = ["scan", "--model", str(tiny_dirs["mistral"]), "--data", str(sample_data), "--languages", "en,fr",
+            "--bootstrap", "20", "--quiet", "--overwrite"]
+    assert main(argv + ["--out", str(mine)]) == 2
+    assert "not a folder langheads wrote" in capsys.readouterr().err
+    assert (mine / "thesis.txt").read_text() == "years of work"
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    r = _scan(tiny_dirs["mistral"], sample_data, out, "--overwrite")
-    assert r.returncode == 0, r.stderr
-    assert not (out / "old.txt").exists() and (out / "scores.csv").exists()
+    assert main(argv + ["--out", str(out)]) == 0
+    (out / "scores.csv").write_text("stale")
+    assert main(argv + ["--out", str(out)]) == 0
+    assert (out / "scores.csv").read_text().startswith("layer,head,language")
 
 
 def test_info_and_languages(tiny_dirs):

@@ -213,7 +213,7 @@ def test_overwrite_replaces_only_a_folder_langheads_wrote(tmp_path, capsys):
     (mine / "notes.txt").write_text("keep me")
     argv = ["trim", "--model", str(folder), "--keep", "en", "--out", str(mine), "--overwrite"]
     assert main(argv) == 2
-    assert "not a model folder langheads wrote" in capsys.readouterr().err
+    assert "not a folder langheads wrote" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep me"
     out = tmp_path / "out"
     assert main(["trim", "--model", str(folder), "--keep", "en", "--out", str(out)]) == 0

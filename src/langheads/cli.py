@@ -66,8 +66,17 @@ def cmd_cache(args) -> None:
 
 
 def cmd_scan(args) -> None:
+    from .folders import writing
+
+    if args.dry_run:
+        return _scan(args)
+    with writing(Path(args.out), "run folder"):
+        _scan(args)
+
+
+def _scan(args) -> None:
     from . import report
-    from .scan import ScanSettings, check_memory, describe_plan, plan_scan, run_scan
+    from .scan import ScanSettings, check_memory, check_store, describe_plan, plan_scan, run_scan
 
     out = Path(args.out)
     if not args.dry_run:
@@ -81,13 +90,14 @@ def cmd_scan(args) -> None:
         compile=args.compile,
     )
     plan = plan_scan(settings)
-    if not args.dry_run:
-        check_memory(plan)  # before anything is printed: a refusal is one line
+    if not args.dry_run:  # before anything is printed: a refusal is one line
+        check_memory(plan)
+        check_store(plan, report.partial_dir(out), args.overwrite)
     print(describe_plan(plan), file=sys.stderr)
     if args.dry_run:
         return
     start = time.perf_counter()
-    result = run_scan(plan, report.partial_dir(out), progress=not args.quiet)
+    result = run_scan(plan, report.partial_dir(out), progress=not args.quiet, overwrite=args.overwrite)
     report.write_run(result, out, args.overwrite)
     print(report.summary(result))
     print(f"wrote {out}/ (scores.csv, per_text.parquet, heads.json, heatmap.png) in {time.perf_counter() - start:.0f} s")
@@ -171,12 +181,17 @@ def cmd_export(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate, write_eval
-
-    from .report import check_out_dir
+    from .folders import check_out_dir, writing
 
     out = Path(args.out)
     check_out_dir(out, args.overwrite)
+    with writing(out, "evaluation folder"):
+        _evaluate(args, out)
+
+
+def _evaluate(args, out: Path) -> None:
+    from .evaluate import evaluate, write_eval
+
     result = evaluate(args.model, args.baseline, _langs(args.languages), args.data, args.max_tokens,
                       args.prompts, new_tokens=args.new_tokens, seed=args.seed)
     write_eval(result, out, args.overwrite)

@@ -13,7 +13,7 @@ import torch
 from . import nll
 from .corpus import language_key, load_corpus
 from .models import load_model
-from .report import check_out_dir
+from .folders import check_out_dir, mark
 
 
 @dataclass
@@ -112,6 +112,7 @@ def evaluate(model: str, baseline: str, languages: list[str], data: str | None =
 def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
     check_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    mark(out, "evaluation")
     result["table"].to_csv(out / "eval.csv", index=False, float_format="%.6g")
     (out / "generations.jsonl").write_text(
         "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in result["generations"]), encoding="utf-8")

@@ -104,22 +104,13 @@ def read_manifest(folder: str | Path) -> Manifest | None:
     return Manifest(data.get("source", {}), edits, data.get("records", {}))
 
 
-def check_model_out(out: Path, overwrite: bool) -> None:
-    """Refuse an occupied output folder, unless asked to overwrite one that langheads wrote (it
-    holds a manifest): a folder of anything else is never replaced."""
-    from .report import check_out_dir
-
-    check_out_dir(out, overwrite)
-    if out.exists() and not (out / MANIFEST_FILE).is_file():
-        raise LangheadsError(f"{out} exists and is not a model folder langheads wrote (no {MANIFEST_FILE}); "
-                             "refusing to replace it: choose another --out")
-
-
 def write_model_folder(model, save_tokenizer, out: Path, manifest: Manifest, overwrite: bool = False) -> Path:
     """Write weights (safetensors), config, tokenizer and the manifest into a temporary folder
     beside `out`, then rename it into place: a crash never leaves half a model at `out`.
     `save_tokenizer(folder)` writes the tokenizer files."""
-    check_model_out(out, overwrite)
+    from .folders import check_out_dir
+
+    check_out_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

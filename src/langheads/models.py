@@ -136,6 +136,15 @@ def _converted_gguf(gguf: Path, sha: str) -> Path:
     target = cache_dir() / "models" / sha[:16]
     if (target / "langheads_source.json").exists():
         return target
+    from .folders import writing
+
+    with writing(target, "converted-model cache entry"):
+        if (target / "langheads_source.json").exists():  # another process finished it just before
+            return target
+        return _convert(gguf, sha, target)
+
+
+def _convert(gguf: Path, sha: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"converting {gguf.name} once (about a minute); later loads use {target}", flush=True)
@@ -232,7 +241,7 @@ def list_cache() -> list[tuple[Path, int, str]]:
     """(folder, size in bytes, source GGUF) for each converted model in the cache."""
     rows = []
     root = cache_dir() / "models"
-    for folder in sorted(root.glob("*")) if root.exists() else []:
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()) if root.exists() else []:
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         source_file = folder / "langheads_source.json"
         source = json.loads(source_file.read_text())["gguf"] if source_file.exists() else "(incomplete)"
@@ -241,8 +250,10 @@ def list_cache() -> list[tuple[Path, int, str]]:
 
 
 def clear_cache() -> int:
-    """Delete every converted model; returns how many folders were removed."""
-    rows = list_cache()
-    for folder, _, _ in rows:
+    """Delete every finished converted model; returns how many folders were removed. A
+    conversion still running (its temporary folder, or no langheads_source.json yet) is left alone."""
+    done = [folder for folder, _, _ in list_cache()
+            if not folder.name.startswith(".") and (folder / "langheads_source.json").is_file()]
+    for folder in done:
         shutil.rmtree(folder)
-    return len(rows)
+    return len(done)

@@ -20,7 +20,8 @@ from . import nll
 from .archs import adapter_for
 from .corpus import load_corpus
 from .errors import LangheadsError
-from .manifest import check_model_out, write_model_folder
+from .folders import check_out_dir
+from .manifest import write_model_folder
 from .models import DTYPES, LoadedModel, load_model
 from .report import load_run, load_run_info
 from .surgery import remove_heads_
@@ -182,7 +183,7 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
     config, tokenizer and the manifest of edits."""
     from .vocab import apply_trim
 
-    check_model_out(out, overwrite)
+    check_out_dir(out, overwrite)
     if dtype not in DTYPES:
         raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     edit = remove_heads_edit(loaded.model, removed, uniform)
@@ -196,7 +197,15 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
 
 def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True) -> tuple[PruneResult, dict]:
     """Library entry point for `langheads prune`."""
-    check_model_out(out, overwrite)
+    from .folders import writing
+
+    check_out_dir(out, overwrite)
+    with writing(Path(out), "model folder"):
+        return _prune(settings, Path(out), overwrite, progress)
+
+
+def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) -> tuple[PruneResult, dict]:
+    check_out_dir(out, overwrite)
     info = load_run_info(settings.scan)
     trimming = settings.trim_vocab or settings.max_vocab is not None
     if trimming:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LangheadsError
+from .folders import check_out_dir, mark, partial_dir
 from .kinds import KINDS, LAHIS_KINDS
 
 
@@ -36,16 +37,6 @@ def versions() -> dict:
     return {"langheads": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to write over an existing folder unless asked to (scan, prune and evaluate outputs)."""
-    if out.exists() and not overwrite:
-        raise LangheadsError(f"{out} already exists (an earlier run?); pass --overwrite to replace it")
-
-
-def partial_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".partial")
-
-
 def write_run(result, out: Path, overwrite: bool = False) -> Path:
     """Write every file into `<out>.partial/run`, then move it to `out` in one rename."""
     check_out_dir(out, overwrite)
@@ -54,6 +45,7 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    mark(staging, "run")
     result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
     result.per_text.to_parquet(staging / "per_text.parquet", index=False)
     info = {
@@ -66,6 +58,7 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
         "method": {"name": plan.method.name, "per_text_value": plan.method.value_meaning},
         "settings": asdict(s),
         "rule": result.rule,
+        "sample_note": sample_note(result),
         "counts": count_kinds(result.heads),
         "versions": versions(),
         "heads": result.heads,
@@ -111,6 +104,18 @@ def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str) 
     plt.close(fig)
 
 
+SMALL_SAMPLE = 8  # below this many texts a bootstrap interval covers less often than it claims
+
+
+def sample_note(result) -> str | None:
+    """A warning when some language's intervals rest on fewer than SMALL_SAMPLE texts."""
+    few = {w.lang: len(w.text_ids) for w in result.plan.work if len(w.text_ids) < SMALL_SAMPLE}
+    if not few:
+        return None
+    return ("intervals on fewer than 8 texts (" + ", ".join(f"{lang} {n}" for lang, n in few.items()) +
+            ") cover less often than their stated 95%: treat their kinds as provisional")
+
+
 def summary(result, per_language: int = 3) -> str:
     s = result.plan.settings
     counts = count_kinds(result.heads)
@@ -118,6 +123,8 @@ def summary(result, per_language: int = 3) -> str:
     if "false_matters_bound" in result.rule:
         lines.append(f"intervals: {result.rule['n_intervals']}; {result.rule['false_matters_bound']}")
     lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if sample_note(result):
+        lines.append("note: " + sample_note(result))
     rel = result.scores.set_index(["layer", "head", "language"])["rel_increase"]
     for lang in s.languages:
         own = [h for h in result.heads if h["kind"] == "language-specific" and h["languages"] == [lang]]

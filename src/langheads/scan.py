@@ -23,6 +23,7 @@ from . import heads as H
 from . import nll
 from .corpus import Corpus, language_key, load_corpus
 from .errors import LangheadsError
+from .folders import is_ours, mark, write_json_atomically
 from .kinds import IntervalRule, LahisRule
 from .models import LoadedModel, load_model
 from .scoring import METHODS, ScoringMethod
@@ -238,9 +239,13 @@ def check_memory(plan: Plan) -> None:
 
 # ---- scoring ---------------------------------------------------------------------------
 
-def _settings_key(plan: Plan) -> dict:
-    s = asdict(plan.settings)
-    return {"settings": s, "model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256}
+def _values_key(plan: Plan) -> dict:
+    """What the per-text values depend on, and nothing else: thresholds, rules, the bootstrap
+    and the language list are applied at the end and never invalidate finished languages."""
+    s = plan.settings
+    return {"model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
+            "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "device": s.device,
+            "batch_tokens": s.batch_tokens, "chunk_tokens": s.chunk_tokens, "compile": s.compile}
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:
@@ -249,30 +254,78 @@ def _atomic_save_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def score_languages(plan: Plan, partial: Path, progress: bool = True) -> dict[str, dict]:
+def open_store(partial: Path, key: dict, overwrite: bool) -> None:
+    """Make or check the work-in-progress folder: never delete one langheads did not make, never
+    mix work of another model, corpus or method; `overwrite` replaces our own."""
+    key_file = partial / "scan-key.json"
+    if partial.exists():
+        if not is_ours(partial):
+            raise LangheadsError(f"{partial} exists and was not made by langheads; left alone: move it or choose "
+                                 "another --out")
+        try:
+            stored = json.loads(key_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            stored = None
+        if stored != key and not overwrite:
+            why = "is damaged (no readable scan-key.json)" if stored is None else \
+                "holds work of another scan (the model, corpus, method or text settings differ)"
+            raise LangheadsError(f"{partial} {why}; rerun with --overwrite to replace it, or choose another --out")
+        if stored != key:
+            shutil.rmtree(partial)  # ours, and the user asked to replace it
+    partial.mkdir(parents=True, exist_ok=True)
+    mark(partial, "work in progress")
+    write_json_atomically(key_file, key)
+
+
+def _load_unit(path: Path, w: LanguageWork, layout: H.HeadLayout, overwrite: bool) -> dict | None:
+    """A finished language's values, checked against what it must hold; None to recompute."""
+    try:
+        with np.load(path) as f:
+            unit = {"base": f["base"], "values": f["values"], "ids": list(f["text_ids"])}
+        ok = (unit["ids"] == list(w.text_ids) and unit["base"].shape == (len(w.text_ids),)
+              and unit["values"].shape == (layout.n_layers, layout.n_heads, len(w.text_ids)))
+    except Exception:  # a truncated or foreign file: np.load raises many kinds
+        ok = False
+    if ok:
+        return unit
+    if overwrite:
+        return None
+    raise LangheadsError(f"{path} is damaged or does not match this scan's texts; rerun with --overwrite to "
+                         "compute it again")
+
+
+def check_store(plan: Plan, partial: Path, overwrite: bool = False) -> dict[str, dict]:
+    """Open the work-in-progress store and verify every finished language in it (before any
+    scoring, so a refusal is one line); returns the finished languages' values."""
+    open_store(partial, _values_key(plan), overwrite)
+    finished = {}
+    for w in plan.work:
+        done = partial / f"lang-{w.lang}.npz"
+        unit = _load_unit(done, w, plan.layout, overwrite) if done.exists() else None
+        if unit is not None:
+            finished[w.lang] = unit
+    return finished
+
+
+def score_languages(plan: Plan, partial: Path, progress: bool = True, overwrite: bool = False) -> dict[str, dict]:
     """Per-text values for every language, reusing languages finished by an earlier attempt."""
     from tqdm.auto import tqdm
 
-    key = _settings_key(plan)
-    key_file = partial / "scan-key.json"
-    if partial.exists() and (not key_file.exists() or json.loads(key_file.read_text()) != key):
-        shutil.rmtree(partial)  # left by a different scan: nothing to reuse
-    partial.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(json.dumps(key, sort_keys=True))
+    finished = check_store(plan, partial, overwrite)
     model, layout = plan.loaded.model, plan.layout
     results = {}
     bar = tqdm(total=plan.total_units(), desc=f"scan ({plan.settings.method})", unit="unit", disable=not progress)
     for w in plan.work:
         done = partial / f"lang-{w.lang}.npz"
         batches = plan.batches(w)
-        if done.exists():
-            with np.load(done) as f:
-                results[w.lang] = {"base": f["base"], "values": f["values"]}
+        unit = finished.get(w.lang)
+        if unit is not None:
+            results[w.lang] = unit
             bar.update(plan.method.work_units(layout, batches))
             continue
         bar.set_postfix_str(w.lang)
         out = plan.method.score_language(model, layout, batches, len(w.text_ids), bar.update)
-        _atomic_save_npz(done, base=out.base_nll, values=out.values)
+        _atomic_save_npz(done, base=out.base_nll, values=out.values, text_ids=np.array(w.text_ids))
         results[w.lang] = {"base": out.base_nll, "values": out.values}
     bar.close()
     return results
@@ -312,9 +365,9 @@ class ScanResult:
     plan: Plan
 
 
-def run_scan(plan: Plan, partial: Path, progress: bool = True) -> ScanResult:
+def run_scan(plan: Plan, partial: Path, progress: bool = True, overwrite: bool = False) -> ScanResult:
     s = plan.settings
-    raw = score_languages(plan, partial, progress)
+    raw = score_languages(plan, partial, progress, overwrite)
     rule = s.make_rule()
     frames, per_text = [], []
     for w in plan.work:

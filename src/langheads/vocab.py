@@ -542,11 +542,22 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
     """Library entry point for `langheads trim`: write a folder with the trimmed vocabulary."""
     from pathlib import Path
 
-    from .manifest import check_model_out, write_model_folder
+    from .folders import check_out_dir
+    from .manifest import write_model_folder
     from .models import DTYPES, load_model
 
+    from .folders import writing
+
     out = Path(out)
-    check_model_out(out, overwrite)
+    check_out_dir(out, overwrite)
+    with writing(out, "model folder"):
+        return _trim(settings, out, overwrite)
+
+
+def _trim(settings: TrimSettings, out, overwrite: bool) -> VocabChoice:
+    from .manifest import write_model_folder
+    from .models import DTYPES, load_model
+
     texts, extra = texts_for_trimming(settings.keep, settings.data, settings.vocab_texts)
     loaded = load_model(settings.model)
     choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra, settings.rarity)

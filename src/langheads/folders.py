@@ -1,0 +1,80 @@
+"""Which folders are langheads' own, and the rules for touching them.
+
+Every folder langheads writes carries a marker: `.langheads` (run folders, evaluations, work in
+progress) or its manifest `langheads.json` (model folders). `--overwrite` replaces only a marked
+folder; anything else a user has at that path is refused and left alone, as is a
+work-in-progress folder langheads did not make.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from .errors import LangheadsError
+
+MARKER = ".langheads"
+MARKED_BY = (MARKER, "langheads.json")
+
+
+def mark(folder: Path, kind: str) -> None:
+    (folder / MARKER).write_text(f"langheads {kind}\n")
+
+
+def is_ours(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in MARKED_BY)
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that is taken, unless asked to overwrite a folder langheads wrote."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LangheadsError(f"{out} already exists and is a file; choose another --out")
+    if out.exists() and not overwrite:
+        raise LangheadsError(f"{out} already exists (an earlier run?); pass --overwrite to replace it")
+    if out.exists() and not is_ours(out):
+        raise LangheadsError(f"{out} exists and is not a folder langheads wrote (no {MARKER} or langheads.json); "
+                             "refusing to replace it: choose another --out")
+
+
+def partial_dir(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".partial")
+
+
+def write_json_atomically(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def writing(path: Path, what: str):
+    """Hold the lock for writing `path` (an output folder, a cache entry): a second writer is
+    told in one line who holds it. The lock file sits beside `path` and goes when released."""
+    import fcntl
+    import socket
+    import time
+
+    path = Path(path)
+    lock_file = path.with_name(path.name + ".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise LangheadsError(f"{what} {path} is being written by {holder}; wait for it to finish, or choose "
+                             "another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        lock_file.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -1,0 +1,130 @@
+"""Nothing that is not langheads' is deleted, and no finished work is thrown away: the data-loss
+cases of the hardening issue, each shown safe."""
+import pytest
+
+from langheads import report, scan
+from langheads.cli import main
+from langheads.errors import LangheadsError
+from langheads.scoring.exact import ExactAblation
+
+
+@pytest.fixture
+def crashed(tiny_dirs, sample_data, tmp_path, monkeypatch):
+    """A scan of en,fr that died after scoring, before writing its run folder; returns
+    (argv builder, out, partial folder)."""
+    out = tmp_path / "run"
+
+    def argv(*extra, model="llama", languages="en,fr"):
+        return ["scan", "--model", str(tiny_dirs[model]), "--data", str(sample_data), "--languages", languages,
+                "--out", str(out), "--bootstrap", "20", "--quiet", *extra]
+
+    def die(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_run", die)
+    assert main(argv()) == 130  # Ctrl-C: one line, exit 130, finished languages kept
+    monkeypatch.undo()
+    partial = report.partial_dir(out)
+    assert sorted(p.name for p in partial.glob("lang-*.npz")) == ["lang-en.npz", "lang-fr.npz"]
+    return argv, out, partial
+
+
+def test_other_threshold_bootstrap_and_one_more_language_reuse_finished_work(crashed, monkeypatch):
+    argv, out, partial = crashed
+    scored = []
+    real = ExactAblation.score_language
+
+    def counting(self, model, layout, batches, n_texts, advance):
+        scored.append(n_texts)
+        return real(self, model, layout, batches, n_texts, advance)
+
+    monkeypatch.setattr(ExactAblation, "score_language", counting)
+    assert main(argv("--threshold", "0.05", "--bootstrap", "30", languages="en,fr,hi")) == 0
+    assert len(scored) == 1  # only hi was computed
+    assert (out / "scores.csv").exists() and not partial.exists()
+    import pandas as pd
+
+    assert set(pd.read_csv(out / "scores.csv")["language"]) == {"en", "fr", "hi"}
+
+
+def test_store_of_another_model_is_refused_and_kept(crashed, capsys):
+    argv, out, partial = crashed
+    before = sorted(p.name for p in partial.iterdir())
+    assert main(argv(model="qwen2")) == 2
+    assert "holds work of another scan" in capsys.readouterr().err
+    assert sorted(p.name for p in partial.iterdir()) == before
+    assert main(argv("--overwrite", model="qwen2")) == 0  # ours, and asked for: replaced
+    assert (out / "scores.csv").exists()
+
+
+def test_partial_folder_not_made_by_langheads_is_left_alone(tiny_dirs, sample_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    stranger = report.partial_dir(out)
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
+                     "--out", str(out), "--quiet", *extra]) == 2
+        assert "was not made by langheads; left alone" in capsys.readouterr().err
+    assert (stranger / "notes.txt").read_text() == "mine" and not out.exists()
+
+
+def test_damaged_work_in_progress_is_named_and_overwrite_recovers(crashed, capsys):
+    argv, out, partial = crashed
+    (partial / "lang-en.npz").write_bytes(b"truncated")
+    assert main(argv()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lang-en.npz is damaged" in err[0] and "--overwrite" in err[0]
+    (partial / "scan-key.json").write_text("{half")
+    assert main(argv()) == 2
+    assert "is damaged (no readable scan-key.json)" in capsys.readouterr().err
+    assert main(argv("--overwrite")) == 0 and (out / "scores.csv").exists()
+
+
+def test_cache_clear_leaves_a_running_conversion(tmp_path, monkeypatch):
+    from langheads import models
+
+    monkeypatch.setenv("LANGHEADS_CACHE", str(tmp_path))
+    done = tmp_path / "models" / "abc"
+    running = tmp_path / "models" / ".def.x1y2"
+    for folder in (done, running):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"x")
+    (done / "langheads_source.json").write_text('{"gguf": "m.gguf"}')
+    assert models.clear_cache() == 1
+    assert not done.exists() and (running / "model.safetensors").exists()
+
+
+def test_library_refuses_like_the_cli():
+    with pytest.raises(LangheadsError, match="--texts must be a whole number >= 2"):
+        scan.ScanSettings(texts=1)
+    from langheads import load_model
+
+    with pytest.raises(LangheadsError, match="no CUDA device"):
+        load_model("default", device="cuda")
+
+
+def test_small_samples_are_said_to_be_small(tiny_dirs, sample_data, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--out", str(out), "--bootstrap", "20", "--quiet", "--texts", "3"]) == 0
+    assert "note: intervals on fewer than 8 texts (en 3, fr 3)" in capsys.readouterr().out
+    assert "fewer than 8 texts" in json.loads((out / "heads.json").read_text())["sample_note"]
+
+
+def test_one_writer_at_a_time(tiny_dirs, sample_data, tmp_path, capsys):
+    """While one process writes a folder, a second writer is told who holds it, in one line."""
+    from langheads.folders import writing
+
+    out = tmp_path / "run"
+    with writing(out, "run folder"):
+        assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
+                     "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is being written by pid" in err[0]
+        assert main(["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(out)]) == 2
+    assert not out.exists() and not (tmp_path / "run.lock").exists()
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
+                 "--out", str(out), "--quiet", "--bootstrap", "20"]) == 0
