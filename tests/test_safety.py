@@ -128,3 +128,30 @@ def test_one_writer_at_a_time(tiny_dirs, sample_data, tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "run.lock").exists()
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
                  "--out", str(out), "--quiet", "--bootstrap", "20"]) == 0
+
+
+def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path, capsys):
+    """A truncated scores.csv, a lost column or an unversioned heads.json: one line naming the
+    file, never a partial read."""
+    import json
+
+    run = tmp_path / "run"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--out", str(run), "--quiet", "--bootstrap", "20"]) == 0
+    assert len(report.load_run(run)) == 3 * 4 * 2
+    capsys.readouterr()
+    scores = (run / "scores.csv").read_text()
+    cases = [
+        ("scores.csv", scores[: len(scores) // 2], "cut short"),
+        ("scores.csv", scores.replace("ci_low", "lo", 1), "no column ci_low"),
+        ("heads.json", json.dumps({k: v for k, v in json.loads((run / "heads.json").read_text()).items()
+                                   if k != "format_version"}), "written before format_version 1"),
+    ]
+    for name, text, message in cases:
+        original = (run / name).read_text()
+        (run / name).write_text(text)
+        assert main(["compare", str(run), str(run)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        (run / name).write_text(original)
+    assert main(["compare", str(run), str(run)]) == 0

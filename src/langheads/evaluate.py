@@ -116,6 +116,6 @@ def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
     result["table"].to_csv(out / "eval.csv", index=False, float_format="%.6g")
     (out / "generations.jsonl").write_text(
         "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in result["generations"]), encoding="utf-8")
-    meta = {k: v for k, v in result.items() if k not in ("table", "generations")}
+    meta = {"format_version": 1, **{k: v for k, v in result.items() if k not in ("table", "generations")}}
     meta["table"] = result["table"].to_dict(orient="records")
     (out / "eval.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -49,6 +49,7 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
     result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
     result.per_text.to_parquet(staging / "per_text.parquet", index=False)
     info = {
+        "format_version": RUN_FORMAT_VERSION,
         "model": {"spec": s.model, "id": plan.loaded.model_id, "sha256": plan.loaded.model_hash,
                   "layers": plan.layout.n_layers, "heads": plan.layout.n_heads,
                   "kv_heads": plan.layout.n_kv_heads, "head_dim": plan.layout.head_dim,
@@ -135,13 +136,32 @@ def summary(result, per_language: int = 3) -> str:
     return "\n".join(lines)
 
 
+RUN_FORMAT_VERSION = 1
+SCORE_COLUMNS = ["layer", "head", "language", "delta_nll", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
+                 "rel_ci_high", "base_nll", "n_texts"]
+
+
 def load_run(run_dir: str | Path) -> pd.DataFrame:
-    """A finished run's scores.csv as a DataFrame (heads.json's kinds as extra columns)."""
+    """A finished run's scores.csv as a DataFrame (heads.json's kinds as extra columns), checked
+    whole: every column, one row per (layer, head, language), no missing value."""
     run_dir = Path(run_dir)
-    if not (run_dir / "scores.csv").exists() or not (run_dir / "heads.json").exists():
-        raise LangheadsError(f"{run_dir}: not a finished langheads run (no scores.csv / heads.json)")
-    scores = pd.read_csv(run_dir / "scores.csv")
-    heads = json.loads((run_dir / "heads.json").read_text(encoding="utf-8"))["heads"]
+    info = load_run_info(run_dir)
+    path = run_dir / "scores.csv"
+    if not path.is_file():
+        raise LangheadsError(f"{run_dir}: not a finished langheads run (no scores.csv)")
+    try:
+        scores = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise LangheadsError(f"{path}: damaged ({str(e).splitlines()[0]})") from None
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    model, languages = info["model"], info["settings"]["languages"]
+    expected = model["layers"] * model["heads"] * len(languages)
+    if missing:
+        raise LangheadsError(f"{path}: damaged (no column {missing[0]})")
+    if len(scores) != expected or scores[SCORE_COLUMNS].isna().any().any():
+        raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
+                             f"{model['layers']} layers x {model['heads']} heads x {len(languages)} languages)")
+    heads = info["heads"]
     kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
                            "kind_languages": ",".join(h["languages"])} for h in heads])
     return scores.merge(kinds, on=["layer", "head"], how="left")
@@ -154,7 +174,11 @@ def load_run_info(run_dir: str | Path) -> dict:
         raise LangheadsError(f"{run_dir}: not a finished langheads run (no heads.json)")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-        info["settings"], info["model"], info["heads"]  # noqa: B018 - the keys every reader needs
+        version = info["format_version"]
+        info["settings"]["languages"], info["model"]["layers"], info["heads"]  # noqa: B018 - what readers need
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise LangheadsError(f"{path}: damaged (not the JSON a scan writes)") from None
+        raise LangheadsError(f"{path}: damaged, or written before format_version 1 (not the JSON a scan "
+                             "writes); scan again") from None
+    if version != RUN_FORMAT_VERSION:
+        raise LangheadsError(f"{path}: format_version {version}; this langheads reads {RUN_FORMAT_VERSION}")
     return info
