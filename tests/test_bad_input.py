@@ -19,7 +19,22 @@ def world(tmp_path_factory, tiny_dirs, sample_data):
     (root / "broken-run").mkdir()
     (root / "broken-run" / "heads.json").write_text("{not json")
     (root / "file.txt").write_text("a file")
-    return {"root": root, "model": str(tiny_dirs["llama"]), "data": str(sample_data), "scan": str(scan)}
+    import shutil
+
+    broken = {}
+    for name in ("unknown-type", "bad-config", "no-tokenizer", "cut-weights"):
+        broken[name] = root / name
+        shutil.copytree(tiny_dirs["llama"], broken[name])
+    config = broken["unknown-type"] / "config.json"
+    config.write_text(config.read_text().replace('"model_type": "llama"', '"model_type": "wizard"'))
+    (broken["bad-config"] / "config.json").write_text("{broken")
+    for f in broken["no-tokenizer"].glob("tokenizer*"):
+        f.unlink()
+    weights = next(broken["cut-weights"].glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:200])
+    (root / "junk.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"junk" * 10)
+    return {"root": root, "model": str(tiny_dirs["llama"]), "data": str(sample_data), "scan": str(scan),
+            **{k: str(v) for k, v in broken.items()}}
 
 
 def scan(w, *extra):
@@ -110,6 +125,13 @@ CASES = [
     ("languages missing data", lambda w: ["languages", "--data", str(w["root"] / "nope")], "data not found"),
     ("cache unknown action", lambda w: ["cache", "wipe"], "invalid choice: 'wipe'"),
     ("no command", lambda w: [], "the following arguments are required: command"),
+    ("model of unknown type", lambda w: ["info", w["unknown-type"]], "cannot load model"),
+    ("invalid config.json", lambda w: ["info", w["bad-config"]], "cannot load model"),
+    ("model without tokenizer", lambda w: ["info", w["no-tokenizer"]], "cannot load model"),
+    ("truncated safetensors", lambda w: ["info", w["cut-weights"]], "cannot load model"),
+    ("GGUF magic then junk", lambda w: ["info", str(w["root"] / "junk.gguf")], "cannot load model"),
+    ("out under a file", lambda w: scan(w)[:-3] + ["--out", str(w["root"] / "file.txt" / "run")], "is a file"),
+    ("out is .", lambda w: scan(w)[:-3] + ["--out", "."], "already exists"),
 ]
 
 

@@ -66,10 +66,11 @@ def cmd_cache(args) -> None:
 
 
 def cmd_scan(args) -> None:
-    from .folders import writing
+    from .folders import check_out_dir, writing
 
     if args.dry_run:
         return _scan(args)
+    check_out_dir(Path(args.out), args.overwrite)  # before the lock, whose file sits beside it
     with writing(Path(args.out), "run folder"):
         _scan(args)
 

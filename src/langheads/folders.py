@@ -29,6 +29,9 @@ def is_ours(folder: Path) -> bool:
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse an output path that is taken, unless asked to overwrite a folder langheads wrote."""
     out = Path(out)
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise LangheadsError(f"{out}: {above} is a file, so no folder can be made under it; choose another --out")
     if out.exists() and not out.is_dir():
         raise LangheadsError(f"{out} already exists and is a file; choose another --out")
     if out.exists() and not overwrite:
@@ -39,7 +42,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def partial_dir(out: Path) -> Path:
-    return Path(out).with_name(Path(out).name + ".partial")
+    out = Path(out).resolve()  # "." has no name to put .partial after
+    return out.with_name(out.name + ".partial")
 
 
 def write_json_atomically(path: Path, data) -> None:
@@ -56,7 +60,7 @@ def writing(path: Path, what: str):
     import socket
     import time
 
-    path = Path(path)
+    path = Path(path).resolve()
     lock_file = path.with_name(path.name + ".lock")
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock_file, "a+")

@@ -187,7 +187,19 @@ def _looks_like_hub_id(spec: str) -> bool:
 
 
 def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer from `default`, a `.gguf` file, a folder or a hub id."""
+    """Load a causal LM and its tokenizer from `default`, a `.gguf` file, a folder or a hub id.
+    Whatever goes wrong while reading it (a broken config, missing tokenizer, truncated weights)
+    is one LangheadsError naming the model."""
+    try:
+        return _load_model(spec, dtype, device)
+    except (LangheadsError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # transformers, tokenizers, safetensors and gguf raise many kinds
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise LangheadsError(f"cannot load model '{spec}': {type(e).__name__}: {reason}") from None
+
+
+def _load_model(spec: str, dtype: str | torch.dtype, device: str) -> LoadedModel:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise LangheadsError(f"device '{device}' asked for, but torch sees no CUDA device")
     if isinstance(dtype, str):
