@@ -155,3 +155,11 @@ def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path
         assert len(err) == 1 and message in err[0], err
         (run / name).write_text(original)
     assert main(["compare", str(run), str(run)]) == 0
+
+
+def test_memory_estimate_cannot_be_talked_down(tiny_dirs, sample_data):
+    """A text longer than --batch-tokens still runs whole, so the estimate counts it whole."""
+    settings = dict(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en"])
+    tiny = scan.plan_scan(scan.ScanSettings(**settings, batch_tokens=1))
+    longest = max(len(t) for w in tiny.work for t in w.token_lists)
+    assert tiny.peak_bytes() == scan.plan_scan(scan.ScanSettings(**settings, batch_tokens=longest)).peak_bytes()

@@ -155,7 +155,8 @@ class Plan:
         vocab = self.loaded.model.get_output_embeddings().weight.shape[0]
         longest = max(len(t) for w in self.work for t in w.token_lists)
         bytes_per = torch.finfo(self.loaded.model.dtype).bits // 8
-        rows_tokens = self.settings.batch_tokens
+        # a text longer than --batch-tokens still runs whole: a tiny value cannot hide the cost
+        rows_tokens = max(self.settings.batch_tokens, longest)
         activations = rows_tokens * (8 * hidden + 3 * inter) * bytes_per
         attention = rows_tokens * self.layout.n_heads * longest * 4 * 2
         logits = self.settings.chunk_tokens * vocab * 4 * 3
