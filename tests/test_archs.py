@@ -58,3 +58,10 @@ def test_info_lists_the_families_and_a_models_kv_cost(capsys, tiny_dirs):
     assert main(["info", str(tiny_dirs["llama"])]) == 0
     # 3 layers x K and V x 2 KV heads x 16 x 4 bytes
     assert "KV cache       768 bytes per token" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "xglm", "bloom", "falcon"])
+def test_uniform_is_refused_where_the_config_ties_the_head_size(arch):
+    model = synthetic.tiny(arch)
+    with pytest.raises(LangheadsError, match="ties the head size to .* save without --uniform"):
+        archs.adapter_for(model).uniform_config(model.config, 2)

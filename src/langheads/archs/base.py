@@ -186,3 +186,18 @@ class Adapter:
             counts = self.head_counts(self.attention_of(layer), layout)
             total += 0 if counts is None else 2 * counts[1] * layout.head_dim * model.dtype.itemsize
         return total
+
+
+class TransformerH(Adapter):
+    """GPT-2's layout, shared by BLOOM and Falcon: the decoder stack at transformer.h, the
+    final norm at transformer.ln_f."""
+
+    body = "transformer"
+    layers = "transformer.h"
+    final_norm = "transformer.ln_f"
+
+
+def head_size_is_tied(family: str, ratio: str):
+    """The refusal of --uniform for configs that derive the head size from the head count."""
+    return LangheadsError(f"--uniform: {family}'s config ties the head size to {ratio}, so fewer heads cannot be "
+                          "expressed; save without --uniform")

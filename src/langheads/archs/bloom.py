@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import Adapter, HeadLayout, projection_input
+from .base import HeadLayout, TransformerH, head_size_is_tied, projection_input
 
 
 class BloomNoAttention(nn.Module):
@@ -43,12 +43,9 @@ def keep_alibi_rows(attn, heads: list[int], n_heads: int) -> None:
     attn.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-class Bloom(Adapter):
+class Bloom(TransformerH):
     family = "bloom"
     model_types = ("bloom",)
-    body = "transformer"
-    layers = "transformer.h"
-    final_norm = "transformer.ln_f"
     attention = "self_attention"
     out_proj = "dense"
     head_major_kwargs = ("alibi",)
@@ -82,5 +79,4 @@ class Bloom(Adapter):
         return (attn.num_heads, attn.num_heads) if hasattr(attn, "query_key_value") else None
 
     def uniform_config(self, config, n_heads):
-        raise LangheadsError("--uniform: BLOOM's config ties the head size to hidden_size / n_head, so fewer heads "
-                             "cannot be expressed; save without --uniform")
+        raise head_size_is_tied("BLOOM", "hidden_size / n_head")

@@ -8,15 +8,12 @@ from __future__ import annotations
 import torch
 
 from ..errors import LangheadsError
-from .base import Adapter, HeadLayout, linear, projection_input
+from .base import HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
 
 
-class Falcon(Adapter):
+class Falcon(TransformerH):
     family = "falcon"
     model_types = ("falcon",)
-    body = "transformer"
-    layers = "transformer.h"
-    final_norm = "transformer.ln_f"
     attention = "self_attention"
     out_proj = "dense"
 
@@ -67,5 +64,4 @@ class Falcon(Adapter):
         return attn.num_heads, (attn.num_kv_heads if attn.new_decoder_architecture or not attn.multi_query else 1)
 
     def uniform_config(self, config, n_heads):
-        raise LangheadsError("--uniform: Falcon's config ties the head size to hidden_size / num_attention_heads, "
-                             "so fewer heads cannot be expressed; save without --uniform")
+        raise head_size_is_tied("Falcon", "hidden_size / num_attention_heads")

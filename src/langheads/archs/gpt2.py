@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import LangheadsError
-from .base import Adapter, HeadLayout, NoAttention, projection_input
+from .base import HeadLayout, NoAttention, TransformerH, head_size_is_tied, projection_input
 
 
-class GPT2(Adapter):
+class GPT2(TransformerH):
     family = "gpt2"
     model_types = ("gpt2",)
-    body = "transformer"
-    layers = "transformer.h"
-    final_norm = "transformer.ln_f"
     attention = "attn"
     out_proj = "c_proj"
 
@@ -48,5 +44,4 @@ class GPT2(Adapter):
         return n, n
 
     def uniform_config(self, config, n_heads):
-        raise LangheadsError("--uniform: GPT-2's config ties the head size to n_embd / n_head, so fewer heads "
-                             "cannot be expressed; save without --uniform")
+        raise head_size_is_tied("GPT-2", "n_embd / n_head")

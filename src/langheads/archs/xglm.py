@@ -4,7 +4,7 @@ attention reshapes with num_heads and embed_dim, which follow the kept heads."""
 from __future__ import annotations
 
 from ..errors import LangheadsError
-from .base import Adapter, HeadLayout
+from .base import Adapter, HeadLayout, head_size_is_tied
 
 
 class XGLM(Adapter):
@@ -29,5 +29,4 @@ class XGLM(Adapter):
         return (attn.num_heads, attn.num_heads) if hasattr(attn, "q_proj") else None
 
     def uniform_config(self, config, n_heads):
-        raise LangheadsError("--uniform: XGLM's config ties the head size to d_model / attention_heads, so fewer "
-                             "heads cannot be expressed; save without --uniform")
+        raise head_size_is_tied("XGLM", "d_model / attention_heads")
