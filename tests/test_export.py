@@ -127,3 +127,15 @@ def test_default_model_trimmed_runs_in_llama_cpp(default_model, tmp_path):
     texts = [t.text for lang in ("en", "hi") for t in corpus.texts(lang, "report")[:2]]
     gap = export.llama_cpp_gap(small, path, texts)
     assert gap["same_tokens"] == len(texts) and gap["max_logprob_gap"] < 0.05
+
+
+def test_export_check_runs_both_readers(variants, tmp_path, capsys):
+    import importlib.util
+
+    extra = ["--llama-cpp"] if importlib.util.find_spec("llama_cpp") else []
+    assert main(["export", str(variants["trim"]), "--gguf", str(tmp_path / "c.gguf"), "--check", "en,hi",
+                 "--data", str(variants["trim"].parent / "data.jsonl"), *extra]) == 0
+    out = capsys.readouterr().out
+    assert "transformers' GGUF reader: largest logit gap" in out and "texts: True" in out
+    if extra:
+        assert "llama.cpp: next-token log-probability gap" in out

@@ -163,14 +163,23 @@ def cmd_export(args) -> None:
         raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
     if args.type not in TYPES:
         raise LangheadsError(f"unknown GGUF type '{args.type}'; choose one of {', '.join(TYPES)}")
-    loaded = load_model(args.model)
-    export_gguf(loaded, out, args.type, args.overwrite)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})")
-    if args.check:
+    if args.llama_cpp and not args.check:
+        raise LangheadsError("--llama-cpp is a kind of --check: give --check LANGS too")
+    texts = []
+    if args.check:  # read before the model loads: a missing language is refused at once
         from .corpus import load_corpus
 
         corpus = load_corpus(args.data)
         texts = [t.text for lang in _langs(args.check) for t in corpus.texts(lang, "report")]
+        if args.llama_cpp:
+            import importlib.util
+
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise LangheadsError("--llama-cpp needs llama-cpp-python: pip install 'langheads[llamacpp]'")
+    loaded = load_model(args.model)
+    export_gguf(loaded, out, args.type, args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})")
+    if args.check:
         gap = transformers_gap(loaded, out, texts)
         print(f"transformers' GGUF reader: largest logit gap {gap['max_rel_logit_gap']:.2e} x the largest logit; "
               f"same tokens on all {gap['texts']} texts: {gap['same_tokens']}")
