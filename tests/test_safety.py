@@ -164,3 +164,16 @@ def test_memory_estimate_cannot_be_talked_down(tiny_dirs, sample_data):
     longest = max(len(t) for w in plan.work for t in w.token_lists)
     # one longest text's activations in the tiny llama (hidden 64, MLP 96, float32)
     assert plan.peak_bytes() >= longest * (8 * 64 + 3 * 96) * 4
+
+
+def test_a_run_folder_from_before_markers_is_still_ours(tmp_path):
+    import json
+
+    from langheads.folders import is_ours
+
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "heads.json").write_text(json.dumps({"versions": {"langheads": "0.1.0"}}))
+    assert is_ours(old)
+    (old / "heads.json").write_text(json.dumps({"versions": {"other": "1"}}))
+    assert not is_ours(old)

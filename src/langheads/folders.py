@@ -23,7 +23,12 @@ def mark(folder: Path, kind: str) -> None:
 
 
 def is_ours(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in MARKED_BY)
+    if any((folder / name).is_file() for name in MARKED_BY):
+        return True
+    try:  # a run folder from before markers: its heads.json names langheads as the writer
+        return "langheads" in json.loads((folder / "heads.json").read_text(encoding="utf-8"))["versions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
