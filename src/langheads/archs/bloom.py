@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import HeadLayout, TransformerH, head_size_is_tied, projection_input
+from .base import HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
 
 
 class BloomNoAttention(nn.Module):
@@ -61,14 +61,9 @@ class Bloom(TransformerH):
         D = layout.head_dim
         o_w, q_src = projection_input(attn.dense.weight, slots, D, dim=1)
         idx = torch.tensor([h * 3 * D + i for h in q_src for i in range(3 * D)], device=o_w.device)
-        qkv = nn.Linear(attn.query_key_value.in_features, len(idx), device=o_w.device, dtype=o_w.dtype)
-        dense = nn.Linear(o_w.shape[1], o_w.shape[0], device=o_w.device, dtype=o_w.dtype)
-        with torch.no_grad():
-            qkv.weight.copy_(attn.query_key_value.weight.index_select(0, idx))
-            qkv.bias.copy_(attn.query_key_value.bias.index_select(0, idx))
-            dense.weight.copy_(o_w)
-            dense.bias.copy_(attn.dense.bias)
-        attn.query_key_value, attn.dense = qkv, dense
+        qkv = attn.query_key_value
+        attn.query_key_value = linear(qkv.weight.index_select(0, idx), qkv.bias.index_select(0, idx))
+        attn.dense = linear(o_w, attn.dense.bias)
         attn.num_heads = len(slots)
         keep_alibi_rows(attn, q_src, layout.n_heads)
 
