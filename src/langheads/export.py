@@ -115,7 +115,7 @@ def _write_metadata(w, model, tokenizer, n_head: int, n_kv: int, file_type, mani
     w.add_add_space_prefix(space_prefix)
 
 
-def _ggml_type(name: str, data: np.ndarray, kind: str):
+def _ggml_type(data: np.ndarray, kind: str):
     import gguf
 
     if data.ndim == 1 or kind == "f32":
@@ -167,7 +167,7 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -
             elif family.permute_qk and base.endswith("k_proj"):
                 t = _permute(t, n_kv)
             data = t.numpy()
-            qtype = _ggml_type(name, data, kind)
+            qtype = _ggml_type(data, kind)
             if qtype == gguf.GGMLQuantizationType.F16:
                 data = data.astype(np.float16)
             elif qtype == gguf.GGMLQuantizationType.Q8_0:

@@ -508,12 +508,11 @@ def texts_for_trimming(keep: list[str], data: str | None, vocab_texts: str | Non
 
 def apply_trim(loaded, choice: VocabChoice, manifest):
     """Trim `loaded` in place (model rows, tokenizer); returns the extended manifest and a
-    function that writes the trimmed tokenizer into a folder."""
-    original = loaded.tokenizer
+    function that writes the trimmed tokenizer into a folder (the tokenizer is trimmed once)."""
     trim_model_(loaded.model, choice.kept_ids)
-    loaded.tokenizer = trimmed_tokenizer(original, choice.kept_ids)
+    loaded.tokenizer = trimmed_tokenizer(loaded.tokenizer, choice.kept_ids)
     edit = {"op": "trim_vocab", "original_size": choice.original_size, "kept_ids": choice.kept_ids}
-    return manifest.with_edit(edit, choice.record()), lambda folder: save_trimmed_tokenizer(original, choice.kept_ids, folder)
+    return manifest.with_edit(edit, choice.record()), loaded.tokenizer.save_pretrained
 
 
 @dataclass
