@@ -11,9 +11,10 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
-# The tests also check GGUF exports in llama.cpp itself: llama-cpp-python builds it from source once.
+# The tests also check GGUF exports in llama.cpp itself (llama-cpp-python builds it from source
+# once) and 4-bit scans (bitsandbytes).
 $(VENV)/.installed-test: $(VENV)/.installed
-	EXTRAS=test,llamacpp bash scripts/setup.sh
+	EXTRAS=test,llamacpp,quant bash scripts/setup.sh
 	touch $@
 
 # 8 languages x 4 scoring texts cut to 48 tokens: all 72 heads of Gemma 3 270M in ~10 min on 2 CPU cores.

@@ -57,22 +57,22 @@ def test_bootstrap_depends_on_seed_layer_head_language_only(tiny_dirs, sample_da
 def test_crash_keeps_finished_languages_and_no_half_run(tiny_dirs, sample_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     calls = []
-    real = ExactAblation.score_language
+    real = ExactAblation.score_unit
 
-    def flaky(self, model, layout, batches, n_texts, advance):
-        calls.append(n_texts)
-        if len(calls) == 2:
+    def flaky(self, model, layout, batch, layers):
+        calls.append(layers)
+        if len(calls) == 4:  # en's 3 layers are done, fr's first is not
             raise KeyboardInterrupt
-        return real(self, model, layout, batches, n_texts, advance)
+        return real(self, model, layout, batch, layers)
 
-    monkeypatch.setattr(ExactAblation, "score_language", flaky)
+    monkeypatch.setattr(ExactAblation, "score_unit", flaky)
     settings = dict(model=str(tiny_dirs["qwen2"]), data=str(sample_data), languages=["en", "fr"], bootstrap=50, progress=False)
     with pytest.raises(KeyboardInterrupt):
         langheads.scan_model(out, **settings)
     assert not out.exists()
-    assert (tmp_path / "run.partial" / "lang-en.npz").exists()
+    assert sorted(p.parent.name for p in (tmp_path / "run.units").glob("*/*.npz")) == ["en"] * 3
     langheads.scan_model(out, **settings)
-    assert len(calls) == 3  # en was not scored again
+    assert len(calls) == 7  # en was not scored again: 3 + the interrupted one + fr's 3
     assert out.exists() and not (tmp_path / "run.partial").exists()
 
 

@@ -6,12 +6,13 @@ from langheads import report, scan
 from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.scoring.exact import ExactAblation
+from langheads.store import store_dir
 
 
 @pytest.fixture
 def crashed(tiny_dirs, sample_data, tmp_path, monkeypatch):
     """A scan of en,fr that died after scoring, before writing its run folder; returns
-    (argv builder, out, partial folder)."""
+    (argv builder, out, store folder)."""
     out = tmp_path / "run"
 
     def argv(*extra, model="llama", languages="en,fr"):
@@ -24,24 +25,24 @@ def crashed(tiny_dirs, sample_data, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "write_run", die)
     assert main(argv()) == 130  # Ctrl-C: one line, exit 130, finished languages kept
     monkeypatch.undo()
-    partial = report.partial_dir(out)
-    assert sorted(p.name for p in partial.glob("lang-*.npz")) == ["lang-en.npz", "lang-fr.npz"]
+    partial = store_dir(out)
+    assert sorted(p.parent.name for p in partial.glob("*/*.npz")) == ["en"] * 3 + ["fr"] * 3  # 3 layers each
     return argv, out, partial
 
 
 def test_other_threshold_bootstrap_and_one_more_language_reuse_finished_work(crashed, monkeypatch):
     argv, out, partial = crashed
     scored = []
-    real = ExactAblation.score_language
+    real = ExactAblation.score_unit
 
-    def counting(self, model, layout, batches, n_texts, advance):
-        scored.append(n_texts)
-        return real(self, model, layout, batches, n_texts, advance)
+    def counting(self, model, layout, batch, layers):
+        scored.append(layers)
+        return real(self, model, layout, batch, layers)
 
-    monkeypatch.setattr(ExactAblation, "score_language", counting)
+    monkeypatch.setattr(ExactAblation, "score_unit", counting)
     assert main(argv("--threshold", "0.05", "--bootstrap", "30", languages="en,fr,hi")) == 0
-    assert len(scored) == 1  # only hi was computed
-    assert (out / "scores.csv").exists() and not partial.exists()
+    assert len(scored) == 3  # only hi's 3 layers were computed
+    assert (out / "scores.csv").exists() and not report.partial_dir(out).exists()
     import pandas as pd
 
     assert set(pd.read_csv(out / "scores.csv")["language"]) == {"en", "fr", "hi"}
@@ -49,32 +50,34 @@ def test_other_threshold_bootstrap_and_one_more_language_reuse_finished_work(cra
 
 def test_store_of_another_model_is_refused_and_kept(crashed, capsys):
     argv, out, partial = crashed
-    before = sorted(p.name for p in partial.iterdir())
+    before = sorted(p.name for p in partial.rglob("*"))
     assert main(argv(model="qwen2")) == 2
-    assert "holds work of another scan" in capsys.readouterr().err
-    assert sorted(p.name for p in partial.iterdir()) == before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds work of another scan (model_hash differ)" in err[0] and "left in place" in err[0]
+    assert sorted(p.name for p in partial.rglob("*")) == before
     assert main(argv("--overwrite", model="qwen2")) == 0  # ours, and asked for: replaced
     assert (out / "scores.csv").exists()
 
 
-def test_partial_folder_not_made_by_langheads_is_left_alone(tiny_dirs, sample_data, tmp_path, capsys):
+@pytest.mark.parametrize("beside", [store_dir, report.partial_dir])
+def test_folders_beside_the_run_not_made_by_langheads_are_left_alone(beside, tiny_dirs, sample_data, tmp_path, capsys):
     out = tmp_path / "run"
-    stranger = report.partial_dir(out)
+    stranger = beside(out)
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     for extra in ([], ["--overwrite"]):
         assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                     "--out", str(out), "--quiet", *extra]) == 2
+                     "--out", str(out), "--quiet", "--bootstrap", "20", *extra]) == 2
         assert "was not made by langheads; left alone" in capsys.readouterr().err
     assert (stranger / "notes.txt").read_text() == "mine" and not out.exists()
 
 
 def test_damaged_work_in_progress_is_named_and_overwrite_recovers(crashed, capsys):
     argv, out, partial = crashed
-    (partial / "lang-en.npz").write_bytes(b"truncated")
+    (partial / "en" / "b0000-l002-003.npz").write_bytes(b"truncated")
     assert main(argv()) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "lang-en.npz is damaged" in err[0] and "--overwrite" in err[0]
+    assert len(err) == 1 and "b0000-l002-003.npz is damaged" in err[0] and "--overwrite" in err[0]
     (partial / "scan-key.json").write_text("{half")
     assert main(argv()) == 2
     assert "is damaged (no readable scan-key.json)" in capsys.readouterr().err

@@ -11,16 +11,16 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, **settin
     from pathlib import Path
 
     from . import report
-    from .scan import ScanSettings, check_memory, plan_scan, run_scan
-
     from .folders import writing
+    from .scan import ScanSettings, check_memory, plan_scan, run_scan
+    from .store import store_dir
 
     out = Path(out_dir)
     report.check_out_dir(out, overwrite)
     with writing(out, "run folder"):
         plan = plan_scan(ScanSettings(**settings))
         check_memory(plan)
-        result = run_scan(plan, report.partial_dir(out), progress, overwrite)
+        result = run_scan(plan, store_dir(out), progress, overwrite)
         report.write_run(result, out, overwrite)
     return result
 

@@ -66,21 +66,32 @@ def cmd_cache(args) -> None:
 
 
 def cmd_scan(args) -> None:
+    from .distributed import Ranks
     from .folders import check_out_dir, writing
+    from .scan import resolve_device
 
     if args.dry_run:
-        return _scan(args)
-    check_out_dir(Path(args.out), args.overwrite)  # before the lock, whose file sits beside it
-    with writing(Path(args.out), "run folder"):
-        _scan(args)
+        return _scan(args, Ranks())
+    ranks = Ranks.from_env(resolve_device(args.device))  # under torchrun: join the other processes
+    try:
+        if not ranks.main:  # rank 0 holds the lock and writes the run folder
+            return _scan(args, ranks)
+        check_out_dir(Path(args.out), args.overwrite)  # before the lock, whose file sits beside it
+        with writing(Path(args.out), "run folder"):
+            _scan(args, ranks)
+    finally:
+        ranks.close()
 
 
-def _scan(args) -> None:
+def _scan(args, ranks) -> None:
+    import os
+
     from . import report
-    from .scan import ScanSettings, check_memory, check_store, describe_plan, plan_scan, run_scan
+    from .scan import ScanSettings, check_memory, describe_plan, open_store, plan_scan, run_scan
+    from .store import store_dir
 
     out = Path(args.out)
-    if not args.dry_run:
+    if not args.dry_run and ranks.main:
         report.check_out_dir(out, args.overwrite)
     settings = ScanSettings(
         model=args.model, languages=_langs(args.languages), method=args.method, data=args.data,
@@ -88,20 +99,27 @@ def _scan(args) -> None:
         rule=args.rule, threshold=args.threshold, agnostic_share=args.agnostic_share,
         lahis_quantile=args.lahis_quantile, lahis_min_languages=args.lahis_min_languages,
         batch_tokens=args.batch_tokens, chunk_tokens=args.chunk_tokens, device=args.device, dtype=args.dtype,
-        compile=args.compile,
+        device_map=args.device_map, load_in=args.load_in, compile=args.compile,
     )
-    plan = plan_scan(settings)
+    plan = plan_scan(settings, ranks=ranks)
+    store = store_dir(out)
     if not args.dry_run:  # before anything is printed: a refusal is one line
         check_memory(plan)
-        check_store(plan, report.partial_dir(out), args.overwrite)
-    print(describe_plan(plan), file=sys.stderr)
+        if ranks.main:
+            open_store(plan, store, args.overwrite)
+    if ranks.main:
+        n_ranks = args.ranks or int(os.environ.get("WORLD_SIZE", "1"))
+        print(describe_plan(plan, n_ranks), file=sys.stderr)
     if args.dry_run:
         return
     start = time.perf_counter()
-    result = run_scan(plan, report.partial_dir(out), progress=not args.quiet, overwrite=args.overwrite)
+    result = run_scan(plan, store, progress=not args.quiet, overwrite=args.overwrite, ranks=ranks)
+    if result is None:  # not rank 0: its units are in the store
+        return
     report.write_run(result, out, args.overwrite)
     print(report.summary(result))
-    print(f"wrote {out}/ (scores.csv, per_text.parquet, heads.json, heatmap.png) in {time.perf_counter() - start:.0f} s")
+    print(f"wrote {out}/ (scores.csv, per_text.parquet, heads.json, heatmap.png) in {time.perf_counter() - start:.0f} s;"
+          f" finished units stay in {store} for rescans with other thresholds, rules or languages")
 
 
 def cmd_compare(args) -> None:
@@ -177,6 +195,7 @@ def cmd_export(args) -> None:
             if importlib.util.find_spec("llama_cpp") is None:
                 raise LangheadsError("--llama-cpp needs llama-cpp-python: pip install 'langheads[llamacpp]'")
     loaded = load_model(args.model)
+    loaded.require_plain("GGUF export")
     export_gguf(loaded, out, args.type, args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})")
     if args.check:
@@ -257,8 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-tokens", type=int, default=1024, help="positions per chunk of full-vocabulary logits")
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    s.add_argument("--device-map", help="auto: spread one model over several GPUs (accelerate)")
+    s.add_argument("--load-in", help="4bit | 8bit: quantise with bitsandbytes (pip install 'langheads[quant]')")
     s.add_argument("--compile", action="store_true", help="torch.compile MLPs, norms and the loss (worth it on GPUs)")
-    s.add_argument("--dry-run", action="store_true", help="print the work and a time estimate, then stop")
+    s.add_argument("--dry-run", action="store_true", help="print the work units, time and memory per process, then stop")
+    s.add_argument("--ranks", type=int, help="with --dry-run: how many processes to plan for (default: $WORLD_SIZE or 1)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=cmd_scan)

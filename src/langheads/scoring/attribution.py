@@ -3,16 +3,16 @@
 Every head gets a gate of 1.0 per text (heads.scaled_heads with one row of factors per
 text). Removing a head sets its gate to 0, so to first order the text's NLL changes by
 -dNLL/dgate. Rows are independent, so one backward of the summed per-text NLLs gives every
-text's own gradient. Weights are frozen: only the gates get gradients.
+text's own gradient. Weights are frozen: only the gates get gradients. One backward gives
+every layer, so a unit is a whole batch.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .. import heads as H
 from .. import nll
-from .base import LanguageScores, ScoringMethod
+from .base import ScoringMethod, UnitScores
 
 
 def gate_gradients(model, layout, batch, chunk_tokens):
@@ -39,12 +39,7 @@ class GradientAttribution(ScoringMethod):
     value_meaning = "first-order estimate of the text's NLL increase when the head is removed: -dNLL/dgate at gate 1"
     sign = -1.0  # values are sign * dNLL/dgate
 
-    def score_language(self, model, layout, batches, n_texts, advance):
-        base = np.zeros(n_texts)
-        values = np.zeros((layout.n_layers, layout.n_heads, n_texts))
-        for batch in batches:
-            per_row, grad = gate_gradients(model, layout, batch, self.chunk_tokens)
-            base[batch.index] = per_row.double().cpu().numpy()
-            values[:, :, batch.index] = self.sign * grad.double().cpu().numpy().transpose(1, 2, 0)
-            advance(1)
-        return LanguageScores(base, values)
+    def score_unit(self, model, layout, batch, layers):
+        per_row, grad = gate_gradients(model, layout, batch, self.chunk_tokens)
+        values = self.sign * grad.double().cpu().numpy().transpose(1, 2, 0)  # [layers, heads, rows]
+        return UnitScores(per_row.double().cpu().numpy(), values[layers.start : layers.stop])

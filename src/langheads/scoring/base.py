@@ -1,8 +1,10 @@
 """The one interface every head-scoring method implements.
 
-A method turns one language's batches into per-text values for every head (and the
-unmodified model's per-text NLL). How values become one score per head (`aggregate`) is the
-method's too, so the bootstrap in scan.py works the same for all of them.
+A scan is cut into fixed units: one language's text batch at a range of layers. A method
+scores one unit at a time (`score_unit`), from nothing but the model and the batch, so any
+process can take any unit and the numbers do not depend on who computed them or in which
+order. How per-text values become one score per head (`aggregate`) is the method's too, so
+the bootstrap in scan.py works the same for all of them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,29 @@ from ..heads import HeadLayout
 from ..nll import Batch
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One fixed piece of a scan: batch `batch` of `lang`'s texts, layers first..stop-1."""
+    lang: str
+    batch: int
+    first: int
+    stop: int
+
+    @property
+    def layers(self) -> range:
+        return range(self.first, self.stop)
+
+    @property
+    def name(self) -> str:
+        return f"b{self.batch:04d}-l{self.first:03d}-{self.stop:03d}"
+
+
+@dataclass
+class UnitScores:
+    base_nll: np.ndarray   # [rows] the unmodified model's mean token NLL per text of the batch
+    values: np.ndarray     # [stop - first, n_heads, rows] the method's per-text value per head
+
+
 @dataclass
 class LanguageScores:
     base_nll: np.ndarray   # [n_texts] the unmodified model's mean token NLL per text
@@ -25,19 +50,40 @@ class LanguageScores:
 class ScoringMethod(ABC):
     name: str
     value_meaning: str     # what one per-text value is, written into heads.json
+    layers_per_unit: int | None = None  # None: every layer in one unit (one backward gives them all)
 
     def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096):
         self.chunk_tokens = chunk_tokens
         self.batch_tokens = batch_tokens
 
     @abstractmethod
-    def score_language(self, model, layout: HeadLayout, batches: list[Batch], n_texts: int,
-                       advance: Callable[[int], None]) -> LanguageScores:
-        """Per-text values for every head; call `advance(k)` as k units of work finish."""
+    def score_unit(self, model, layout: HeadLayout, batch: Batch, layers: range) -> UnitScores:
+        """Per-text values of every head in `layers`, for the texts of one batch."""
 
-    def work_units(self, layout: HeadLayout, batches: list[Batch]) -> int:
-        """How many `advance` steps score_language will report (for progress bars)."""
-        return len(batches)
+    def unit_flops(self, layout: HeadLayout, batch: Batch, layers: range, body: int, head: int) -> float:
+        """Rough FLOPs of one unit, given the decoder's and the output layer's parameter counts
+        (for the dry run's estimate and for sharing units evenly among processes)."""
+        return 3 * 2 * batch.n_tokens * (body + head)  # one forward and its backward
+
+    def layer_ranges(self, layout: HeadLayout) -> list[range]:
+        step = self.layers_per_unit or layout.n_layers
+        return [range(f, min(f + step, layout.n_layers)) for f in range(0, layout.n_layers, step)]
+
+    def units(self, lang: str, layout: HeadLayout, n_batches: int) -> list[Unit]:
+        return [Unit(lang, b, r.start, r.stop) for b in range(n_batches) for r in self.layer_ranges(layout)]
+
+    def score_language(self, model, layout: HeadLayout, batches: list[Batch], n_texts: int,
+                       advance: Callable[[int], None] = lambda k: None) -> LanguageScores:
+        """Every unit of one language in this process (tests and benchmarks; scans go through scan.py)."""
+        base = np.zeros(n_texts)
+        values = np.zeros((layout.n_layers, layout.n_heads, n_texts))
+        for unit in self.units("", layout, len(batches)):
+            batch = batches[unit.batch]
+            out = self.score_unit(model, layout, batch, unit.layers)
+            base[batch.index] = out.base_nll
+            values[unit.first : unit.stop][:, :, batch.index] = out.values
+            advance(1)
+        return LanguageScores(base, values)
 
     def aggregate(self, values: np.ndarray) -> np.ndarray:
         """Per-text values [..., n_texts] -> one score per head (default: the mean)."""

@@ -3,20 +3,21 @@
 The unmodified model runs once per batch and keeps what enters each layer (nll.trace).
 Removing a head in layer l changes nothing below l, so each removal recomputes layers l..L
 and the loss only. Several removals share one forward: the batch is repeated once per head
-and each copy carries its own head mask.
+and each copy carries its own head mask. A unit is one layer; consecutive units of the same
+batch share its trace.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .. import nll
-from .base import LanguageScores, ScoringMethod
+from .base import ScoringMethod, UnitScores
 
 
 class ExactAblation(ScoringMethod):
     name = "exact"
     value_meaning = "increase of the text's mean token NLL (nats) when the head alone is removed"
+    layers_per_unit = 1
 
     def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, reuse: bool = True,
                  layers: list[int] | None = None):
@@ -25,31 +26,37 @@ class ExactAblation(ScoringMethod):
         super().__init__(chunk_tokens, batch_tokens)
         self.reuse = reuse
         self.layers = layers
+        self._traced = None  # (batch, trace, base NLL per row) of the last batch seen
 
-    def work_units(self, layout, batches):
-        return len(batches) * len(self.layers or range(layout.n_layers))
+    def layer_ranges(self, layout):
+        return [range(l, l + 1) for l in (self.layers or range(layout.n_layers))]
+
+    def unit_flops(self, layout, batch, layers, body, head):
+        L = layout.n_layers
+        return sum(2 * batch.n_tokens * layout.n_heads * (body * (L - l) / L + head) for l in layers)
+
+    def _trace(self, model, batch):
+        if self._traced is None or self._traced[0] is not batch:
+            self._traced = None  # free the last batch's trace first
+            tr = nll.trace(model, batch)
+            base = nll.nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths, self.chunk_tokens)
+            self._traced = (batch, tr, base.double().cpu().numpy())
+        return self._traced[1], self._traced[2]
 
     @torch.no_grad()
-    def score_language(self, model, layout, batches, n_texts, advance):
-        base = np.zeros(n_texts)
-        values = np.zeros((layout.n_layers, layout.n_heads, n_texts))
+    def score_unit(self, model, layout, batch, layers):
+        tr, base_rows = self._trace(model, batch)
+        rows = batch.input_ids.shape[0]
+        values = torch.zeros(len(layers), layout.n_heads, rows, dtype=torch.float64)
         device = next(model.parameters()).device
-        for batch in batches:
-            tr = nll.trace(model, batch)
-            base_rows = nll.nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths,
-                                            self.chunk_tokens).double().cpu().numpy()
-            base[batch.index] = base_rows
-            rows = batch.input_ids.shape[0]
-            per_forward = max(1, min(layout.n_heads, self.batch_tokens // batch.n_tokens))
-            for layer in self.layers or range(layout.n_layers):
-                for first in range(0, layout.n_heads, per_forward):
-                    chosen = list(range(first, min(first + per_forward, layout.n_heads)))
-                    factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)
-                    for k, head in enumerate(chosen):
-                        factors[k, :, head] = 0.0
-                    out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors.view(-1, layout.n_heads)},
-                                     copies=len(chosen), chunk_tokens=self.chunk_tokens)
-                    out = out.double().cpu().numpy().reshape(len(chosen), rows)
-                    values[layer, chosen[0] : chosen[-1] + 1][:, batch.index] = out - base_rows
-                advance(1)
-        return LanguageScores(base, values)
+        per_forward = max(1, min(layout.n_heads, self.batch_tokens // batch.n_tokens))
+        for i, layer in enumerate(layers):
+            for first in range(0, layout.n_heads, per_forward):
+                chosen = list(range(first, min(first + per_forward, layout.n_heads)))
+                factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)
+                for k, head in enumerate(chosen):
+                    factors[k, :, head] = 0.0
+                out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors.view(-1, layout.n_heads)},
+                                 copies=len(chosen), chunk_tokens=self.chunk_tokens)
+                values[i, first : first + len(chosen)] = out.double().cpu().view(len(chosen), rows)
+        return UnitScores(base_rows, values.numpy() - base_rows)
