@@ -103,4 +103,6 @@ class Ranks:
             raise LangheadsError(f"{self.local_world} processes on this machine but {n} GPUs: start at most one "
                                  "process per GPU")
         size = n // self.local_world
-        return list(range(self.local_rank * size, (self.local_rank + 1) * size))
+        group = list(range(self.local_rank * size, (self.local_rank + 1) * size))
+        torch.cuda.set_device(group[0])  # where NCCL puts this process's messages
+        return group

@@ -92,6 +92,7 @@ def _chunk_nll(model, normed: torch.Tensor, targets: torch.Tensor, vocab_block: 
         full_vocab_nll = getattr(model, "_langheads_loss", _full_vocab_nll)
         return full_vocab_nll(H.logits_from_hidden(model, normed), targets)
     weight, bias = head.weight, head.bias
+    normed, targets = normed.to(weight.device), targets.to(weight.device)  # a device map may split norm and head
     target_logit = (normed * weight[targets]).sum(-1) + (bias[targets] if bias is not None else 0)
     target_logit = H.postprocess_logits(model, target_logit).float()
     running_max = running_sum = None
@@ -138,7 +139,7 @@ def nll_from_hidden(model, hidden: torch.Tensor, input_ids: torch.Tensor, length
             pieces.append(checkpoint(_chunk_nll, model, h, t, vocab_block, use_reentrant=False))
         else:
             pieces.append(_chunk_nll(model, h, t, vocab_block))
-    token_nll = torch.cat(pieces)
+    token_nll = torch.cat([p.to(hidden.device) for p in pieces])
     sums = torch.zeros(hidden.shape[0], dtype=token_nll.dtype, device=hidden.device).index_add(0, rows, token_nll)
     return sums / (lengths - 1).to(sums.dtype)
 

@@ -214,8 +214,10 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     texts = {lang: corpus.texts(lang, "scoring", settings.texts) for lang in settings.languages}
     settings.device = resolve_device(settings.device)
     if loaded is None:
-        gpus = tuple(ranks.gpu_group()) if settings.device_map and ranks.world > 1 else None
-        place = Placement(ranks.device(settings.device), settings.device_map, settings.load_in, gpus)
+        if settings.device_map and ranks.world > 1 and settings.device.startswith("cuda"):
+            place = Placement(settings.device, settings.device_map, settings.load_in, tuple(ranks.gpu_group()))
+        else:
+            place = Placement(ranks.device(settings.device), settings.device_map, settings.load_in)
         loaded = load_model(settings.model, settings.dtype, place)
     layout = H.head_layout(loaded.model)
     if settings.compile:
