@@ -2,7 +2,7 @@
 cases of the hardening issue, each shown safe."""
 import pytest
 
-from langheads import report, scan
+from langheads import runs, scan
 from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.scoring.exact import ExactAblation
@@ -22,7 +22,7 @@ def crashed(tiny_dirs, sample_data, tmp_path, monkeypatch):
     def die(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "write_run", die)
+    monkeypatch.setattr(runs, "write_run", die)
     assert main(argv()) == 130  # Ctrl-C: one line, exit 130, finished languages kept
     monkeypatch.undo()
     partial = store_dir(out)
@@ -42,7 +42,7 @@ def test_other_threshold_bootstrap_and_one_more_language_reuse_finished_work(cra
     monkeypatch.setattr(ExactAblation, "score_unit", counting)
     assert main(argv("--threshold", "0.05", "--bootstrap", "30", languages="en,fr,hi")) == 0
     assert len(scored) == 3  # only hi's 3 layers were computed
-    assert (out / "scores.csv").exists() and not report.partial_dir(out).exists()
+    assert (out / "scores.csv").exists() and not [p for p in out.parent.iterdir() if p.name.startswith(".run.")]
     import pandas as pd
 
     assert set(pd.read_csv(out / "scores.csv")["language"]) == {"en", "fr", "hi"}
@@ -59,10 +59,9 @@ def test_store_of_another_model_is_refused_and_kept(crashed, capsys):
     assert (out / "scores.csv").exists()
 
 
-@pytest.mark.parametrize("beside", [store_dir, report.partial_dir])
-def test_folders_beside_the_run_not_made_by_langheads_are_left_alone(beside, tiny_dirs, sample_data, tmp_path, capsys):
+def test_a_store_folder_not_made_by_langheads_is_left_alone(tiny_dirs, sample_data, tmp_path, capsys):
     out = tmp_path / "run"
-    stranger = beside(out)
+    stranger = store_dir(out)
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     for extra in ([], ["--overwrite"]):
@@ -141,7 +140,7 @@ def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path
     run = tmp_path / "run"
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
                  "--out", str(run), "--quiet", "--bootstrap", "20"]) == 0
-    assert len(report.load_run(run)) == 3 * 4 * 2
+    assert len(runs.load_run(run)) == 3 * 4 * 2
     capsys.readouterr()
     scores = (run / "scores.csv").read_text()
     cases = [

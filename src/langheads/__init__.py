@@ -3,26 +3,26 @@ __version__ = "0.1.0"
 
 from .errors import LangheadsError  # noqa: E402
 from .models import load_model  # noqa: E402
-from .report import load_run  # noqa: E402
+from .runs import load_run, read_run  # noqa: E402
 
 
 def scan_model(out_dir, overwrite: bool = False, progress: bool = True, **settings):
     """Library entry point for `langheads scan`: score heads and write a run folder."""
     from pathlib import Path
 
-    from . import report
-    from .folders import writing
+    from . import runs
+    from .folders import check_out_dir, writing
     from .scan import ScanSettings, check_memory, plan_scan, run_scan
     from .store import store_dir
 
     out = Path(out_dir)
-    report.check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)
     with writing(out, "run folder"):
         plan = plan_scan(ScanSettings(**settings))
         check_memory(plan)
         result = run_scan(plan, store_dir(out), progress, overwrite)
-        report.write_run(result, out, overwrite)
+        runs.write_run(result, out, overwrite)
     return result
 
 
-__all__ = ["LangheadsError", "load_model", "load_run", "scan_model", "__version__"]
+__all__ = ["LangheadsError", "load_model", "load_run", "read_run", "scan_model", "__version__"]

@@ -86,17 +86,21 @@ def cmd_scan(args) -> None:
 def _scan(args, ranks) -> None:
     import os
 
-    from . import report
+    from . import runs
+    from .folders import check_out_dir
     from .scan import ScanSettings, check_memory, describe_plan, open_store, plan_scan, run_scan
     from .store import store_dir
 
     out = Path(args.out)
     if not args.dry_run and ranks.main:
-        report.check_out_dir(out, args.overwrite)
+        check_out_dir(out, args.overwrite)
+    if args.fdr is not None and args.rule not in ("interval", "fdr"):
+        raise LangheadsError(f"--fdr is a rule of its own; it cannot go with --rule {args.rule}")
     settings = ScanSettings(
         model=args.model, languages=_langs(args.languages), method=args.method, data=args.data,
         texts=args.texts, max_tokens=args.max_tokens, seed=args.seed, bootstrap=args.bootstrap,
-        rule=args.rule, threshold=args.threshold, agnostic_share=args.agnostic_share,
+        rule="fdr" if args.fdr is not None else args.rule, fdr=0.05 if args.fdr is None else args.fdr,
+        threshold=args.threshold, agnostic_share=args.agnostic_share,
         lahis_quantile=args.lahis_quantile, lahis_min_languages=args.lahis_min_languages,
         batch_tokens=args.batch_tokens, chunk_tokens=args.chunk_tokens, device=args.device, dtype=args.dtype,
         device_map=args.device_map, load_in=args.load_in, compile=args.compile,
@@ -116,10 +120,21 @@ def _scan(args, ranks) -> None:
     result = run_scan(plan, store, progress=not args.quiet, overwrite=args.overwrite, ranks=ranks)
     if result is None:  # not rank 0: its units are in the store
         return
-    report.write_run(result, out, args.overwrite)
-    print(report.summary(result))
+    runs.write_run(result, out, args.overwrite)
+    print(runs.summary(result))
     print(f"wrote {out}/ (scores.csv, per_text.parquet, heads.json, heatmap.png) in {time.perf_counter() - start:.0f} s;"
           f" finished units stay in {store} for rescans with other thresholds, rules or languages")
+
+
+def cmd_report(args) -> None:
+    from .folders import check_out_dir, writing
+    from .report import write_report
+
+    out = Path(args.out)
+    check_out_dir(out, args.overwrite)
+    with writing(out, "report folder"):
+        write_report(args.run_dir, out, args.prune, args.eval, args.compare, args.overwrite)
+    print(f"wrote {out}/report.html (one self-contained page) and {out}/figures/ (PNG and SVG)")
 
 
 def cmd_compare(args) -> None:
@@ -219,7 +234,8 @@ def cmd_evaluate(args) -> None:
 
 
 def _evaluate(args, out: Path) -> None:
-    from .evaluate import evaluate, write_eval
+    from .evaluate import evaluate
+    from .runs import write_eval
 
     result = evaluate(args.model, args.baseline, _langs(args.languages), args.data, args.max_tokens,
                       args.prompts, new_tokens=args.new_tokens, seed=args.seed)
@@ -267,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int, help="cut each text to this many tokens")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
-    s.add_argument("--rule", default="interval", help="interval (ours) | lahis")
+    s.add_argument("--rule", default="interval", help="interval (ours) | fdr | lahis")
+    s.add_argument("--fdr", type=float, metavar="Q", help="rule fdr: Benjamini-Hochberg at false discovery rate Q "
+                   "over all head-language pairs")
     s.add_argument("--threshold", type=float, default=0.01, help="relative NLL increase that matters (0.01 = 1%%)")
     s.add_argument("--agnostic-share", type=float, default=0.75)
     s.add_argument("--lahis-quantile", type=float, default=0.96)
@@ -335,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(run=cmd_evaluate)
+
+    s = sub.add_parser("report", help="one self-contained HTML page of a run (and a pruned model, an evaluation, a second run)")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder from `langheads scan`")
+    s.add_argument("--prune", metavar="MODEL_DIR", help="a model folder from `langheads prune`: its curve and heads")
+    s.add_argument("--eval", metavar="EVAL_DIR", help="a folder from `langheads evaluate`")
+    s.add_argument("--compare", metavar="RUN_B", help="another run of the same model (another method): a scatter")
+    s.add_argument("--out", required=True, help="report folder to create")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(run=cmd_report)
 
     s = sub.add_parser("compare", help="rank agreement of two runs' head scores, per language")
     s.add_argument("run_a")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LangheadsError
-from .report import load_run, load_run_info
+from .runs import read_run
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -27,9 +27,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
     """Per shared language: Spearman of delta_nll over heads, and |top-k(a) & top-k(b)| / k."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise LangheadsError(f"--top must be a whole number >= 1, not {top!r}")
-    a, b = load_run(run_a), load_run(run_b)
-    if load_run_info(run_a)["model"]["sha256"] != load_run_info(run_b)["model"]["sha256"]:
+    run_a, run_b = read_run(run_a), read_run(run_b)
+    if run_a.model_hash != run_b.model_hash:
         raise LangheadsError("the two runs scanned different models")
+    a, b = run_a.scores, run_b.scores
     shared = [lang for lang in a["language"].unique() if lang in set(b["language"])]
     if not shared:
         raise LangheadsError("the two runs share no language")

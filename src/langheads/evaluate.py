@@ -2,9 +2,7 @@
 bootstrap intervals, NLL per byte, and a greedy-generation language check."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +11,6 @@ import torch
 from . import nll
 from .corpus import language_key, load_corpus
 from .models import load_model
-from .folders import check_out_dir, mark
 
 
 @dataclass
@@ -107,15 +104,3 @@ def evaluate(model: str, baseline: str, languages: list[str], data: str | None =
             "generations": generations, "settings": {"max_tokens": max_tokens, "prompts": prompts,
                                                      "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
                                                      "seed": seed, "bootstrap": bootstrap, "data": data}}
-
-
-def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
-    check_out_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    mark(out, "evaluation")
-    result["table"].to_csv(out / "eval.csv", index=False, float_format="%.6g")
-    (out / "generations.jsonl").write_text(
-        "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in result["generations"]), encoding="utf-8")
-    meta = {"format_version": 1, **{k: v for k, v in result.items() if k not in ("table", "generations")}}
-    meta["table"] = result["table"].to_dict(orient="records")
-    (out / "eval.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

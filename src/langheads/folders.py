@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from .errors import LangheadsError
@@ -46,14 +48,38 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
                              "refusing to replace it: choose another --out")
 
 
-def partial_dir(out: Path) -> Path:
-    out = Path(out).resolve()  # "." has no name to put .partial after
-    return out.with_name(out.name + ".partial")
+@contextlib.contextmanager
+def new_folder(out: Path, overwrite: bool, kind: str):
+    """The one way langheads writes a folder (run, model, evaluation, report): fill the yielded
+    temporary folder beside `out` (already marked as ours); on success it takes `out`'s place
+    in one rename, on any error it is removed. A crash never leaves half a folder at `out`, and
+    an old `out` is only replaced once the new one is whole."""
+    out = Path(out).resolve()  # "." has no name to put a temporary folder beside
+    check_out_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = None
+    try:
+        mark(tmp, kind)
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "x")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            os.replace(old / "x", out)  # put the old folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json_atomically(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
+def write_json_atomically(path: Path, data, **dump) -> None:
+    """Write JSON under a temporary name and rename it: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, **({"sort_keys": True} | dump)) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -8,6 +8,11 @@ above `threshold`. Then, with n = the number of languages it matters for:
   language-agnostic  n >= ceil(agnostic_share * N)
   miscellaneous      n == 0
 
+`--fdr Q` replaces "the interval's lower end is above the threshold" by a test over all
+head-language pairs at once: each pair's bootstrap p-value for "the relative increase exceeds
+the threshold", and Benjamini-Hochberg at false discovery rate Q over every pair of the run.
+The kinds follow from "matters" as above.
+
 LAHIS's rule (arXiv 2511.07498) is offered beside it: a head is in a language's top set
 when its score is above that language's `quantile` over all heads; language-general when
 it is in the top set of at least `min_languages` languages; language-specific (to each of
@@ -18,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 KINDS = ("language-specific", "language-group", "language-agnostic", "miscellaneous")
@@ -57,13 +63,18 @@ class IntervalRule:
     def agnostic_min(self, n_languages: int) -> int:
         return max(1, math.ceil(self.agnostic_share * n_languages - 1e-9))
 
+    def matters(self, scores: pd.DataFrame) -> pd.Series:
+        """Per row of scores: does this head matter for this language?"""
+        return scores["rel_ci_low"] > self.threshold
+
     def classify(self, scores: pd.DataFrame, languages: list[str]) -> list[dict]:
         """One entry per head: layer, head, kind, the languages it matters for."""
         out = []
         agnostic = self.agnostic_min(len(languages))
+        scores = scores.assign(_matters=self.matters(scores))
         for (layer, head), rows in scores.groupby(["layer", "head"], sort=True):
-            low = dict(zip(rows["language"], rows["rel_ci_low"]))
-            matters = [lang for lang in languages if low[lang] > self.threshold]
+            yes = dict(zip(rows["language"], rows["_matters"]))
+            matters = [lang for lang in languages if yes[lang]]
             n = len(matters)
             if n == 0:
                 kind = "miscellaneous"
@@ -74,6 +85,48 @@ class IntervalRule:
             else:
                 kind = "language-group"
             out.append({"layer": int(layer), "head": int(head), "kind": kind, "languages": matters})
+        return out
+
+
+def benjamini_hochberg(p: np.ndarray, q: float) -> np.ndarray:
+    """Which hypotheses the Benjamini-Hochberg step-up procedure rejects at false discovery rate q."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(p, kind="stable")
+    below = p[order] <= q * np.arange(1, len(p) + 1) / len(p)
+    reject = np.zeros(len(p), dtype=bool)
+    if below.any():
+        reject[order[: np.nonzero(below)[0].max() + 1]] = True
+    return reject
+
+
+@dataclass(frozen=True)
+class FdrRule(IntervalRule):
+    """The interval rule's kinds, with "matters" decided by Benjamini-Hochberg over every
+    head-language pair's bootstrap p-value (column p_value of scores)."""
+    q: float = 0.05
+    n_boot: int = 1000
+
+    def matters(self, scores: pd.DataFrame) -> pd.Series:
+        return pd.Series(benjamini_hochberg(scores["p_value"].to_numpy(), self.q), index=scores.index)
+
+    def describe(self, n_languages: int, n_heads: int) -> dict:
+        out = super().describe(n_languages, n_heads)
+        n = out["n_intervals"]
+        out.update({
+            "name": "fdr",
+            "q": self.q,
+            "text": out["text"].replace(
+                f"the lower end of the {self.level:.0%} bootstrap interval of its relative NLL increase is above "
+                f"{self.threshold:.2%}",
+                f"Benjamini-Hochberg at false discovery rate {self.q:g}, over all {n} head-language pairs, rejects "
+                f"'relative NLL increase <= {self.threshold:.2%}' (bootstrap p-values)"),
+            "false_matters_bound": (
+                f"among the pairs called 'matters', the expected share of false ones is at most {self.q:g} "
+                f"(Benjamini-Hochberg over {n} pairs); bootstrap p-values are no smaller than 1/{self.n_boot + 1}, "
+                f"so with --bootstrap {self.n_boot} a pair needs rank k with k/{n} x {self.q:g} >= "
+                f"{1 / (self.n_boot + 1):.1e} to be called"),
+        })
+        out.pop("level", None)
         return out
 
 
@@ -105,4 +158,4 @@ class LahisRule:
         return out
 
 
-RULES = {"interval": IntervalRule, "lahis": LahisRule}
+RULES = {"interval": IntervalRule, "fdr": FdrRule, "lahis": LahisRule}

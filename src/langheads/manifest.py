@@ -13,9 +13,6 @@ edits started from.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,22 +102,12 @@ def read_manifest(folder: str | Path) -> Manifest | None:
 
 
 def write_model_folder(model, save_tokenizer, out: Path, manifest: Manifest, overwrite: bool = False) -> Path:
-    """Write weights (safetensors), config, tokenizer and the manifest into a temporary folder
-    beside `out`, then rename it into place: a crash never leaves half a model at `out`.
-    `save_tokenizer(folder)` writes the tokenizer files."""
-    from .folders import check_out_dir
+    """Write weights (safetensors), config, tokenizer and the manifest; the folder appears at
+    `out` only when whole (folders.new_folder). `save_tokenizer(folder)` writes the tokenizer files."""
+    from .folders import new_folder
 
-    check_out_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with new_folder(out, overwrite, "model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         save_tokenizer(tmp)
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

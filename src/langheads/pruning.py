@@ -23,7 +23,7 @@ from .errors import LangheadsError
 from .folders import check_out_dir
 from .manifest import write_model_folder
 from .models import DTYPES, LoadedModel, load_model
-from .report import load_run, load_run_info
+from .runs import load_run, load_run_info
 from .surgery import remove_heads_
 
 

@@ -1,186 +1,446 @@
-"""Writing a scan's run folder, reading it back, and the short summary.
+"""The one-page report: figures of a run (and of a pruned model, an evaluation, a second
+run), each with a caption that says what was measured, on which texts and how many.
 
-A run folder holds:
-  scores.csv      one row per (layer, head, language): delta_nll (the method's score; for
-                  exact ablation the increase of mean token NLL in nats), its 95% bootstrap
-                  interval ci_low..ci_high, rel_increase = delta_nll / the language's mean
-                  unmodified NLL with its interval rel_ci_low..rel_ci_high, base_nll, n_texts
-  per_text.parquet  one row per (language, text_id, layer, head): the method's per-text
-                  value; rows with layer = head = -1 hold the unmodified model's mean token NLL
-                  of the text; n_tokens counts the text's tokens (BOS included)
-  heads.json      each head's kind and languages, the rule, every setting, model and corpus
-                  hashes, package versions
-  heatmap.png     relative NLL increase per layer x head, one panel per language
-It is written under a temporary name beside the target and renamed into place at the end.
+`write_report` writes REPORT_DIR/report.html with every image embedded (data: URIs) and a
+policy that forbids fetching anything, so the page opens offline; each figure is also saved
+as PNG and SVG under REPORT_DIR/figures/. Everything is read through runs.py's readers.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from dataclasses import asdict
+import base64
+import html
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import LangheadsError
-from .folders import check_out_dir, is_ours, mark, partial_dir
-from .kinds import KINDS, LAHIS_KINDS
+from .folders import new_folder
+from .runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
+
+KIND_COLOURS = {"language-group": "#6a8fc7", "language-agnostic": "#222222", "language-general": "#222222",
+                "miscellaneous": "#f2f2f2", "other": "#f2f2f2"}
+HATCH_NOTE = "hatched: the 95% interval includes zero"
 
 
-def versions() -> dict:
-    import torch
-    import transformers
-
-    from . import __version__
-    return {"langheads": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
-
-
-def write_run(result, out: Path, overwrite: bool = False) -> Path:
-    """Write every file into `<out>.partial`, then move it to `out` in one rename."""
-    check_out_dir(out, overwrite)
-    plan, s = result.plan, result.plan.settings
-    staging = partial_dir(out)
-    if staging.exists():
-        if not is_ours(staging):
-            raise LangheadsError(f"{staging} exists and was not made by langheads; left alone: move it or choose "
-                                 "another --out")
-        shutil.rmtree(staging)  # an earlier attempt's half-written run folder
-    staging.mkdir(parents=True)
-    mark(staging, "run")
-    result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
-    result.per_text.to_parquet(staging / "per_text.parquet", index=False)
-    info = {
-        "format_version": RUN_FORMAT_VERSION,
-        "model": {"spec": s.model, "id": plan.loaded.model_id, "sha256": plan.loaded.model_hash,
-                  "layers": plan.layout.n_layers, "heads": plan.layout.n_heads,
-                  "kv_heads": plan.layout.n_kv_heads, "head_dim": plan.layout.head_dim,
-                  "architecture": plan.layout.model_type},
-        "corpus": {"source": plan.corpus.source, "sha256": plan.corpus.sha256, "part": "scoring",
-                   "texts": {w.lang: w.text_ids for w in plan.work}},
-        "method": {"name": plan.method.name, "per_text_value": plan.method.value_meaning},
-        "settings": asdict(s),
-        "rule": result.rule,
-        "sample_note": sample_note(result),
-        "counts": count_kinds(result.heads),
-        "versions": versions(),
-        "heads": result.heads,
-    }
-    (staging / "heads.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    heatmap(result.scores, s.languages, staging / "heatmap.png", plan.loaded.model_id)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
-    return out
-
-
-def count_kinds(heads: list[dict]) -> dict:
-    kinds = [h["kind"] for h in heads]
-    names = KINDS if set(kinds) <= set(KINDS) else LAHIS_KINDS
-    return {k: kinds.count(k) for k in names}
-
-
-def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str) -> None:
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_layers, n_heads = scores["layer"].max() + 1, scores["head"].max() + 1
+    return plt
+
+
+def _language_colours(languages: list[str]) -> dict[str, tuple]:
+    plt = _plt()
+    cmap = plt.get_cmap("tab20")
+    return {lang: cmap(i % 20) for i, lang in enumerate(languages)}
+
+
+def _panel_grid(n: int, max_cols: int = 8) -> tuple[int, int]:
+    cols = min(max_cols, n)
+    return (n + cols - 1) // cols, cols
+
+
+# ---- figures ------------------------------------------------------------------------------
+
+def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str, hatch: bool = True) -> None:
+    """Relative NLL increase per layer x head, one panel per language, on one colour scale;
+    with `hatch`, cells whose interval includes zero are hatched."""
+    from matplotlib.patches import Rectangle
+
+    plt = _plt()
+    n_layers, n_heads = int(scores["layer"].max()) + 1, int(scores["head"].max()) + 1
     grids = {lang: np.zeros((n_layers, n_heads)) for lang in languages}
+    unsure = {lang: np.zeros((n_layers, n_heads), dtype=bool) for lang in languages}
     for row in scores.itertuples():
         grids[row.language][row.layer, row.head] = 100 * row.rel_increase
+        unsure[row.language][row.layer, row.head] = row.rel_ci_low <= 0 <= row.rel_ci_high
     top = max(1e-9, float(np.percentile(np.concatenate([g.ravel() for g in grids.values()]), 99)))
+    rows, cols = _panel_grid(len(languages))
     width = min(2.2, 0.35 * n_heads + 0.6)
-    fig, axes = plt.subplots(1, len(languages), figsize=(width * len(languages) + 1.2, 0.22 * n_layers + 1.6),
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, (0.22 * n_layers + 1.2) * rows + 0.4),
                              squeeze=False, sharey=True)
-    for ax, lang in zip(axes[0], languages):
+    for ax in axes.ravel()[len(languages):]:
+        ax.axis("off")
+    for ax, lang in zip(axes.ravel(), languages):
         image = ax.imshow(grids[lang], cmap="magma_r", vmin=0, vmax=top, aspect="auto", interpolation="nearest")
+        if hatch:
+            for layer, head in zip(*np.nonzero(unsure[lang])):
+                ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, hatch="///",
+                                       edgecolor="#7aa6c2", linewidth=0))
         ax.set_title(lang)
         ax.set_xlabel("head")
         ax.set_xticks(range(n_heads) if n_heads <= 8 else range(0, n_heads, max(1, n_heads // 4)))
-    axes[0][0].set_ylabel("layer")
-    fig.colorbar(image, ax=axes[0].tolist(), label="NLL increase when removed (%)", shrink=0.9)
+    for r in range(rows):
+        axes[r][0].set_ylabel("layer")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="NLL increase when removed (%)", shrink=0.9)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.savefig(path, dpi=110, metadata={"Software": None} if str(path).endswith(".png") else None)
     plt.close(fig)
 
 
-SMALL_SAMPLE = 8  # below this many texts a bootstrap interval covers less often than it claims
+def kinds_map(run: Run):
+    """The kind of every head on the layer x head grid (specific heads in their language's
+    colour), and the count of each kind."""
+    from matplotlib.patches import Patch
+
+    plt = _plt()
+    colours = _language_colours(run.languages)
+    grid = np.ones((run.n_layers, run.n_heads, 4))
+    counts: dict[str, int] = {}
+    for h in run.info["heads"]:
+        kind = h["kind"]
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == "language-specific" and len(h["languages"]) == 1:
+            colour = colours[h["languages"][0]]
+        else:
+            colour = plt.matplotlib.colors.to_rgba(KIND_COLOURS.get(kind, "#999999"))
+        grid[h["layer"], h["head"]] = colour
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(max(5.0, 0.4 * run.n_heads + 4.5), 0.22 * run.n_layers + 1.8),
+                                   gridspec_kw={"width_ratios": [max(1, run.n_heads / 4), 1.4]})
+    ax.imshow(grid, aspect="auto", interpolation="nearest")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title("kind of each head")
+    used = sorted({h["languages"][0] for h in run.info["heads"]
+                   if h["kind"] == "language-specific" and len(h["languages"]) == 1})
+    legend = [Patch(color=colours[lang], label=f"specific: {lang}") for lang in used]
+    legend += [Patch(facecolor=KIND_COLOURS.get(k, "#999"), edgecolor="#888", label=k) for k in counts
+               if k != "language-specific"]
+    ax.legend(handles=legend, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    names = list(counts)
+    bars.barh(names, [counts[k] for k in names], color="#6a8fc7")
+    for i, k in enumerate(names):
+        bars.text(counts[k], i, f" {counts[k]}", va="center", fontsize=7)
+    bars.set_xlabel("heads")
+    bars.set_title("count of each kind")
+    bars.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return fig
 
 
-def sample_note(result) -> str | None:
-    """A warning when some language's intervals rest on fewer than SMALL_SAMPLE texts."""
-    few = {w.lang: len(w.text_ids) for w in result.plan.work if len(w.text_ids) < SMALL_SAMPLE}
-    if not few:
-        return None
-    return ("intervals on fewer than 8 texts (" + ", ".join(f"{lang} {n}" for lang, n in few.items()) +
-            ") cover less often than their stated 95%: treat their kinds as provisional")
+def similarity(run: Run):
+    """Languages x languages: correlation of their head-importance vectors (relative NLL
+    increase over all heads), ordered by average-linkage clustering, with the dendrogram."""
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from scipy.spatial.distance import squareform
+
+    plt = _plt()
+    langs = run.languages
+    vectors = np.array([run.grid(lang).ravel() for lang in langs])
+    corr = np.corrcoef(vectors) if len(langs) > 1 else np.ones((1, 1))
+    corr = np.nan_to_num(corr, nan=0.0)
+    fig = plt.figure(figsize=(0.32 * len(langs) + 3.2, 0.32 * len(langs) + 2.4))
+    top = fig.add_axes([0.18, 0.80, 0.62, 0.16])
+    ax = fig.add_axes([0.18, 0.08, 0.62, 0.70])
+    if len(langs) > 2:
+        distance = np.clip(1 - corr, 0, None)
+        np.fill_diagonal(distance, 0)
+        tree = linkage(squareform((distance + distance.T) / 2, checks=False), method="average")
+        order = dendrogram(tree, ax=top, no_labels=True, color_threshold=0, above_threshold_color="#555")["leaves"]
+    else:
+        order = list(range(len(langs)))
+    top.axis("off")
+    image = ax.imshow(corr[np.ix_(order, order)], cmap="viridis", vmin=min(0.0, corr.min()), vmax=1)
+    ax.set_xticks(range(len(langs)), [langs[i] for i in order], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(langs)), [langs[i] for i in order], fontsize=7)
+    fig.colorbar(image, ax=ax, fraction=0.04, label="Pearson correlation over heads")
+    return fig, [langs[i] for i in order], corr
 
 
-def summary(result, per_language: int = 3) -> str:
-    s = result.plan.settings
-    counts = count_kinds(result.heads)
-    lines = [f"{len(result.heads)} heads, {len(s.languages)} languages; rule: {result.rule['text']}"]
-    if "false_matters_bound" in result.rule:
-        lines.append(f"intervals: {result.rule['n_intervals']}; {result.rule['false_matters_bound']}")
-    lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if sample_note(result):
-        lines.append("note: " + sample_note(result))
-    rel = result.scores.set_index(["layer", "head", "language"])["rel_increase"]
-    for lang in s.languages:
-        own = [h for h in result.heads if h["kind"] == "language-specific" and h["languages"] == [lang]]
-        own.sort(key=lambda h: -rel[(h["layer"], h["head"], lang)])
-        shown = ", ".join(f"L{h['layer']}H{h['head']} (+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)"
-                          for h in own[:per_language])
-        lines.append(f"  {lang}: {len(own)} specific head(s)" + (f"; strongest {shown}" if own else ""))
-    return "\n".join(lines)
+def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
+    """Each language's k most important heads with their 95% intervals."""
+    plt = _plt()
+    rows, cols = _panel_grid(len(run.languages), 6)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.5 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel()[len(run.languages):]:
+        ax.axis("off")
+    table = []
+    for ax, lang in zip(axes.ravel(), run.languages):
+        best = run.scores[run.scores.language == lang].nlargest(k, "rel_increase")
+        y = np.arange(len(best))[::-1]
+        value = 100 * best["rel_increase"].to_numpy()
+        err = [value - 100 * best["rel_ci_low"].to_numpy(), 100 * best["rel_ci_high"].to_numpy() - value]
+        ax.errorbar(value, y, xerr=err, fmt="o", markersize=3, color="#444", ecolor="#6a8fc7")
+        ax.axvline(0, color="#bbb", linewidth=0.8)
+        ax.set_yticks(y, [f"L{r.layer}H{r.head}" for r in best.itertuples()], fontsize=6)
+        ax.tick_params(axis="x", labelsize=6)
+        ax.set_title(lang, fontsize=8)
+        for r in best.itertuples():
+            table.append({"language": lang, "head": f"L{r.layer}H{r.head}", "kind": r.kind,
+                          "rel_increase": r.rel_increase, "rel_ci_low": r.rel_ci_low, "rel_ci_high": r.rel_ci_high})
+    fig.supxlabel("NLL increase when removed (%), 95% interval", fontsize=8)
+    fig.tight_layout()
+    return fig, pd.DataFrame(table)
 
 
-RUN_FORMAT_VERSION = 1
-SCORE_COLUMNS = ["layer", "head", "language", "delta_nll", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
-                 "rel_ci_high", "base_nll", "n_texts"]
+def prune_curve(pruned: PrunedFolder):
+    """Heads removed (in the order chosen) vs each language's NLL change on the selection
+    texts; kept languages solid, dropped ones dashed; the budget as a line."""
+    plt = _plt()
+    curve = pruned.curve
+    langs = list(curve[0]["nll"])
+    colours = _language_colours(langs)
+    steps = [c["step"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for lang in langs:
+        base = curve[0]["nll"][lang]
+        change = [100 * (c["nll"][lang] / base - 1) for c in curve]
+        kept = lang in pruned.kept
+        ax.plot(steps, change, "-" if kept else "--", color=colours[lang], linewidth=1.8 if kept else 1.0,
+                label=f"{lang} ({'kept' if kept else 'dropped'})")
+    if pruned.budget is not None:
+        ax.axhline(100 * pruned.budget, color="#c33", linewidth=1, linestyle=":",
+                   label=f"budget +{100 * pruned.budget:.1f}%")
+    ax.set_xlabel("heads removed")
+    ax.set_ylabel("NLL change (%)")
+    ax.legend(fontsize=6, ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
 
 
-def load_run(run_dir: str | Path) -> pd.DataFrame:
-    """A finished run's scores.csv as a DataFrame (heads.json's kinds as extra columns), checked
-    whole: every column, one row per (layer, head, language), no missing value."""
-    run_dir = Path(run_dir)
-    info = load_run_info(run_dir)
-    path = run_dir / "scores.csv"
-    if not path.is_file():
-        raise LangheadsError(f"{run_dir}: not a finished langheads run (no scores.csv)")
-    try:
-        scores = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LangheadsError(f"{path}: damaged ({str(e).splitlines()[0]})") from None
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
-    model, languages = info["model"], info["settings"]["languages"]
-    expected = model["layers"] * model["heads"] * len(languages)
-    if missing:
-        raise LangheadsError(f"{path}: damaged (no column {missing[0]})")
-    if len(scores) != expected or scores[SCORE_COLUMNS].isna().any().any():
-        raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
-                             f"{model['layers']} layers x {model['heads']} heads x {len(languages)} languages)")
-    heads = info["heads"]
-    kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
-                           "kind_languages": ",".join(h["languages"])} for h in heads])
-    return scores.merge(kinds, on=["layer", "head"], how="left")
+def removed_grid(pruned: PrunedFolder, n_layers: int, n_heads: int):
+    plt = _plt()
+    grid = np.zeros((n_layers, n_heads))
+    for layer, head in pruned.removed:
+        grid[layer, head] = 1
+    fig, ax = plt.subplots(figsize=(max(2.5, 0.35 * n_heads + 1.2), 0.22 * n_layers + 1.2))
+    ax.imshow(grid, cmap="Reds", vmin=0, vmax=1.4, aspect="auto", interpolation="nearest")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(f"{len(pruned.removed)} heads removed", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
-def load_run_info(run_dir: str | Path) -> dict:
-    """heads.json of a finished run; a missing or damaged one is named in one line."""
-    path = Path(run_dir) / "heads.json"
-    if not path.is_file():
-        raise LangheadsError(f"{run_dir}: not a finished langheads run (no heads.json)")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        version = info["format_version"]
-        info["settings"]["languages"], info["model"]["layers"], info["heads"]  # noqa: B018 - what readers need
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise LangheadsError(f"{path}: damaged, or written before format_version 1 (not the JSON a scan "
-                             "writes); scan again") from None
-    if version != RUN_FORMAT_VERSION:
-        raise LangheadsError(f"{path}: format_version {version}; this langheads reads {RUN_FORMAT_VERSION}")
-    return info
+def eval_figure(ev: Evaluation):
+    """Per language: relative change of NLL per byte on the report texts, with its paired 95% interval."""
+    plt = _plt()
+    t = ev.table
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * len(t) + 1.5), 3.0))
+    x = np.arange(len(t))
+    value = 100 * t["per_byte_rel_change"].to_numpy()
+    err = [value - 100 * t["per_byte_rel_ci_low"].to_numpy(), 100 * t["per_byte_rel_ci_high"].to_numpy() - value]
+    ax.bar(x, value, color="#6a8fc7")
+    ax.errorbar(x, value, yerr=err, fmt="none", ecolor="#333", capsize=3)
+    ax.axhline(0, color="#888", linewidth=0.8)
+    ax.set_xticks(x, t["language"])
+    ax.set_ylabel("NLL per byte, after vs before (%)")
+    fig.tight_layout()
+    return fig
+
+
+def compare_figure(a: Run, b: Run):
+    """Per shared language: one run's head scores against the other's, with Spearman's rho."""
+    from .compare import spearman
+
+    plt = _plt()
+    shared = [lang for lang in a.languages if lang in b.languages]
+    if not shared:
+        raise LangheadsError("--compare: the two runs share no language")
+    rows, cols = _panel_grid(len(shared), 6)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.1 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel()[len(shared):]:
+        ax.axis("off")
+    rhos = {}
+    for ax, lang in zip(axes.ravel(), shared):
+        x, y = a.grid(lang, "delta_nll").ravel(), b.grid(lang, "delta_nll").ravel()
+        rhos[lang] = spearman(x, y)
+        ax.scatter(x, y, s=5, color="#6a8fc7")
+        ax.set_title(f"{lang}: rho {rhos[lang]:.2f}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.supxlabel(f"{a.method} score", fontsize=8)
+    fig.supylabel(f"{b.method} score", fontsize=8)
+    fig.tight_layout()
+    return fig, rhos
+
+
+# ---- the page -----------------------------------------------------------------------------
+
+@dataclass
+class Page:
+    title: str
+    figures_dir: Path
+    parts: list[str] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+
+    def text(self, text: str) -> None:
+        self.parts.append(f"<p>{html.escape(text)}</p>")
+
+    def figure(self, name: str, fig, caption: str) -> None:
+        """Save the figure as PNG and SVG, and embed the PNG in the page."""
+        plt = _plt()
+        fig.savefig(self.figures_dir / f"{name}.svg", metadata={"Date": None})
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+        plt.close(fig)
+        (self.figures_dir / f"{name}.png").write_bytes(buffer.getvalue())
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        self.parts.append(f'<figure id="fig-{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def table(self, name: str, frame: pd.DataFrame, formats: dict | None = None) -> None:
+        formats = formats or {}
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+        body = []
+        for row in frame.itertuples(index=False):
+            cells = [formats.get(c, _plain)(v) for c, v in zip(frame.columns, row)]
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        self.parts.append(f'<table id="table-{name}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+
+    def html(self) -> str:
+        return PAGE.format(title=html.escape(self.title), body="\n".join(self.parts))
+
+
+def _plain(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:+.2f}%"
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<title>{title}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+figure {{ margin: 1.2em 0; }} figure img {{ max-width: 100%; border: 1px solid #eee; }}
+figcaption {{ font-size: 12px; color: #555; }} table {{ border-collapse: collapse; font-size: 12px; margin: 0.8em 0; }}
+td, th {{ border: 1px solid #ddd; padding: 2px 6px; text-align: right; }} th {{ background: #f6f6f6; }}
+</style></head><body>
+<h1>{title}</h1>
+{body}
+</body></html>
+"""
+
+
+def write_report(run_dir, out: Path, prune_dir=None, eval_dir=None, compare_dir=None, overwrite: bool = False) -> Path:
+    """Read everything first (a bad input is refused before anything is written), then write
+    report.html and figures/ into `out`, which appears only when whole."""
+    run = read_run(run_dir)
+    pruned = read_pruned(prune_dir) if prune_dir else None
+    ev = read_eval(eval_dir) if eval_dir else None
+    other = read_run(compare_dir) if compare_dir else None
+    if other is not None and other.model_hash != run.model_hash:
+        raise LangheadsError("--compare: the two runs scanned different models")
+    if pruned is not None and pruned.record.get("model", {}).get("sha256") not in (None, run.model_hash):
+        raise LangheadsError("--prune: that model folder was pruned from another model than this run scanned")
+    with new_folder(out, overwrite, "report") as tmp:
+        (tmp / "figures").mkdir()
+        page = build_page(run, pruned, ev, other, tmp / "figures")
+        (tmp / "report.html").write_text(page.html(), encoding="utf-8")
+    return Path(out)
+
+
+def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, other: Run | None, figures: Path) -> Page:
+    info, langs = run.info, run.languages
+    model = info["model"]
+    page = Page(f"langheads report: {model['id']}", figures)
+    texts = {lang: run.texts(lang) for lang in langs}
+    text_note = (f"{sum(texts.values())} scoring texts of {info['corpus']['source']} "
+                 f"({min(texts.values())}-{max(texts.values())} per language)")
+    page.text(f"Model {model['id']} ({model['architecture']}, {model['layers']} layers x {model['heads']} heads, "
+              f"sha256 {model['sha256'][:12]}); method {run.method}; {len(langs)} languages: {', '.join(langs)}; "
+              f"{text_note}.")
+    page.text(f"Kinds by the rule: {info['rule']['text']}.")
+    if "false_matters_bound" in info["rule"]:
+        bound = info["rule"]["false_matters_bound"]
+        page.text(bound[0].upper() + bound[1:] + ".")
+
+    page.heading("Kinds of heads")
+    counts = info["counts"]
+    page.table("counts", pd.DataFrame([{"kind": k, "heads": v} for k, v in counts.items()]))
+    page.figure("kinds", kinds_map(run),
+                f"Kind of each of the {model['layers'] * model['heads']} heads, by the rule above ({info['rule']['name']}), "
+                f"from {text_note}. Specific heads take their language's colour.")
+
+    page.heading("Sample: how many texts each language's intervals rest on")
+    sample = info.get("sample") or {}
+    rows = [{"language": lang, "texts": texts[lang],
+             "median interval width": sample.get(lang, {}).get("median_ci_width", float("nan")),
+             "largest interval width": sample.get(lang, {}).get("max_ci_width", float("nan"))} for lang in langs]
+    page.table("sample", pd.DataFrame(rows), {"median interval width": _points, "largest interval width": _points})
+    if info.get("sample_note"):
+        page.text("Note: " + info["sample_note"] + ".")
+
+    page.heading("Head importance per language")
+    heatmap(run.scores, langs, figures / "heatmap.svg", model["id"])
+    heatmap(run.scores, langs, figures / "heatmap.png", model["id"])
+    page.parts.append(_embed("heatmap", figures / "heatmap.png",
+                             f"Relative increase of mean token NLL when each head alone is removed ({run.method}), per "
+                             f"layer x head, one colour scale for all languages (clipped at the 99th percentile); "
+                             f"{HATCH_NOTE}. {text_note}."))
+
+    page.heading("Which languages share heads")
+    fig, order, corr = similarity(run)
+    page.figure("similarity", fig,
+                f"Pearson correlation between languages' head-importance vectors (relative NLL increase over all "
+                f"{model['layers'] * model['heads']} heads), languages ordered by average-linkage clustering on "
+                f"1 - correlation (dendrogram on top). Order: {', '.join(order)}.")
+    page.table("similarity", pd.DataFrame(corr, columns=langs).assign(language=langs)[["language", *langs]],
+               {lang: (lambda v: f"{v:.2f}") for lang in langs})
+
+    page.heading("Top heads per language")
+    fig, table = top_heads(run)
+    page.figure("top_heads", fig, f"The 5 heads whose removal raises each language's NLL most, with 95% bootstrap "
+                                  f"intervals over texts. {text_note}.")
+    page.table("top_heads", table, {"rel_increase": pct, "rel_ci_low": pct, "rel_ci_high": pct})
+
+    if pruned is not None:
+        page.heading(f"Pruning: keep {','.join(pruned.kept)}, drop {','.join(pruned.dropped)}")
+        steps = len(pruned.curve) - 1
+        page.figure("prune_curve", prune_curve(pruned),
+                    f"NLL change on the selection texts (never the scoring or report texts) as heads are removed one "
+                    f"by one in the order chosen; {steps} steps, {len(pruned.removed)} heads kept removed. "
+                    f"Stopped: {pruned.record.get('stopped', '?')}.")
+        page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
+                    f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
+        last = pruned.curve[-1]["nll"]
+        first = pruned.curve[0]["nll"]
+        page.table("prune", pd.DataFrame([{"language": lang, "role": "kept" if lang in pruned.kept else "dropped",
+                                           "NLL change": last[lang] / first[lang] - 1} for lang in first]),
+                   {"NLL change": pct})
+
+    if ev is not None:
+        t = ev.table
+        page.heading(f"Evaluation: {ev.info['model']} against {ev.info.get('baseline', '?')}")
+        page.figure("eval", eval_figure(ev),
+                    f"NLL per byte on the report texts ({int(t['n_texts'].sum())} texts, "
+                    f"{int(t['n_texts'].min())}-{int(t['n_texts'].max())} per language; never used for any choice), "
+                    "after vs before, with paired 95% bootstrap intervals.")
+        page.table("eval", t[["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
+                              "per_byte_rel_ci_low", "per_byte_rel_ci_high"]],
+                   {"per_byte_rel_change": pct, "per_byte_rel_ci_low": pct, "per_byte_rel_ci_high": pct})
+        if ev.generations:
+            page.parts.append("<h3>Generation samples (greedy), before and after</h3>")
+            page.table("generations", pd.DataFrame([{"language": g["language"], "prompt": g["prompt"],
+                                                     "before": g["before"], "after": g["after"]}
+                                                    for g in ev.generations]))
+
+    if other is not None:
+        page.heading(f"Methods compared: {run.method} vs {other.method}")
+        fig, rhos = compare_figure(run, other)
+        page.figure("compare", fig, f"Per language, each head's {run.method} score ({run.folder.name}) against its "
+                                    f"{other.method} score ({other.folder.name}), with Spearman's rank correlation; "
+                                    f"mean rho {np.nanmean(list(rhos.values())):.2f}.")
+        page.table("compare", pd.DataFrame([{"language": k, "spearman": v} for k, v in rhos.items()]),
+                   {"spearman": lambda v: f"{v:.3f}"})
+    return page
+
+
+def _points(v: float) -> str:
+    return f"{100 * v:.2f} points"
+
+
+def _embed(name: str, png: Path, caption: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return (f'<figure id="fig-{name}"><img alt="{name}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")

@@ -22,7 +22,7 @@ from . import nll
 from .corpus import Corpus, language_key, load_corpus
 from .distributed import Ranks
 from .errors import LangheadsError
-from .kinds import IntervalRule, LahisRule
+from .kinds import FdrRule, IntervalRule, LahisRule
 from .models import LoadedModel, Placement, load_model
 from .store import UnitStore
 from .scoring import METHODS, ScoringMethod
@@ -39,8 +39,9 @@ class ScanSettings:
     max_tokens: int | None = None    # cut each text to this many tokens (BOS included)
     seed: int = 0
     bootstrap: int = 1000
-    rule: str = "interval"
+    rule: str = "interval"           # interval | fdr | lahis
     threshold: float = 0.01
+    fdr: float = 0.05                # with rule fdr: the false discovery rate
     agnostic_share: float = 0.75
     lahis_quantile: float = 0.96
     lahis_min_languages: int = 4
@@ -59,7 +60,7 @@ class ScanSettings:
 
         checks.languages(self, "languages")
         checks.choice(self, "method", list(METHODS))
-        checks.choice(self, "rule", ["interval", "lahis"])
+        checks.choice(self, "rule", ["interval", "fdr", "lahis"])
         checks.choice(self, "dtype", list(DTYPES))
         checks.count(self, "texts", minimum=2, optional=True)  # an interval needs at least 2 texts
         checks.count(self, "max_tokens", minimum=2, optional=True)  # BOS and one token to predict
@@ -69,6 +70,7 @@ class ScanSettings:
         checks.count(self, "batch_tokens")
         checks.count(self, "chunk_tokens")
         checks.number(self, "threshold", 0.0)
+        checks.number(self, "fdr", 0.0, 1.0, low_open=True, high_open=True)
         checks.number(self, "agnostic_share", 0.0, 1.0, low_open=True)
         checks.number(self, "lahis_quantile", 0.0, 1.0, low_open=True, high_open=True)
         resolve_device(self.device)  # refuses an unknown device, or CUDA without one
@@ -77,9 +79,11 @@ class ScanSettings:
     def make_rule(self):
         if self.rule == "interval":
             return IntervalRule(self.threshold, self.agnostic_share)
+        if self.rule == "fdr":
+            return FdrRule(self.threshold, self.agnostic_share, q=self.fdr, n_boot=self.bootstrap)
         if self.rule == "lahis":
             return LahisRule(self.lahis_quantile, self.lahis_min_languages)
-        raise LangheadsError(f"unknown rule '{self.rule}'; choose interval or lahis")
+        raise LangheadsError(f"unknown rule '{self.rule}'; choose interval, fdr or lahis")
 
     def make_method(self) -> ScoringMethod:
         if self.method not in METHODS:
@@ -371,8 +375,10 @@ def _assemble(plan: Plan, store: UnitStore) -> dict[str, dict]:
 
 
 def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values: np.ndarray,
-                     seed: int, n_boot: int, level: float = 0.95) -> pd.DataFrame:
-    """Score, relative score and percentile intervals per head, resampling texts.
+                     seed: int, n_boot: int, level: float = 0.95, threshold: float = 0.01) -> pd.DataFrame:
+    """Score, relative score and percentile intervals per head, resampling texts, and the
+    bootstrap p-value of "the relative increase exceeds `threshold`": (1 + resamples at or
+    below it) / (1 + n_boot). The one bootstrap every interval of a scan comes from.
 
     Each head's resamples come from a generator seeded with (seed, layer, head, language),
     so a head's interval is the same whatever else is scanned and in whatever order.
@@ -390,9 +396,10 @@ def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values:
             score = float(method.aggregate(values[layer, head]))
             lo, hi = np.percentile(stat, [lo_q, hi_q])
             rlo, rhi = np.percentile(rel, [lo_q, hi_q])
-            rows.append((layer, head, lang, score, lo, hi, score / base_mean, rlo, rhi, base_mean, n))
+            p = (1 + np.count_nonzero(rel <= threshold)) / (1 + n_boot)
+            rows.append((layer, head, lang, score, lo, hi, score / base_mean, rlo, rhi, base_mean, n, p))
     return pd.DataFrame(rows, columns=["layer", "head", "language", "delta_nll", "ci_low", "ci_high",
-                                       "rel_increase", "rel_ci_low", "rel_ci_high", "base_nll", "n_texts"])
+                                       "rel_increase", "rel_ci_low", "rel_ci_high", "base_nll", "n_texts", "p_value"])
 
 
 @dataclass
@@ -416,7 +423,7 @@ def run_scan(plan: Plan, store: Path, progress: bool = True, overwrite: bool = F
     frames, per_text = [], []
     for w in plan.work:
         base, values = raw[w.lang]["base"], raw[w.lang]["values"]
-        frames.append(bootstrap_scores(plan.method, w.lang, base, values, s.seed, s.bootstrap))
+        frames.append(bootstrap_scores(plan.method, w.lang, base, values, s.seed, s.bootstrap, threshold=s.threshold))
         L, Hn, n = values.shape
         per_text.append(pd.DataFrame({
             "language": w.lang, "text_id": np.tile(w.text_ids, L * Hn + 1),

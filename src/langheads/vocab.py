@@ -541,11 +541,7 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
     """Library entry point for `langheads trim`: write a folder with the trimmed vocabulary."""
     from pathlib import Path
 
-    from .folders import check_out_dir
-    from .manifest import write_model_folder
-    from .models import DTYPES, load_model
-
-    from .folders import writing
+    from .folders import check_out_dir, writing
 
     out = Path(out)
     check_out_dir(out, overwrite)

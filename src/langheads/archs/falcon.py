@@ -30,7 +30,7 @@ class Falcon(TransformerH):
 
     def _qkv_rows(self, attn, layout, kv_kept, q_src) -> list[int]:
         """Rows of query_key_value for the kept layout, in the order the attention splits them."""
-        D, H, KV = layout.head_dim, layout.n_heads, layout.n_kv_heads
+        D, H = layout.head_dim, layout.n_heads
         span = lambda start: list(range(start * D, (start + 1) * D))  # noqa: E731
         if attn.new_decoder_architecture:  # blocks of (group + 2) heads per KV group
             width, group = len(q_src) // len(kv_kept), layout.group_size

@@ -1,0 +1,298 @@
+"""Run folders, pruned model folders and evaluations: written once, read through typed readers.
+
+A run folder holds:
+  scores.csv      one row per (layer, head, language): delta_nll (the method's score; for
+                  exact ablation the increase of mean token NLL in nats), its 95% bootstrap
+                  interval ci_low..ci_high, rel_increase = delta_nll / the language's mean
+                  unmodified NLL with its interval rel_ci_low..rel_ci_high, base_nll, n_texts,
+                  p_value (bootstrap, for "rel_increase exceeds the threshold")
+  per_text.parquet  one row per (language, text_id, layer, head): the method's per-text
+                  value; rows with layer = head = -1 hold the unmodified model's mean token NLL
+                  of the text; n_tokens counts the text's tokens (BOS included)
+  heads.json      each head's kind and languages, the rule, every setting, model and corpus
+                  hashes, per-language sample size and interval widths, package versions
+  heatmap.png     relative NLL increase per layer x head, one panel per language
+Every folder is written through folders.new_folder (whole or not at all); every reader here
+checks what it reads and names a damaged file in one line. `report`, `compare`, `prune` and
+`evaluate` read through these readers only.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import LangheadsError
+from .folders import new_folder
+from .kinds import KINDS, LAHIS_KINDS
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    from . import __version__
+    return {"langheads": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def write_run(result, out: Path, overwrite: bool = False) -> Path:
+    """Write every file of a run folder, which appears at `out` only when whole."""
+    from .report import heatmap
+
+    plan, s = result.plan, result.plan.settings
+    with new_folder(out, overwrite, "run") as staging:
+        result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
+        result.per_text.to_parquet(staging / "per_text.parquet", index=False)
+        info = {
+            "format_version": RUN_FORMAT_VERSION,
+            "model": {"spec": s.model, "id": plan.loaded.model_id, "sha256": plan.loaded.model_hash,
+                      "layers": plan.layout.n_layers, "heads": plan.layout.n_heads,
+                      "kv_heads": plan.layout.n_kv_heads, "head_dim": plan.layout.head_dim,
+                      "architecture": plan.layout.model_type},
+            "corpus": {"source": plan.corpus.source, "sha256": plan.corpus.sha256, "part": "scoring",
+                       "texts": {w.lang: w.text_ids for w in plan.work}},
+            "method": {"name": plan.method.name, "per_text_value": plan.method.value_meaning},
+            "settings": asdict(s),
+            "rule": result.rule,
+            "sample": sample_sizes(result.scores),
+            "sample_note": sample_note(result),
+            "counts": count_kinds(result.heads),
+            "versions": versions(),
+            "heads": result.heads,
+        }
+        (staging / "heads.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        heatmap(result.scores, s.languages, staging / "heatmap.png", plan.loaded.model_id)
+    return out
+
+
+def sample_sizes(scores: pd.DataFrame) -> dict:
+    """Per language: the texts its intervals rest on, and how wide they are (relative NLL
+    increase, median and largest over heads), so a reader sees when too few texts were used."""
+    width = scores["rel_ci_high"] - scores["rel_ci_low"]
+    return {lang: {"texts": int(rows["n_texts"].iloc[0]), "median_ci_width": float(width[rows.index].median()),
+                   "max_ci_width": float(width[rows.index].max())}
+            for lang, rows in scores.groupby("language", sort=False)}
+
+
+def count_kinds(heads: list[dict]) -> dict:
+    kinds = [h["kind"] for h in heads]
+    names = KINDS if set(kinds) <= set(KINDS) else LAHIS_KINDS
+    return {k: kinds.count(k) for k in names}
+
+
+SMALL_SAMPLE = 8  # below this many texts a bootstrap interval covers less often than it claims
+
+
+def sample_note(result) -> str | None:
+    """A warning when some language's intervals rest on fewer than SMALL_SAMPLE texts."""
+    few = {w.lang: len(w.text_ids) for w in result.plan.work if len(w.text_ids) < SMALL_SAMPLE}
+    if not few:
+        return None
+    return ("intervals on fewer than 8 texts (" + ", ".join(f"{lang} {n}" for lang, n in few.items()) +
+            ") cover less often than their stated 95%: treat their kinds as provisional")
+
+
+def summary(result, per_language: int = 3) -> str:
+    s = result.plan.settings
+    counts = count_kinds(result.heads)
+    lines = [f"{len(result.heads)} heads, {len(s.languages)} languages; rule: {result.rule['text']}"]
+    if "false_matters_bound" in result.rule:
+        lines.append(f"intervals: {result.rule['n_intervals']}; {result.rule['false_matters_bound']}")
+    lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if sample_note(result):
+        lines.append("note: " + sample_note(result))
+    lines.append("intervals rest on: " + ", ".join(
+        f"{lang} {v['texts']} texts (median width {100 * v['median_ci_width']:.2f} points)"
+        for lang, v in sample_sizes(result.scores).items()))
+    rel = result.scores.set_index(["layer", "head", "language"])["rel_increase"]
+    for lang in s.languages:
+        own = [h for h in result.heads if h["kind"] == "language-specific" and h["languages"] == [lang]]
+        own.sort(key=lambda h: -rel[(h["layer"], h["head"], lang)])
+        shown = ", ".join(f"L{h['layer']}H{h['head']} (+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)"
+                          for h in own[:per_language])
+        lines.append(f"  {lang}: {len(own)} specific head(s)" + (f"; strongest {shown}" if own else ""))
+    return "\n".join(lines)
+
+
+RUN_FORMAT_VERSION = 2  # 2: scores.csv has p_value, heads.json has sample
+READS = (1, 2)
+SCORE_COLUMNS = ["layer", "head", "language", "delta_nll", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
+                 "rel_ci_high", "base_nll", "n_texts"]
+
+
+@dataclass
+class Run:
+    """A finished scan, read and checked whole."""
+    folder: Path
+    info: dict             # heads.json
+    scores: pd.DataFrame   # scores.csv, with each head's kind and kind_languages
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.info["settings"]["languages"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.info["model"]["layers"])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.info["model"]["heads"])
+
+    @property
+    def method(self) -> str:
+        return self.info["method"]["name"]
+
+    @property
+    def model_hash(self) -> str:
+        return self.info["model"]["sha256"]
+
+    def texts(self, lang: str) -> int:
+        return len(self.info["corpus"]["texts"][lang])
+
+    def grid(self, lang: str, column: str = "rel_increase") -> np.ndarray:
+        """[layers, heads] of one column for one language."""
+        rows = self.scores[self.scores.language == lang]
+        out = np.full((self.n_layers, self.n_heads), np.nan)
+        out[rows["layer"].to_numpy(), rows["head"].to_numpy()] = rows[column].to_numpy()
+        return out
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """A finished run: heads.json and scores.csv, checked whole (every column, one row per
+    (layer, head, language), no missing value)."""
+    run_dir = Path(run_dir)
+    info = load_run_info(run_dir)
+    path = run_dir / "scores.csv"
+    if not path.is_file():
+        raise LangheadsError(f"{run_dir}: not a finished langheads run (no scores.csv)")
+    try:
+        scores = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise LangheadsError(f"{path}: damaged ({str(e).splitlines()[0]})") from None
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    model, languages = info["model"], info["settings"]["languages"]
+    expected = model["layers"] * model["heads"] * len(languages)
+    if missing:
+        raise LangheadsError(f"{path}: damaged (no column {missing[0]})")
+    if len(scores) != expected or scores[SCORE_COLUMNS].isna().any().any():
+        raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
+                             f"{model['layers']} layers x {model['heads']} heads x {len(languages)} languages)")
+    kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
+                           "kind_languages": ",".join(h["languages"])} for h in info["heads"]])
+    return Run(run_dir, info, scores.merge(kinds, on=["layer", "head"], how="left"))
+
+
+def load_run(run_dir: str | Path) -> pd.DataFrame:
+    """A finished run's scores.csv as a DataFrame, with each head's kind (see read_run)."""
+    return read_run(run_dir).scores
+
+
+def _read_json(path: Path, what: str, versions: tuple[int, ...], needs: tuple[str, ...] = ()) -> dict:
+    """A langheads JSON file with a format_version this version reads; one line if not."""
+    if not path.is_file():
+        raise LangheadsError(f"{path.parent}: not {what} (no {path.name})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = data["format_version"]
+        for key in needs:
+            data[key]  # noqa: B018 - what readers need
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise LangheadsError(f"{path}: damaged, or written before format_version 1 (not the JSON langheads "
+                             "writes)") from None
+    if version not in versions:
+        raise LangheadsError(f"{path}: format_version {version}; this langheads reads {', '.join(map(str, versions))}")
+    return data
+
+
+def load_run_info(run_dir: str | Path) -> dict:
+    """heads.json of a finished run; a missing or damaged one is named in one line."""
+    info = _read_json(Path(run_dir) / "heads.json", "a finished langheads run", READS,
+                      ("settings", "model", "heads", "corpus", "method"))
+    try:
+        info["settings"]["languages"], info["model"]["layers"], info["model"]["heads"]  # noqa: B018
+    except (KeyError, TypeError):
+        raise LangheadsError(f"{Path(run_dir) / 'heads.json'}: damaged (no languages or model shape)") from None
+    return info
+
+
+@dataclass
+class PrunedFolder:
+    """A model folder written by `langheads prune`: what was removed and what it cost."""
+    folder: Path
+    manifest: object       # manifest.Manifest
+    record: dict           # the remove_heads record: scan, kept, dropped, curve, settings
+
+    @property
+    def removed(self) -> list[tuple[int, int]]:
+        return [tuple(x) for x in self.record["removed_heads"]]
+
+    @property
+    def kept(self) -> list[str]:
+        return list(self.record["kept"])
+
+    @property
+    def dropped(self) -> list[str]:
+        return list(self.record["dropped"])
+
+    @property
+    def curve(self) -> list[dict]:
+        return list(self.record["curve"])
+
+    @property
+    def budget(self) -> float | None:
+        return self.record["settings"].get("max_increase")
+
+
+def read_pruned(folder: str | Path) -> PrunedFolder:
+    from .manifest import read_manifest
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    record = manifest.records.get("remove_heads") if manifest is not None else None
+    if not record or not all(k in record for k in ("removed_heads", "kept", "dropped", "curve", "settings")):
+        raise LangheadsError(f"{folder}: not a model folder written by `langheads prune` (its langheads.json has "
+                             "no record of removed heads)")
+    return PrunedFolder(folder, manifest, record)
+
+
+EVAL_FORMAT_VERSION = 1
+
+
+@dataclass
+class Evaluation:
+    """An evaluation folder written by `langheads evaluate`."""
+    folder: Path
+    info: dict                  # eval.json
+    table: pd.DataFrame         # one row per language
+    generations: list[dict]     # prompt, before, after, their languages
+
+
+def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
+    with new_folder(out, overwrite, "evaluation") as tmp:
+        result["table"].to_csv(tmp / "eval.csv", index=False, float_format="%.6g")
+        (tmp / "generations.jsonl").write_text(
+            "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in result["generations"]), encoding="utf-8")
+        meta = {"format_version": EVAL_FORMAT_VERSION,
+                **{k: v for k, v in result.items() if k not in ("table", "generations")}}
+        meta["table"] = result["table"].to_dict(orient="records")
+        (tmp / "eval.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_eval(folder: str | Path) -> Evaluation:
+    folder = Path(folder)
+    info = _read_json(folder / "eval.json", "an evaluation folder", (EVAL_FORMAT_VERSION,), ("table", "model"))
+    table = pd.DataFrame(info["table"])
+    needed = ["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
+              "per_byte_rel_ci_low", "per_byte_rel_ci_high"]
+    if any(c not in table.columns for c in needed):
+        raise LangheadsError(f"{folder / 'eval.json'}: damaged (its table lacks {needed})")
+    try:
+        lines = (folder / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+        generations = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise LangheadsError(f"{folder / 'generations.jsonl'}: missing or damaged") from None
+    return Evaluation(folder, info, table, generations)
