@@ -106,7 +106,7 @@ def _scan(args, ranks) -> None:
         device_map=args.device_map, load_in=args.load_in, compile=args.compile,
     )
     plan = plan_scan(settings, ranks=ranks)
-    store = store_dir(out)
+    store = Path(args.store).resolve() if args.store else store_dir(out)
     if not args.dry_run:  # before anything is printed: a refusal is one line
         check_memory(plan)
         if ranks.main:
@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-tokens", type=int, default=1024, help="positions per chunk of full-vocabulary logits")
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    s.add_argument("--store", help="where finished units are kept (default: OUT.units); another run's store is "
+                   "reused when model, corpus, method and text settings match")
     s.add_argument("--device-map", help="auto: spread one model over several GPUs (accelerate)")
     s.add_argument("--load-in", help="4bit | 8bit: quantise with bitsandbytes (pip install 'langheads[quant]')")
     s.add_argument("--compile", action="store_true", help="torch.compile MLPs, norms and the loss (worth it on GPUs)")

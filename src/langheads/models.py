@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,20 +215,13 @@ def _convert(gguf: Path, sha: str, target: Path) -> Path:
         del model.hf_quantizer
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    from .folders import new_folder
+
+    with new_folder(target, True, "converted model cache entry") as tmp:  # under the cache entry's lock
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        source = {"gguf": str(gguf), "sha256": sha}
+        source = {"format_version": 1, "gguf": str(gguf), "sha256": sha}
         (tmp / "langheads_source.json").write_text(json.dumps(source, indent=1))
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first; use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
