@@ -130,11 +130,9 @@ class Plan:
         return self._batches[w.lang]
 
     def _text_batch_tokens(self) -> int:
-        # Exact ablation repeats a text batch once per head of a layer: size text batches so
-        # that all heads of a layer fit in one forward of `batch_tokens` positions.
-        if self.method.name == "exact":
-            return max(1, self.settings.batch_tokens // self.layout.n_heads)
-        return self.settings.batch_tokens
+        # A method that repeats a text batch (exact ablation: once per head of a layer) gets
+        # text batches small enough for all copies to fit in one forward of `batch_tokens`.
+        return max(1, self.settings.batch_tokens // self.method.copies_per_forward(self.layout))
 
     def units(self) -> list[Unit]:
         """Every unit of the scan, in a fixed order: language, batch, layers."""
@@ -190,7 +188,7 @@ class Plan:
         attention = rows_tokens * self.layout.n_heads * longest * 4 * 2
         logits = self.settings.chunk_tokens * vocab * 4 * 3
         trace = self.layout.n_layers * self._text_batch_tokens() * hidden * bytes_per * 2
-        if self.method.name != "exact":  # backward keeps every layer's activations
+        if self.method.needs_backward:  # backward keeps every layer's activations
             activations *= self.layout.n_layers
             attention *= self.layout.n_layers
         return activations + attention + logits + trace

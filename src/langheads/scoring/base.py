@@ -51,6 +51,7 @@ class ScoringMethod(ABC):
     name: str
     value_meaning: str     # what one per-text value is, written into heads.json
     layers_per_unit: int | None = None  # None: every layer in one unit (one backward gives them all)
+    needs_backward: bool = True         # keeps every layer's activations (for memory estimates)
 
     def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096):
         self.chunk_tokens = chunk_tokens
@@ -64,6 +65,10 @@ class ScoringMethod(ABC):
         """Rough FLOPs of one unit, given the decoder's and the output layer's parameter counts
         (for the dry run's estimate and for sharing units evenly among processes)."""
         return 3 * 2 * batch.n_tokens * (body + head)  # one forward and its backward
+
+    def copies_per_forward(self, layout: HeadLayout) -> int:
+        """How many copies of a text batch one forward holds (sizes the text batches)."""
+        return 1
 
     def layer_ranges(self, layout: HeadLayout) -> list[range]:
         step = self.layers_per_unit or layout.n_layers

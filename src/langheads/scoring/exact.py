@@ -18,6 +18,7 @@ class ExactAblation(ScoringMethod):
     name = "exact"
     value_meaning = "increase of the text's mean token NLL (nats) when the head alone is removed"
     layers_per_unit = 1
+    needs_backward = False
 
     def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, reuse: bool = True,
                  layers: list[int] | None = None):
@@ -27,6 +28,9 @@ class ExactAblation(ScoringMethod):
         self.reuse = reuse
         self.layers = layers
         self._traced = None  # (batch, trace, base NLL per row) of the last batch seen
+
+    def copies_per_forward(self, layout):
+        return layout.n_heads  # one copy of the batch per head of a layer
 
     def layer_ranges(self, layout):
         return [range(l, l + 1) for l in (self.layers or range(layout.n_layers))]
