@@ -98,6 +98,7 @@ def _scan(args, ranks) -> None:
         raise LangheadsError(f"--fdr is a rule of its own; it cannot go with --rule {args.rule}")
     settings = ScanSettings(
         model=args.model, languages=_langs(args.languages), method=args.method, data=args.data,
+        data_lang=args.data_lang, signal=args.signal, chat_template=args.chat_template,
         texts=args.texts, max_tokens=args.max_tokens, seed=args.seed, bootstrap=args.bootstrap,
         rule="fdr" if args.fdr is not None else args.rule, fdr=0.05 if args.fdr is None else args.fdr,
         threshold=args.threshold, agnostic_share=args.agnostic_share,
@@ -278,8 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--languages", default="en,hi,fr,de,es,zh,ar,ru", help="comma-separated ISO 639-1 codes")
     s.add_argument("--out", required=True, help="run folder to create")
     s.add_argument("--method", default="exact", help="exact | attribution | lahis")
-    s.add_argument("--data", help="a folder of <lang>.txt files or a JSONL file (default: bundled UDHR)")
-    s.add_argument("--texts", type=int, help="at most this many scoring texts per language")
+    s.add_argument("--data", help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/answer "
+                   "items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal answer, cloze)")
+    s.add_argument("--data-lang", help="the language of a SQuAD-format file whose name does not say it")
+    s.add_argument("--signal", default="text", help="text: NLL of running text | answer: NLL of the reference "
+                   "answer given the prompt (the paper's protocol)")
+    s.add_argument("--chat-template", default="auto", help="with --signal answer: auto (the model's own, else plain) "
+                   "| none (plain) | a Jinja file")
+    s.add_argument("--texts", type=int, help="at most this many scoring texts (or items) per language")
     s.add_argument("--max-tokens", type=int, help="cut each text to this many tokens")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")

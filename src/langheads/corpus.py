@@ -36,9 +36,13 @@ UDHR_VARIANTS = {
 
 @dataclass(frozen=True)
 class Text:
+    """A text; for question-answer data (qa.py) `text` is the context and the item carries
+    its question (empty for a cloze: continue the text) and reference answer."""
     lang: str
     id: str
     text: str
+    question: str = ""
+    answer: str = ""
 
 
 def language_key(lang: str) -> int:
@@ -60,12 +64,17 @@ class Corpus:
         self.by_lang: dict[str, list[Text]] = {}
         for t in texts:
             self.by_lang.setdefault(t.lang, []).append(t)
-        raw = "\n".join(f"{t.lang}\t{t.id}\t{t.text}" for t in texts)
+        raw = "\n".join(f"{t.lang}\t{t.id}\t{t.text}" + (f"\t{t.question}\t{t.answer}" if t.answer else "")
+                        for t in texts)
         self.sha256 = hashlib.sha256(raw.encode()).hexdigest()
 
     @property
     def languages(self) -> list[str]:
         return sorted(self.by_lang)
+
+    @property
+    def has_answers(self) -> bool:
+        return any(t.answer for ts in self.by_lang.values() for t in ts)
 
     def texts(self, lang: str, part: str | None = None, limit: int | None = None) -> list[Text]:
         """A language's texts in one part (all parts if None), the first `limit` of them."""
@@ -97,9 +106,13 @@ def load_jsonl(path: Path, source: str | None = None) -> Corpus:
             continue
         try:
             record = json.loads(line)
+            if isinstance(record, dict) and "answer" in record:  # question-answer data (see qa.py)
+                texts.append(_qa_record(record, path, number, sum(1 for t in texts if t.lang == record.get("lang"))))
+                continue
             lang, text = record["lang"], record["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise LangheadsError(f"{path}:{number}: not a JSON object with 'lang' and 'text' fields") from None
+            raise LangheadsError(f"{path}:{number}: not a JSON object with 'lang' and 'text' fields (or 'lang', "
+                                 "'question' and 'answer')") from None
         if not isinstance(lang, str) or not isinstance(text, str) or not lang:
             raise LangheadsError(f"{path}:{number}: 'lang' and 'text' must be strings")
         if not text.strip():
@@ -108,7 +121,20 @@ def load_jsonl(path: Path, source: str | None = None) -> Corpus:
         texts.append(Text(lang, text_id, text))
     if not texts:
         raise LangheadsError(f"{path}: no texts")
+    if len({bool(t.answer) for t in texts}) > 1:
+        raise LangheadsError(f"{path}: mixes plain texts and question-answer items; keep them in separate files")
     return Corpus(texts, source or str(path))
+
+
+def _qa_record(record: dict, path: Path, number: int, seen: int) -> Text:
+    fields = {k: record.get(k, "") for k in ("lang", "context", "question", "answer")}
+    if not all(isinstance(v, str) for v in fields.values()) or not fields["lang"]:
+        raise LangheadsError(f"{path}:{number}: 'lang', 'context', 'question' and 'answer' must be strings")
+    if not fields["answer"].strip():
+        raise LangheadsError(f"{path}:{number}: empty answer")
+    if not (fields["question"].strip() or fields["context"].strip()):
+        raise LangheadsError(f"{path}:{number}: no question and no context to answer from")
+    return Text(fields["lang"], str(record.get("id", seen + 1)), fields["context"], fields["question"], fields["answer"])
 
 
 def load_folder(path: Path) -> Corpus:
@@ -125,13 +151,21 @@ def load_folder(path: Path) -> Corpus:
     return Corpus(texts, str(path))
 
 
-def load_corpus(data: str | Path | None = None) -> Corpus:
-    """The bundled corpus (None), a folder of <lang>.txt files, or a JSONL file."""
+def load_corpus(data: str | Path | None = None, data_lang: str | None = None) -> Corpus:
+    """The bundled corpus (None), its cloze set ("cloze"), a folder of <lang>.txt files, a
+    JSONL file (texts, or question-answer items), or a SQuAD-format JSON file (MLQA, XQuAD,
+    TyDiQA-GoldP; the language from `data_lang` or the file name)."""
+    from . import qa
+
     if data is None:
         return bundled_corpus()
+    if str(data) == "cloze":
+        return qa.cloze_corpus()
     path = Path(data)
     if path.is_dir():
         return load_folder(path)
+    if path.is_file() and path.suffix == ".json":
+        return qa.load_squad(path, data_lang)
     if path.is_file():
         return load_jsonl(path)
     raise LangheadsError(f"data not found: {data}")

@@ -25,6 +25,7 @@ class Batch:
     input_ids: torch.Tensor   # [rows, longest], right-padded
     lengths: torch.Tensor     # [rows] real tokens per row (BOS included)
     index: list[int]          # row -> position of the text in the caller's list
+    starts: torch.Tensor | None = None  # [rows] first token whose NLL counts (None: 1, every predicted token)
 
     @property
     def n_tokens(self) -> int:
@@ -37,8 +38,10 @@ def tokenize(tokenizer, texts: list[str], max_tokens: int | None = None) -> list
     return [i[:max_tokens] if max_tokens else i for i in ids]
 
 
-def make_batches(token_lists: list[list[int]], batch_tokens: int, pad_id: int = 0) -> list[Batch]:
-    """Longest first, as many texts per batch as fit in `batch_tokens` padded positions."""
+def make_batches(token_lists: list[list[int]], batch_tokens: int, pad_id: int = 0,
+                 starts: list[int] | None = None) -> list[Batch]:
+    """Longest first, as many texts per batch as fit in `batch_tokens` padded positions.
+    `starts[i]`: the first token of text i whose NLL counts (an answer after its prompt)."""
     order = sorted(range(len(token_lists)), key=lambda i: (-len(token_lists[i]), i))
     batches, current = [], []
     for i in order:
@@ -55,14 +58,18 @@ def make_batches(token_lists: list[list[int]], batch_tokens: int, pad_id: int = 
         ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
         for r, i in enumerate(rows):
             ids[r, : len(token_lists[i])] = torch.tensor(token_lists[i])
-        out.append(Batch(ids, torch.tensor([len(token_lists[i]) for i in rows]), rows))
+        first = None if starts is None else torch.tensor([starts[i] for i in rows])
+        out.append(Batch(ids, torch.tensor([len(token_lists[i]) for i in rows]), rows, first))
     return out
 
 
-def _positions(lengths: torch.Tensor, longest: int):
-    """(row, position) of every token that predicts a next one, and that next token's index."""
+def _positions(lengths: torch.Tensor, longest: int, starts: torch.Tensor | None = None):
+    """(row, position) of every position whose next token counts: from starts - 1 (default 0)
+    to the row's last real token but one."""
     pos = torch.arange(longest - 1)
     valid = pos[None, :] < (lengths[:, None] - 1)
+    if starts is not None:
+        valid &= pos[None, :] >= (starts[:, None] - 1)
     rows, cols = valid.nonzero(as_tuple=True)
     return rows, cols
 
@@ -116,15 +123,17 @@ def default_vocab_block(device, chunk_tokens: int) -> int | None:
 
 
 def nll_from_hidden(model, hidden: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor,
-                    chunk_tokens: int = 1024, vocab_block: int | None | str = "auto") -> torch.Tensor:
-    """Mean token NLL per row from the last decoder layer's output [rows, T, d].
+                    chunk_tokens: int = 1024, vocab_block: int | None | str = "auto",
+                    starts: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean token NLL per row from the last decoder layer's output [rows, T, d], over the
+    tokens from `starts` (default: every token after the first) to the row's end.
 
     Only real predicting positions go through the final norm and the output layer, at most
     `chunk_tokens` at a time. Under autograd each chunk is checkpointed, so its logits are
     recomputed in the backward pass instead of being kept.
     """
     lengths = lengths.to(hidden.device)
-    rows, cols = _positions(lengths.cpu(), hidden.shape[1])
+    rows, cols = _positions(lengths.cpu(), hidden.shape[1], None if starts is None else starts.cpu())
     rows, cols = rows.to(hidden.device), cols.to(hidden.device)
     targets = input_ids.to(hidden.device)[rows, cols + 1]
     flat = hidden[rows, cols]
@@ -141,7 +150,8 @@ def nll_from_hidden(model, hidden: torch.Tensor, input_ids: torch.Tensor, length
             pieces.append(_chunk_nll(model, h, t, vocab_block))
     token_nll = torch.cat([p.to(hidden.device) for p in pieces])
     sums = torch.zeros(hidden.shape[0], dtype=token_nll.dtype, device=hidden.device).index_add(0, rows, token_nll)
-    return sums / (lengths - 1).to(sums.dtype)
+    counted = lengths - (1 if starts is None else starts.to(lengths.device))
+    return sums / counted.to(sums.dtype)
 
 
 @dataclass
@@ -223,31 +233,35 @@ def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor],
             else:
                 x = _layer_output(layers[i](**{**kwargs_i, "hidden_states": x}))
     ids = tr.batch.input_ids.repeat(copies, 1)
-    return nll_from_hidden(model, x, ids, tr.batch.lengths.repeat(copies), chunk_tokens)
+    starts = None if tr.batch.starts is None else tr.batch.starts.repeat(copies)
+    return nll_from_hidden(model, x, ids, tr.batch.lengths.repeat(copies), chunk_tokens, starts=starts)
 
 
 @torch.no_grad()
 def per_text_nll(model, token_lists: list[list[int]], batch_tokens: int = 4096, chunk_tokens: int = 1024,
-                 pad_id: int = 0) -> torch.Tensor:
-    """Per-text mean token NLL (float64, on the CPU) through the fast path, with whatever masks are active."""
+                 pad_id: int = 0, starts: list[int] | None = None) -> torch.Tensor:
+    """Per-text mean token NLL (float64, on the CPU) through the fast path, with whatever masks
+    are active; with `starts`, over each text's tokens from starts[i] on only."""
     out = torch.zeros(len(token_lists), dtype=torch.float64)
-    for batch in make_batches(token_lists, batch_tokens, pad_id):
+    for batch in make_batches(token_lists, batch_tokens, pad_id, starts):
         tr = trace(model, batch)
         out[batch.index] = nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths,
-                                           chunk_tokens).double().cpu()
+                                           chunk_tokens, starts=batch.starts).double().cpu()
     return out
 
 
 @torch.no_grad()
-def reference_nll(model, token_lists: list[list[int]]) -> torch.Tensor:
-    """The slow, obvious path: each text alone through the whole model, full logits.
+def reference_nll(model, token_lists: list[list[int]], starts: list[int] | None = None) -> torch.Tensor:
+    """The slow, obvious path: each text alone through the whole model, full logits (with
+    `starts`, the mean over tokens starts[i].. only).
 
     Tests and benchmarks compare every fast path against this.
     """
     device = next(model.parameters()).device
     out = []
-    for ids in token_lists:
+    for i, ids in enumerate(token_lists):
         x = torch.tensor([ids], device=device)
-        logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
-        out.append(torch.nn.functional.cross_entropy(logits, x[0, 1:]))
+        first = 1 if starts is None else starts[i]
+        logits = model(input_ids=x, use_cache=False).logits[0, first - 1 : -1].float()
+        out.append(torch.nn.functional.cross_entropy(logits, x[0, first:]))
     return torch.stack(out).cpu()

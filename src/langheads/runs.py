@@ -55,6 +55,7 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
             "corpus": {"source": plan.corpus.source, "sha256": plan.corpus.sha256, "part": "scoring",
                        "texts": {w.lang: w.text_ids for w in plan.work}},
             "method": {"name": plan.method.name, "per_text_value": plan.method.value_meaning},
+            "signal": plan.signal,
             "settings": asdict(s),
             "rule": result.rule,
             "sample": sample_sizes(result.scores),

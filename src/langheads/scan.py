@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from . import heads as H
-from . import nll
+from . import nll, qa
 from .corpus import Corpus, language_key, load_corpus
 from .distributed import Ranks
 from .errors import LangheadsError
@@ -34,7 +34,10 @@ class ScanSettings:
     model: str = "default"
     languages: list[str] = field(default_factory=lambda: ["en", "hi", "fr", "de", "es", "zh", "ar", "ru"])
     method: str = "exact"
-    data: str | None = None          # None: the bundled UDHR corpus
+    data: str | None = None          # None: the bundled UDHR corpus (with signal answer: its cloze set)
+    data_lang: str | None = None     # the language of a SQuAD-format file, if its name does not say
+    signal: str = "text"             # text: NLL of running text; answer: NLL of the reference answer only
+    chat_template: str = "auto"      # signal answer: auto | none | a Jinja file
     texts: int | None = None         # cap on scoring texts per language
     max_tokens: int | None = None    # cut each text to this many tokens (BOS included)
     seed: int = 0
@@ -60,6 +63,7 @@ class ScanSettings:
 
         checks.languages(self, "languages")
         checks.choice(self, "method", list(METHODS))
+        checks.choice(self, "signal", ["text", "answer"])
         checks.choice(self, "rule", ["interval", "fdr", "lahis"])
         checks.choice(self, "dtype", list(DTYPES))
         checks.count(self, "texts", minimum=2, optional=True)  # an interval needs at least 2 texts
@@ -106,6 +110,7 @@ class LanguageWork:
     lang: str
     text_ids: list[str]
     token_lists: list[list[int]]
+    starts: list[int] | None = None  # signal answer: each item's first answer token
 
     @property
     def n_tokens(self) -> int:
@@ -120,13 +125,14 @@ class Plan:
     layout: H.HeadLayout
     work: list[LanguageWork]
     method: ScoringMethod
+    signal: dict = field(default_factory=lambda: {"name": "text", "template": "", "meaning": "mean token NLL of the text"})
     _batches: dict[str, list[nll.Batch]] = field(default_factory=dict, repr=False)
 
     def batches(self, w: LanguageWork) -> list[nll.Batch]:
         """A language's text batches, made once (the plan, its estimates and the scan share them)."""
         if w.lang not in self._batches:
             pad = self.loaded.tokenizer.pad_token_id or 0
-            self._batches[w.lang] = nll.make_batches(w.token_lists, self._text_batch_tokens(), pad)
+            self._batches[w.lang] = nll.make_batches(w.token_lists, self._text_batch_tokens(), pad, w.starts)
         return self._batches[w.lang]
 
     def _text_batch_tokens(self) -> int:
@@ -212,7 +218,11 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
         raise LangheadsError("no languages given")
     if len(set(settings.languages)) != len(settings.languages):
         raise LangheadsError(f"a language is listed twice: {','.join(settings.languages)}")
-    corpus = corpus or load_corpus(settings.data)
+    answers = settings.signal == "answer"
+    corpus = corpus or load_corpus("cloze" if answers and settings.data is None else settings.data, settings.data_lang)
+    if answers and not corpus.has_answers:
+        raise LangheadsError(f"--signal answer needs question-answer data, and {corpus.source} has none: give JSONL "
+                             "with lang, context, question, answer, a SQuAD-format .json, or --data cloze")
     texts = {lang: corpus.texts(lang, "scoring", settings.texts) for lang in settings.languages}
     settings.device = resolve_device(settings.device)
     if loaded is None:
@@ -225,10 +235,17 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     if settings.compile:
         nll.compile_for_speed(loaded.model)
     work = []
+    template_name, template = qa.template_of(loaded.tokenizer, settings.chat_template) if answers else ("", None)
     for lang, chosen in texts.items():
-        ids = nll.tokenize(loaded.tokenizer, [t.text for t in chosen], settings.max_tokens)
-        work.append(LanguageWork(lang, [t.id for t in chosen], ids))
-    return Plan(settings, loaded, corpus, layout, work, method)
+        if answers:  # prompt + answer, the loss on the answer only; not cut (--max-tokens is for texts)
+            encoded = [qa.encode(loaded.tokenizer, t, template) for t in chosen]
+            work.append(LanguageWork(lang, [t.id for t in chosen], [e[0] for e in encoded], [e[1] for e in encoded]))
+        else:
+            ids = nll.tokenize(loaded.tokenizer, [t.text for t in chosen], settings.max_tokens)
+            work.append(LanguageWork(lang, [t.id for t in chosen], ids))
+    signal = {"name": settings.signal, "template": template_name, "meaning": (
+        "mean token NLL of the reference answer given the prompt" if answers else "mean token NLL of the text")}
+    return Plan(settings, loaded, corpus, layout, work, method, signal)
 
 
 def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
@@ -297,7 +314,7 @@ def values_key(plan: Plan) -> dict:
     s = plan.settings
     return {"model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
             "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "load_in": s.load_in,
-            "batch_tokens": s.batch_tokens}
+            "batch_tokens": s.batch_tokens, **({"signal": plan.signal} if s.signal != "text" else {})}
 
 
 def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitStore, dict]:

@@ -26,7 +26,8 @@ def gate_gradients(model, layout, batch, chunk_tokens):
     try:
         with torch.enable_grad(), H.scaled_heads(model, {l: gates[l] for l in range(layout.n_layers)}):
             hidden = nll.trace(model, batch).final_hidden
-            per_row = nll.nll_from_hidden(model, hidden, batch.input_ids, batch.lengths, chunk_tokens)
+            per_row = nll.nll_from_hidden(model, hidden, batch.input_ids, batch.lengths, chunk_tokens,
+                                          starts=batch.starts)
             (grad,) = torch.autograd.grad(per_row.sum(), gates)
     finally:
         for p, w in zip(model.parameters(), was):

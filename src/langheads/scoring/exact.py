@@ -43,7 +43,8 @@ class ExactAblation(ScoringMethod):
         if self._traced is None or self._traced[0] is not batch:
             self._traced = None  # free the last batch's trace first
             tr = nll.trace(model, batch)
-            base = nll.nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths, self.chunk_tokens)
+            base = nll.nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths, self.chunk_tokens,
+                                       starts=batch.starts)
             self._traced = (batch, tr, base.double().cpu().numpy())
         return self._traced[1], self._traced[2]
 
