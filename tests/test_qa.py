@@ -135,3 +135,48 @@ def test_answer_signal_scan_end_to_end(tiny_dirs, qa_jsonl, sample_data, tmp_pat
                  "--signal", "answer", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--signal answer needs question-answer data" in err[0]
+
+
+def test_answer_metrics_by_hand():
+    from langheads.metrics import Metric, chrf, exact_match, token_f1
+
+    assert exact_match("The River!", "river") == 1.0 and exact_match("a stream", "river") == 0.0
+    assert token_f1("at nine sharp", "at nine") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    assert token_f1("नदी के पास", "नदी") == pytest.approx(0.5)
+    assert token_f1("天空是蓝色", "蓝色") == pytest.approx(2 * (2 / 5) * 1 / (2 / 5 + 1))  # characters
+    assert chrf("river", "river") == 1.0 and 0 < chrf("rivers", "river") < 1
+    m = Metric("em", np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0, 0.0]))
+    out = m.paired(seed=1, n_boot=500)
+    assert out["before"] == 0.75 and out["after"] == 0.25 and out["change"] == -0.5
+    assert out["ci_low"] <= -0.5 <= out["ci_high"] and out["ci_high"] <= 0
+
+
+def test_evaluate_qa_with_masked_heads(tiny_dirs, qa_jsonl, tmp_path, capsys):
+    import pandas as pd
+
+    from langheads.runs import read_eval
+
+    out = tmp_path / "qa"
+    argv = ["evaluate", "--baseline", str(tiny_dirs["llama"]), "--languages", "en,fr", "--qa", str(qa_jsonl),
+            "--new-tokens", "4", "--out", str(out)]
+    assert main([*argv, "--mask", "0.1,2.3"]) == 0
+    printed = capsys.readouterr().out
+    ev = read_eval(out)
+    assert ev.kind == "qa" and ev.info["mask"] == [[0, 1], [2, 3]]
+    assert set(ev.table["metric"]) == {"exact_match", "token_f1", "chrf", "language_switch"}
+    assert (ev.table["items"] > 0).all() and ((ev.table["ci_low"] <= ev.table["change"] + 1e-12)
+                                              & (ev.table["change"] <= ev.table["ci_high"] + 1e-12)).all()
+    assert "language_switch" in printed and "masked 0.1,2.3" in printed
+    gens = pd.DataFrame(ev.generations)
+    assert set(gens.columns) >= {"language", "reference", "before", "after"}
+    # masking nothing: after == before, item for item, so every change is exactly 0
+    assert main(["evaluate", "--model", str(tiny_dirs["llama"]), "--baseline", str(tiny_dirs["llama"]), "--languages",
+                 "en", "--qa", str(qa_jsonl), "--new-tokens", "4", "--out", str(tmp_path / "same")]) == 0
+    same = read_eval(tmp_path / "same")
+    assert (same.table["change"] == 0).all()
+    assert [g["before"] for g in same.generations] == [g["after"] for g in same.generations]
+    capsys.readouterr()
+    assert main([*argv, "--mask", "9.9", "--overwrite"]) == 2
+    assert "--mask: no head 9.9" in capsys.readouterr().err
+    assert main([*argv[:-2], "--out", str(tmp_path / "x")]) == 2  # neither --model nor --mask
+    assert "give --model" in capsys.readouterr().err

@@ -235,13 +235,29 @@ def cmd_evaluate(args) -> None:
 
 
 def _evaluate(args, out: Path) -> None:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, evaluate_qa, parse_mask
     from .runs import write_eval
 
-    result = evaluate(args.model, args.baseline, _langs(args.languages), args.data, args.max_tokens,
-                      args.prompts, new_tokens=args.new_tokens, seed=args.seed)
+    mask = parse_mask(args.mask)
+    if args.qa is None:
+        if mask or args.model is None:
+            raise LangheadsError("--mask goes with --qa; without --qa give --model (the edited model)")
+        result = evaluate(args.model, args.baseline, _langs(args.languages), args.data, args.max_tokens,
+                          args.prompts, new_tokens=args.new_tokens, seed=args.seed)
+    else:
+        if args.model is None and not mask:
+            raise LangheadsError("give --model (an edited model), --mask (heads to mask in the baseline), or both")
+        result = evaluate_qa(args.model, args.baseline, _langs(args.languages), args.qa, mask, args.chat_template,
+                             args.new_tokens, args.seed, data_lang=args.data_lang)
     write_eval(result, out, args.overwrite)
     t = result["table"]
+    if args.qa is not None:
+        print(f"report items of {args.qa}: {result['model']}{' masked ' + args.mask if mask else ''} vs {args.baseline}")
+        for r in t.itertuples():
+            print(f"{r.language:4} {r.metric:16} {r.before:.3f} -> {r.after:.3f} ({r.change:+.3f}, 95% CI "
+                  f"{r.ci_low:+.3f} .. {r.ci_high:+.3f}; {r.items} items)")
+        print(f"wrote {out}/ (eval.csv, eval.json, generations.jsonl)")
+        return
     print(f"report texts (never used to choose): {args.model} vs {args.baseline}")
     for r in t.itertuples():
         print(f"{r.language:4} NLL {r.nll_before:.3f} -> {r.nll_after:.3f} ({r.rel_change:+.2%}, 95% CI "
@@ -351,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_export)
 
     s = sub.add_parser("evaluate", help="before/after on the report texts: NLL with intervals, generation check")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", help="the edited (pruned, trimmed) model; with --qa --mask it defaults to --baseline")
     s.add_argument("--baseline", default="default")
     s.add_argument("--languages", required=True)
     s.add_argument("--out", required=True)
@@ -359,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int)
     s.add_argument("--prompts", type=int, default=3, help="greedy continuations per language")
     s.add_argument("--new-tokens", type=int, default=24)
+    s.add_argument("--qa", metavar="DATA", help="question-answer data (JSONL, SQuAD .json, or cloze): greedy answers "
+                   "scored by exact match, token F1, chrF and language switch rate")
+    s.add_argument("--mask", metavar="L.H,...", help="with --qa: heads to mask (not prune) in --model, e.g. 3.1,5.2")
+    s.add_argument("--chat-template", default="auto", help="with --qa: auto | none | a Jinja file")
+    s.add_argument("--data-lang", help="with --qa: the language of a SQuAD-format file")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(run=cmd_evaluate)

@@ -1,5 +1,7 @@
 """Before/after on the report texts (never used to choose anything): NLL with paired
-bootstrap intervals, NLL per byte, and a greedy-generation language check."""
+bootstrap intervals, NLL per byte, and a greedy-generation language check; with question-
+answer data (`evaluate_qa`), greedy answers scored by exact match, token F1, chrF and the
+language switch rate (metrics.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import nll
-from .corpus import language_key, load_corpus
+from . import heads as H
+from . import nll, qa
+from .corpus import Text, language_key, load_corpus
+from .errors import LangheadsError
+from .metrics import answer_metrics, paired_interval
 from .models import load_model
 
 
@@ -32,16 +37,6 @@ def text_losses(loaded, texts: list[str], max_tokens: int | None = None) -> Text
     per_token = nll.per_text_nll(loaded.model, ids, pad_id=loaded.tokenizer.pad_token_id or 0).numpy()
     covered = [len(loaded.tokenizer.decode(i, skip_special_tokens=True).encode("utf-8")) for i in ids]
     return TextLosses(ids, per_token, np.array([len(i) - 1 for i in ids]), np.array(covered, dtype=float))
-
-
-def paired_interval(before: np.ndarray, after: np.ndarray, seed: int, n_boot: int = 1000, level: float = 0.95):
-    """Percentile intervals of mean(after - before) and mean(after) / mean(before) - 1, resampling texts."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(before), size=(n_boot, len(before)))
-    diff = (after[idx] - before[idx]).mean(axis=1)
-    rel = after[idx].mean(axis=1) / before[idx].mean(axis=1) - 1
-    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    return np.percentile(diff, q), np.percentile(rel, q)
 
 
 @torch.no_grad()
@@ -100,7 +95,70 @@ def evaluate(model: str, baseline: str, languages: list[str], data: str | None =
             "same_language_before": float(np.mean([g["before_lang"] == lang for g in ours])),
             "same_language_after": float(np.mean([g["after_lang"] == lang for g in ours])),
         })
-    return {"model": model, "baseline": baseline, "part": "report", "table": pd.DataFrame(rows),
+    return {"kind": "nll", "model": model, "baseline": baseline, "part": "report", "table": pd.DataFrame(rows),
             "generations": generations, "settings": {"max_tokens": max_tokens, "prompts": prompts,
                                                      "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
                                                      "seed": seed, "bootstrap": bootstrap, "data": data}}
+
+
+def parse_mask(spec: str | None) -> list[tuple[int, int]]:
+    """"3.1,5.2" -> [(3, 1), (5, 2)]: heads to mask (layer.head)."""
+    if not spec:
+        return []
+    try:
+        return [(int(a), int(b)) for a, b in (part.strip().split(".") for part in spec.split(",") if part.strip())]
+    except ValueError:
+        raise LangheadsError(f"--mask takes layer.head pairs like 3.1,5.2, not '{spec}'") from None
+
+
+@torch.no_grad()
+def generate_answers(loaded, items: list[Text], chat_template: str | None, new_tokens: int) -> list[str]:
+    """Greedy answers: cut at the first line break, and a cloze continuation cut to as many
+    words (characters, in scripts without spaces) as its reference has."""
+    device = next(loaded.model.parameters()).device
+    out = []
+    for item in items:
+        prompt = qa.prompt_text(item, chat_template, loaded.tokenizer)
+        ids = loaded.tokenizer(prompt, add_special_tokens=chat_template is None)["input_ids"]
+        x = torch.tensor([ids], device=device)
+        gen = loaded.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens,
+                                    do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+        text = loaded.tokenizer.decode(gen[0, len(ids):], skip_special_tokens=True).strip()
+        text = text.splitlines()[0] if text else ""
+        if not item.question:
+            ref = item.answer.strip()
+            text = " ".join(text.split()[: len(ref.split())]) if " " in ref or " " in text else text[: len(ref)]
+        out.append(text)
+    return out
+
+
+def evaluate_qa(model: str | None, baseline: str, languages: list[str], data: str | None = None,
+                mask: list[tuple[int, int]] | None = None, chat_template: str = "auto", new_tokens: int = 24,
+                seed: int = 0, bootstrap: int = 1000, data_lang: str | None = None) -> dict:
+    """Greedy answers of the original (`baseline`) and of `model` (default: the baseline
+    itself) with `mask` heads masked, on the report part of question-answer data."""
+    corpus = load_corpus(data or "cloze", data_lang)
+    if not corpus.has_answers:
+        raise LangheadsError(f"--qa needs question-answer data, and {corpus.source} has none")
+    items = {lang: corpus.texts(lang, "report") for lang in languages}
+    before = load_model(baseline)
+    after = before if model is None else load_model(model)
+    layout = H.head_layout(after.model)
+    bad = [f"{l}.{h}" for l, h in mask or [] if not (0 <= l < layout.n_layers and 0 <= h < layout.n_heads)]
+    if bad:
+        raise LangheadsError(f"--mask: no head {bad[0]} in a model of {layout.n_layers} layers x {layout.n_heads} heads")
+    rows, generations = [], []
+    for lang in languages:
+        refs = [t.answer.strip() for t in items[lang]]
+        said_before = generate_answers(before, items[lang], qa.template_of(before.tokenizer, chat_template)[1], new_tokens)
+        with H.masked_heads(after.model, mask or []):
+            said_after = generate_answers(after, items[lang], qa.template_of(after.tokenizer, chat_template)[1],
+                                          new_tokens)
+        for metric in answer_metrics(said_before, said_after, refs, lang):
+            rows.append({"language": lang, **metric.paired([seed, language_key(lang)], bootstrap)})
+        generations += [{"language": lang, "id": t.id, "prompt": t.question or t.text[-80:], "reference": r,
+                         "before": b, "after": a} for t, r, b, a in zip(items[lang], refs, said_before, said_after)]
+    return {"kind": "qa", "model": model or baseline, "baseline": baseline, "mask": [list(m) for m in mask or []],
+            "part": "report", "data": corpus.source, "table": pd.DataFrame(rows), "generations": generations,
+            "settings": {"chat_template": chat_template, "new_tokens": new_tokens, "seed": seed,
+                         "bootstrap": bootstrap}}

@@ -23,7 +23,7 @@ from .errors import LangheadsError
 PLAIN_QUESTION = "{context}Question: {question}\nAnswer:"
 CLOZE_INSTRUCTION = "Continue this text:\n\n{context}"
 _SENTENCE_END = re.compile(r"(?<=[.!?;।۔。！？؟])\s+")
-_NO_SPACES = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff]")  # Thai, kana, CJK: no spaces between words
+NO_SPACES = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff]")  # Thai, kana, CJK: no spaces between words
 
 
 def load_squad(path: Path, lang: str | None = None) -> Corpus:
@@ -74,7 +74,7 @@ def cloze_corpus(corpus: Corpus | None = None) -> Corpus:
 def _answer_cut(sentence: str) -> int | None:
     """Where a sentence's answer starts (None: too short to make an item)."""
     body = sentence.rstrip(" .!?;।۔。！？؟")
-    if _NO_SPACES.search(body) and body.count(" ") < 3:
+    if NO_SPACES.search(body) and body.count(" ") < 3:
         return len(body) - 6 if len(body) >= 18 else None
     words = list(re.finditer(r"\S+", body))
     if len(words) < 8:

@@ -409,7 +409,12 @@ def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, oth
                                            "NLL change": last[lang] / first[lang] - 1} for lang in first]),
                    {"NLL change": pct})
 
-    if ev is not None:
+    if ev is not None and ev.kind == "qa":
+        page.heading(f"Answers: {ev.info['model']} against {ev.info.get('baseline', '?')}")
+        page.text(f"Greedy answers on the report part of {ev.info.get('data', '?')}; paired 95% bootstrap intervals "
+                  f"of the change; masked heads: {ev.info.get('mask') or 'none'}.")
+        page.table("eval", ev.table)
+    elif ev is not None:
         t = ev.table
         page.heading(f"Evaluation: {ev.info['model']} against {ev.info.get('baseline', '?')}")
         page.figure("eval", eval_figure(ev),

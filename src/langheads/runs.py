@@ -268,8 +268,12 @@ class Evaluation:
     """An evaluation folder written by `langheads evaluate`."""
     folder: Path
     info: dict                  # eval.json
-    table: pd.DataFrame         # one row per language
+    table: pd.DataFrame         # one row per language (kind nll) or per language and metric (kind qa)
     generations: list[dict]     # prompt, before, after, their languages
+
+    @property
+    def kind(self) -> str:
+        return self.info.get("kind", "nll")
 
 
 def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
@@ -287,8 +291,11 @@ def read_eval(folder: str | Path) -> Evaluation:
     folder = Path(folder)
     info = _read_json(folder / "eval.json", "an evaluation folder", (EVAL_FORMAT_VERSION,), ("table", "model"))
     table = pd.DataFrame(info["table"])
-    needed = ["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
-              "per_byte_rel_ci_low", "per_byte_rel_ci_high"]
+    if info.get("kind", "nll") == "qa":
+        needed = ["language", "metric", "items", "before", "after", "change", "ci_low", "ci_high"]
+    else:
+        needed = ["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
+                  "per_byte_rel_ci_low", "per_byte_rel_ci_high"]
     if any(c not in table.columns for c in needed):
         raise LangheadsError(f"{folder / 'eval.json'}: damaged (its table lacks {needed})")
     try:
