@@ -11,7 +11,7 @@ import torch
 from langheads import heads as H
 from langheads import nll, qa
 from langheads.cli import main
-from langheads.corpus import Text, load_corpus
+from langheads.corpus import Text, load_corpus, split_of
 from langheads.models import load_model
 from langheads.scoring import ExactAblation
 
@@ -180,3 +180,45 @@ def test_evaluate_qa_with_masked_heads(tiny_dirs, qa_jsonl, tmp_path, capsys):
     assert "--mask: no head 9.9" in capsys.readouterr().err
     assert main([*argv[:-2], "--out", str(tmp_path / "x")]) == 2  # neither --model nor --mask
     assert "give --model" in capsys.readouterr().err
+
+
+def test_switch_method_matches_one_head_at_a_time_generation(tiny_dirs, sample_data, tmp_path):
+    """The batched, per-row-masked generations give what masking one head and generating
+    each prompt alone gives."""
+    from langheads.metrics import switched
+    from langheads.scan import ScanSettings, plan_scan
+
+    plan = plan_scan(ScanSettings(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["fr"],
+                                  method="switch", bootstrap=20))
+    method, model, tok = plan.method, plan.loaded.model, plan.loaded.tokenizer
+    method.new_tokens = 5
+    batch = plan.batches(plan.work[0])[0]
+    out = method.score_unit(model, plan.layout, batch, range(1, 2))
+    prompts = method._prompts(model, batch)
+
+    def alone(removed):
+        said = []
+        for row in prompts:
+            with H.masked_heads(model, removed):
+                gen = model.generate(input_ids=row[None], attention_mask=torch.ones_like(row[None]), do_sample=False,
+                                     max_new_tokens=5, pad_token_id=tok.pad_token_id)
+            said.append(switched(tok.decode(gen[0, len(row):], skip_special_tokens=True), "fr"))
+        return np.array(said)
+
+    base = alone([])
+    np.testing.assert_array_equal(out.base_nll, base)
+    for head in range(plan.layout.n_heads):
+        np.testing.assert_array_equal(out.values[0, head], alone([(1, head)]) - base)
+    assert plan.work[0].text_ids and all(split_of(i) == "selection" for i in plan.work[0].text_ids)
+
+
+def test_switch_scan_end_to_end(tiny_dirs, sample_data, tmp_path):
+    out = tmp_path / "switch"
+    assert main(["scan", "--model", str(tiny_dirs["qwen2"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--method", "switch", "--out", str(out), "--bootstrap", "30", "--quiet"]) == 0
+    import pandas as pd
+
+    scores = pd.read_csv(out / "scores.csv")
+    assert ((scores["delta_nll"] >= -1) & (scores["delta_nll"] <= 1)).all()
+    assert (scores["rel_increase"] == scores["delta_nll"]).all()  # shares are not divided by the base
+    assert json.loads((out / "heads.json").read_text())["method"]["name"] == "switch"

@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="default")
     s.add_argument("--languages", default="en,hi,fr,de,es,zh,ar,ru", help="comma-separated ISO 639-1 codes")
     s.add_argument("--out", required=True, help="run folder to create")
-    s.add_argument("--method", default="exact", help="exact | attribution | lahis")
+    s.add_argument("--method", default="exact", help="exact | attribution | lahis | switch (language switch rate of "
+                   "greedy continuations, prompts from the selection texts)")
     s.add_argument("--data", help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/answer "
                    "items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal answer, cloze)")
     s.add_argument("--data-lang", help="the language of a SQuAD-format file whose name does not say it")

@@ -26,6 +26,7 @@ class Batch:
     lengths: torch.Tensor     # [rows] real tokens per row (BOS included)
     index: list[int]          # row -> position of the text in the caller's list
     starts: torch.Tensor | None = None  # [rows] first token whose NLL counts (None: 1, every predicted token)
+    lang: str = ""            # the language of its texts (set by the scan plan)
 
     @property
     def n_tokens(self) -> int:

@@ -133,6 +133,8 @@ class Plan:
         if w.lang not in self._batches:
             pad = self.loaded.tokenizer.pad_token_id or 0
             self._batches[w.lang] = nll.make_batches(w.token_lists, self._text_batch_tokens(), pad, w.starts)
+            for batch in self._batches[w.lang]:
+                batch.lang = w.lang  # methods that judge outputs by language (switch) read it
         return self._batches[w.lang]
 
     def _text_batch_tokens(self) -> int:
@@ -223,7 +225,8 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     if answers and not corpus.has_answers:
         raise LangheadsError(f"--signal answer needs question-answer data, and {corpus.source} has none: give JSONL "
                              "with lang, context, question, answer, a SQuAD-format .json, or --data cloze")
-    texts = {lang: corpus.texts(lang, "scoring", settings.texts) for lang in settings.languages}
+    part = method.part  # switch takes its prompts from the selection texts
+    texts = {lang: corpus.texts(lang, part, settings.texts) for lang in settings.languages}
     settings.device = resolve_device(settings.device)
     if loaded is None:
         if settings.device_map and ranks.world > 1 and settings.device.startswith("cuda"):
@@ -232,6 +235,7 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
             place = Placement(ranks.device(settings.device), settings.device_map, settings.load_in)
         loaded = load_model(settings.model, settings.dtype, place)
     layout = H.head_layout(loaded.model)
+    method.prepare(loaded)
     if settings.compile:
         nll.compile_for_speed(loaded.model)
     work = []
@@ -407,12 +411,14 @@ def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values:
             rng = np.random.default_rng([seed, layer, head, language_key(lang)])
             idx = rng.integers(0, n, size=(n_boot, n))
             stat = method.aggregate(values[layer, head][idx])
-            rel = stat / base[idx].mean(axis=1)
+            # a method whose values are already shares (switch) is not divided by its base
+            rel = stat / base[idx].mean(axis=1) if method.relative else stat
             score = float(method.aggregate(values[layer, head]))
             lo, hi = np.percentile(stat, [lo_q, hi_q])
             rlo, rhi = np.percentile(rel, [lo_q, hi_q])
             p = (1 + np.count_nonzero(rel <= threshold)) / (1 + n_boot)
-            rows.append((layer, head, lang, score, lo, hi, score / base_mean, rlo, rhi, base_mean, n, p))
+            rel_score = score / base_mean if method.relative else score
+            rows.append((layer, head, lang, score, lo, hi, rel_score, rlo, rhi, base_mean, n, p))
     return pd.DataFrame(rows, columns=["layer", "head", "language", "delta_nll", "ci_low", "ci_high",
                                        "rel_increase", "rel_ci_low", "rel_ci_high", "base_nll", "n_texts", "p_value"])
 

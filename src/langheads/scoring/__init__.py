@@ -3,7 +3,8 @@ from .attribution import GradientAttribution
 from .base import LanguageScores, ScoringMethod
 from .exact import ExactAblation
 from .lahis import Lahis
+from .switch import LanguageSwitch
 
-METHODS: dict[str, type[ScoringMethod]] = {m.name: m for m in (ExactAblation, GradientAttribution, Lahis)}
+METHODS: dict[str, type[ScoringMethod]] = {m.name: m for m in (ExactAblation, GradientAttribution, Lahis, LanguageSwitch)}
 
-__all__ = ["METHODS", "LanguageScores", "ScoringMethod", "ExactAblation", "GradientAttribution", "Lahis"]
+__all__ = ["METHODS", "LanguageScores", "ScoringMethod", "ExactAblation", "GradientAttribution", "Lahis", "LanguageSwitch"]

@@ -52,6 +52,11 @@ class ScoringMethod(ABC):
     value_meaning: str     # what one per-text value is, written into heads.json
     layers_per_unit: int | None = None  # None: every layer in one unit (one backward gives them all)
     needs_backward: bool = True         # keeps every layer's activations (for memory estimates)
+    relative: bool = True               # rel_increase = score / base (False: values are already shares)
+    part: str = "scoring"               # which part of the data the scan scores on
+
+    def prepare(self, loaded) -> None:
+        """Take what the method needs from the loaded model beyond its weights (a tokenizer)."""
 
     def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096):
         self.chunk_tokens = chunk_tokens
