@@ -247,15 +247,31 @@ def _evaluate(args, out: Path) -> None:
     else:
         if args.model is None and not mask:
             raise LangheadsError("give --model (an edited model), --mask (heads to mask in the baseline), or both")
+        judge = None
+        if args.judge:
+            import hashlib
+
+            from .judge import Judge
+            from .models import cache_dir
+
+            if not args.judge_model:
+                raise LangheadsError("--judge needs --judge-model (the model name the endpoint serves)")
+            name = hashlib.sha256(f"{args.judge} {args.judge_model}".encode()).hexdigest()[:16]
+            judge = Judge(args.judge, args.judge_model, Path(args.judge_cache or cache_dir() / "judge" / f"{name}.jsonl"))
         result = evaluate_qa(args.model, args.baseline, _langs(args.languages), args.qa, mask, args.chat_template,
-                             args.new_tokens, args.seed, data_lang=args.data_lang)
+                             args.new_tokens, args.seed, data_lang=args.data_lang, judge=judge)
     write_eval(result, out, args.overwrite)
     t = result["table"]
     if args.qa is not None:
         print(f"report items of {args.qa}: {result['model']}{' masked ' + args.mask if mask else ''} vs {args.baseline}")
         for r in t.itertuples():
+            extra = f"; {int(r.unparsed)} replies without a verdict" if r.metric == "judge_1to5" else ""
             print(f"{r.language:4} {r.metric:16} {r.before:.3f} -> {r.after:.3f} ({r.change:+.3f}, 95% CI "
-                  f"{r.ci_low:+.3f} .. {r.ci_high:+.3f}; {r.items} items)")
+                  f"{r.ci_low:+.3f} .. {r.ci_high:+.3f}; {r.items} items{extra})")
+        if result["judge"]:
+            j = result["judge"]
+            print(f"judge {j['model']} at {j['url']}: {j['sent']} requests, {j['retried']} retried, {j['cached']} "
+                  f"from the cache ({j['cache']})")
         print(f"wrote {out}/ (eval.csv, eval.json, generations.jsonl)")
         return
     print(f"report texts (never used to choose): {args.model} vs {args.baseline}")
@@ -381,6 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask", metavar="L.H,...", help="with --qa: heads to mask (not prune) in --model, e.g. 3.1,5.2")
     s.add_argument("--chat-template", default="auto", help="with --qa: auto | none | a Jinja file")
     s.add_argument("--data-lang", help="with --qa: the language of a SQuAD-format file")
+    s.add_argument("--judge", metavar="URL", help="with --qa: an OpenAI-compatible endpoint (e.g. "
+                   "http://127.0.0.1:8000/v1) that rates each answer 1-5, like the paper's GPT-3.5 judge")
+    s.add_argument("--judge-model", help="the model name the --judge endpoint serves")
+    s.add_argument("--judge-cache", help="file of cached verdicts (default: in the langheads cache)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(run=cmd_evaluate)

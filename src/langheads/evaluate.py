@@ -134,9 +134,10 @@ def generate_answers(loaded, items: list[Text], chat_template: str | None, new_t
 
 def evaluate_qa(model: str | None, baseline: str, languages: list[str], data: str | None = None,
                 mask: list[tuple[int, int]] | None = None, chat_template: str = "auto", new_tokens: int = 24,
-                seed: int = 0, bootstrap: int = 1000, data_lang: str | None = None) -> dict:
+                seed: int = 0, bootstrap: int = 1000, data_lang: str | None = None, judge=None) -> dict:
     """Greedy answers of the original (`baseline`) and of `model` (default: the baseline
-    itself) with `mask` heads masked, on the report part of question-answer data."""
+    itself) with `mask` heads masked, on the report part of question-answer data; with a
+    `judge.Judge`, also its 1-5 verdicts on both models' answers."""
     corpus = load_corpus(data or "cloze", data_lang)
     if not corpus.has_answers:
         raise LangheadsError(f"--qa needs question-answer data, and {corpus.source} has none")
@@ -156,9 +157,36 @@ def evaluate_qa(model: str | None, baseline: str, languages: list[str], data: st
                                           new_tokens)
         for metric in answer_metrics(said_before, said_after, refs, lang):
             rows.append({"language": lang, **metric.paired([seed, language_key(lang)], bootstrap)})
+        if judge is not None:
+            rows.append(_judged(judge, items[lang], refs, said_before, said_after, lang, [seed, language_key(lang)],
+                                bootstrap))
         generations += [{"language": lang, "id": t.id, "prompt": t.question or t.text[-80:], "reference": r,
                          "before": b, "after": a} for t, r, b, a in zip(items[lang], refs, said_before, said_after)]
+    from .judge import PROMPT
+
+    judged = None if judge is None else {"url": judge.url, "model": judge.model, "sent": judge.sent,
+                                         "retried": judge.retried, "cached": judge.cached,
+                                         "prompt": PROMPT, "cache": str(judge.cache_path)}
     return {"kind": "qa", "model": model or baseline, "baseline": baseline, "mask": [list(m) for m in mask or []],
+            "judge": judged,
             "part": "report", "data": corpus.source, "table": pd.DataFrame(rows), "generations": generations,
             "settings": {"chat_template": chat_template, "new_tokens": new_tokens, "seed": seed,
                          "bootstrap": bootstrap}}
+
+
+def _judged(judge, items, refs, said_before, said_after, lang, seed, bootstrap) -> dict:
+    """The judge's verdicts as one metric row; items whose reply had no verdict (for either
+    model) are left out of the comparison and counted in `unparsed`."""
+    from .metrics import Metric
+
+    def verdicts(said):
+        return np.array([np.nan if v is None else v for v, _ in
+                         (judge.rate(t.question or t.text, r, a, lang) for t, r, a in zip(items, refs, said))], float)
+
+    before, after = verdicts(said_before), verdicts(said_after)
+    ok = ~(np.isnan(before) | np.isnan(after))
+    unparsed = int(np.isnan(before).sum() + np.isnan(after).sum())
+    if not ok.any():
+        return {"language": lang, "metric": "judge_1to5", "items": 0, "before": np.nan, "after": np.nan,
+                "change": np.nan, "ci_low": np.nan, "ci_high": np.nan, "higher_is_better": True, "unparsed": unparsed}
+    return {"language": lang, **Metric("judge_1to5", before[ok], after[ok]).paired(seed, bootstrap), "unparsed": unparsed}
