@@ -222,3 +222,30 @@ def test_switch_scan_end_to_end(tiny_dirs, sample_data, tmp_path):
     assert ((scores["delta_nll"] >= -1) & (scores["delta_nll"] <= 1)).all()
     assert (scores["rel_increase"] == scores["delta_nll"]).all()  # shares are not divided by the base
     assert json.loads((out / "heads.json").read_text())["method"]["name"] == "switch"
+
+
+def test_lm_eval_on_a_local_task_with_masked_heads(tiny_dirs, tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    rows = [{"question": q, "choices": c, "label": l} for q, c, l in [
+        ("The sky is", [" blue", " green"], 0), ("Snow is", [" black", " white"], 1),
+        ("Fire is", [" hot", " cold"], 0), ("Ice is", [" hot", " cold"], 1), ("Grass is", [" green", " red"], 0)]]
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "toy.yaml").write_text(
+        "task: langheads_toy\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp_path / 'toy.jsonl'}\ntest_split: test\noutput_type: multiple_choice\n"
+        "doc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    from langheads.runs import read_eval
+
+    base = ["evaluate", "--baseline", str(tiny_dirs["llama"]), "--lm-eval", "langheads_toy",
+            "--lm-eval-include", str(tmp_path)]
+    assert main([*base, "--mask", "0.0,1.1,2.2", "--out", str(tmp_path / "masked")]) == 0
+    ev = read_eval(tmp_path / "masked")
+    assert ev.kind == "lm-eval" and set(ev.table["metric"]) == {"acc", "acc_norm"}
+    assert (ev.table["items"] == 5).all() and ev.table["before"].between(0, 1).all()
+    assert main([*base, "--model", str(tiny_dirs["llama"]), "--out", str(tmp_path / "same")]) == 0
+    assert (read_eval(tmp_path / "same").table["change"] == 0).all()  # the same model, unmasked: no change
+    capsys.readouterr()
+    assert main(["evaluate", "--baseline", str(tiny_dirs["llama"]), "--mask", "0.0", "--lm-eval", "no_such_task",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--lm-eval: unknown task no_such_task" in capsys.readouterr().err

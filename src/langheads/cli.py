@@ -235,10 +235,24 @@ def cmd_evaluate(args) -> None:
 
 
 def _evaluate(args, out: Path) -> None:
-    from .evaluate import evaluate, evaluate_qa, parse_mask
+    from .evaluate import evaluate, evaluate_lm_eval, evaluate_qa, parse_mask
     from .runs import write_eval
 
     mask = parse_mask(args.mask)
+    if args.lm_eval:
+        if args.model is None and not mask:
+            raise LangheadsError("give --model (an edited model), --mask (heads to mask in the baseline), or both")
+        result = evaluate_lm_eval(args.model, args.baseline, _langs(args.lm_eval), args.lm_eval_include, args.limit,
+                                  mask, args.seed)
+        write_eval(result, out, args.overwrite)
+        print(f"lm-evaluation-harness: {result['model']}{' masked ' + args.mask if mask else ''} vs {args.baseline}")
+        for r in result["table"].itertuples():
+            print(f"{r.task:24} {r.metric:10} {r.before:.3f} -> {r.after:.3f} ({r.change:+.3f}, 95% CI "
+                  f"{r.ci_low:+.3f} .. {r.ci_high:+.3f}; {r.items} documents)")
+        print(f"wrote {out}/ (eval.csv, eval.json)")
+        return
+    if args.languages is None:
+        raise LangheadsError("give --languages (or --lm-eval TASKS)")
     if args.qa is None:
         if mask or args.model is None:
             raise LangheadsError("--mask goes with --qa; without --qa give --model (the edited model)")
@@ -386,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="before/after on the report texts: NLL with intervals, generation check")
     s.add_argument("--model", help="the edited (pruned, trimmed) model; with --qa --mask it defaults to --baseline")
     s.add_argument("--baseline", default="default")
-    s.add_argument("--languages", required=True)
+    s.add_argument("--languages", help="languages to evaluate (not with --lm-eval)")
     s.add_argument("--out", required=True)
     s.add_argument("--data")
     s.add_argument("--max-tokens", type=int)
@@ -401,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "http://127.0.0.1:8000/v1) that rates each answer 1-5, like the paper's GPT-3.5 judge")
     s.add_argument("--judge-model", help="the model name the --judge endpoint serves")
     s.add_argument("--judge-cache", help="file of cached verdicts (default: in the langheads cache)")
+    s.add_argument("--lm-eval", metavar="TASKS", help="lm-evaluation-harness tasks (comma-separated), run on the "
+                   "model in memory: belebele_*, xnli_*, xquad_*, mgsm_* (their data needs the hub), or your own")
+    s.add_argument("--lm-eval-include", metavar="DIR", help="with --lm-eval: a folder of task YAML files")
+    s.add_argument("--limit", type=int, help="with --lm-eval: at most this many documents per task")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(run=cmd_evaluate)

@@ -190,3 +190,50 @@ def _judged(judge, items, refs, said_before, said_after, lang, seed, bootstrap) 
         return {"language": lang, "metric": "judge_1to5", "items": 0, "before": np.nan, "after": np.nan,
                 "change": np.nan, "ci_low": np.nan, "ci_high": np.nan, "higher_is_better": True, "unparsed": unparsed}
     return {"language": lang, **Metric("judge_1to5", before[ok], after[ok]).paired(seed, bootstrap), "unparsed": unparsed}
+
+
+def _lm_eval_samples(loaded, tasks: list[str], include: str | None, limit: int | None,
+                     mask: list[tuple[int, int]]) -> dict[str, dict[str, dict[int, float]]]:
+    """task -> metric -> doc_id -> value, from lm-evaluation-harness run on the model in memory."""
+    try:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise LangheadsError("--lm-eval needs lm-evaluation-harness: pip install 'langheads[lmeval]'") from None
+    manager = TaskManager(include_path=include)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise LangheadsError(f"--lm-eval: unknown task {unknown[0]}" + ("" if include else
+                             " (for a task over your own files, give --lm-eval-include DIR with its YAML)"))
+    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=1)
+    with H.masked_heads(loaded.model, mask):
+        out = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit, log_samples=True)
+    values: dict = {}
+    for task, samples in out["samples"].items():
+        names = [m for m in samples[0].get("metrics", []) if isinstance(samples[0].get(m), (int, float, bool))]
+        values[task] = {m: {s["doc_id"]: float(s[m]) for s in samples} for m in names}
+    return values
+
+
+def evaluate_lm_eval(model: str | None, baseline: str, tasks: list[str], include: str | None = None,
+                     limit: int | None = None, mask: list[tuple[int, int]] | None = None, seed: int = 0,
+                     bootstrap: int = 1000) -> dict:
+    """lm-evaluation-harness tasks (Belebele, XNLI, XQuAD, MGSM, or your own YAML) on the
+    original and on the edited or masked model, handed over in memory; per-document scores
+    become Metric objects, so the change gets the same paired bootstrap as everything else."""
+    from .metrics import Metric
+
+    before_model = load_model(baseline)
+    after_model = before_model if model is None else load_model(model)
+    before = _lm_eval_samples(before_model, tasks, include, limit, [])
+    after = _lm_eval_samples(after_model, tasks, include, limit, mask or [])
+    rows = []
+    for task in before:
+        for name, per_doc in before[task].items():
+            docs = sorted(set(per_doc) & set(after[task].get(name, {})))
+            metric = Metric(name, np.array([per_doc[d] for d in docs]), np.array([after[task][name][d] for d in docs]))
+            rows.append({"task": task, **metric.paired([seed, language_key(task)], bootstrap)})
+    return {"kind": "lm-eval", "model": model or baseline, "baseline": baseline, "mask": [list(m) for m in mask or []],
+            "tasks": tasks, "include": include, "limit": limit, "table": pd.DataFrame(rows), "generations": [],
+            "settings": {"seed": seed, "bootstrap": bootstrap}}

@@ -409,7 +409,7 @@ def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, oth
                                            "NLL change": last[lang] / first[lang] - 1} for lang in first]),
                    {"NLL change": pct})
 
-    if ev is not None and ev.kind == "qa":
+    if ev is not None and ev.kind in ("qa", "lm-eval"):
         page.heading(f"Answers: {ev.info['model']} against {ev.info.get('baseline', '?')}")
         page.text(f"Greedy answers on the report part of {ev.info.get('data', '?')}; paired 95% bootstrap intervals "
                   f"of the change; masked heads: {ev.info.get('mask') or 'none'}.")

@@ -268,7 +268,7 @@ class Evaluation:
     """An evaluation folder written by `langheads evaluate`."""
     folder: Path
     info: dict                  # eval.json
-    table: pd.DataFrame         # one row per language (kind nll) or per language and metric (kind qa)
+    table: pd.DataFrame         # per language (kind nll), per language and metric (qa), per task and metric (lm-eval)
     generations: list[dict]     # prompt, before, after, their languages
 
     @property
@@ -291,8 +291,9 @@ def read_eval(folder: str | Path) -> Evaluation:
     folder = Path(folder)
     info = _read_json(folder / "eval.json", "an evaluation folder", (EVAL_FORMAT_VERSION,), ("table", "model"))
     table = pd.DataFrame(info["table"])
-    if info.get("kind", "nll") == "qa":
-        needed = ["language", "metric", "items", "before", "after", "change", "ci_low", "ci_high"]
+    if info.get("kind", "nll") in ("qa", "lm-eval"):
+        first = "language" if info["kind"] == "qa" else "task"
+        needed = [first, "metric", "items", "before", "after", "change", "ci_low", "ci_high"]
     else:
         needed = ["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
                   "per_byte_rel_ci_low", "per_byte_rel_ci_high"]
