@@ -22,7 +22,7 @@ from .errors import LangheadsError
 #   cloze items:     "{context}" then "{answer}" (the answer keeps its own leading space)
 PLAIN_QUESTION = "{context}Question: {question}\nAnswer:"
 CLOZE_INSTRUCTION = "Continue this text:\n\n{context}"
-_SENTENCE_END = re.compile(r"(?<=[.!?;।۔。！？؟])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;।۔؟])\s+|(?<=[。！？])\s*")  # CJK full stops need no space after
 NO_SPACES = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff]")  # Thai, kana, CJK: no spaces between words
 
 
@@ -53,21 +53,21 @@ def language_from_name(path: Path) -> str:
 
 def cloze_corpus(corpus: Corpus | None = None) -> Corpus:
     """Cloze items from the report part of the bundled corpus: for each sentence of a report
-    text, the text up to the sentence's last words is the context and those words (about a
-    quarter of the sentence, at most 4 words or 6 characters in scripts without spaces) are
-    the answer. Item ids are split into parts again, like any data."""
+    text, the previous sentence and the sentence up to its last words are the context, and
+    those words (about a quarter of the sentence, at most 4 words or 6 characters in scripts
+    without spaces) are the answer. Item ids are split into parts again, like any data."""
     corpus = corpus or bundled_corpus()
     items = []
     for lang in corpus.languages:
         for t in corpus.texts(lang, "report"):
-            done = ""
-            for k, sentence in enumerate(s for s in _SENTENCE_END.split(t.text) if s.strip()):
+            previous = ""
+            for k, sentence in enumerate(s.strip() for s in _SENTENCE_END.split(t.text) if s.strip()):
                 cut = _answer_cut(sentence)
                 if cut is not None:
-                    context = (done + " " + sentence[:cut]).strip() if done else sentence[:cut].rstrip()
-                    answer = sentence[len(sentence[:cut].rstrip()):].rstrip()
-                    items.append(Text(lang, f"cloze-{t.id}-{k}", context, "", answer))
-                done = (done + " " + sentence).strip()
+                    head = sentence[:cut].rstrip()
+                    context = f"{previous} {head}" if previous else head
+                    items.append(Text(lang, f"cloze-{t.id}-{k}", context, "", sentence[len(head):]))
+                previous = sentence
     return Corpus(items, "cloze set from the bundled UDHR report part")
 
 
