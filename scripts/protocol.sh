@@ -56,6 +56,7 @@ PORT=${PORT:-18931}
 .venv/bin/transformers serve "$JUDGE_MODEL" --host 127.0.0.1 --port "$PORT" --device cpu > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 90); do curl -sf "127.0.0.1:$PORT/health" > /dev/null && break; sleep 2; done
 step judge $L evaluate --model "$FINDINGS/en-hi" --baseline default --languages en,hi --qa cloze --new-tokens 12 \
     --judge "http://127.0.0.1:$PORT/v1" --judge-model "$JUDGE_MODEL" --judge-cache "$OUT/verdicts.jsonl" \
     --out "$OUT/judge" --overwrite
