@@ -23,7 +23,7 @@ from .errors import LangheadsError
 from .folders import check_out_dir
 from .manifest import write_model_folder
 from .models import DTYPES, LoadedModel, load_model
-from .runs import load_run, load_run_info
+from .runs import read_run
 from .surgery import remove_heads_
 
 
@@ -85,9 +85,8 @@ class PruneResult:
 
 def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) -> tuple[PruneResult, list[str]]:
     """The heads to remove, and the dropped languages (given, or every other scanned one)."""
-    info = load_run_info(settings.scan)
-    scores = load_run(settings.scan)
-    scanned = info["settings"]["languages"]
+    run = read_run(settings.scan)
+    info, scores, scanned = run.info, run.scores, run.languages
     unknown = [lang for lang in settings.keep + (settings.drop or []) if lang not in scanned]
     if unknown:
         raise LangheadsError(f"not in the scan: {','.join(unknown)} (scanned: {','.join(scanned)})")
@@ -206,7 +205,7 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
 
 def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) -> tuple[PruneResult, dict]:
     check_out_dir(out, overwrite)
-    info = load_run_info(settings.scan)
+    info = read_run(settings.scan).info
     trimming = settings.trim_vocab or settings.max_vocab is not None
     if trimming:
         from .vocab import choose_vocab, texts_for_trimming
