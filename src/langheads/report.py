@@ -79,7 +79,8 @@ def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str, 
         axes[r][0].set_ylabel("layer")
     fig.colorbar(image, ax=axes.ravel().tolist(), label="NLL increase when removed (%)", shrink=0.9)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110, metadata={"Software": None} if str(path).endswith(".png") else None)
+    fig.savefig(path, dpi=110, bbox_inches="tight",
+                metadata={"Software": None} if str(path).endswith(".png") else {"Date": None})
     plt.close(fig)
 
 
@@ -197,6 +198,7 @@ def prune_curve(pruned: PrunedFolder):
         ax.axhline(100 * pruned.budget, color="#c33", linewidth=1, linestyle=":",
                    label=f"budget +{100 * pruned.budget:.1f}%")
     ax.set_xlabel("heads removed")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("NLL change (%)")
     ax.legend(fontsize=6, ncol=2, frameon=False)
     fig.tight_layout()
@@ -276,9 +278,9 @@ class Page:
     def figure(self, name: str, fig, caption: str) -> None:
         """Save the figure as PNG and SVG, and embed the PNG in the page."""
         plt = _plt()
-        fig.savefig(self.figures_dir / f"{name}.svg", metadata={"Date": None})
+        fig.savefig(self.figures_dir / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
         (self.figures_dir / f"{name}.png").write_bytes(buffer.getvalue())
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
