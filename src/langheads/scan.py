@@ -316,7 +316,7 @@ def values_key(plan: Plan) -> dict:
     and the language list are applied at the end and never invalidate finished units.
     batch_tokens decides which texts share a unit."""
     s = plan.settings
-    return {"model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
+    return {"format_version": 1, "model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
             "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "load_in": s.load_in,
             "batch_tokens": s.batch_tokens, **({"signal": plan.signal} if s.signal != "text" else {})}
 
