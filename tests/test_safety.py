@@ -179,3 +179,19 @@ def test_a_run_folder_from_before_markers_is_still_ours(tmp_path):
     assert is_ours(old)
     (old / "heads.json").write_text(json.dumps({"versions": {"other": "1"}}))
     assert not is_ours(old)
+
+
+def test_written_folders_get_the_usual_mode(tmp_path):
+    """The atomic writer starts from a private temporary folder; the result is not private."""
+    import os
+
+    from langheads.folders import new_folder
+
+    mask = os.umask(0o022)
+    try:
+        with new_folder(tmp_path / "out", False, "test") as tmp:
+            (tmp / "a.txt").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out" / "a.txt").read_text() == "x"
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

@@ -60,6 +60,7 @@ def new_folder(out: Path, overwrite: bool, kind: str):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     old = None
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder gets the usual mode
         mark(tmp, kind)
         yield tmp
         if out.exists():
@@ -74,6 +75,12 @@ def new_folder(out: Path, overwrite: bool, kind: str):
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomically(path: Path, data, **dump) -> None:
