@@ -92,6 +92,8 @@ def main(runs: Path, docs: Path) -> None:
                  f"{table.iloc[:, 2].mean():.0%}.")
 
     # pruning and its cost
+    if not (runs / "eval" / "eval.json").exists():
+        return _finish(lines, runs, docs)
     pruned, ev = read_pruned(runs / "en-hi"), read_eval(runs / "eval")
     first, last = pruned.curve[0]["nll"], pruned.curve[-1]["nll"]
     lines.append("")
@@ -109,13 +111,18 @@ def main(runs: Path, docs: Path) -> None:
         lines.append(f"| {r.language} | {r.n_texts} | {r.nll_per_byte_before:.4f} | {r.nll_per_byte_after:.4f} | "
                      f"{100 * r.per_byte_rel_change:+.2f}% ({100 * r.per_byte_rel_ci_low:+.2f}% .. "
                      f"{100 * r.per_byte_rel_ci_high:+.2f}%) |")
+    _finish(lines, runs, docs)
+
+
+def _finish(lines: list[str], runs: Path, docs: Path) -> None:
     timings = runs / "timings.txt"
     if timings.exists():
         lines.append("")
         lines.append("Wall time per step (s): " + ", ".join(line.replace(" ", " ") for line in timings.read_text().split("\n") if line))
     (docs / "FINDINGS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for name in ("kinds", "similarity", "heatmap", "prune_curve", "top_heads"):
-        shutil.copy(runs / "report" / "figures" / f"{name}.png", docs / f"{name}.png")
+        if (runs / "report" / "figures" / f"{name}.png").exists():
+            shutil.copy(runs / "report" / "figures" / f"{name}.png", docs / f"{name}.png")
     print("\n".join(lines))
 
 

@@ -149,7 +149,8 @@ def similarity(run: Run):
     image = ax.imshow(corr[np.ix_(order, order)], cmap="viridis", vmin=min(0.0, corr.min()), vmax=1)
     ax.set_xticks(range(len(langs)), [langs[i] for i in order], rotation=90, fontsize=7)
     ax.set_yticks(range(len(langs)), [langs[i] for i in order], fontsize=7)
-    fig.colorbar(image, ax=ax, fraction=0.04, label="Pearson correlation over heads")
+    cax = fig.add_axes([0.83, 0.08, 0.025, 0.70])  # its own axes: the matrix keeps the dendrogram's width
+    fig.colorbar(image, cax=cax, label="Pearson correlation over heads")
     return fig, [langs[i] for i in order], corr
 
 
