@@ -20,7 +20,7 @@ from .errors import LangheadsError
 from .folders import new_folder
 from .runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
 
-KIND_COLOURS = {"language-group": "#6a8fc7", "language-agnostic": "#222222", "language-general": "#222222",
+KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "language-general": "#222222",
                 "miscellaneous": "#f2f2f2", "other": "#f2f2f2"}
 HATCH_NOTE = "hatched: the 95% interval includes zero"
 
@@ -35,9 +35,13 @@ def _plt():
 
 
 def _language_colours(languages: list[str]) -> dict[str, tuple]:
+    """Distinct colours: tab10 for up to 10 languages, then tab20 and tab20b (40 in all)."""
     plt = _plt()
-    cmap = plt.get_cmap("tab20")
-    return {lang: cmap(i % 20) for i, lang in enumerate(languages)}
+    if len(languages) <= 10:
+        palette = [plt.get_cmap("tab10")(i) for i in range(10)]
+    else:
+        palette = [plt.get_cmap(name)(i) for name in ("tab20", "tab20b") for i in range(20)]
+    return {lang: palette[i % len(palette)] for i, lang in enumerate(languages)}
 
 
 def _panel_grid(n: int, max_cols: int = 8) -> tuple[int, int]:
@@ -90,7 +94,9 @@ def kinds_map(run: Run):
     from matplotlib.patches import Patch
 
     plt = _plt()
-    colours = _language_colours(run.languages)
+    used = sorted({h["languages"][0] for h in run.info["heads"]
+                   if h["kind"] == "language-specific" and len(h["languages"]) == 1})
+    colours = _language_colours(used)  # only languages with specific heads need a colour of their own
     grid = np.ones((run.n_layers, run.n_heads, 4))
     counts: dict[str, int] = {}
     for h in run.info["heads"]:
@@ -107,8 +113,6 @@ def kinds_map(run: Run):
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title("kind of each head")
-    used = sorted({h["languages"][0] for h in run.info["heads"]
-                   if h["kind"] == "language-specific" and len(h["languages"]) == 1})
     legend = [Patch(color=colours[lang], label=f"specific: {lang}") for lang in used]
     legend += [Patch(facecolor=KIND_COLOURS.get(k, "#999"), edgecolor="#888", label=k) for k in counts
                if k != "language-specific"]
