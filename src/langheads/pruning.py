@@ -99,14 +99,18 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
     tokens = selection_tokens(loaded, info, scanned)
     pad = loaded.tokenizer.pad_token_id or 0
 
-    def measure(removed):
+    def measure(removed, languages):
         with H.masked_heads(loaded.model, removed):
             return {lang: float(nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens, pad).mean())
-                    for lang in scanned}
+                    for lang in languages}
+
+    # A candidate is judged on the kept languages alone; the others are measured only for the
+    # heads actually removed (the curve), not for every candidate tried.
+    others = [lang for lang in scanned if lang not in settings.keep]
 
     from tqdm.auto import tqdm
 
-    base = measure([])
+    base = measure([], scanned)
     result = PruneResult([], [{"step": 0, "head": None, "nll": base, "rel_kept": {l: 0.0 for l in settings.keep}}])
     limit = settings.heads if settings.heads is not None else len(order)
     bar = tqdm(total=len(order), desc="prune (candidates tried)", unit="head", disable=not progress)
@@ -115,7 +119,7 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
             result.stopped = f"removed the {limit} heads asked for"
             break
         trial = result.removed + [layer_head]
-        now = measure(trial)
+        now = measure(trial, settings.keep)
         rel = {l: now[l] / base[l] - 1 for l in settings.keep}
         if settings.heads is None and max(rel.values()) > settings.max_increase:
             # Over budget with this head: keep it, and try the next candidate.
@@ -123,7 +127,9 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
             bar.update(1)
             continue
         result.removed = trial
-        result.curve.append({"step": len(trial), "head": list(layer_head), "nll": now, "rel_kept": rel})
+        now.update(measure(trial, others))
+        result.curve.append({"step": len(trial), "head": list(layer_head), "nll": {l: now[l] for l in scanned},
+                             "rel_kept": rel})
         bar.update(1)
     else:
         result.stopped = (f"tried all {len(order)} candidates (heads that matter for no kept language): "
