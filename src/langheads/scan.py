@@ -9,6 +9,7 @@ run folder itself appears only when everything is written.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,11 +158,9 @@ class Plan:
     def _work(self, lang: str) -> LanguageWork:
         return next(w for w in self.work if w.lang == lang)
 
-    def total_units(self) -> int:
-        return len(self.units())
-
+    @functools.cached_property
     def _param_counts(self) -> tuple[int, int]:
-        """(decoder parameters, output-layer parameters)."""
+        """(decoder parameters, output-layer parameters), counted once: every unit's cost uses them."""
         model = self.loaded.model
         params = sum(p.numel() for p in model.parameters())
         embed = model.get_input_embeddings().weight.numel()
@@ -169,13 +168,12 @@ class Plan:
         return params - embed - (0 if model.config.tie_word_embeddings else head), head
 
     def unit_flops(self, unit: Unit) -> float:
-        body, head = self._param_counts()
+        body, head = self._param_counts
         return self.method.unit_flops(self.layout, self.batch_of(unit), unit.layers, body, head)
 
     def flops(self) -> float:
         """Rough multiply-adds x 2 of the whole scan, for the dry-run estimate."""
-        body, head = self._param_counts()
-        return sum(self.method.unit_flops(self.layout, self.batch_of(u), u.layers, body, head) for u in self.units())
+        return sum(self.unit_flops(u) for u in self.units())
 
     def weight_bytes(self) -> int:
         model = self.loaded.model
@@ -361,11 +359,14 @@ def score_units(plan: Plan, folder: Path, progress: bool = True, overwrite: bool
         start = time.perf_counter()
         out = plan.method.score_unit(plan.loaded.model, plan.layout, plan.batch_of(unit), unit.layers)
         store.save(unit, out, plan.text_ids_of(unit), ranks.rank, time.perf_counter() - start)
-        bar.update(1) if ranks.world == 1 else bar.update(_count_done(store, missing) + len(units) - len(missing) - bar.n)
+        if ranks.world == 1:
+            bar.update(1)
+        else:  # rank 0's bar counts every rank's units in the shared store
+            bar.update(_count_done(store, missing) + len(units) - len(missing) - bar.n)
     ranks.barrier()
     bar.update(len(units) - bar.n)
     bar.close()
-    return _assemble(plan, store) if ranks.main else None
+    return _assemble(plan, store, finished) if ranks.main else None
 
 
 def _count_done(store: UnitStore, units: list[Unit]) -> int:
@@ -375,14 +376,15 @@ def _count_done(store: UnitStore, units: list[Unit]) -> int:
                for p in (store.folder / lang).iterdir())
 
 
-def _assemble(plan: Plan, store: UnitStore) -> dict[str, dict]:
-    """Every language's values from the store's units."""
+def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
+    """Every language's values: the units already read when the store was opened, and the
+    ones computed since, read from the store."""
     out = {}
     for w in plan.work:
         base = np.zeros(len(w.text_ids))
         values = np.zeros((plan.layout.n_layers, plan.layout.n_heads, len(w.text_ids)))
         for unit in plan.method.units(w.lang, plan.layout, len(plan.batches(w))):
-            got = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
+            got = finished.get(unit) or store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
             if got is None:
                 raise LangheadsError(f"{store.path(unit)} is missing after every process finished: is "
                                      f"{store.folder} on a file system all machines share?")

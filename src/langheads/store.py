@@ -104,6 +104,3 @@ class UnitStore:
             return None
         raise LangheadsError(f"{path} is damaged or does not match this scan's texts; rerun with --overwrite to "
                              "compute it again")
-
-    def count(self) -> int:
-        return sum(1 for p in self.folder.glob("*/*.npz") if not p.name.startswith("."))
