@@ -14,7 +14,7 @@ from . import heads as H
 from . import nll, qa
 from .corpus import Text, language_key, load_corpus
 from .errors import LangheadsError
-from .metrics import answer_metrics, paired_interval
+from .metrics import answer_metrics, identify, paired_interval
 from .models import load_model
 
 
@@ -50,11 +50,6 @@ def greedy_continuations(loaded, prompts: list[list[int]], new_tokens: int) -> l
         out.append(loaded.tokenizer.decode(gen[0, len(ids):], skip_special_tokens=True))
     return out
 
-
-def identify(text: str) -> str:
-    import py3langid
-
-    return py3langid.classify(text)[0] if text.strip() else "none"
 
 
 def evaluate(model: str, baseline: str, languages: list[str], data: str | None = None, max_tokens: int | None = None,
@@ -118,8 +113,7 @@ def generate_answers(loaded, items: list[Text], chat_template: str | None, new_t
     device = next(loaded.model.parameters()).device
     out = []
     for item in items:
-        prompt = qa.prompt_text(item, chat_template, loaded.tokenizer)
-        ids = loaded.tokenizer(prompt, add_special_tokens=chat_template is None)["input_ids"]
+        ids = qa.prompt_ids(loaded.tokenizer, item, chat_template)
         x = torch.tensor([ids], device=device)
         gen = loaded.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens,
                                     do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
@@ -192,12 +186,10 @@ def _judged(judge, items, refs, said_before, said_after, lang, seed, bootstrap) 
     return {"language": lang, **Metric("judge_1to5", before[ok], after[ok]).paired(seed, bootstrap), "unparsed": unparsed}
 
 
-def _lm_eval_samples(loaded, tasks: list[str], include: str | None, limit: int | None,
-                     mask: list[tuple[int, int]]) -> dict[str, dict[str, dict[int, float]]]:
-    """task -> metric -> doc_id -> value, from lm-evaluation-harness run on the model in memory."""
+def _task_manager(tasks: list[str], include: str | None):
+    """lm-evaluation-harness's task index (slow to build: once per evaluation), with every
+    task checked before a model loads."""
     try:
-        from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise LangheadsError("--lm-eval needs lm-evaluation-harness: pip install 'langheads[lmeval]'") from None
@@ -206,6 +198,15 @@ def _lm_eval_samples(loaded, tasks: list[str], include: str | None, limit: int |
     if unknown:
         raise LangheadsError(f"--lm-eval: unknown task {unknown[0]}" + ("" if include else
                              " (for a task over your own files, give --lm-eval-include DIR with its YAML)"))
+    return manager
+
+
+def _lm_eval_samples(loaded, tasks: list[str], manager, limit: int | None,
+                     mask: list[tuple[int, int]]) -> dict[str, dict[str, dict[int, float]]]:
+    """task -> metric -> doc_id -> value, from lm-evaluation-harness run on the model in memory."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=1)
     with H.masked_heads(loaded.model, mask):
         out = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit, log_samples=True)
@@ -224,10 +225,11 @@ def evaluate_lm_eval(model: str | None, baseline: str, tasks: list[str], include
     become Metric objects, so the change gets the same paired bootstrap as everything else."""
     from .metrics import Metric
 
+    manager = _task_manager(tasks, include)
     before_model = load_model(baseline)
     after_model = before_model if model is None else load_model(model)
-    before = _lm_eval_samples(before_model, tasks, include, limit, [])
-    after = _lm_eval_samples(after_model, tasks, include, limit, mask or [])
+    before = _lm_eval_samples(before_model, tasks, manager, limit, [])
+    after = _lm_eval_samples(after_model, tasks, manager, limit, mask or [])
     rows = []
     for task in before:
         for name, per_doc in before[task].items():
