@@ -51,9 +51,17 @@ def _panel_grid(n: int, max_cols: int = 8) -> tuple[int, int]:
 
 # ---- figures ------------------------------------------------------------------------------
 
-def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str, hatch: bool = True) -> None:
+def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str) -> None:
+    """The heatmap figure saved as a run folder's heatmap.png."""
+    plt = _plt()
+    fig = heatmap_figure(scores, languages, title)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def heatmap_figure(scores: pd.DataFrame, languages: list[str], title: str):
     """Relative NLL increase per layer x head, one panel per language, on one colour scale;
-    with `hatch`, cells whose interval includes zero are hatched."""
+    cells whose interval includes zero are hatched."""
     from matplotlib.patches import Rectangle
 
     plt = _plt()
@@ -72,10 +80,9 @@ def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str, 
         ax.axis("off")
     for ax, lang in zip(axes.ravel(), languages):
         image = ax.imshow(grids[lang], cmap="magma_r", vmin=0, vmax=top, aspect="auto", interpolation="nearest")
-        if hatch:
-            for layer, head in zip(*np.nonzero(unsure[lang])):
-                ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, hatch="///",
-                                       edgecolor="#7aa6c2", linewidth=0))
+        for layer, head in zip(*np.nonzero(unsure[lang])):
+            ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, hatch="///",
+                                   edgecolor="#7aa6c2", linewidth=0))
         ax.set_title(lang)
         ax.set_xlabel("head")
         ax.set_xticks(range(n_heads) if n_heads <= 8 else range(0, n_heads, max(1, n_heads // 4)))
@@ -83,9 +90,7 @@ def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str, 
         axes[r][0].set_ylabel("layer")
     fig.colorbar(image, ax=axes.ravel().tolist(), label="NLL increase when removed (%)", shrink=0.9)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110, bbox_inches="tight",
-                metadata={"Software": None} if str(path).endswith(".png") else {"Date": None})
-    plt.close(fig)
+    return fig
 
 
 def kinds_map(run: Run):
@@ -379,12 +384,10 @@ def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, oth
         page.text("Note: " + info["sample_note"] + ".")
 
     page.heading("Head importance per language")
-    heatmap(run.scores, langs, figures / "heatmap.svg", model["id"])
-    heatmap(run.scores, langs, figures / "heatmap.png", model["id"])
-    page.parts.append(_embed("heatmap", figures / "heatmap.png",
-                             f"Relative increase of mean token NLL when each head alone is removed ({run.method}), per "
-                             f"layer x head, one colour scale for all languages (clipped at the 99th percentile); "
-                             f"{HATCH_NOTE}. {text_note}."))
+    page.figure("heatmap", heatmap_figure(run.scores, langs, model["id"]),
+                f"Relative increase of mean token NLL when each head alone is removed ({run.method}), per "
+                f"layer x head, one colour scale for all languages (clipped at the 99th percentile); "
+                f"{HATCH_NOTE}. {text_note}.")
 
     page.heading("Which languages share heads")
     fig, order, corr = similarity(run)
@@ -450,9 +453,3 @@ def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, oth
 
 def _points(v: float) -> str:
     return f"{100 * v:.2f} points"
-
-
-def _embed(name: str, png: Path, caption: str) -> str:
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return (f'<figure id="fig-{name}"><img alt="{name}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
