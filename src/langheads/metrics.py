@@ -79,11 +79,16 @@ def chrf(answer: str, reference: str) -> float:
     return CHRF().sentence_score(answer, [reference]).score / 100
 
 
+def identify(text: str) -> str:
+    """The language py3langid gives a text ("none" for an empty one)."""
+    import py3langid
+
+    return py3langid.classify(text)[0] if text.strip() else "none"
+
+
 def switched(answer: str, lang: str) -> float:
     """1 when a language identifier does not put the answer in `lang` (an empty answer counts
     as switched: the model left the language)."""
-    from .evaluate import identify
-
     return float(identify(answer) != lang)
 
 

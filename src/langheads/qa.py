@@ -109,13 +109,18 @@ def prompt_text(item: Text, chat_template: str | None, tokenizer) -> str:
                                          add_generation_prompt=True, tokenize=False)
 
 
+def prompt_ids(tokenizer, item: Text, chat_template: str | None) -> list[int]:
+    """The prompt's token ids (a chat template writes its own BOS; the plain one gets the
+    tokenizer's)."""
+    return tokenizer(prompt_text(item, chat_template, tokenizer), add_special_tokens=chat_template is None)["input_ids"]
+
+
 def encode(tokenizer, item: Text, chat_template: str | None) -> tuple[list[int], int]:
     """(token ids of prompt + answer, index of the first answer token). The prompt and the
     answer are tokenized apart, so the answer's tokens never merge with the prompt's."""
     if not item.answer.strip():
         raise LangheadsError(f"item {item.id} ({item.lang}) has no answer")
-    prompt = prompt_text(item, chat_template, tokenizer)
-    prompt_ids = tokenizer(prompt, add_special_tokens=chat_template is None)["input_ids"]
+    prompt = prompt_ids(tokenizer, item, chat_template)
     if chat_template is not None:
         answer = item.answer.strip()
     elif item.question:
@@ -125,4 +130,4 @@ def encode(tokenizer, item: Text, chat_template: str | None) -> tuple[list[int],
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     if not answer_ids:
         raise LangheadsError(f"item {item.id} ({item.lang}): the answer makes no tokens")
-    return prompt_ids + answer_ids, len(prompt_ids)
+    return prompt + answer_ids, len(prompt)
