@@ -94,6 +94,12 @@ def _scan(args, ranks) -> None:
     out = Path(args.out)
     if not args.dry_run and ranks.main:
         check_out_dir(out, args.overwrite)
+    if args.store:
+        from .folders import check_makeable
+
+        check_makeable(Path(args.store), "--store")
+    if args.ranks is not None and args.ranks < 1:
+        raise LangheadsError(f"--ranks must be a whole number >= 1, not {args.ranks}")
     if args.fdr is not None and args.rule not in ("interval", "fdr"):
         raise LangheadsError(f"--fdr is a rule of its own; it cannot go with --rule {args.rule}")
     settings = ScanSettings(
@@ -239,9 +245,11 @@ def _evaluate(args, out: Path) -> None:
     from .runs import write_eval
 
     mask = parse_mask(args.mask)
+    if args.limit is not None and args.limit < 1:
+        raise LangheadsError(f"--limit must be a whole number >= 1, not {args.limit}")
+    if (args.lm_eval or args.qa is not None) and args.model is None and not mask:
+        raise LangheadsError("give --model (an edited model), --mask (heads to mask in the baseline), or both")
     if args.lm_eval:
-        if args.model is None and not mask:
-            raise LangheadsError("give --model (an edited model), --mask (heads to mask in the baseline), or both")
         result = evaluate_lm_eval(args.model, args.baseline, _langs(args.lm_eval), args.lm_eval_include, args.limit,
                                   mask, args.seed)
         write_eval(result, out, args.overwrite)
@@ -259,8 +267,6 @@ def _evaluate(args, out: Path) -> None:
         result = evaluate(args.model, args.baseline, _langs(args.languages), args.data, args.max_tokens,
                           args.prompts, new_tokens=args.new_tokens, seed=args.seed)
     else:
-        if args.model is None and not mask:
-            raise LangheadsError("give --model (an edited model), --mask (heads to mask in the baseline), or both")
         judge = None
         if args.judge:
             import hashlib

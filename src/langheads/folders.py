@@ -33,12 +33,17 @@ def is_ours(folder: Path) -> bool:
         return False
 
 
+def check_makeable(folder: Path, option: str) -> None:
+    """Refuse a folder that cannot be made because something above it is a file."""
+    above = next((p for p in Path(folder).parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise LangheadsError(f"{folder}: {above} is a file, so no folder can be made under it; choose another {option}")
+
+
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse an output path that is taken, unless asked to overwrite a folder langheads wrote."""
     out = Path(out)
-    above = next((p for p in out.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise LangheadsError(f"{out}: {above} is a file, so no folder can be made under it; choose another --out")
+    check_makeable(out, "--out")
     if out.exists() and not out.is_dir():
         raise LangheadsError(f"{out} already exists and is a file; choose another --out")
     if out.exists() and not overwrite:
