@@ -124,8 +124,8 @@ def test_bad_input_is_one_line_and_exit_2(tiny_dirs, sample_data, tmp_path):
     assert "broken.jsonl:2" in _bad("scan", "--model", model, "--data", str(broken), "--out", str(tmp_path / "o"))
     taken = tmp_path / "taken"
     taken.mkdir()
-    assert "--overwrite" in _bad("scan", "--model", model, "--data", str(sample_data), "--languages", "en",
-                                 "--out", str(taken))
+    said = _bad("scan", "--model", model, "--data", str(sample_data), "--languages", "en", "--out", str(taken))
+    assert "not a folder langheads wrote" in said and "--overwrite" not in said  # never advise what is refused
     assert not (tmp_path / "o").exists()
 
 

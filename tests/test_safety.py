@@ -67,7 +67,8 @@ def test_a_store_folder_not_made_by_langheads_is_left_alone(tiny_dirs, sample_da
     for extra in ([], ["--overwrite"]):
         assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
                      "--out", str(out), "--quiet", "--bootstrap", "20", *extra]) == 2
-        assert "was not made by langheads; left alone" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "is not a folder langheads wrote" in err and "refusing to replace it" in err
     assert (stranger / "notes.txt").read_text() == "mine" and not out.exists()
 
 
@@ -189,7 +190,7 @@ def test_written_folders_get_the_usual_mode(tmp_path):
 
     mask = os.umask(0o022)
     try:
-        with new_folder(tmp_path / "out", False, "test") as tmp:
+        with new_folder(tmp_path / "out", False, "report") as tmp:
             (tmp / "a.txt").write_text("x")
     finally:
         os.umask(mask)

@@ -16,7 +16,7 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, **settin
     from .store import store_dir
 
     out = Path(out_dir)
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, "run")
     with writing(out, "run folder"):
         plan = plan_scan(ScanSettings(**settings))
         check_memory(plan)

@@ -17,20 +17,59 @@ from pathlib import Path
 from .errors import LangheadsError
 
 MARKER = ".langheads"
-MARKED_BY = (MARKER, "langheads.json")
+# The kinds of folder langheads writes, as a user would name them. `--overwrite` replaces a
+# folder only with one of its own kind: a scan's store never replaces a model, a run never a report.
+KINDS = {"run": "run folder", "evaluation": "evaluation folder", "report": "report folder",
+         "model": "model folder", "store": "scan store (finished units)", "cache": "converted-model cache entry"}
+# What markers written before kinds were recorded say (their first words after "langheads").
+_OLD_MARKERS = {"scan work in progress": "store", "converted model cache entry": "cache"}
 
 
 def mark(folder: Path, kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown folder kind {kind!r}")
     (folder / MARKER).write_text(f"langheads {kind}\n")
 
 
-def is_ours(folder: Path) -> bool:
-    if any((folder / name).is_file() for name in MARKED_BY):
-        return True
+def kind_of(folder: Path) -> str | None:
+    """Which kind of langheads folder `folder` is (a key of KINDS), or None if not ours."""
+    folder = Path(folder)
+    if (folder / MARKER).is_file():
+        try:
+            said = (folder / MARKER).read_text(encoding="utf-8").split("\n", 1)[0].removeprefix("langheads ").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if said in KINDS:
+            return said
+        return next((k for old, k in _OLD_MARKERS.items() if said.startswith(old)), None)
+    if (folder / "langheads.json").is_file():
+        return "model"
+    if (folder / "langheads_source.json").is_file():  # a cache entry from before markers
+        return "cache"
     try:  # a run folder from before markers: its heads.json names langheads as the writer
-        return "langheads" in json.loads((folder / "heads.json").read_text(encoding="utf-8"))["versions"]
+        return "run" if "langheads" in json.loads((folder / "heads.json").read_text(encoding="utf-8"))["versions"] else None
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return None
+
+
+def is_ours(folder: Path) -> bool:
+    return kind_of(folder) is not None
+
+
+def check_replaceable(folder: Path, kind: str, option: str) -> None:
+    """The one rule for what `--overwrite` may replace: a folder langheads wrote, of `kind`."""
+    found = kind_of(folder)
+    if found is None:
+        raise LangheadsError(f"{folder} already exists and is not a folder langheads wrote (no {MARKER} or "
+                             f"langheads.json); refusing to replace it: choose another {option}")
+    if found != kind:
+        theirs, ours = _a(KINDS[found]), _a(KINDS[kind])
+        raise LangheadsError(f"{folder} is {theirs} langheads wrote, not {ours}; --overwrite replaces only "
+                             f"{ours}, so it is left in place: choose another {option}")
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 def check_makeable(folder: Path, option: str) -> None:
@@ -40,17 +79,35 @@ def check_makeable(folder: Path, option: str) -> None:
         raise LangheadsError(f"{folder}: {above} is a file, so no folder can be made under it; choose another {option}")
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an output path that is taken, unless asked to overwrite a folder langheads wrote."""
+def check_out_dir(out: Path, overwrite: bool, kind: str) -> None:
+    """Refuse an output path that is taken, unless asked to overwrite a folder langheads wrote
+    of the same kind."""
     out = Path(out)
     check_makeable(out, "--out")
+    if out.is_symlink():
+        raise LangheadsError(f"{out} is a symbolic link; langheads writes no folder through one: choose another --out")
     if out.exists() and not out.is_dir():
         raise LangheadsError(f"{out} already exists and is a file; choose another --out")
+    if out.exists():
+        check_replaceable(out, kind, "--out")  # never advise --overwrite where it would be refused
+        if not overwrite:
+            raise LangheadsError(f"{out} already exists (an earlier run?); pass --overwrite to replace it")
+
+
+def check_out_file(out: Path, overwrite: bool, option: str) -> None:
+    """Refuse a file path that cannot be written, before any work: a folder (whatever
+    --overwrite says), something under a file, or a file there without --overwrite."""
+    out = Path(out)
+    check_makeable(out, option)
+    if out.is_dir():
+        raise LangheadsError(f"{option} {out} is a folder; give a file name (--overwrite replaces only a file)")
     if out.exists() and not overwrite:
-        raise LangheadsError(f"{out} already exists (an earlier run?); pass --overwrite to replace it")
-    if out.exists() and not is_ours(out):
-        raise LangheadsError(f"{out} exists and is not a folder langheads wrote (no {MARKER} or langheads.json); "
-                             "refusing to replace it: choose another --out")
+        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+
+
+def usual_mode(path: Path, folder: bool = False) -> None:
+    """The mode a plain open()/mkdir() would give (temporary files and folders are private)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
 @contextlib.contextmanager
@@ -60,12 +117,12 @@ def new_folder(out: Path, overwrite: bool, kind: str):
     in one rename, on any error it is removed. A crash never leaves half a folder at `out`, and
     an old `out` is only replaced once the new one is whole."""
     out = Path(out).resolve()  # "." has no name to put a temporary folder beside
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     old = None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder gets the usual mode
+        usual_mode(tmp, folder=True)  # mkdtemp makes it private; the folder gets the usual mode
         mark(tmp, kind)
         yield tmp
         if out.exists():
@@ -91,8 +148,12 @@ def _umask() -> int:
 def write_json_atomically(path: Path, data, **dump) -> None:
     """Write JSON under a temporary name and rename it: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, **({"sort_keys": True} | dump)) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, **({"sort_keys": True} | dump)) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or Ctrl-C: no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LangheadsError
-from .folders import is_ours, mark, write_json_atomically
+from .folders import check_replaceable, mark, write_json_atomically
 from .scoring.base import Unit, UnitScores
 
 KEY_FILE = "scan-key.json"
@@ -41,9 +41,7 @@ class UnitStore:
         """Make the store, or check that an existing one holds this scan's work."""
         folder = Path(folder)
         if folder.exists():
-            if not is_ours(folder):
-                raise LangheadsError(f"{folder} exists and was not made by langheads; left alone: move it or "
-                                     "choose another --out")
+            check_replaceable(folder, "store", "--store (or --out)")  # a store replaces only a store
             try:
                 stored = json.loads((folder / KEY_FILE).read_text())
             except (OSError, json.JSONDecodeError):
@@ -57,14 +55,17 @@ class UnitStore:
                 raise LangheadsError(f"{folder} {why}; it is left in place: rerun with --overwrite to replace it, "
                                      "or choose another --out")
             if stored != key:
-                shutil.rmtree(folder)  # ours, and the user asked to replace it
+                shutil.rmtree(folder)  # a store of ours, and the user asked to replace it
         folder.mkdir(parents=True, exist_ok=True)
-        mark(folder, "scan work in progress: finished units, reused by a rescan")
+        mark(folder, "store")
         write_json_atomically(folder / KEY_FILE, key)
         return cls(folder, key)
 
     def path(self, unit: Unit) -> Path:
-        return self.folder / unit.lang / f"{unit.name}.npz"
+        path = self.folder / unit.lang / f"{unit.name}.npz"
+        if path.resolve().parent.parent != self.folder.resolve():  # codes are checked at the door; never leave
+            raise LangheadsError(f"unit {unit.lang}/{unit.name} would be written outside {self.folder}")
+        return path
 
     def save(self, unit: Unit, scores: UnitScores, text_ids: list[str], rank: int = 0, seconds: float = 0.0) -> None:
         """Write one finished unit (whole or not at all), and note in this process's log who
@@ -72,8 +73,12 @@ class UnitStore:
         path = self.path(unit)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")  # one per process: ranks never collide
-        np.savez(tmp, base=scores.base_nll, values=scores.values, text_ids=np.array(text_ids))
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, base=scores.base_nll, values=scores.values, text_ids=np.array(text_ids))
+            os.replace(tmp, path)
+        except BaseException:  # a full disk or Ctrl-C: no half-written file stays behind
+            tmp.unlink(missing_ok=True)
+            raise
         log = self.folder / "log" / f"rank{rank}-{self.attempt}.txt"
         log.parent.mkdir(exist_ok=True)
         with open(log, "a") as f:
