@@ -42,5 +42,9 @@ def languages(settings, name: str, minimum: int = 1) -> None:
     value = getattr(settings, name)
     if not isinstance(value, list) or len(value) < minimum or not all(isinstance(v, str) and v for v in value):
         raise LangheadsError(f"{option(name)} needs at least {minimum} language code(s), e.g. en,hi")
+    from .corpus import check_code
+
+    for code in value:
+        check_code(code, option(name))
     if len(set(value)) != len(value):
         raise LangheadsError(f"{option(name)} names a language twice: {','.join(value)}")

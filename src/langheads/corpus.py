@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -32,6 +33,22 @@ UDHR_VARIANTS = {
     "ta": "tam", "sw": "swh", "nl": "nld", "pl": "pol", "uk": "ukr", "th": "tha",
     "he": "heb", "sv": "swe", "cs": "ces", "hu": "hun", "fi": "fin",
 }
+
+
+# The one pattern a language code must match, wherever it comes from (--languages, --keep, a
+# JSONL "lang", a <lang>.txt name, --data-lang): BCP-47-like, a 2-3 letter lowercase language
+# subtag then up to three subtags of 2-8 letters or digits (zh-Hant, pt-BR, es-419). Codes name
+# folders and files (the store's units), so nothing else, no dot and no slash, ever passes.
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}")
+
+
+def check_code(code, where: str) -> str:
+    """`code` if it is a language code by LANGUAGE_CODE, else one line naming `where` it came from."""
+    if not isinstance(code, str) or not LANGUAGE_CODE.fullmatch(code):
+        shown = code if isinstance(code, str) and len(code) <= 40 else f"{str(code)[:40]}..."
+        raise LangheadsError(f"{where}: {shown!r} is not a language code (2-3 lowercase letters, then optional "
+                             "-subtags of 2-8 letters or digits, e.g. en, zh-Hant, pt-BR)")
+    return code
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class Corpus:
         self.source = source
         self.by_lang: dict[str, list[Text]] = {}
         for t in texts:
+            check_code(t.lang, f"{source}: text {t.id}")
             self.by_lang.setdefault(t.lang, []).append(t)
         raw = "\n".join(f"{t.lang}\t{t.id}\t{t.text}" + (f"\t{t.question}\t{t.answer}" if t.answer else "")
                         for t in texts)
