@@ -22,6 +22,7 @@ import torch
 from . import heads as H
 from .archs import FAMILIES, adapter_for
 from .errors import LangheadsError
+from .folders import check_out_file, usual_mode
 
 TYPES = ("f32", "f16", "q8_0")
 
@@ -132,8 +133,7 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -
     if kind not in TYPES:
         raise LangheadsError(f"unknown GGUF type '{kind}'; choose one of {', '.join(TYPES)}")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    check_out_file(out, overwrite, "--gguf")
     model, tokenizer = loaded.model, loaded.tokenizer
     config = H.text_config(model)
     family = adapter_for(model).gguf
@@ -177,6 +177,7 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+        usual_mode(Path(tmp))  # mkstemp's file is private (0600); the export gets the usual mode
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -193,10 +194,12 @@ def transformers_gap(loaded, gguf_path: Path, texts: list[str]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from .models import pretrained
+
     hf_logging.disable_progress_bar()
     gguf_path = Path(gguf_path)
-    back = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32).eval()
-    back_tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    back = pretrained(AutoModelForCausalLM, gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32).eval()
+    back_tok = pretrained(AutoTokenizer, gguf_path.parent, gguf_file=gguf_path.name)
     worst, same_tokens = 0.0, True
     for text in texts:
         ids = loaded.tokenizer(text)["input_ids"]

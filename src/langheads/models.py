@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -125,6 +127,58 @@ class Placement:
         return (model.to(self.device) if self.plain else model).eval()
 
 
+def pretrained(cls, source, **kwargs):
+    """The one way langheads calls `from_pretrained` (model, tokenizer, config): a model's own
+    code never runs (trust_remote_code=False, so transformers neither asks nor executes)."""
+    return cls.from_pretrained(source, trust_remote_code=False, **kwargs)
+
+
+def refuse_custom_code(folder: Path, spec: str) -> None:
+    """A folder whose config or tokenizer config names its own code (`auto_map`) is refused in
+    one line: langheads runs only the architectures transformers ships."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # missing or broken: the loader names it
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise LangheadsError(f"{spec}: its {name} asks to run the model's own code (auto_map); langheads never "
+                                 "runs code from a model folder: use a model whose architecture transformers ships")
+
+
+_LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
+
+
+def check_weights(folder: Path, spec: str, dtype: torch.dtype, memory: bool = True) -> None:
+    """Before transformers builds anything: the config's layer count must be what the weights
+    hold (a config claiming 100,000 layers over a 2-layer checkpoint would build random layers
+    for minutes), and the weights must fit in free memory. Reads safetensors headers only."""
+    import psutil
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return  # other formats: transformers checks them
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        claimed = (config.get("text_config") or config).get("num_hidden_layers") or config.get("n_layer")
+        numel, layers = 0, set()
+        for file in files:
+            with safe_open(str(file), "pt") as f:
+                for key in f.keys():
+                    numel += math.prod(f.get_slice(key).get_shape())
+                    layers.update(int(m) for m in _LAYER_INDEX.findall(key))
+    except Exception:  # broken config or weights: the loader names them in its own line
+        return
+    if isinstance(claimed, int) and layers and claimed > max(layers) + 1:
+        raise LangheadsError(f"cannot load model '{spec}': config.json says {claimed:,} layers, and its weights hold "
+                             f"{max(layers) + 1}; the config does not belong to these weights")
+    need, free = numel * torch.finfo(dtype).bits // 8, psutil.virtual_memory().available
+    if memory and need > free:
+        raise LangheadsError(f"cannot load model '{spec}': its {numel:,} parameters need about {need / 2**30:.1f} GiB "
+                             f"in {str(dtype).removeprefix('torch.')}, and {free / 2**30:.1f} GiB are free")
+
+
 def _placement(device) -> Placement:
     return device if isinstance(device, Placement) else Placement(str(device))
 
@@ -135,8 +189,8 @@ def _from_folder(folder: Path, dtype: torch.dtype, place: Placement):
 
     hf_logging.disable_progress_bar()  # a reload takes a second; its bar is noise
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **place.kwargs(dtype))
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = pretrained(AutoModelForCausalLM, folder, dtype=dtype, **place.kwargs(dtype))
+    tokenizer = pretrained(AutoTokenizer, folder)
     return place.place(model), tokenizer
 
 
@@ -167,8 +221,8 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the pruned layers' shapes are expected to differ
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, ignore_mismatched_sizes=True,
-                                                           output_loading_info=True)
+        model, info = pretrained(AutoModelForCausalLM, folder, dtype=dtype, ignore_mismatched_sizes=True,
+                                 output_loading_info=True)
     finally:
         hf_logging.set_verbosity(level)
     adapter = adapter_for(model)
@@ -189,7 +243,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     if wrong:
         raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {wrong[0]})")
     model.load_state_dict(found, strict=False)
-    return model.to(device=place.device, dtype=dtype).eval(), AutoTokenizer.from_pretrained(folder)
+    return model.to(device=place.device, dtype=dtype).eval(), pretrained(AutoTokenizer, folder)
 
 
 def _converted_gguf(gguf: Path, sha: str) -> Path:
@@ -209,15 +263,15 @@ def _convert(gguf: Path, sha: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"converting {gguf.name} once (about a minute); later loads use {target}", flush=True)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = pretrained(AutoModelForCausalLM, gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = pretrained(AutoTokenizer, gguf.parent, gguf_file=gguf.name)
     if hasattr(model, "hf_quantizer"):  # the weights are dequantized; the copy is a plain model
         del model.hf_quantizer
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     from .folders import new_folder
 
-    with new_folder(target, True, "converted model cache entry") as tmp:  # under the cache entry's lock
+    with new_folder(target, True, "cache") as tmp:  # under the cache entry's lock
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"format_version": 1, "gguf": str(gguf), "sha256": sha}
@@ -280,6 +334,8 @@ def _load_model(spec: str, dtype: str | torch.dtype, place: Placement) -> Loaded
     if path.is_dir():
         if not (path / "config.json").exists():
             raise LangheadsError(f"not a Hugging Face model folder (no config.json): {spec}")
+        refuse_custom_code(path, spec)
+        check_weights(path, spec, dtype, memory=place.plain)  # quantised or spread: accelerate plans memory
         manifest = read_manifest(path)
         model, tok = (_from_folder if manifest is None else _from_edited_folder)(path, dtype, place)
         return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path), manifest)
@@ -292,37 +348,49 @@ def _from_hub(spec: str, dtype: torch.dtype, place: Placement) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:  # already in the local Hugging Face cache: no network needed
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, local_files_only=True, **place.kwargs(dtype))
-        tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+        model = pretrained(AutoModelForCausalLM, spec, dtype=dtype, local_files_only=True, **place.kwargs(dtype))
+        tokenizer = pretrained(AutoTokenizer, spec, local_files_only=True)
     except OSError:
         if not _hub_reachable():
             raise LangheadsError(
                 f"cannot fetch '{spec}': the Hugging Face hub is not reachable (no network?); "
                 "pass a local folder or a .gguf file instead"
             ) from None
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **place.kwargs(dtype))
-        tokenizer = AutoTokenizer.from_pretrained(spec)
+        model = pretrained(AutoModelForCausalLM, spec, dtype=dtype, **place.kwargs(dtype))
+        tokenizer = pretrained(AutoTokenizer, spec)
     revision = getattr(model.config, "_commit_hash", None) or "unknown"
     return LoadedModel(place.place(model), tokenizer, spec, spec, f"hub:{spec}@{revision}")
 
 
 def list_cache() -> list[tuple[Path, int, str]]:
-    """(folder, size in bytes, source GGUF) for each converted model in the cache."""
+    """(folder, size in bytes, source GGUF) for each converted model in the cache. An entry
+    that is a symbolic link is listed as one and never followed."""
     rows = []
     root = cache_dir() / "models"
     for folder in sorted(p for p in root.glob("*") if p.is_dir()) if root.exists() else []:
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        if folder.is_symlink():
+            rows.append((folder, 0, f"(a link to {os.readlink(folder)}; left alone)"))
+            continue
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
         source_file = folder / "langheads_source.json"
-        source = json.loads(source_file.read_text())["gguf"] if source_file.exists() else "(incomplete)"
+        try:
+            source = json.loads(source_file.read_text())["gguf"] if source_file.exists() else "(incomplete)"
+        except (OSError, ValueError, KeyError, TypeError):
+            source = "(damaged langheads_source.json)"
         rows.append((folder, size, source))
     return rows
 
 
 def clear_cache() -> int:
     """Delete every finished converted model; returns how many folders were removed. A
-    conversion still running (its temporary folder, or no langheads_source.json yet) is left alone."""
+    conversion still running (its temporary folder, or no langheads_source.json yet), a
+    symbolic link (whatever it points to) and a folder that is not a cache entry of ours are
+    left alone."""
+    from .folders import kind_of
+
     done = [folder for folder, _, _ in list_cache()
-            if not folder.name.startswith(".") and (folder / "langheads_source.json").is_file()]
+            if not folder.name.startswith(".") and not folder.is_symlink()
+            and (folder / "langheads_source.json").is_file() and kind_of(folder) == "cache"]
     for folder in done:
         shutil.rmtree(folder)
     return len(done)
