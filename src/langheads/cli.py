@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
 
-from .errors import LangheadsError
+from .errors import LangheadsError, printable
 
 
 def _langs(value: str) -> list[str]:
@@ -76,7 +77,7 @@ def cmd_scan(args) -> None:
     try:
         if not ranks.main:  # rank 0 holds the lock and writes the run folder
             return _scan(args, ranks)
-        check_out_dir(Path(args.out), args.overwrite)  # before the lock, whose file sits beside it
+        check_out_dir(Path(args.out), args.overwrite, "run")  # before the lock, whose file sits beside it
         with writing(Path(args.out), "run folder"):
             _scan(args, ranks)
     finally:
@@ -93,7 +94,7 @@ def _scan(args, ranks) -> None:
 
     out = Path(args.out)
     if not args.dry_run and ranks.main:
-        check_out_dir(out, args.overwrite)
+        check_out_dir(out, args.overwrite, "run")
     if args.store:
         from .folders import check_makeable
 
@@ -138,19 +139,24 @@ def cmd_report(args) -> None:
     from .report import write_report
 
     out = Path(args.out)
-    check_out_dir(out, args.overwrite)
+    check_out_dir(out, args.overwrite, "report")
     with writing(out, "report folder"):
         write_report(args.run_dir, out, args.prune, args.eval, args.compare, args.overwrite)
     print(f"wrote {out}/report.html (one self-contained page) and {out}/figures/ (PNG and SVG)")
 
 
 def cmd_compare(args) -> None:
-    from .compare import compare_runs
+    from .compare import compare_runs, mean_spearman
 
     table = compare_runs(args.run_a, args.run_b, args.top)
     print(f"A = {args.run_a}, B = {args.run_b}: Spearman rank correlation of head scores, top-{args.top} overlap")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"mean spearman {table['spearman'].mean():.3f}")
+    print(mean_spearman(table))
+    only = [f"{side} only: {','.join(langs)}" for side, langs in (
+        ("A", sorted(set(table.attrs["languages_a"]) - set(table.language))),
+        ("B", sorted(set(table.attrs["languages_b"]) - set(table.language)))) if langs]
+    if only:
+        print("not compared (in one run only): " + "; ".join(only))
 
 
 def cmd_prune(args) -> None:
@@ -199,8 +205,9 @@ def cmd_export(args) -> None:
     out = Path(args.gguf)
     if out.suffix != ".gguf":
         raise LangheadsError(f"--gguf must name a .gguf file, not {args.gguf}")
-    if out.exists() and not args.overwrite:
-        raise LangheadsError(f"{out} already exists; pass --overwrite to replace it")
+    from .folders import check_out_file
+
+    check_out_file(out, args.overwrite, "--gguf")
     if args.type not in TYPES:
         raise LangheadsError(f"unknown GGUF type '{args.type}'; choose one of {', '.join(TYPES)}")
     if args.llama_cpp and not args.check:
@@ -235,7 +242,7 @@ def cmd_evaluate(args) -> None:
     from .folders import check_out_dir, writing
 
     out = Path(args.out)
-    check_out_dir(out, args.overwrite)
+    check_out_dir(out, args.overwrite, "evaluation")
     with writing(out, "evaluation folder"):
         _evaluate(args, out)
 
@@ -454,12 +461,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except LangheadsError as e:
-        print(f"langheads: error: {e}", file=sys.stderr)
+        print(f"langheads: error: {printable(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("langheads: interrupted; finished work is kept, and the same command resumes it", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"langheads: error: {printable(e.strerror or e)}{printable(where)}; nothing half-written was left, "
+              "and finished work is kept: free space (or fix permissions) and run the same command again",
+              file=sys.stderr)
+        return 2
     return 0
+
+
+# What the disk (not langheads) refused: said in one line, like bad input.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}
 
 
 if __name__ == "__main__":

@@ -3,3 +3,13 @@
 
 class LangheadsError(Exception):
     """Bad input: unknown model, unknown language, empty or malformed data, occupied output folder."""
+
+
+def printable(text) -> str:
+    """`text` with every control character (escape sequences, carriage returns, line breaks)
+    written as a visible escape, so text from outside (a server's error body, a file name)
+    can neither forge nor break langheads' own one-line messages."""
+    import unicodedata
+
+    return "".join(ch if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") or ch == " "
+                   else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
