@@ -15,12 +15,25 @@ from .runs import read_run
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho with average ranks for ties (no scipy needed)."""
-    ra = pd.Series(a).rank().to_numpy()
-    rb = pd.Series(b).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman's rho with average ranks for ties (scipy); NaN where either side is constant."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
+
+
+def mean_spearman(table: pd.DataFrame) -> str:
+    """The mean over languages whose Spearman is defined, saying which are not (never a
+    mean that quietly leaves languages out)."""
+    rho = table["spearman"]
+    undefined = table.loc[rho.isna(), "language"].tolist()
+    if rho.notna().sum() == 0:
+        return "mean spearman undefined (every language's scores are constant in one run)"
+    note = f" over {rho.notna().sum()} of {len(rho)} languages; undefined (constant scores): " \
+        f"{','.join(undefined)}" if undefined else ""
+    return f"mean spearman {rho.mean():.3f}{note}"
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.DataFrame:
@@ -31,9 +44,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
     if run_a.model_hash != run_b.model_hash:
         raise LangheadsError("the two runs scanned different models")
     a, b = run_a.scores, run_b.scores
-    shared = [lang for lang in a["language"].unique() if lang in set(b["language"])]
+    shared = [lang for lang in run_a.languages if lang in run_b.languages]
     if not shared:
-        raise LangheadsError("the two runs share no language")
+        raise LangheadsError(f"the two runs share no language (A: {','.join(run_a.languages)}; B: "
+                             f"{','.join(run_b.languages)})")
+    if (run_a.n_layers, run_a.n_heads) != (run_b.n_layers, run_b.n_heads):
+        raise LangheadsError(f"the two runs' models differ in shape ({run_a.n_layers}x{run_a.n_heads} heads vs "
+                             f"{run_b.n_layers}x{run_b.n_heads})")
     rows = []
     for lang in shared:
         sa = a[a.language == lang].set_index(["layer", "head"])["delta_nll"]
@@ -42,4 +59,6 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
         top_a, top_b = set(sa.nlargest(k).index), set(sb.nlargest(k).index)
         rows.append({"language": lang, "spearman": spearman(sa.to_numpy(), sb.to_numpy()),
                      f"top{k}_overlap": len(top_a & top_b) / k})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs.update(languages_a=run_a.languages, languages_b=run_b.languages)
+    return table

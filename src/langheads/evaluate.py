@@ -32,8 +32,21 @@ class TextLosses:
         return self.nll * self.tokens / self.bytes
 
 
-def text_losses(loaded, texts: list[str], max_tokens: int | None = None) -> TextLosses:
-    ids = nll.tokenize(loaded.tokenizer, texts, max_tokens)
+def cut_texts(loaded, texts: list[str], max_tokens: int | None) -> list[str]:
+    """Each text cut where `loaded`'s first `max_tokens` tokens (BOS included) end, as text:
+    the before and after models then read the same characters, whatever their tokenizers."""
+    if not max_tokens:
+        return texts
+    out = []
+    for text in texts:
+        enc = loaded.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        ends = [end for _, end in enc["offset_mapping"][:max_tokens]]
+        out.append(text[: max(ends, default=0)])
+    return out
+
+
+def text_losses(loaded, texts: list[str]) -> TextLosses:
+    ids = nll.tokenize(loaded.tokenizer, texts, limit=H.position_limit(loaded.model))
     per_token = nll.per_text_nll(loaded.model, ids, pad_id=loaded.tokenizer.pad_token_id or 0).numpy()
     covered = [len(loaded.tokenizer.decode(i, skip_special_tokens=True).encode("utf-8")) for i in ids]
     return TextLosses(ids, per_token, np.array([len(i) - 1 for i in ids]), np.array(covered, dtype=float))
@@ -59,10 +72,11 @@ def evaluate(model: str, baseline: str, languages: list[str], data: str | None =
     after_model, before_model = load_model(model), load_model(baseline)
     rows, generations = [], []
     for lang in languages:
-        chosen = [t.text for t in texts[lang]]
-        # Each model reads the texts through its own tokenizer (a trimmed vocabulary may cut
-        # them differently); NLL per byte compares them whatever the tokenizers.
-        b_loss, a_loss = text_losses(before_model, chosen, max_tokens), text_losses(after_model, chosen, max_tokens)
+        # Both models read the same characters (--max-tokens counts the baseline's tokens),
+        # each through its own tokenizer (a trimmed vocabulary may cut them differently); NLL
+        # per byte compares them whatever the tokenizers.
+        chosen = cut_texts(before_model, [t.text for t in texts[lang]], max_tokens)
+        b_loss, a_loss = text_losses(before_model, chosen), text_losses(after_model, chosen)
         before, after = b_loss.nll, a_loss.nll
         key = [seed, language_key(lang)]
         (dlo, dhi), (rlo, rhi) = paired_interval(before, after, key, bootstrap)

@@ -23,6 +23,11 @@ def head_layout(model: nn.Module) -> HeadLayout:
     return adapter_for(model).layout(text_config(model))
 
 
+def position_limit(model: nn.Module) -> int | None:
+    """The most tokens one text may have in this model (None: no hard limit)."""
+    return adapter_for(model).position_limit(text_config(model))
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return get(model, adapter_for(model).layers)
 

@@ -33,10 +33,12 @@ class Batch:
         return int(self.input_ids.numel())
 
 
-def tokenize(tokenizer, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
-    """Token ids with the tokenizer's own BOS, cut to `max_tokens` if given."""
+def tokenize(tokenizer, texts: list[str], max_tokens: int | None = None, limit: int | None = None) -> list[list[int]]:
+    """Token ids with the tokenizer's own BOS, cut to `max_tokens` if given and always to the
+    model's `limit` (heads.position_limit: GPT-2 reads at most n_positions tokens)."""
+    cut = min((n for n in (max_tokens, limit) if n), default=None)
     ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
-    return [i[:max_tokens] if max_tokens else i for i in ids]
+    return [i[:cut] if cut else i for i in ids]
 
 
 def make_batches(token_lists: list[list[int]], batch_tokens: int, pad_id: int = 0,

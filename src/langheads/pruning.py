@@ -71,7 +71,8 @@ def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str])
 def selection_tokens(loaded: LoadedModel, info: dict, languages: list[str]) -> dict[str, list[list[int]]]:
     s = info["settings"]
     corpus = load_corpus(s["data"])
-    return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"])
+    return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"],
+                               H.position_limit(loaded.model))
             for lang in languages}
 
 
@@ -188,7 +189,7 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
     config, tokenizer and the manifest of edits."""
     from .vocab import apply_trim
 
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, "model")
     if dtype not in DTYPES:
         raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     edit = remove_heads_edit(loaded.model, removed, uniform)
@@ -204,13 +205,13 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
     """Library entry point for `langheads prune`."""
     from .folders import writing
 
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, "model")
     with writing(Path(out), "model folder"):
         return _prune(settings, Path(out), overwrite, progress)
 
 
 def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) -> tuple[PruneResult, dict]:
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, "model")
     info = read_run(settings.scan).info
     trimming = settings.trim_vocab or settings.max_vocab is not None
     if trimming:
@@ -222,7 +223,8 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) 
     if loaded.model_hash != info["model"]["sha256"]:
         raise LangheadsError("the scan's model has changed since the scan (hash differs)")
     # The vocabulary is chosen on the unedited tokenizer, with the scripts measured on the scan's data.
-    choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra) if trimming else None
+    choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra,
+                          rows=loaded.model.get_input_embeddings().num_embeddings) if trimming else None
     result, drop = choose(loaded, settings, progress)
     record = {"scan": str(Path(settings.scan).resolve()), "model": info["model"], "kept": settings.keep,
               "dropped": drop, "settings": asdict(settings),

@@ -31,14 +31,23 @@ def load_squad(path: Path, lang: str | None = None) -> Corpus:
     lang = lang or language_from_name(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
-        items = [Text(lang, str(qa["id"]), p["context"], qa["question"], qa["answers"][0]["text"])
+        items = [Text(lang, str(qa["id"]), _string(p["context"]), _string(qa["question"]),
+                      _string(qa["answers"][0]["text"]))
                  for article in data for p in article["paragraphs"] for qa in p["qas"] if qa.get("answers")]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError):
         raise LangheadsError(f"{path}: not SQuAD-format JSON (data[].paragraphs[].qas[] with id, question, "
                              "answers[].text)") from None
     if not items:
         raise LangheadsError(f"{path}: no answered questions")
     return Corpus(items, str(path))
+
+
+def _string(value) -> str:
+    """A SQuAD field as text: numbers (an answer "1948" stored as 1948) become their digits;
+    anything else that is not text is refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"not text: {type(value).__name__}")
+    return value if isinstance(value, str) else str(value)
 
 
 def language_from_name(path: Path) -> str:
@@ -89,11 +98,36 @@ def template_of(tokenizer, choice: str = "auto") -> tuple[str, str | None]:
         return "plain", None
     if choice == "auto":
         own = getattr(tokenizer, "chat_template", None)
-        return ("chat (the model's own)", own) if own else ("plain", None)
-    path = Path(choice)
-    if not path.is_file():
-        raise LangheadsError(f"--chat-template: no such file: {choice} (or use auto or none)")
-    return f"chat ({path.name})", path.read_text(encoding="utf-8")
+        if not own:
+            return "plain", None
+        name, template = "chat (the model's own)", own
+    else:
+        path = Path(choice)
+        if not path.is_file():
+            raise LangheadsError(f"--chat-template: no such file: {choice} (or use auto or none)")
+        try:
+            name, template = f"chat ({path.name})", path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise LangheadsError(f"--chat-template {choice}: not UTF-8 text (byte {e.start})") from None
+    if not isinstance(template, str):  # a folder's template may be a list of named templates
+        raise LangheadsError(f"{name}: not one Jinja template; give --chat-template FILE or none")
+    _render(tokenizer, "", template, name)  # a broken or hostile template is refused before any work
+    return name, template
+
+
+def _render(tokenizer, content: str, template: str, name: str = "the chat template") -> str:
+    """A user turn through `template` (transformers renders it in jinja2's sandbox); whatever
+    the template does wrong is one line."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=template,
+                                             add_generation_prompt=True, tokenize=False)
+    except jinja2.exceptions.SecurityError as e:
+        raise LangheadsError(f"{name}: the template tried something jinja2's sandbox forbids ({str(e)[:120]}); "
+                             "it was not run further") from None
+    except (jinja2.exceptions.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        raise LangheadsError(f"{name} does not render: {type(e).__name__}: {str(e)[:160]}") from None
 
 
 def prompt_text(item: Text, chat_template: str | None, tokenizer) -> str:
@@ -105,8 +139,7 @@ def prompt_text(item: Text, chat_template: str | None, tokenizer) -> str:
         return PLAIN_QUESTION.format(context=context, question=item.question)
     content = (CLOZE_INSTRUCTION.format(context=item.text) if not item.question
                else (item.text + "\n\n" if item.text else "") + item.question)
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=chat_template,
-                                         add_generation_prompt=True, tokenize=False)
+    return _render(tokenizer, content, chat_template)
 
 
 def prompt_ids(tokenizer, item: Text, chat_template: str | None) -> list[int]:

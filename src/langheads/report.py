@@ -29,6 +29,9 @@ def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
+    # Titles and labels carry user text (model folder names, language codes, file names):
+    # drawn as plain text, so "$\\frac$" is a name, not mathtext that fails after a whole scan.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

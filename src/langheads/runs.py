@@ -171,8 +171,9 @@ def read_run(run_dir: str | Path) -> Run:
     if not path.is_file():
         raise LangheadsError(f"{run_dir}: not a finished langheads run (no scores.csv)")
     try:
-        scores = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        # language codes are text ("nan" is Min Nan, "no" Norwegian): only an empty cell is missing
+        scores = pd.read_csv(path, dtype={"language": str}, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise LangheadsError(f"{path}: damaged ({str(e).splitlines()[0]})") from None
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     model, languages = info["model"], info["settings"]["languages"]
@@ -182,9 +183,34 @@ def read_run(run_dir: str | Path) -> Run:
     if len(scores) != expected or scores[SCORE_COLUMNS].isna().any().any():
         raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
                              f"{model['layers']} layers x {model['heads']} heads x {len(languages)} languages)")
+    _check_scores(scores, path, model["layers"], model["heads"], languages)
     kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
                            "kind_languages": ",".join(h["languages"])} for h in info["heads"]])
     return Run(run_dir, info, scores.merge(kinds, on=["layer", "head"], how="left"))
+
+
+def _check_scores(scores: pd.DataFrame, path: Path, layers: int, heads: int, languages: list[str]) -> None:
+    """scores.csv against the run's own record: whole-number layers and heads inside the
+    model's shape, exactly the recorded languages, each (layer, head, language) once, numbers
+    where numbers belong."""
+    for column in ("layer", "head"):
+        if not pd.api.types.is_integer_dtype(scores[column]):
+            raise LangheadsError(f"{path}: damaged (column {column} holds something other than whole numbers)")
+    off = scores[(scores.layer < 0) | (scores.layer >= layers) | (scores["head"] < 0) | (scores["head"] >= heads)]
+    if len(off):
+        row = off.iloc[0]
+        raise LangheadsError(f"{path}: damaged (a row for layer {row.layer} head {row['head']}, outside the "
+                             f"recorded {layers} layers x {heads} heads)")
+    found = set(scores["language"].astype(str))
+    if found != set(languages):
+        raise LangheadsError(f"{path}: damaged (its languages {','.join(sorted(found))} are not the run's "
+                             f"{','.join(languages)})")
+    if scores.duplicated(["layer", "head", "language"]).any():
+        raise LangheadsError(f"{path}: damaged (a layer, head and language appear twice)")
+    numeric = [c for c in SCORE_COLUMNS if c not in ("layer", "head", "language")]
+    bad = next((c for c in numeric if not pd.api.types.is_numeric_dtype(scores[c])), None)
+    if bad:
+        raise LangheadsError(f"{path}: damaged (column {bad} holds something other than numbers)")
 
 
 def load_run(run_dir: str | Path) -> pd.DataFrame:

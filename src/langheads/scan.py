@@ -241,13 +241,24 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     for lang, chosen in texts.items():
         if answers:  # prompt + answer, the loss on the answer only; not cut (--max-tokens is for texts)
             encoded = [qa.encode(loaded.tokenizer, t, template) for t in chosen]
+            _check_length(encoded, chosen, H.position_limit(loaded.model))
             work.append(LanguageWork(lang, [t.id for t in chosen], [e[0] for e in encoded], [e[1] for e in encoded]))
         else:
-            ids = nll.tokenize(loaded.tokenizer, [t.text for t in chosen], settings.max_tokens)
+            ids = nll.tokenize(loaded.tokenizer, [t.text for t in chosen], settings.max_tokens,
+                               H.position_limit(loaded.model))
             work.append(LanguageWork(lang, [t.id for t in chosen], ids))
     signal = {"name": settings.signal, "template": template_name, "meaning": (
         "mean token NLL of the reference answer given the prompt" if answers else "mean token NLL of the text")}
     return Plan(settings, loaded, corpus, layout, work, method, signal)
+
+
+def _check_length(encoded: list[tuple[list[int], int]], items, limit: int | None) -> None:
+    """An answer item longer than the model can read is refused before any scoring (an
+    answer cannot be cut)."""
+    long = next(((t, len(ids)) for t, (ids, _) in zip(items, encoded) if limit and len(ids) > limit), None)
+    if long:
+        raise LangheadsError(f"item {long[0].id} ({long[0].lang}) is {long[1]} tokens, and this model reads at most "
+                             f"{limit}: shorten its context or leave it out")
 
 
 def describe_plan(plan: Plan, n_ranks: int = 1) -> str:

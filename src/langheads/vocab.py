@@ -51,15 +51,49 @@ def scripts_in(text: str) -> Counter:
     return Counter(s for s in map(script_of, text) if s is not None)
 
 
+# Which scripts a language is written in is knowledge, not only a measurement on a few texts
+# (the bundled Japanese texts hold no Katakana): the scripts of each language in everyday use,
+# after Unicode CLDR's languageData (primary scripts, plus the second script of digraphic
+# languages: Serbian Cyrillic and Latin, Korean Hangul and Hanja), named as script_of names them.
+WRITTEN_IN = {
+    **dict.fromkeys("en fr de es pt it tr vi id ms sw nl pl sv cs sk sl hr bs hu fi et lv lt ro ca gl eu da no nb "
+                    "nn is ga cy af tl uz az sq mt lb yo ha ig zu xh so om rw mg eo la".split(), ("LATIN",)),
+    **dict.fromkeys("ru uk be bg mk kk ky tg mn tt ba cv".split(), ("CYRILLIC",)),
+    **dict.fromkeys("hi mr ne sa kok mai bho".split(), ("DEVANAGARI",)),
+    **dict.fromkeys("ar fa ur ps sd ug ckb".split(), ("ARABIC",)),
+    **dict.fromkeys("he yi".split(), ("HEBREW",)),
+    "zh": ("HAN",), "yue": ("HAN",), "ja": ("HAN", "HIRAGANA", "KATAKANA"), "ko": ("HANGUL", "HAN"),
+    "sr": ("CYRILLIC", "LATIN"), "el": ("GREEK",), "hy": ("ARMENIAN",), "ka": ("GEORGIAN",),
+    "am": ("ETHIOPIC",), "ti": ("ETHIOPIC",), "bn": ("BENGALI",), "as": ("BENGALI",), "pa": ("GURMUKHI",),
+    "gu": ("GUJARATI",), "or": ("ORIYA",), "ta": ("TAMIL",), "te": ("TELUGU",), "kn": ("KANNADA",),
+    "ml": ("MALAYALAM",), "si": ("SINHALA",), "th": ("THAI",), "lo": ("LAO",), "km": ("KHMER",),
+    "my": ("MYANMAR",), "bo": ("TIBETAN",), "dv": ("THAANA",),
+}
+_SCRIPT_SUBTAGS = {"Latn": "LATIN", "Cyrl": "CYRILLIC", "Hans": "HAN", "Hant": "HAN", "Arab": "ARABIC",
+                   "Deva": "DEVANAGARI", "Grek": "GREEK", "Hebr": "HEBREW"}
+
+
+def written_in(lang: str) -> tuple[str, ...]:
+    """The scripts `lang` is written in by WRITTEN_IN (a script subtag, as in sr-Latn, decides
+    alone); () for a language the table does not know."""
+    parts = lang.split("-")
+    subtag = next((_SCRIPT_SUBTAGS[p] for p in parts[1:] if p in _SCRIPT_SUBTAGS), None)
+    return (subtag,) if subtag else WRITTEN_IN.get(parts[0], ())
+
+
 def language_scripts(texts_by_lang: dict[str, list[str]], share: float = SCRIPT_SHARE) -> dict[str, dict[str, float]]:
-    """Per language, the scripts that write at least `share` of its letters, with their shares."""
+    """Per language, the scripts it is written in (WRITTEN_IN) and those that write at least
+    `share` of its letters in the texts, with their measured shares (0 for a script of the
+    table the texts happen not to show)."""
     out = {}
     for lang, texts in texts_by_lang.items():
         counts = scripts_in("".join(texts))
         total = sum(counts.values())
-        if not total:
+        if not total and not written_in(lang):
             raise LangheadsError(f"the texts of '{lang}' have no letters, so its scripts cannot be measured")
         out[lang] = {s: round(c / total, 4) for s, c in counts.most_common() if c / total >= share}
+        for script in written_in(lang):
+            out[lang].setdefault(script, round(counts[script] / total, 4) if total else 0.0)
     return out
 
 
@@ -296,13 +330,19 @@ def close_under_merges(tf: TokenizerFile, always: list[int], ranked: list[int], 
 
 
 def choose_vocab(tokenizer, keep: list[str], texts_by_lang: dict[str, list[str]], max_vocab: int | None = None,
-                 vocab_texts: list[str] | None = None, rarity: str = "auto") -> VocabChoice:
+                 vocab_texts: list[str] | None = None, rarity: str = "auto", rows: int | None = None) -> VocabChoice:
     """The ids to keep for languages `keep`, whose scripts are measured on `texts_by_lang`.
 
     rarity (for max_vocab): "auto" (vocab_texts if given, else word frequencies), "texts",
-    "wordfreq" or "order" (the tokenizer's own order alone).
+    "wordfreq" or "order" (the tokenizer's own order alone). rows: the model's embedding rows,
+    checked against the tokenizer's size before anything is chosen.
     """
     tf = TokenizerFile.of(tokenizer)
+    if rows is not None and tf.size > rows:  # transformers' GGUF reader adds Gemma's <mask> to a file without it
+        extra = [tf.tokens[i] for i in range(rows, tf.size)]
+        raise LangheadsError(f"the tokenizer has {tf.size:,} tokens and the model {rows:,} embedding rows (no weights "
+                             f"for {', '.join(extra[:3])}); if this is a GGUF file langheads exported, trim the model "
+                             "folder it was exported from")
     scripts = language_scripts({lang: texts_by_lang[lang] for lang in keep})
     kept_scripts = {s for shares in scripts.values() for s in shares}
     kept, reasons = exact_ids(tf, kept_scripts)
@@ -452,9 +492,11 @@ def trimmed_tokenizer(tokenizer, kept_ids: list[int]):
 
     from transformers import AutoTokenizer
 
+    from .models import pretrained
+
     with tempfile.TemporaryDirectory() as tmp:
         save_trimmed_tokenizer(tokenizer, kept_ids, Path(tmp))
-        return AutoTokenizer.from_pretrained(tmp)
+        return pretrained(AutoTokenizer, tmp)
 
 
 def save_trimmed_tokenizer(tokenizer, kept_ids: list[int], folder) -> None:
@@ -544,7 +586,7 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
     from .folders import check_out_dir, writing
 
     out = Path(out)
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, "model")
     with writing(out, "model folder"):
         return _trim(settings, out, overwrite)
 
@@ -556,7 +598,8 @@ def _trim(settings: TrimSettings, out, overwrite: bool) -> VocabChoice:
     texts, extra = texts_for_trimming(settings.keep, settings.data, settings.vocab_texts)
     loaded = load_model(settings.model)
     loaded.require_plain("trimming the vocabulary")
-    choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra, settings.rarity)
+    choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra, settings.rarity,
+                          rows=loaded.model.get_input_embeddings().num_embeddings)
     manifest, save_tokenizer = apply_trim(loaded, choice, loaded.base_manifest())
     loaded.model.to(DTYPES[settings.dtype])
     write_model_folder(loaded.model, save_tokenizer, out, manifest, overwrite)

@@ -128,6 +128,11 @@ class Adapter:
             raise LangheadsError(f"{config.model_type}: {layout.n_heads} query heads do not split evenly over "
                                  f"{layout.n_kv_heads} KV heads")
 
+    def position_limit(self, config) -> int | None:
+        """The longest sequence the model can read at all (learned absolute positions), or None
+        where positions are rotary, ALiBi or sinusoidal and have no hard end."""
+        return None
+
     # --- running ---
     def postprocess_logits(self, model, logits: torch.Tensor) -> torch.Tensor:
         """What the model does to the output layer's result (elementwise)."""

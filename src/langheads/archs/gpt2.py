@@ -16,6 +16,9 @@ class GPT2(TransformerH):
     def layout(self, config) -> HeadLayout:
         return HeadLayout("gpt2", config.n_layer, config.n_head, config.n_head, config.n_embd // config.n_head)
 
+    def position_limit(self, config) -> int:
+        return config.n_positions  # learned positions (wpe): a longer text has no position to read
+
     def slice_attention(self, attn, layout, kv_kept, slots) -> None:
         from transformers.pytorch_utils import Conv1D
 
