@@ -6,7 +6,11 @@ from langheads.cli import main
 
 
 def _tree(root):
-    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*"))
+    """Every path under root with its content's hash (folders: -1): nothing written, changed or deleted."""
+    import hashlib
+
+    return sorted((str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else -1)
+                  for p in root.rglob("*"))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,55 @@ def world(tmp_path_factory, tiny_dirs, sample_data):
     weights.write_bytes(weights.read_bytes()[:200])
     (root / "junk.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"junk" * 10)
     return {"root": root, "model": str(tiny_dirs["llama"]), "data": str(sample_data), "scan": str(scan),
-            **{k: str(v) for k, v in broken.items()}}
+            **{k: str(v) for k, v in broken.items()}, **_hostile(root, tiny_dirs, sample_data, scan)}
+
+
+def _hostile(root, tiny_dirs, sample_data, scan):
+    """What the second hardening round tried: folders of other kinds, codes that are paths,
+    custom code, a config that lies, damaged runs, hostile templates and caches."""
+    import json
+    import shutil
+
+    assert main(["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(root / "model-folder"),
+                 "--data", str(sample_data)]) == 0
+    remote = root / "remote-code"
+    shutil.copytree(tiny_dirs["llama"], remote)
+    config = json.loads((remote / "config.json").read_text())
+    (remote / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "evil.Evil"}}))
+    (remote / "evil.py").write_text("open('RAN', 'w').write('custom code ran')\n")
+    huge = root / "huge-config"
+    shutil.copytree(tiny_dirs["llama"], huge)
+    (huge / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 100_000}))
+    for name, lang in (("dotdot.jsonl", "../esc_trav"), ("absolute.jsonl", str(root / "abs")), ("tex.jsonl", "$\\frac$")):
+        (root / name).write_text("".join(json.dumps({"lang": lang, "text": f"text {i}"}) + "\n" for i in range(6)))
+    damaged = {}
+    for name, edit in (("relabelled", lambda t: t.replace(",fr,", ",de,")), ("layer99", _layer_99),
+                       ("string-layer", lambda t: t.replace("\n0,", "\nx,", 1))):
+        damaged[name] = root / name
+        shutil.copytree(scan, damaged[name])
+        csv = damaged[name] / "scores.csv"
+        csv.write_text(edit(csv.read_text()))
+    (root / "broken.jinja").write_text("{% if %}")
+    (root / "hostile.jinja").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    (root / "binary.jinja").write_bytes(b"\xff\xfe\x00\x81")
+    (root / "binary-cache").write_bytes(bytes(range(256)))
+    (root / "cache-folder").mkdir()
+    (root / "d.gguf").mkdir()
+    (root / "squad.en.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
+        {"id": "1", "question": "q", "answers": [{"text": {"nested": 1}}]}]}]}]}))
+    return {"model_folder": str(root / "model-folder"), "remote": str(remote), "huge": str(huge),
+            **{k: str(v) for k, v in damaged.items()}}
+
+
+def _layer_99(text):
+    lines = text.splitlines()
+    lines[1] = "99" + lines[1][lines[1].index(","):]
+    return "\n".join(lines) + "\n"
+
+
+def judged(w, *extra):
+    return ["evaluate", "--baseline", w["model"], "--languages", "en", "--qa", "cloze", "--mask", "0.1", "--judge",
+            "http://127.0.0.1:9/v1", "--judge-model", "m", "--out", str(w["root"] / "e"), *extra]
 
 
 def scan(w, *extra):
@@ -158,6 +210,54 @@ CASES = [
      "is a file, so no folder can be made under it; choose another --store"),
     ("lm-eval limit 0", lambda w: ["evaluate", "--baseline", w["model"], "--mask", "0.1", "--lm-eval", "x",
                                    "--limit", "0", "--out", str(w["root"] / "e")], "--limit must be a whole number"),
+    # --- second hardening round: data loss ---
+    ("store over a model folder", lambda w: scan(w, "--store", w["model_folder"], "--overwrite"),
+     "is a model folder langheads wrote, not a scan store"),
+    ("store over a finished run", lambda w: scan(w, "--store", w["scan"], "--overwrite"),
+     "is a run folder langheads wrote, not a scan store"),
+    ("scan out over a model folder", lambda w: scan(w)[:-3] + ["--out", w["model_folder"], "--overwrite", "--quiet"],
+     "is a model folder langheads wrote, not a run folder"),
+    ("trim out over a run", lambda w: trim(w)[:-2] + ["--out", w["scan"], "--overwrite"],
+     "is a run folder langheads wrote, not a model folder"),
+    ("prune out over a run", lambda w: prune(w)[:6] + [w["scan"], "--overwrite", "--quiet"],
+     "is a run folder langheads wrote, not a model folder"),
+    ("report out over a run", lambda w: ["report", w["scan"], "--out", w["scan"], "--overwrite"],
+     "is a run folder langheads wrote, not a report folder"),
+    ("evaluate out over a model", lambda w: ["evaluate", "--model", w["model"], "--languages", "en", "--out",
+                                             w["model_folder"], "--overwrite"], "is a model folder langheads wrote, not an evaluation folder"),
+    # --- security ---
+    ("lang ../ in JSONL", lambda w: scan(w, "--data", str(w["root"] / "dotdot.jsonl")), "is not a language code"),
+    ("absolute lang in JSONL", lambda w: scan(w, "--data", str(w["root"] / "absolute.jsonl")), "is not a language code"),
+    ("--languages with a path", lambda w: scan(w, "--languages", "en,../r_base.units/en"), "is not a language code"),
+    ("--keep with a path", lambda w: trim(w)[:4] + ["../x"] + trim(w)[5:], "is not a language code"),
+    ("language $\\frac$", lambda w: scan(w, "--data", str(w["root"] / "tex.jsonl")), "is not a language code"),
+    ("model with custom code", lambda w: ["info", w["remote"]], "asks to run the model's own code (auto_map)"),
+    ("scan of a model with custom code", lambda w: scan(w)[:1] + ["--model", w["remote"]] + scan(w)[3:],
+     "langheads never runs code from a model folder"),
+    # --- wrong answers, crashes after expensive work ---
+    ("compare a relabelled run", lambda w: ["compare", w["scan"], w["relabelled"]], "are not the run's en,fr"),
+    ("report a layer 99 row", lambda w: ["report", w["layer99"], "--out", str(w["root"] / "r")],
+     "outside the recorded"),
+    ("report a string layer", lambda w: ["report", w["string-layer"], "--out", str(w["root"] / "r")],
+     "column layer holds something other than whole numbers"),
+    ("report a relabelled run", lambda w: ["report", w["relabelled"], "--out", str(w["root"] / "r")],
+     "are not the run's en,fr"),
+    ("export over a folder", lambda w: ["export", w["model"], "--gguf", str(w["root"] / "d.gguf"), "--overwrite"],
+     "is a folder; give a file name"),
+    ("config claiming 100,000 layers", lambda w: ["info", w["huge"]], "config.json says 100,000 layers"),
+    ("chat template broken", lambda w: scan(w, "--signal", "answer", "--data", "cloze", "--chat-template",
+                                            str(w["root"] / "broken.jinja")), "does not render: TemplateSyntaxError"),
+    ("chat template hostile", lambda w: scan(w, "--signal", "answer", "--data", "cloze", "--chat-template",
+                                             str(w["root"] / "hostile.jinja")), "jinja2's sandbox forbids"),
+    ("chat template binary", lambda w: scan(w, "--signal", "answer", "--data", "cloze", "--chat-template",
+                                            str(w["root"] / "binary.jinja")), "not UTF-8 text"),
+    ("SQuAD answer that is an object", lambda w: scan(w, "--signal", "answer", "--data",
+                                                      str(w["root"] / "squad.en.json"), "--languages", "en"),
+     "not SQuAD-format JSON"),
+    ("judge cache of binary data", lambda w: judged(w, "--judge-cache", str(w["root"] / "binary-cache")),
+     "is not a judge cache (not UTF-8 text)"),
+    ("judge cache is a folder", lambda w: judged(w, "--judge-cache", str(w["root"] / "cache-folder")),
+     "is a folder; give a file"),
     ("judge without model name", lambda w: ["evaluate", "--baseline", w["model"], "--languages", "en", "--qa",
                                             "cloze", "--mask", "0.1", "--judge", "http://127.0.0.1:9/v1",
                                             "--out", str(w["root"] / "e")], "--judge needs --judge-model"),

@@ -139,3 +139,31 @@ def test_export_check_runs_both_readers(variants, tmp_path, capsys):
     assert "transformers' GGUF reader: largest logit gap" in out and "texts: True" in out
     if extra:
         assert "llama.cpp: next-token log-probability gap" in out
+
+
+def test_an_export_gets_the_usual_mode_and_a_folder_is_never_its_target(variants, tmp_path, monkeypatch, capsys):
+    """The temporary file is private (mkstemp); the .gguf the user gets is not. A folder named
+    like the target is refused before any work, --overwrite or not."""
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        assert main(["export", str(variants["orig"]), "--gguf", str(tmp_path / "m.gguf"), "--type", "f16"]) == 0
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "m.gguf").stat().st_mode & 0o777 == 0o644
+    (tmp_path / "d.gguf").mkdir()
+    assert main(["export", str(variants["orig"]), "--gguf", str(tmp_path / "d.gguf"), "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err and not any((tmp_path / "d.gguf").iterdir())
+
+
+def test_trimming_a_gguf_langheads_exported_is_refused_in_one_line(variants, tmp_path, monkeypatch, capsys):
+    """transformers' GGUF reader adds Gemma's <mask> to a file that has none: 741 tokens over
+    740 embedding rows. Said before anything is trimmed, not an IndexError."""
+    monkeypatch.setenv("LANGHEADS_CACHE", str(tmp_path / "cache"))
+    path = export.export_gguf(load_model(str(variants["orig"])), tmp_path / "m.gguf")
+    capsys.readouterr()
+    assert main(["trim", "--model", str(path), "--keep", "en", "--out", str(tmp_path / "t")]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "Converting" not in line]  # its bar
+    assert len(err) == 1 and "741 tokens and the model 740 embedding rows (no weights for <mask>)" in err[0]
+    assert not (tmp_path / "t").exists()
