@@ -199,7 +199,7 @@ def cmd_trim(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import TYPES, export_gguf, llama_cpp_gap, transformers_gap
+    from .export import check_type, export_gguf, llama_cpp_gap, transformers_gap
     from .models import load_model
 
     out = Path(args.gguf)
@@ -208,8 +208,7 @@ def cmd_export(args) -> None:
     from .folders import check_out_file
 
     check_out_file(out, args.overwrite, "--gguf")
-    if args.type not in TYPES:
-        raise LangheadsError(f"unknown GGUF type '{args.type}'; choose one of {', '.join(TYPES)}")
+    check_type(args.type)
     if args.llama_cpp and not args.check:
         raise LangheadsError("--llama-cpp is a kind of --check: give --check LANGS too")
     texts = []
@@ -403,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="write a model folder as GGUF for llama.cpp")
     s.add_argument("model", help="default | a model folder (original, trimmed, or pruned with --uniform) | a .gguf file")
     s.add_argument("--gguf", required=True, help="the .gguf file to write")
-    s.add_argument("--type", default="f32", help="f32 | f16 | q8_0")
+    s.add_argument("--type", default="f32", help="f32 | f16 | q8_0 (written here) | q4_0 | q5_0 | q4_k_s | q4_k_m | "
+                   "q5_k_s | q5_k_m | q6_k (made by llama.cpp's own quantizer from our f32 file)")
     s.add_argument("--check", metavar="LANGS", help="compare the GGUF with the folder on these languages' report texts")
     s.add_argument("--llama-cpp", action="store_true", help="with --check: also through llama.cpp (llama-cpp-python)")
     s.add_argument("--data", help="texts for --check (default: bundled UDHR)")

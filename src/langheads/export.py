@@ -23,8 +23,28 @@ from . import heads as H
 from .archs import FAMILIES, adapter_for
 from .errors import LangheadsError
 from .folders import check_out_file, usual_mode
+from .gguf_vocab import write_tokenizer
 
-TYPES = ("f32", "f16", "q8_0")
+OWN_TYPES = ("f32", "f16", "q8_0")  # written here with the gguf package
+# Made by llama.cpp's own quantizer (llama-cpp-python binds llama_model_quantize) from our f32
+# file: the types people deploy. The value names the llama_ftype constant of llama_cpp.
+LLAMA_CPP_TYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
+                   "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+                   "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+                   "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
+TYPES = OWN_TYPES + tuple(LLAMA_CPP_TYPES)
+
+
+def check_type(kind: str) -> None:
+    """An export type this langheads writes; llama.cpp's types need llama-cpp-python (said at the door)."""
+    if kind not in TYPES:
+        raise LangheadsError(f"unknown GGUF type '{kind}'; choose one of {', '.join(TYPES)}")
+    if kind in LLAMA_CPP_TYPES:
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise LangheadsError(f"--type {kind} is made by llama.cpp's own quantizer, which needs llama-cpp-python: "
+                                 "pip install 'langheads[llamacpp]'")
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -49,42 +69,14 @@ def head_counts(model) -> tuple[int, int]:
     return next(iter(counts.values()))
 
 
-def _tokenizer_fields(tokenizer):
-    """tokens, scores, token types and flags for llama.cpp's SentencePiece-style tokenizer."""
-    import gguf
-
-    from .vocab import TokenizerFile
-
-    tf = TokenizerFile.of(tokenizer)
-    if tf.style != "byte_fallback":
-        raise LangheadsError(f"GGUF export supports SentencePiece-style tokenizers with byte fallback (Gemma, "
-                             f"Llama 2, Mistral); this one is {tf.style.replace('_', '-')}")
-    first_rank: dict[str, int] = {}
-    for rank, (a, b) in enumerate(tf.merges):
-        first_rank.setdefault(a + b, rank)
-    unk = tf.data["model"].get("unk_token")
-    scores, types = [], []
-    for i, t in enumerate(tf.tokens):
-        scores.append(-float(first_rank[t]) if t in first_rank else -float(len(tf.merges) + i))
-        if i in tf.added:
-            types.append(gguf.TokenType.CONTROL if tf.added[i].get("special") else gguf.TokenType.USER_DEFINED)
-        elif t == unk:
-            types.append(gguf.TokenType.UNKNOWN)
-        elif tf.is_byte(i):
-            types.append(gguf.TokenType.BYTE)
-        else:
-            types.append(gguf.TokenType.NORMAL)
-    text = str(tf.data.get("normalizer")) + str(tf.data.get("pre_tokenizer"))
-    space_prefix = "Prepend" in text or "'prepend_scheme': 'always'" in text or "'prepend_scheme': 'first'" in text
-    return tf.tokens, scores, types, space_prefix
-
-
-def _write_metadata(w, model, tokenizer, n_head: int, n_kv: int, file_type, manifest) -> None:
+def _write_metadata(w, loaded, n_head: int, n_kv: int, file_type, pre: str | None) -> None:
+    model, tokenizer = loaded.model, loaded.tokenizer
     config = H.text_config(model)
     layout = H.head_layout(model)
-    w.add_name(getattr(config, "_name_or_path", "") or "langheads export")
-    if manifest is not None:
-        w.add_description(manifest.describe())
+    adapter = adapter_for(model)
+    w.add_name(loaded.model_id)  # the folder's name, never its path on this machine
+    if loaded.manifest is not None:
+        w.add_description(loaded.manifest.describe())
     w.add_context_length(config.max_position_embeddings)
     w.add_embedding_length(config.hidden_size)
     w.add_block_count(config.num_hidden_layers)
@@ -93,27 +85,16 @@ def _write_metadata(w, model, tokenizer, n_head: int, n_kv: int, file_type, mani
     w.add_head_count_kv(n_kv)
     w.add_key_length(layout.head_dim)
     w.add_value_length(layout.head_dim)
-    w.add_layer_norm_rms_eps(config.rms_norm_eps)
-    adapter_for(model).gguf_metadata(w, config, layout)
+    if getattr(config, "rms_norm_eps", None) is not None:
+        w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    else:
+        w.add_layer_norm_eps(config.layer_norm_eps)
+    adapter.gguf_metadata(w, config, layout)
     w.add_vocab_size(model.get_input_embeddings().num_embeddings)
     w.add_file_type(file_type)
-    tokens, scores, types, space_prefix = _tokenizer_fields(tokenizer)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    for key, adder in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
-                       ("pad_token_id", w.add_pad_token_id)):
-        value = getattr(tokenizer, key, None)
-        if value is not None:
-            adder(value)
-    if tokenizer.unk_token_id is not None:
-        w.add_unk_token_id(tokenizer.unk_token_id)
-    probe = tokenizer("a")["input_ids"]
-    w.add_add_bos_token(bool(probe) and probe[0] == tokenizer.bos_token_id)
-    w.add_add_eos_token(bool(probe) and probe[-1] == tokenizer.eos_token_id and len(probe) > 1)
-    w.add_add_space_prefix(space_prefix)
+    adapter.gguf_tokenizer_check(tokenizer)
+    sources = [loaded.spec] + ([loaded.manifest.source.get("spec")] if loaded.manifest is not None else [])
+    write_tokenizer(w, tokenizer, dict(adapter.gguf.pre_names), sources, pre)
 
 
 def _ggml_type(data: np.ndarray, kind: str):
@@ -126,30 +107,32 @@ def _ggml_type(data: np.ndarray, kind: str):
     return gguf.GGMLQuantizationType.F16
 
 
-def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -> Path:
+def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False, pre: str | None = None) -> Path:
     """Write `loaded` (a LoadedModel) as a GGUF file at `out` (renamed into place when complete)."""
     import gguf
 
-    if kind not in TYPES:
-        raise LangheadsError(f"unknown GGUF type '{kind}'; choose one of {', '.join(TYPES)}")
+    check_type(kind)
     out = Path(out)
     check_out_file(out, overwrite, "--gguf")
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model = loaded.model
     config = H.text_config(model)
     family = adapter_for(model).gguf
     if family is None:
         runs = sorted(t for a in FAMILIES if a.gguf for t in a.model_types)
         raise LangheadsError(f"GGUF export supports {', '.join(runs)}, not {config.model_type}")
     n_head, n_kv = head_counts(model)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[family.arch.upper()], config.num_hidden_layers)
+    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == family.arch)
+    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    own = kind if kind in OWN_TYPES else "f32"  # llama.cpp quantizes from our f32 file
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[own]
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
+    kind, final = own, kind
     try:
         w = gguf.GGUFWriter(tmp, family.arch)
-        _write_metadata(w, model, tokenizer, n_head, n_kv, file_type, loaded.manifest)
+        _write_metadata(w, loaded, n_head, n_kv, file_type, pre)
         tied = model.get_output_embeddings() is not None and \
             model.get_output_embeddings().weight is model.get_input_embeddings().weight
         for name, tensor in model.state_dict().items():
@@ -177,12 +160,42 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False) -
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+        if final in LLAMA_CPP_TYPES:
+            quantize_with_llama_cpp(Path(tmp), final)
         usual_mode(Path(tmp))  # mkstemp's file is private (0600); the export gets the usual mode
-        os.replace(tmp, out)
+        os.replace(tmp, out)  # only a whole file ever has the user's name (Ctrl-C, a crash)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def quantize_with_llama_cpp(path: Path, kind: str, threads: int = 0) -> None:
+    """Rewrite the f32 GGUF at `path` as `kind` with llama.cpp's own quantizer (its K-quant mixes,
+    its fallbacks for rows that do not split into 256-wide blocks). The quantizer writes a
+    temporary file beside `path`, which replaces `path` only when whole."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, LLAMA_CPP_TYPES[kind])
+    params.nthread = threads
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{kind}.", dir=path.parent)
+    os.close(fd)
+    try:
+        with _quiet_llama_cpp():
+            code = llama_cpp.llama_model_quantize(str(path).encode(), tmp.encode(), params)
+        if code != 0:
+            raise LangheadsError(f"llama.cpp's quantizer could not write {kind} (it returned {code})")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _quiet_llama_cpp():
+    """llama.cpp logs every tensor it quantizes to stderr; langheads prints its own summary."""
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    return suppress_stdout_stderr(disable=False)
 
 
 # --- checks: an independent reader (transformers) and llama.cpp itself ---------------------------
