@@ -141,6 +141,13 @@ TRAINING_TEXT = {
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 
 
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+# byte-level styles: the split before bytes become characters (None: GPT-2's own ByteLevel regex)
+BYTE_LEVEL_SPLITS = {"byte_level": None, "llama3": _LLAMA3_SPLIT,
+                     "qwen2": _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")}
+
+
 def trained_tokenizer(style: str, vocab_size: int = 700):
     """A BPE tokenizer trained on TRAINING_TEXT, adding BOS like Gemma's.
 
@@ -151,9 +158,16 @@ def trained_tokenizer(style: str, vocab_size: int = 700):
     from transformers import PreTrainedTokenizerFast
 
     texts = [t for lines in TRAINING_TEXT.values() for t in lines] * 3
-    if style == "byte_level":
-        tok = Tokenizer(models.BPE(unk_token=None))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if style in BYTE_LEVEL_SPLITS:
+        from tokenizers import Regex
+
+        # split like GPT-2 (its ByteLevel regex), Llama 3 (digits in threes) or Qwen 2 (digit by
+        # digit), then map bytes to characters
+        tok = Tokenizer(models.BPE(unk_token=None, ignore_merges=style == "llama3"))
+        split = BYTE_LEVEL_SPLITS[style]
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if split is None else \
+            pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -187,11 +201,16 @@ def trained_tokenizer(style: str, vocab_size: int = 700):
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def save_tiny(arch: str, folder: str | Path, seed: int = 0, tokenizer: str | None = None, **sizes) -> Path:
+def save_tiny(arch: str, folder: str | Path, seed: int = 0, tokenizer: str | None = None,
+              specials: tuple[str, ...] = (), **sizes) -> Path:
     """A tiny model and its tokenizer as an ordinary Hugging Face folder. `tokenizer`: None
-    for one id per byte, or a `trained_tokenizer` style (the model's vocabulary then fits it)."""
+    for one id per byte, or a `trained_tokenizer` style (the model's vocabulary then fits it);
+    `specials`: more special tokens a family's tokenizer has (Phi-3's <s>, </s>, <|endoftext|>)."""
     folder = Path(folder)
     tok = byte_tokenizer() if tokenizer is None else trained_tokenizer(tokenizer)
+    new = [t for t in specials if t not in tok.get_vocab()]
+    if new:
+        tok.add_special_tokens({"additional_special_tokens": new})
     if tokenizer is not None:
         ids = {name: tok.convert_tokens_to_ids(name) for name in SPECIALS}
         sizes = {"vocab_size": len(tok), "pad_token_id": ids["<pad>"], "bos_token_id": ids["<bos>"],

@@ -10,7 +10,7 @@ from .base import Adapter, GGUFFamily, HeadLayout, NoAttention
 from .bloom import Bloom
 from .cohere import Cohere, Cohere2, CohereQKNorm
 from .falcon import Falcon
-from .gemma import Gemma, Gemma3
+from .gemma import Gemma, Gemma2, Gemma3
 from .gpt2 import GPT2
 from .llama import Llama, Mistral
 from .llama_like import Apertus, Granite, SmolLM3, StableLm
@@ -20,7 +20,7 @@ from .phi3 import Phi3
 from .qwen import Qwen2, Qwen3
 from .xglm import XGLM
 
-FAMILIES: list[Adapter] = [Llama(), Mistral(), Mixtral(), Qwen2(), Qwen3(), Qwen3Moe(), Gemma(), Gemma3(), Cohere(),
+FAMILIES: list[Adapter] = [Llama(), Mistral(), Mixtral(), Qwen2(), Qwen3(), Qwen3Moe(), Gemma(), Gemma2(), Gemma3(), Cohere(),
                            Cohere2(), Phi3(), Olmo2(), Apertus(), SmolLM3(), Granite(), StableLm(), XGLM(), Bloom(), Falcon(), GPT2()]
 REGISTRY: dict[str, Adapter] = {t: a for a in FAMILIES for t in a.model_types}
 # Adapters a config option selects within a family (adapter_for picks them).

@@ -43,6 +43,7 @@ class GGUFFamily:
     arch: str                # llama.cpp's architecture name
     norm_plus_one: bool      # norms stored as w where the model computes x * (1 + w)
     permute_qk: bool         # llama.cpp rotates interleaved pairs; transformers rotates halves
+    pre_names: tuple = ()    # (pre-tokenizer name, the name this family's llama.cpp vocabulary expects)
 
 
 def get(obj, dotted: str):
@@ -179,6 +180,9 @@ class Adapter:
             raise LangheadsError(f"GGUF export: rope type {rope.get('rope_type')} is not written yet")
         w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
         w.add_rope_dimension_count(layout.head_dim)
+
+    def gguf_tokenizer_check(self, tokenizer) -> None:
+        """Refuse a tokenizer this family's llama.cpp vocabulary loader cannot read (default: any reads)."""
 
     def uniform_config(self, config, n_heads: int) -> dict:
         """Config keys that say a uniform pruning's new head count."""

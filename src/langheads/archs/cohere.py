@@ -3,22 +3,41 @@ q/k norms have one row of weights per head, which go with their heads. Cohere 2 
 Aya Expanse's generation): the same with sliding-window layers."""
 from __future__ import annotations
 
-from .base import Adapter
+from ..errors import LangheadsError
+from .base import Adapter, GGUFFamily
 
 
 class Cohere(Adapter):
     family = "cohere"
     model_types = ("cohere",)
+    # Command R's tokenizer splits digits one by one, then as GPT-2: llama.cpp calls that "command-r"
+    gguf = GGUFFamily("command-r", norm_plus_one=False, permute_qk=False, pre_names=(("smollm", "command-r"),))
 
     def postprocess_logits(self, model, logits):
         return logits * model.logit_scale
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        super().gguf_metadata(w, config, layout)
+        w.add_logit_scale(config.logit_scale)
 
 
 class CohereQKNorm(Cohere):
     family = "cohere (use_qk_norm)"
     per_head_norms = ("q_norm", "k_norm")
 
+    def gguf_metadata(self, w, config, layout) -> None:
+        if config.num_hidden_layers < 64:  # src/models/command-r.cpp: `if (n_layer >= 64)`
+            raise LangheadsError("GGUF export: llama.cpp's command-r graph reads q/k norms only in models of 64 "
+                                 f"layers or more (Command R+), and this one has {config.num_hidden_layers}")
+        super().gguf_metadata(w, config, layout)
+
 
 class Cohere2(Cohere):
     family = "cohere2"
     model_types = ("cohere2",)
+    gguf = GGUFFamily("cohere2", norm_plus_one=False, permute_qk=False, pre_names=(("smollm", "command-r"),))
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        super().gguf_metadata(w, config, layout)
+        w.add_sliding_window(config.sliding_window)
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in config.layer_types])

@@ -8,13 +8,29 @@ from .base import Adapter, GGUFFamily
 
 class Gemma(Adapter):
     family = "gemma"
-    model_types = ("gemma", "gemma2")
+    model_types = ("gemma",)
+    gguf = GGUFFamily("gemma", norm_plus_one=True, permute_qk=False)
 
     def postprocess_logits(self, model, logits):
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         if softcap is not None:
             logits = logits.div(softcap).tanh().mul(softcap)
         return logits
+
+
+class Gemma2(Gemma):
+    family = "gemma2"
+    model_types = ("gemma2",)
+    gguf = GGUFFamily("gemma2", norm_plus_one=True, permute_qk=False)
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        if config.query_pre_attn_scalar != layout.head_dim:
+            raise LangheadsError(f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
+                                 f"head size {layout.head_dim}, which llama.cpp's gemma2 graph assumes")
+        super().gguf_metadata(w, config, layout)
+        w.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        w.add_final_logit_softcapping(config.final_logit_softcapping)
+        w.add_sliding_window(config.sliding_window)
 
 
 class Gemma3(Gemma):

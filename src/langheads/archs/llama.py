@@ -20,3 +20,10 @@ class Llama(Adapter):
 class Mistral(Adapter):
     family = "mistral"
     model_types = ("mistral",)
+    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True)  # llama.cpp runs Mistral as llama
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        if getattr(config, "sliding_window", None) and config.sliding_window < config.max_position_embeddings:
+            raise LangheadsError(f"GGUF export: llama.cpp runs Mistral as llama, without its sliding window of "
+                                 f"{config.sliding_window} tokens")
+        super().gguf_metadata(w, config, layout)

@@ -10,7 +10,8 @@ import copy
 
 from torch import nn
 
-from .base import Adapter
+from ..errors import LangheadsError
+from .base import Adapter, GGUFFamily
 
 
 class Apertus(Adapter):
@@ -21,19 +22,43 @@ class Apertus(Adapter):
 class SmolLM3(Adapter):
     family = "smollm3"
     model_types = ("smollm3",)
+    gguf = GGUFFamily("smollm3", norm_plus_one=False, permute_qk=True)
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        # llama.cpp's smollm3 graph has no key for it: every 4th layer is without rotary embedding
+        expected = [int((i + 1) % 4 != 0) for i in range(config.num_hidden_layers)]
+        if list(config.no_rope_layers) != expected:
+            raise LangheadsError(f"GGUF export: llama.cpp's smollm3 graph leaves out rotary embedding in every 4th "
+                                 f"layer ({expected}); this model's no_rope_layers is {list(config.no_rope_layers)}")
+        super().gguf_metadata(w, config, layout)
 
 
 class Granite(Adapter):
     family = "granite"
     model_types = ("granite",)
+    gguf = GGUFFamily("granite", norm_plus_one=False, permute_qk=True)
 
     def postprocess_logits(self, model, logits):
         return logits / model.config.get_text_config().logits_scaling
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        super().gguf_metadata(w, config, layout)
+        w.add_attention_scale(config.attention_multiplier)
+        w.add_embedding_scale(config.embedding_multiplier)
+        w.add_residual_scale(config.residual_multiplier)
+        w.add_logit_scale(config.logits_scaling)
 
 
 class StableLm(Adapter):
     family = "stablelm"
     model_types = ("stablelm",)
+    gguf = GGUFFamily("stablelm", norm_plus_one=False, permute_qk=False)
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        rope = config.rope_parameters
+        w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
+        w.add_rope_dimension_count(int(rope.get("partial_rotary_factor", 1.0) * layout.head_dim))
+        w.add_parallel_residual(bool(config.use_parallel_residual))
 
     def slice_attention(self, attn, layout, kv_kept, slots) -> None:
         source = [s for s in slots if s is not None]

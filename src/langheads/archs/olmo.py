@@ -3,11 +3,12 @@ removing a head changes the other heads' outputs: masking is exact, physical pru
 and it is refused with that reason."""
 from __future__ import annotations
 
-from .base import Adapter
+from .base import Adapter, GGUFFamily
 
 
 class Olmo2(Adapter):
     family = "olmo2"
     model_types = ("olmo2",)
+    gguf = GGUFFamily("olmo2", norm_plus_one=False, permute_qk=False)
     pruning_exact = False
     pruning_note = "its q/k RMSNorms span all heads, so removing one rescales the others"

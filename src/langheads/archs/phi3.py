@@ -7,12 +7,14 @@ import copy
 
 import torch
 
-from .base import Adapter, linear, projection_input, rows
+from ..errors import LangheadsError
+from .base import Adapter, GGUFFamily, linear, projection_input, rows
 
 
 class Phi3(Adapter):
     family = "phi3"
     model_types = ("phi3",)
+    gguf = GGUFFamily("phi3", norm_plus_one=False, permute_qk=False)  # fused qkv and gate_up, as llama.cpp reads them
 
     def slice_attention(self, attn, layout, kv_kept, slots) -> None:
         D, H, KV = layout.head_dim, layout.n_heads, layout.n_kv_heads
@@ -28,6 +30,13 @@ class Phi3(Adapter):
         attn.config.num_attention_heads = len(slots)
         attn.num_key_value_heads = len(kv_kept)
         attn.num_key_value_groups = len(slots) // len(kv_kept)
+
+    def gguf_tokenizer_check(self, tokenizer) -> None:
+        # llama.cpp's vocabulary loader looks these up by name in any model named like Phi-3
+        missing = [t for t in ("<s>", "</s>", "<unk>", "<|endoftext|>") if t not in tokenizer.get_vocab()]
+        if missing:
+            raise LangheadsError(f"GGUF export: llama.cpp's vocabulary loader expects Phi-3's special tokens, and this "
+                                 f"tokenizer lacks {', '.join(missing)}")
 
     def head_counts(self, attn, layout):
         if not hasattr(attn, "qkv_proj"):

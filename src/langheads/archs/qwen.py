@@ -2,14 +2,16 @@
 so they need no slicing)."""
 from __future__ import annotations
 
-from .base import Adapter
+from .base import Adapter, GGUFFamily
 
 
 class Qwen2(Adapter):
     family = "qwen2"
     model_types = ("qwen2",)
+    gguf = GGUFFamily("qwen2", norm_plus_one=False, permute_qk=False)  # NeoX rotary: halves, as transformers
 
 
 class Qwen3(Adapter):
     family = "qwen3"
     model_types = ("qwen3",)
+    gguf = GGUFFamily("qwen3", norm_plus_one=False, permute_qk=False)
