@@ -42,7 +42,7 @@ def _data(root):
 def test_transformers_reads_back_the_same_model(variants, name, tmp_path):
     loaded = load_model(str(variants[name]))
     gaps = {}
-    for kind in export.TYPES:
+    for kind in export.OWN_TYPES:
         path = export.export_gguf(loaded, tmp_path / f"m-{kind}.gguf", kind)
         gaps[kind] = export.transformers_gap(loaded, path, TEXTS)
         assert gaps[kind]["same_tokens"]
@@ -167,3 +167,84 @@ def test_trimming_a_gguf_langheads_exported_is_refused_in_one_line(variants, tmp
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "Converting" not in line]  # its bar
     assert len(err) == 1 and "741 tokens and the model 740 embedding rows (no weights for <mask>)" in err[0]
     assert not (tmp_path / "t").exists()
+
+
+# Every family that exports, with the tokenizer style its real models use (and a byte-fallback
+# one where they do too), and the sizes llama.cpp's graph for it assumes.
+FAMILY_MATRIX = [
+    ("llama", "byte_fallback", {}), ("llama", "llama3", {}), ("mistral", "byte_fallback", {}),
+    ("qwen2", "qwen2", {}), ("qwen3", "qwen2", {}), ("gemma", "byte_fallback", {}),
+    ("gemma2", "byte_fallback", dict(query_pre_attn_scalar=16)), ("gemma3", "byte_fallback", GEMMA3),
+    ("cohere", "byte_level", {}), ("cohere2", "byte_level", {}),
+    ("phi3", "byte_fallback", dict(specials=("<s>", "</s>", "<|endoftext|>"))), ("olmo2", "llama3", {}),
+    ("granite", "byte_level", {}), ("smollm3", "llama3", dict(num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0])),
+]
+
+
+@pytest.mark.parametrize("arch,style,sizes", FAMILY_MATRIX, ids=[f"{a}-{s}" for a, s, _ in FAMILY_MATRIX])
+def test_every_exported_family_runs_in_llama_cpp(arch, style, sizes, tmp_path):
+    """Same token ids as transformers on kept-language text, next-token log-probabilities within
+    2e-3 of our float32 model (f32 export) and 2e-2 (f16); for byte-level BPE the trimmed
+    tokenizer too, which llama.cpp's own converter cannot name."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    folder = synthetic.save_tiny(arch, tmp_path / arch, tokenizer=style, **sizes)
+    loaded = load_model(str(folder))
+    for kind, bound in (("f32", 2e-3), ("f16", 2e-2)):
+        gap = export.llama_cpp_gap(loaded, export.export_gguf(loaded, tmp_path / f"{kind}.gguf", kind), TEXTS)
+        assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < bound, (kind, gap)
+    assert main(["trim", "--model", str(folder), "--keep", "en,hi", "--out", str(tmp_path / "trim"),
+                 "--data", str(_data(tmp_path))]) == 0
+    trimmed = load_model(str(tmp_path / "trim"))
+    assert len(trimmed.tokenizer) < len(loaded.tokenizer)
+    gap = export.llama_cpp_gap(trimmed, export.export_gguf(trimmed, tmp_path / "t.gguf"), TEXTS)
+    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
+
+
+def test_quantized_exports_run_in_llama_cpp(variants, tmp_path):
+    """q8_0 (ours) and the K-quants llama.cpp's own quantizer makes from our f32 file run in
+    llama.cpp (on CPUs with AMX a native build crashed on every quantized Gemma 3 file), each
+    smaller than the last and within a stated gap."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    import os
+
+    loaded = load_model(str(variants["orig"]))
+    sizes = {}
+    for kind, bound in (("q8_0", 0.05), ("q6_k", 0.1), ("q4_k_m", 0.3), ("q4_0", 0.4)):
+        path = export.export_gguf(loaded, tmp_path / f"{kind}.gguf", kind)
+        gap = export.llama_cpp_gap(loaded, path, TEXTS)
+        assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < bound, (kind, gap)
+        sizes[kind] = os.path.getsize(path)
+    assert sizes["q8_0"] > sizes["q6_k"] > sizes["q4_k_m"] > sizes["q4_0"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_the_pre_tokenizer_is_named_from_what_trimming_keeps():
+    import json
+
+    from langheads.gguf_vocab import pre_from_pattern, pre_tokenizer_name
+    from langheads.vocab import TokenizerFile
+
+    names = {style: pre_from_pattern(json.loads(synthetic.trained_tokenizer(style).backend_tokenizer.to_str()))
+             for style in ("byte_level", "llama3", "qwen2")}
+    assert names == {"byte_level": "gpt-2", "llama3": "llama-bpe", "qwen2": "qwen2"}
+    tf = TokenizerFile.of(synthetic.trained_tokenizer("byte_level"))
+    assert pre_tokenizer_name(tf, {"gpt-2": "x"}, []) == "x" and pre_tokenizer_name(tf, {}, [], "qwen2") == "qwen2"
+    tf.data["pre_tokenizer"] = {"type": "Whitespace"}
+    with pytest.raises(LangheadsError, match="give --pre NAME"):
+        pre_tokenizer_name(tf, {}, [])
+    with pytest.raises(LangheadsError, match="not a pre-tokenizer name"):
+        pre_tokenizer_name(tf, {}, [], "magic")
+
+
+@pytest.mark.slow
+def test_the_default_models_own_q4_k_m_runs_in_llama_cpp(default_model):
+    """The package's own Q4_K_M file decodes in llama.cpp as the extra builds it (a native build
+    on a CPU with AMX crashed here)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    from langheads.models import _default_gguf
+
+    path, _ = _default_gguf()
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=2, verbose=False)
+    out = llm("All human beings are born free", max_tokens=8, temperature=0)
+    assert out["usage"]["completion_tokens"] >= 1
+    assert b"AMX" not in llama_cpp.llama_print_system_info()
