@@ -14,6 +14,7 @@ the kept and the dropped languages on the report texts, and the share of greedy 
 that a language identifier puts in the prompt's language.
 
     python benchmarks/bench_deploy.py --keep en,hi --max-vocab 96000
+    python benchmarks/bench_deploy.py --quant q4_k_m --max-vocab 80000 --prompt-tokens 512 --decode-tokens 128
 """
 from __future__ import annotations
 
@@ -122,6 +123,106 @@ def measure_llama_cpp(gguf: str, spec: str, prompt_tokens: int, decode_tokens: i
             "peak_rss_mib": peak_rss_mib()}
 
 
+def llama_cpp_nll_per_byte(llm, texts: list[str]) -> float:
+    """Mean over texts of llama.cpp's own NLL per UTF-8 byte (its tokenizer, its logits)."""
+    out = []
+    for text in texts:
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        llm.reset()
+        llm.eval(ids)
+        logits = torch.tensor(np.array(llm.scores[: len(ids)]), dtype=torch.float32)
+        logp = torch.log_softmax(logits[:-1], -1).gather(1, torch.tensor(ids[1:])[:, None])
+        out.append(-logp.sum().item() / len(text.encode("utf-8")))
+    return float(np.mean(out))
+
+
+def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tokens: int, repeats: int,
+                 timing_only: bool) -> dict:
+    """A GGUF file in llama.cpp alone (its own tokenizer): prompt processing of `prompt_tokens`
+    and generation of `decode_tokens` at 2 threads (wall time, best of `repeats`), peak RSS, and
+    NLL per byte of each language's report texts."""
+    from llama_cpp import Llama
+
+    from langheads.corpus import load_corpus
+
+    corpus = load_corpus()
+    text = " ".join(t.text for lang in ("en", "hi") for t in corpus.texts(lang, "report")) * 4
+    llm = Llama(model_path=gguf, n_ctx=prompt_tokens + decode_tokens + 8, verbose=False, n_threads=2,
+                logits_all=not timing_only)
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=True)[:prompt_tokens]
+    prefill, decode = [], []
+    for _ in range(repeats):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(ids)
+        prefill.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(decode_tokens):
+            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        decode.append(time.perf_counter() - start)
+    row = {"gguf_bytes": Path(gguf).stat().st_size, "prefill_tok_s": len(ids) / min(prefill),
+           "decode_tok_s": decode_tokens / min(decode), "peak_rss_mib": peak_rss_mib()}
+    if not timing_only:
+        row["nll_per_byte"] = {lang: llama_cpp_nll_per_byte(llm, [t.text for t in corpus.texts(lang, "report")])
+                               for lang in languages}
+    return row
+
+
+def prepare_quant(work: Path, keep: list[str], max_vocab: int, kind: str) -> dict[str, str]:
+    """label -> GGUF file: the package's own Q4_K_M, and our exports at `kind` of the original and
+    of `trim --max-vocab`, made by llama.cpp's quantizer (each written once)."""
+    from langheads import load_model
+    from langheads.export import export_gguf
+    from langheads.models import _default_gguf
+    from langheads.vocab import TrimSettings, trim
+
+    trimmed = work / f"vocab-{max_vocab}"
+    if not trimmed.exists():
+        trim(TrimSettings(model="default", keep=keep, max_vocab=max_vocab), trimmed)
+    files = {"package Q4_K_M": str(_default_gguf()[0])}
+    for label, folder in (("original", "default"), (f"vocab {max_vocab // 1000}k", str(trimmed))):
+        path = work / f"{Path(folder).name}.{kind}.gguf"
+        if not path.exists():
+            export_gguf(load_model(folder), path, kind)
+        files[f"{label} {kind}"] = str(path)
+    return files
+
+
+def quant_table(args, keep: list[str], languages: list[str]) -> list[str]:
+    """The deployment in the format people run: one process per file and round, interleaved."""
+    work = Path(args.work)
+    files = prepare_quant(work, keep, args.max_vocab, args.quant)
+    common = ["--languages", ",".join(languages), "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens",
+              str(args.decode_tokens), "--repeats", str(args.repeats)]
+    rows: dict = {}
+    for round_ in range(args.rounds):
+        for label, gguf in files.items():
+            r = run(["--measure", "gguf", gguf, *common] + (["--timing-only"] if round_ else []))
+            if round_ == 0:
+                rows[label] = r
+            else:
+                keep_best(rows[label], r)
+            print(f"round {round_ + 1}: measured {label}", file=sys.stderr, flush=True)
+    base = rows["package Q4_K_M"]
+    dropped = [lang for lang in languages if lang not in keep]
+    head = ["GGUF", "file", "peak RSS", f"prompt {args.prompt_tokens} tok/s", f"generation {args.decode_tokens} tok/s",
+            "kept NLL/byte (llama.cpp)", "dropped NLL/byte (mean)"]
+    lines = [f"llama.cpp (llama-cpp-python, 2 threads), each file in its own process, best of {args.repeats} timings x "
+             f"{args.rounds} interleaved rounds; (x) = against the package's own Q4_K_M; NLL per byte of the report "
+             "texts in llama.cpp itself, change against the package's file", "", " | ".join(head),
+             " | ".join("---" for _ in head)]
+    for label, r in rows.items():
+        kept = ", ".join(f"{lang} {r['nll_per_byte'][lang]:.4f} ({r['nll_per_byte'][lang] / base['nll_per_byte'][lang] - 1:+.2%})"
+                         for lang in keep)
+        drop = np.mean([r["nll_per_byte"][lang] / base["nll_per_byte"][lang] - 1 for lang in dropped]) if dropped else 0
+        lines.append(" | ".join([label, f"{r['gguf_bytes'] / 2**20:.0f} MiB ({r['gguf_bytes'] / base['gguf_bytes']:.3f}x)",
+                                 f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.3f}x)",
+                                 f"{r['prefill_tok_s']:,.0f} ({r['prefill_tok_s'] / base['prefill_tok_s']:.2f}x)",
+                                 f"{r['decode_tok_s']:,.1f} ({r['decode_tok_s'] / base['decode_tok_s']:.2f}x)",
+                                 kept, f"{drop:+.1%}"]))
+    return lines
+
+
 def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab: int) -> dict[str, str]:
     """Write the variant folders and their q8_0 GGUF files (each once); returns label -> folder."""
     from langheads import load_model, pruning
@@ -174,11 +275,21 @@ def main():
     p.add_argument("--timing-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help="also write the table to this file")
     p.add_argument("--measure", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
+    p.add_argument("--quant", metavar="TYPE", help="instead: the llama.cpp table at TYPE (e.g. q4_k_m) against the "
+                   "package's own Q4_K_M file (use --prompt-tokens 512 --decode-tokens 128 --max-vocab 80000)")
     args = p.parse_args()
     languages, keep = args.languages.split(","), args.keep.split(",")
+    if args.quant and not args.measure:
+        lines = quant_table(args, keep, languages)
+        print("\n".join(lines))
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
+        return
     if args.measure:
         kind, spec = args.measure
-        if kind == "transformers":
+        if kind == "gguf":
+            r = measure_gguf(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats, args.timing_only)
+        elif kind == "transformers":
             r = measure_transformers(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats,
                                      args.timing_only)
         else:

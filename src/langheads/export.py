@@ -52,24 +52,31 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def head_counts(model) -> tuple[int, int]:
-    """(query heads, KV heads) shared by every layer, or a LangheadsError saying why there are none."""
+def layer_heads(model) -> list[tuple[int, int] | None]:
+    """Per layer, (query heads, KV heads) as the weights hold them (padding slots included), or
+    None for a layer whose attention was removed."""
     layout = H.head_layout(model)
     adapter = adapter_for(model)
-    counts = {}
-    for i, layer in enumerate(H.decoder_layers(model)):
-        counts[i] = adapter.head_counts(adapter.attention_of(layer), layout)
-        if counts[i] is None:
-            raise LangheadsError(f"layer {i} has no attention heads left, and llama.cpp's graph for this family "
-                                 "cannot skip a layer's attention; export a pruning that keeps heads in every layer")
-    if len(set(counts.values())) > 1:
-        shown = ", ".join(f"L{i}: {q}q/{kv}kv" for i, (q, kv) in list(counts.items())[:6])
-        raise LangheadsError("layers keep different numbers of heads (" + shown + " ...), and llama.cpp's graph for "
-                             "this family uses one head count for all layers; prune with --uniform to export")
-    return next(iter(counts.values()))
+    return [adapter.head_counts(adapter.attention_of(layer), layout) for layer in H.decoder_layers(model)]
 
 
-def _write_metadata(w, loaded, n_head: int, n_kv: int, file_type, pre: str | None) -> None:
+def graph_for(family, counts: list) -> str:
+    """llama.cpp's architecture for this model: the family's own where every layer keeps the same
+    heads, else `deci` (per-layer head counts, 0 = no attention) for a family llama.cpp runs as
+    llama; else the one-line refusal, saying what would export."""
+    if None not in counts and len(set(counts)) == 1:
+        return family.arch
+    if family.arch == "llama":
+        return "deci"
+    shown = ", ".join(f"L{i}: " + ("none" if c is None else f"{c[0]}q/{c[1]}kv") for i, c in enumerate(counts[:6]))
+    why = ("a layer has no attention heads left" if None in counts else f"layers keep different numbers of heads "
+           f"({shown} ...)")
+    raise LangheadsError(f"{why}, and llama.cpp's {family.arch} graph uses one head count for every layer (only its "
+                         "llama-shaped deci graph takes one per layer); export a pruning with --uniform, or the "
+                         "vocabulary alone (`langheads trim`)")
+
+
+def _write_metadata(w, loaded, counts: list, arch: str, file_type, pre: str | None) -> None:
     model, tokenizer = loaded.model, loaded.tokenizer
     config = H.text_config(model)
     layout = H.head_layout(model)
@@ -77,18 +84,25 @@ def _write_metadata(w, loaded, n_head: int, n_kv: int, file_type, pre: str | Non
     w.add_name(loaded.model_id)  # the folder's name, never its path on this machine
     if loaded.manifest is not None:
         w.add_description(loaded.manifest.describe())
-    w.add_context_length(config.max_position_embeddings)
+    # ALiBi models (BLOOM) have no position limit; llama.cpp takes this as the default context only
+    w.add_context_length(getattr(config, "max_position_embeddings", None) or 2048)
     w.add_embedding_length(config.hidden_size)
     w.add_block_count(config.num_hidden_layers)
-    w.add_feed_forward_length(config.intermediate_size)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_kv)
+    ffn = adapter.gguf_ffn_length(config)
+    if arch == "deci":  # one value per layer; 0 heads = no attention in that layer
+        w.add_head_count([c[0] if c else 0 for c in counts])
+        w.add_head_count_kv([c[1] if c else 0 for c in counts])
+        w.add_feed_forward_length([ffn] * config.num_hidden_layers)
+    else:
+        w.add_head_count(counts[0][0])
+        w.add_head_count_kv(counts[0][1])
+        w.add_feed_forward_length(ffn)
     w.add_key_length(layout.head_dim)
     w.add_value_length(layout.head_dim)
     if getattr(config, "rms_norm_eps", None) is not None:
         w.add_layer_norm_rms_eps(config.rms_norm_eps)
     else:
-        w.add_layer_norm_eps(config.layer_norm_eps)
+        w.add_layer_norm_eps(getattr(config, "layer_norm_eps", None) or config.layer_norm_epsilon)
     adapter.gguf_metadata(w, config, layout)
     w.add_vocab_size(model.get_input_embeddings().num_embeddings)
     w.add_file_type(file_type)
@@ -97,10 +111,12 @@ def _write_metadata(w, loaded, n_head: int, n_kv: int, file_type, pre: str | Non
     write_tokenizer(w, tokenizer, dict(adapter.gguf.pre_names), sources, pre)
 
 
-def _ggml_type(data: np.ndarray, kind: str):
+def _ggml_type(name: str, data: np.ndarray, kind: str):
+    """f32 for vectors and norms (llama.cpp's norm kernels take f32 weights, also StableLM's
+    [heads, head size] per-head norms), else the asked type where the rows allow it."""
     import gguf
 
-    if data.ndim == 1 or kind == "f32":
+    if data.ndim == 1 or kind == "f32" or "_norm." in name:
         return gguf.GGMLQuantizationType.F32
     if kind == "q8_0" and data.shape[-1] % 32 == 0:
         return gguf.GGMLQuantizationType.Q8_0
@@ -108,66 +124,91 @@ def _ggml_type(data: np.ndarray, kind: str):
 
 
 def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False, pre: str | None = None) -> Path:
-    """Write `loaded` (a LoadedModel) as a GGUF file at `out` (renamed into place when complete)."""
-    import gguf
-
+    """Write `loaded` (a LoadedModel) as a GGUF file at `out` (renamed into place when complete);
+    llama.cpp's own quantizer makes the K-quants from the f32 file."""
     check_type(kind)
     out = Path(out)
     check_out_file(out, overwrite, "--gguf")
-    model = loaded.model
-    config = H.text_config(model)
-    family = adapter_for(model).gguf
+    family = adapter_for(loaded.model).gguf
     if family is None:
         runs = sorted(t for a in FAMILIES if a.gguf for t in a.model_types)
-        raise LangheadsError(f"GGUF export supports {', '.join(runs)}, not {config.model_type}")
-    n_head, n_kv = head_counts(model)
-    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == family.arch)
-    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    own = kind if kind in OWN_TYPES else "f32"  # llama.cpp quantizes from our f32 file
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[own]
+        raise LangheadsError(f"GGUF export supports {', '.join(runs)}, not {H.text_config(loaded.model).model_type}")
+    counts = layer_heads(loaded.model)
+    arch = graph_for(family, counts)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
-    kind, final = own, kind
     try:
-        w = gguf.GGUFWriter(tmp, family.arch)
-        _write_metadata(w, loaded, n_head, n_kv, file_type, pre)
-        tied = model.get_output_embeddings() is not None and \
-            model.get_output_embeddings().weight is model.get_input_embeddings().weight
-        for name, tensor in model.state_dict().items():
-            if tied and name == "lm_head.weight":
-                continue
-            base, suffix = name.rsplit(".", 1)
-            new = names.get_name(base)
-            if new is None:
-                raise LangheadsError(f"GGUF export: no llama.cpp name for tensor {name}")
-            t = tensor.detach().float().cpu()
-            if family.norm_plus_one and base.endswith("norm"):
-                t = t + 1
-            if family.permute_qk and base.endswith("q_proj"):
-                t = _permute(t, n_head)
-            elif family.permute_qk and base.endswith("k_proj"):
-                t = _permute(t, n_kv)
-            data = t.numpy()
-            qtype = _ggml_type(data, kind)
-            if qtype == gguf.GGMLQuantizationType.F16:
-                data = data.astype(np.float16)
-            elif qtype == gguf.GGMLQuantizationType.Q8_0:
-                data = gguf.quants.quantize(data, qtype)
-            w.add_tensor(f"{new}.{suffix}", data, raw_dtype=qtype if qtype == gguf.GGMLQuantizationType.Q8_0 else None)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        if final in LLAMA_CPP_TYPES:
-            quantize_with_llama_cpp(Path(tmp), final)
+        _write_gguf(Path(tmp), loaded, arch, counts, kind if kind in OWN_TYPES else "f32", pre)
+        if kind in LLAMA_CPP_TYPES:
+            quantize_with_llama_cpp(Path(tmp), kind)
         usual_mode(Path(tmp))  # mkstemp's file is private (0600); the export gets the usual mode
         os.replace(tmp, out)  # only a whole file ever has the user's name (Ctrl-C, a crash)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def _write_gguf(path: Path, loaded, arch: str, counts: list, kind: str, pre: str | None) -> None:
+    import gguf
+
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+    w = gguf.GGUFWriter(str(path), arch)
+    _write_metadata(w, loaded, counts, arch, file_type, pre)
+    for name, data in _gguf_tensors(loaded.model, arch, counts):
+        qtype = _ggml_type(name, data, kind)
+        if qtype == gguf.GGMLQuantizationType.F16:
+            data = data.astype(np.float16)
+        elif qtype == gguf.GGMLQuantizationType.Q8_0:
+            data = gguf.quants.quantize(data, qtype)
+        w.add_tensor(name, data, raw_dtype=qtype if qtype == gguf.GGMLQuantizationType.Q8_0 else None)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _gguf_tensors(model, arch: str, counts: list):
+    """(llama.cpp name, float32 array) for every weight, in the family's layout: norms as 1 + w
+    where the model computes x * (1 + w), q/k rows permuted to llama.cpp's rotary layout (with
+    each layer's own head counts), nothing for a layer's removed attention."""
+    import gguf
+
+    adapter = adapter_for(model)
+    family = adapter.gguf
+    names = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch),
+                                     H.text_config(model).num_hidden_layers)
+    tied = model.get_output_embeddings() is not None and \
+        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    prefix = adapter.layers + "."
+    for name, tensor in adapter.gguf_state(model):
+        layer = int(name[len(prefix):].split(".", 1)[0]) if name.startswith(prefix) else None
+        if (tied and name == "lm_head.weight") or (layer is not None and counts[layer] is None and
+                                                    _removed_attention(name, adapter, tensor)):
+            continue
+        base, suffix = name.rsplit(".", 1)
+        new = names.get_name(base) or names.get_name(base.removeprefix("transformer."))  # BLOOM's names lack it
+        if new is None:
+            raise LangheadsError(f"GGUF export: no llama.cpp name for tensor {name}")
+        t = tensor.detach().float().cpu()
+        if family.norm_plus_one and base.endswith("norm"):
+            t = t + 1
+        if family.permute_qk and base.endswith(("q_proj", "k_proj")):
+            t = _permute(t, counts[layer][0 if base.endswith("q_proj") else 1])
+        yield f"{new}.{suffix}", t.numpy()
+
+
+def _removed_attention(name: str, adapter, tensor) -> bool:
+    """Whether `name` belongs to a layer's removed attention (its pre-attention norm included,
+    which llama.cpp's deci graph does not read); a bias it would have to add is refused."""
+    if name.endswith(f"{adapter.attention}.bias"):
+        if tensor.abs().max().item() != 0:
+            raise LangheadsError("GGUF export: a layer with its attention removed still adds the output projection's "
+                                 "bias, which llama.cpp's deci graph cannot add")
+        return True
+    return name.endswith("input_layernorm.weight")
 
 
 def quantize_with_llama_cpp(path: Path, kind: str, threads: int = 0) -> None:

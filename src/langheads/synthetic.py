@@ -39,7 +39,7 @@ def _config(arch: str, **sizes):
                   else dict(new_decoder_architecture=False, multi_query=True))
         return T.FalconConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
                               num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
-                              bias=True, alibi=False, bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"],
+                              bias=sizes.get("bias", True), alibi=False, bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"],
                               pad_token_id=s["pad_token_id"], max_position_embeddings=s["max_position_embeddings"],
                               **layout)
     if arch == "gpt2":

@@ -181,6 +181,15 @@ class Adapter:
         w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
         w.add_rope_dimension_count(layout.head_dim)
 
+    def gguf_state(self, model):
+        """(name, tensor) pairs in the layout llama.cpp's converter names (default: the state dict
+        as it is; families with fused or per-head parameters regroup them)."""
+        return model.state_dict().items()
+
+    def gguf_ffn_length(self, config) -> int:
+        """The MLP's width as llama.cpp's feed_forward_length."""
+        return config.intermediate_size
+
     def gguf_tokenizer_check(self, tokenizer) -> None:
         """Refuse a tokenizer this family's llama.cpp vocabulary loader cannot read (default: any reads)."""
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
+from .base import GGUFFamily, HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
 
 
 class BloomNoAttention(nn.Module):
@@ -49,6 +49,23 @@ class Bloom(TransformerH):
     attention = "self_attention"
     out_proj = "dense"
     head_major_kwargs = ("alibi",)
+    gguf = GGUFFamily("bloom", norm_plus_one=False, permute_qk=False)
+
+    def gguf_state(self, model):
+        """query_key_value's rows per head ([heads, 3, head size]) as llama.cpp reads them: all
+        queries, then all keys, then all values (each layer with its own head count)."""
+        layout = self.layout(model.config)
+        for name, tensor in model.state_dict().items():
+            if ".query_key_value." in name:
+                yield name, tensor.reshape(-1, 3, layout.head_dim, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
+            else:
+                yield name, tensor
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        pass  # ALiBi: no rotary keys
+
+    def gguf_ffn_length(self, config) -> int:
+        return 4 * config.hidden_size
 
     def layout(self, config) -> HeadLayout:
         return HeadLayout("bloom", config.n_layer, config.n_head, config.n_head, config.hidden_size // config.n_head)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import LangheadsError
-from .base import HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
+from .base import GGUFFamily, HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
 
 
 class Falcon(TransformerH):
@@ -16,6 +16,32 @@ class Falcon(TransformerH):
     model_types = ("falcon",)
     attention = "self_attention"
     out_proj = "dense"
+
+    gguf = GGUFFamily("falcon", norm_plus_one=False, permute_qk=False)
+
+    def gguf_state(self, model):
+        """query_key_value as llama.cpp reads it: all queries, then the keys, then the values
+        (Falcon keeps, per KV group, its queries then one key and one value; per-head [q, k, v]
+        without GQA is the same with one query per group)."""
+        layout = self.layout(model.config)
+        layers = [self.head_counts(self.attention_of(layer), layout) for layer in model.transformer.h]
+        for name, tensor in model.state_dict().items():
+            if ".query_key_value." in name:
+                q, kv = layers[int(name.split(".")[2])]
+                groups = tensor.reshape(kv, q // kv + 2, layout.head_dim, *tensor.shape[1:])
+                tensor = torch.cat([groups[:, :-2].reshape(-1, *tensor.shape[1:]), groups[:, -2].reshape(-1, *tensor.shape[1:]),
+                                    groups[:, -1].reshape(-1, *tensor.shape[1:])])
+            yield name, tensor
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        if config.bias:
+            raise LangheadsError("GGUF export: llama.cpp's falcon graph has no attention or MLP biases (bias=True)")
+        rope = getattr(config, "rope_parameters", None) or {}
+        w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
+        w.add_rope_dimension_count(layout.head_dim)
+
+    def gguf_ffn_length(self, config) -> int:
+        return getattr(config, "ffn_hidden_size", None) or 4 * config.hidden_size
 
     def layout(self, config) -> HeadLayout:
         n = config.num_attention_heads

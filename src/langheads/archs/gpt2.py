@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import HeadLayout, NoAttention, TransformerH, head_size_is_tied, projection_input
+from .base import GGUFFamily, HeadLayout, NoAttention, TransformerH, head_size_is_tied, projection_input
+
+_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 
 
 class GPT2(TransformerH):
@@ -12,6 +14,18 @@ class GPT2(TransformerH):
     model_types = ("gpt2",)
     attention = "attn"
     out_proj = "c_proj"
+    gguf = GGUFFamily("gpt2", norm_plus_one=False, permute_qk=False)
+
+    def gguf_state(self, model):
+        """Conv1D keeps weights as [in, out]; llama.cpp reads them as Linear's [out, in]."""
+        for name, tensor in model.state_dict().items():
+            yield name, tensor.t() if name.endswith(_CONV1D) else tensor
+
+    def gguf_metadata(self, w, config, layout) -> None:
+        pass  # learned positions (wpe), no rotary keys
+
+    def gguf_ffn_length(self, config) -> int:
+        return config.n_inner or 4 * config.n_embd
 
     def layout(self, config) -> HeadLayout:
         return HeadLayout("gpt2", config.n_layer, config.n_head, config.n_head, config.n_embd // config.n_head)

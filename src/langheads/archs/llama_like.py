@@ -54,6 +54,22 @@ class StableLm(Adapter):
     model_types = ("stablelm",)
     gguf = GGUFFamily("stablelm", norm_plus_one=False, permute_qk=False)
 
+    def gguf_state(self, model):
+        """Per-head q/k LayerNorms (one module per head) stacked into one [heads, head size] tensor."""
+        import torch
+
+        state = model.state_dict()
+        for name, tensor in state.items():
+            if ".q_layernorm.norms." in name or ".k_layernorm.norms." in name:
+                base, rest = name.split(".norms.", 1)
+                if rest.startswith("0."):  # the stack, once per norm and parameter
+                    suffix = rest.split(".", 1)[1]
+                    heads = sorted(int(k[len(base) + 7:].split(".")[0]) for k in state
+                                   if k.startswith(base + ".norms.") and k.endswith("." + suffix))
+                    yield f"{base}.{suffix}", torch.stack([state[f"{base}.norms.{h}.{suffix}"] for h in heads])
+            else:
+                yield name, tensor
+
     def gguf_metadata(self, w, config, layout) -> None:
         rope = config.rope_parameters
         w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
