@@ -147,7 +147,8 @@ def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tok
 
     corpus = load_corpus()
     text = " ".join(t.text for lang in ("en", "hi") for t in corpus.texts(lang, "report")) * 4
-    llm = Llama(model_path=gguf, n_ctx=prompt_tokens + decode_tokens + 8, verbose=False, n_threads=2,
+    # a room for the longest report text too: a trimmed vocabulary writes dropped scripts byte by byte
+    llm = Llama(model_path=gguf, n_ctx=max(prompt_tokens + decode_tokens + 8, 4096), verbose=False, n_threads=2,
                 logits_all=not timing_only)
     ids = llm.tokenize(text.encode("utf-8"), add_bos=True)[:prompt_tokens]
     prefill, decode = [], []

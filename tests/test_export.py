@@ -3,6 +3,7 @@ trimmed and uniformly pruned models; refused with the reason where llama.cpp can
 import pytest
 
 from langheads import export, load_model, pruning, synthetic, vocab
+from langheads.archs import adapter_for
 from langheads.cli import main
 from langheads.errors import LangheadsError
 
@@ -204,6 +205,20 @@ def test_every_exported_family_runs_in_llama_cpp(arch, style, sizes, tmp_path):
     trimmed = load_model(str(tmp_path / "trim"))
     assert len(trimmed.tokenizer) < len(loaded.tokenizer)
     gap = export.llama_cpp_gap(trimmed, export.export_gguf(trimmed, tmp_path / "t.gguf"), TEXTS)
+    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
+    layers = loaded.model.config.get_text_config().num_hidden_layers
+    try:  # one query head from each KV group of every layer (or heads 1 and 3 where heads are their own group)
+        pruning.save_pruned(loaded, [(layer, h) for layer in range(layers) for h in (1, 3)], tmp_path / "u", {},
+                            uniform=True)
+    except LangheadsError as e:  # the config cannot say the new head count (GPT-2: n_embd / n_head)
+        assert "head" in str(e)
+        return
+    uniform = load_model(str(tmp_path / "u"))
+    if not adapter_for(uniform.model).gguf.narrow_q:  # its graph sizes q by the hidden size: one line
+        with pytest.raises(LangheadsError, match="sizes the query projection by the hidden size"):
+            export.export_gguf(uniform, tmp_path / "u.gguf")
+        return
+    gap = export.llama_cpp_gap(uniform, export.export_gguf(uniform, tmp_path / "u.gguf"), TEXTS)
     assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
 
 

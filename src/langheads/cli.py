@@ -20,10 +20,13 @@ def cmd_info(args) -> None:
     from .models import load_model
 
     if args.model is None:
-        print(f"{'family':22} {'model_type':22} {'physical pruning':18} GGUF export (llama.cpp)")
+        print(f"{'family':22} {'model_type':22} {'physical pruning':18} GGUF export (llama.cpp graph; uneven heads)")
         for a in FAMILIES + VARIANTS:
             exact = "exact" if a.pruning_exact else f"refused: {a.pruning_note}"
-            print(f"{a.family:22} {','.join(a.model_types):22} {exact:18} {a.gguf.arch if a.gguf else '-'}")
+            export = "-" if a.gguf is None else a.gguf.arch + ("; uneven heads via deci" if a.gguf.deci else
+                                                              "; the same heads in every layer")
+            note = f" ({a.gguf_note})" if a.gguf_note else ""
+            print(f"{a.family:22} {','.join(a.model_types):22} {exact:18} {export}{note}")
         return
     loaded = load_model(args.model)
     layout = head_layout(loaded.model)
@@ -209,6 +212,10 @@ def cmd_export(args) -> None:
 
     check_out_file(out, args.overwrite, "--gguf")
     check_type(args.type)
+    if args.pre is not None:
+        from .gguf_vocab import check_pre
+
+        check_pre(args.pre)
     if args.llama_cpp and not args.check:
         raise LangheadsError("--llama-cpp is a kind of --check: give --check LANGS too")
     texts = []
@@ -224,7 +231,7 @@ def cmd_export(args) -> None:
                 raise LangheadsError("--llama-cpp needs llama-cpp-python: pip install 'langheads[llamacpp]'")
     loaded = load_model(args.model)
     loaded.require_plain("GGUF export")
-    export_gguf(loaded, out, args.type, args.overwrite)
+    export_gguf(loaded, out, args.type, args.overwrite, pre=args.pre)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})")
     if args.check:
         gap = transformers_gap(loaded, out, texts)
@@ -404,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gguf", required=True, help="the .gguf file to write")
     s.add_argument("--type", default="f32", help="f32 | f16 | q8_0 (written here) | q4_0 | q5_0 | q4_k_s | q4_k_m | "
                    "q5_k_s | q5_k_m | q6_k (made by llama.cpp's own quantizer from our f32 file)")
+    s.add_argument("--pre", metavar="NAME", help="byte-level BPE only: llama.cpp's pre-tokenizer name, where langheads "
+                   "cannot tell it (llama-bpe, qwen2, gpt-2, smollm, command-r, bloom, falcon, ...)")
     s.add_argument("--check", metavar="LANGS", help="compare the GGUF with the folder on these languages' report texts")
     s.add_argument("--llama-cpp", action="store_true", help="with --check: also through llama.cpp (llama-cpp-python)")
     s.add_argument("--data", help="texts for --check (default: bundled UDHR)")

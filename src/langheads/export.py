@@ -60,19 +60,23 @@ def layer_heads(model) -> list[tuple[int, int] | None]:
     return [adapter.head_counts(adapter.attention_of(layer), layout) for layer in H.decoder_layers(model)]
 
 
-def graph_for(family, counts: list) -> str:
+def graph_for(family, counts: list, layout, hidden: int) -> str:
     """llama.cpp's architecture for this model: the family's own where every layer keeps the same
-    heads, else `deci` (per-layer head counts, 0 = no attention) for a family llama.cpp runs as
-    llama; else the one-line refusal, saying what would export."""
+    heads (and the graph allows their query width), else `deci` (per-layer head counts, 0 = no
+    attention) for Llama and Mistral; else the one-line refusal, saying what would export."""
     if None not in counts and len(set(counts)) == 1:
-        return family.arch
-    if family.arch == "llama":
+        if counts[0][0] * layout.head_dim == hidden or family.narrow_q:
+            return family.arch
+        raise LangheadsError(f"llama.cpp's {family.arch} graph sizes the query projection by the hidden size ({hidden}), "
+                             f"and this pruning keeps {counts[0][0]} heads of {layout.head_dim}; export the unpruned "
+                             "model with the vocabulary trimmed (`langheads trim`)")
+    if family.deci:
         return "deci"
     shown = ", ".join(f"L{i}: " + ("none" if c is None else f"{c[0]}q/{c[1]}kv") for i, c in enumerate(counts[:6]))
     why = ("a layer has no attention heads left" if None in counts else f"layers keep different numbers of heads "
            f"({shown} ...)")
     raise LangheadsError(f"{why}, and llama.cpp's {family.arch} graph uses one head count for every layer (only its "
-                         "llama-shaped deci graph takes one per layer); export a pruning with --uniform, or the "
+                         "deci graph, for Llama and Mistral, takes one per layer); export a pruning with --uniform, or the "
                          "vocabulary alone (`langheads trim`)")
 
 
@@ -134,7 +138,7 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False, p
         runs = sorted(t for a in FAMILIES if a.gguf for t in a.model_types)
         raise LangheadsError(f"GGUF export supports {', '.join(runs)}, not {H.text_config(loaded.model).model_type}")
     counts = layer_heads(loaded.model)
-    arch = graph_for(family, counts)
+    arch = graph_for(family, counts, H.head_layout(loaded.model), H.text_config(loaded.model).hidden_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)

@@ -36,6 +36,11 @@ KNOWN = ("llama-bpe", "qwen2", "qwen35", "gpt-2", "smollm", "command-r", "bloom"
          "stablelm2", "default")
 
 
+def check_pre(name: str) -> None:
+    if name not in KNOWN:
+        raise LangheadsError(f"--pre {name}: not a pre-tokenizer name langheads writes; choose one of {', '.join(KNOWN)}")
+
+
 def _parts(pre) -> list[dict]:
     if not isinstance(pre, dict):
         return []
@@ -74,9 +79,7 @@ def pre_tokenizer_name(tf, family_names: dict[str, str], sources: list, given: s
     (`family_names` renames it where a family's graph expects its own name, as Command R's
     "command-r" for the SmolLM split). Unknown: one line that names the pattern."""
     if given:
-        if given not in KNOWN:
-            raise LangheadsError(f"--pre {given}: not a pre-tokenizer name langheads writes; choose one of "
-                                 f"{', '.join(KNOWN)}")
+        check_pre(given)
         return given
     for source in sources:
         if source and str(source).endswith(".gguf") and Path(source).is_file():

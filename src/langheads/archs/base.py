@@ -44,6 +44,9 @@ class GGUFFamily:
     norm_plus_one: bool      # norms stored as w where the model computes x * (1 + w)
     permute_qk: bool         # llama.cpp rotates interleaved pairs; transformers rotates halves
     pre_names: tuple = ()    # (pre-tokenizer name, the name this family's llama.cpp vocabulary expects)
+    deci: bool = False       # uneven head counts export through llama.cpp's llama-shaped deci graph
+    narrow_q: bool = False   # the graph sizes q and o by heads x head size (not by the hidden size), so a
+                             # uniformly pruned model with fewer heads runs there (src/models/<arch>.cpp)
 
 
 def get(obj, dotted: str):
@@ -112,6 +115,7 @@ class Adapter:
     pruning_exact = True              # physical removal computes what masking computes
     pruning_note = ""                 # why not, when it is not
     gguf: GGUFFamily | None = None    # how llama.cpp runs it (None: export not supported)
+    gguf_note = ""                    # why not, when it is not
     per_head_norms: tuple[str, ...] = ()  # attention submodules whose weight is [heads, head_dim]
     head_major_kwargs: tuple[str, ...] = ()  # layer inputs laid out [batch * heads, ...] (BLOOM's ALiBi)
 

@@ -24,6 +24,7 @@ class Cohere(Adapter):
 class CohereQKNorm(Cohere):
     family = "cohere (use_qk_norm)"
     per_head_norms = ("q_norm", "k_norm")
+    gguf_note = "64 layers or more only (llama.cpp reads Command R+'s q/k norms from 64 layers on)"
 
     def gguf_metadata(self, w, config, layout) -> None:
         if config.num_hidden_layers < 64:  # src/models/command-r.cpp: `if (n_layer >= 64)`

@@ -8,7 +8,7 @@ from .base import Adapter, GGUFFamily
 class Llama(Adapter):
     family = "llama"
     model_types = ("llama",)
-    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True)
+    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, deci=True, narrow_q=True)
 
     def check_config(self, config) -> None:
         super().check_config(config)
@@ -20,7 +20,7 @@ class Llama(Adapter):
 class Mistral(Adapter):
     family = "mistral"
     model_types = ("mistral",)
-    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True)  # llama.cpp runs Mistral as llama
+    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, deci=True, narrow_q=True)  # llama.cpp runs Mistral as llama
 
     def gguf_metadata(self, w, config, layout) -> None:
         if getattr(config, "sliding_window", None) and config.sliding_window < config.max_position_embeddings:

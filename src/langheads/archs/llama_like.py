@@ -11,18 +11,19 @@ import copy
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily
+from .base import Adapter, GGUFFamily, head_size_is_tied
 
 
 class Apertus(Adapter):
     family = "apertus"
     model_types = ("apertus",)
+    gguf_note = "llama.cpp's apertus graph reads xIELU activation parameters per layer, not written yet"
 
 
 class SmolLM3(Adapter):
     family = "smollm3"
     model_types = ("smollm3",)
-    gguf = GGUFFamily("smollm3", norm_plus_one=False, permute_qk=True)
+    gguf = GGUFFamily("smollm3", norm_plus_one=False, permute_qk=True, narrow_q=True)
 
     def gguf_metadata(self, w, config, layout) -> None:
         # llama.cpp's smollm3 graph has no key for it: every 4th layer is without rotary embedding
@@ -36,7 +37,7 @@ class SmolLM3(Adapter):
 class Granite(Adapter):
     family = "granite"
     model_types = ("granite",)
-    gguf = GGUFFamily("granite", norm_plus_one=False, permute_qk=True)
+    gguf = GGUFFamily("granite", norm_plus_one=False, permute_qk=True, narrow_q=True)
 
     def postprocess_logits(self, model, logits):
         return logits / model.config.get_text_config().logits_scaling
@@ -53,6 +54,9 @@ class StableLm(Adapter):
     family = "stablelm"
     model_types = ("stablelm",)
     gguf = GGUFFamily("stablelm", norm_plus_one=False, permute_qk=False)
+
+    def uniform_config(self, config, n_heads):
+        raise head_size_is_tied("StableLM", "hidden_size / num_attention_heads")
 
     def gguf_state(self, model):
         """Per-head q/k LayerNorms (one module per head) stacked into one [heads, head size] tensor."""

@@ -10,7 +10,7 @@ from .base import Adapter, GGUFFamily
 class Mixtral(Adapter):
     family = "mixtral"
     model_types = ("mixtral",)
-    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True)  # llama.cpp runs Mixtral as llama + experts
+    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, narrow_q=True)  # llama.cpp runs Mixtral as llama + experts
 
     def gguf_state(self, model):
         """transformers 5 fuses each layer's experts ([experts, 2 x width, hidden], gate rows then
@@ -37,7 +37,7 @@ class Mixtral(Adapter):
 class Qwen3Moe(Mixtral):
     family = "qwen3_moe"
     model_types = ("qwen3_moe",)
-    gguf = GGUFFamily("qwen3moe", norm_plus_one=False, permute_qk=False)
+    gguf = GGUFFamily("qwen3moe", norm_plus_one=False, permute_qk=False, narrow_q=True)
 
     def gguf_metadata(self, w, config, layout) -> None:
         if not config.norm_topk_prob or config.mlp_only_layers or config.decoder_sparse_step != 1:

@@ -14,4 +14,4 @@ class Qwen2(Adapter):
 class Qwen3(Adapter):
     family = "qwen3"
     model_types = ("qwen3",)
-    gguf = GGUFFamily("qwen3", norm_plus_one=False, permute_qk=False)
+    gguf = GGUFFamily("qwen3", norm_plus_one=False, permute_qk=False, narrow_q=True)

@@ -10,6 +10,7 @@ from .base import Adapter, HeadLayout, head_size_is_tied
 class XGLM(Adapter):
     family = "xglm"
     model_types = ("xglm",)
+    gguf_note = "llama.cpp has no XGLM graph"
     final_norm = "model.layer_norm"
     out_proj = "out_proj"
 
