@@ -147,9 +147,8 @@ def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tok
 
     corpus = load_corpus()
     text = " ".join(t.text for lang in ("en", "hi") for t in corpus.texts(lang, "report")) * 4
-    # a room for the longest report text too: a trimmed vocabulary writes dropped scripts byte by byte
-    llm = Llama(model_path=gguf, n_ctx=max(prompt_tokens + decode_tokens + 8, 4096), verbose=False, n_threads=2,
-                logits_all=not timing_only)
+    n = prompt_tokens + decode_tokens + 8  # last-position logits only, as a deployment runs
+    llm = Llama(model_path=gguf, n_ctx=n, n_batch=n, verbose=False, n_threads=2)
     ids = llm.tokenize(text.encode("utf-8"), add_bos=True)[:prompt_tokens]
     prefill, decode = [], []
     for _ in range(repeats):
@@ -163,7 +162,9 @@ def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tok
         decode.append(time.perf_counter() - start)
     row = {"gguf_bytes": Path(gguf).stat().st_size, "prefill_tok_s": len(ids) / min(prefill),
            "decode_tok_s": decode_tokens / min(decode), "peak_rss_mib": peak_rss_mib()}
-    if not timing_only:
+    if not timing_only:  # every position's logits, room for the longest text (dropped scripts go byte by byte)
+        del llm
+        llm = Llama(model_path=gguf, n_ctx=4096, n_batch=512, verbose=False, n_threads=2, logits_all=True)
         row["nll_per_byte"] = {lang: llama_cpp_nll_per_byte(llm, [t.text for t in corpus.texts(lang, "report")])
                                for lang in languages}
     return row

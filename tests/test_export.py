@@ -240,7 +240,7 @@ def test_quantized_exports_run_in_llama_cpp(variants, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
-def test_the_pre_tokenizer_is_named_from_what_trimming_keeps():
+def test_the_pre_tokenizer_is_named_from_what_trimming_keeps(tmp_path):
     import json
 
     from langheads.gguf_vocab import pre_from_pattern, pre_tokenizer_name
@@ -256,6 +256,10 @@ def test_the_pre_tokenizer_is_named_from_what_trimming_keeps():
         pre_tokenizer_name(tf, {}, [])
     with pytest.raises(LangheadsError, match="not a pre-tokenizer name"):
         pre_tokenizer_name(tf, {}, [], "magic")
+    # a model that came from a GGUF file keeps that file's name, whatever its pattern says
+    qwen = load_model(str(synthetic.save_tiny("qwen2", tmp_path / "q", tokenizer="byte_level")))
+    source = export.export_gguf(qwen, tmp_path / "q.gguf", pre="qwen2")
+    assert pre_tokenizer_name(tf, {}, [str(tmp_path / "missing.gguf"), str(source)]) == "qwen2"
 
 
 @pytest.mark.slow

@@ -193,7 +193,7 @@ def _gguf_tensors(model, arch: str, counts: list):
                                                     _removed_attention(name, adapter, tensor)):
             continue
         base, suffix = name.rsplit(".", 1)
-        new = names.get_name(base) or names.get_name(base.removeprefix("transformer."))  # BLOOM's names lack it
+        new = names.get_name(base)
         if new is None:
             raise LangheadsError(f"GGUF export: no llama.cpp name for tensor {name}")
         t = tensor.detach().float().cpu()
@@ -212,7 +212,7 @@ def _removed_attention(name: str, adapter, tensor) -> bool:
             raise LangheadsError("GGUF export: a layer with its attention removed still adds the output projection's "
                                  "bias, which llama.cpp's deci graph cannot add")
         return True
-    return name.endswith("input_layernorm.weight")
+    return name.endswith(f"{adapter.attention_norm}.weight")
 
 
 def quantize_with_llama_cpp(path: Path, kind: str, threads: int = 0) -> None:

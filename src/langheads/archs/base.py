@@ -112,6 +112,7 @@ class Adapter:
     final_norm = "model.norm"
     attention = "self_attn"
     out_proj = "o_proj"
+    attention_norm = "input_layernorm"  # the norm before attention (no use once a layer's attention is gone)
     pruning_exact = True              # physical removal computes what masking computes
     pruning_note = ""                 # why not, when it is not
     gguf: GGUFFamily | None = None    # how llama.cpp runs it (None: export not supported)

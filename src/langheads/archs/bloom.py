@@ -57,9 +57,8 @@ class Bloom(TransformerH):
         layout = self.layout(model.config)
         for name, tensor in model.state_dict().items():
             if ".query_key_value." in name:
-                yield name, tensor.reshape(-1, 3, layout.head_dim, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
-            else:
-                yield name, tensor
+                tensor = tensor.reshape(-1, 3, layout.head_dim, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
+            yield name.removeprefix("transformer."), tensor  # gguf-py names BLOOM's tensors without it
 
     def gguf_metadata(self, w, config, layout) -> None:
         pass  # ALiBi: no rotary keys
