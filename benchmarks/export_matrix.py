@@ -28,6 +28,7 @@ def gap(loaded, path) -> str:
 
 
 def row(arch: str, style: str, sizes: dict, root: Path) -> list[str]:
+    root = root / f"{arch}-{style}"
     folder = synthetic.save_tiny(arch, root / arch, tokenizer=style, **sizes)
     loaded = load_model(str(folder))
     import gguf
