@@ -107,7 +107,14 @@ def measure_llama_cpp(gguf: str, spec: str, prompt_tokens: int, decode_tokens: i
     loaded = load_model(spec)
     ids = prompt_ids(loaded, prompt_tokens)
     del loaded
-    llm = Llama(model_path=gguf, n_ctx=prompt_tokens + decode_tokens + 8, verbose=False, n_threads=2)
+    n = prompt_tokens + decode_tokens + 8  # last-position logits only, as a deployment runs
+    llm = Llama(model_path=gguf, n_ctx=n, n_batch=n, verbose=False, n_threads=2)
+    return {"gguf_bytes": Path(gguf).stat().st_size, **llama_cpp_rates(llm, ids, decode_tokens, repeats),
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def llama_cpp_rates(llm, ids: list[int], decode_tokens: int, repeats: int) -> dict:
+    """Prompt processing and greedy generation rates in llama.cpp, best of `repeats`."""
     prefill, decode = [], []
     for _ in range(repeats):
         llm.reset()
@@ -118,9 +125,7 @@ def measure_llama_cpp(gguf: str, spec: str, prompt_tokens: int, decode_tokens: i
         for _ in range(decode_tokens):
             llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
         decode.append(time.perf_counter() - start)
-    return {"gguf_bytes": Path(gguf).stat().st_size, "prefill_tok_s": len(ids) / min(prefill),
-            "decode_tok_s": decode_tokens / min(decode),
-            "peak_rss_mib": peak_rss_mib()}
+    return {"prefill_tok_s": len(ids) / min(prefill), "decode_tok_s": decode_tokens / min(decode)}
 
 
 def llama_cpp_nll_per_byte(llm, texts: list[str]) -> float:
@@ -150,18 +155,8 @@ def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tok
     n = prompt_tokens + decode_tokens + 8  # last-position logits only, as a deployment runs
     llm = Llama(model_path=gguf, n_ctx=n, n_batch=n, verbose=False, n_threads=2)
     ids = llm.tokenize(text.encode("utf-8"), add_bos=True)[:prompt_tokens]
-    prefill, decode = [], []
-    for _ in range(repeats):
-        llm.reset()
-        start = time.perf_counter()
-        llm.eval(ids)
-        prefill.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for _ in range(decode_tokens):
-            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-        decode.append(time.perf_counter() - start)
-    row = {"gguf_bytes": Path(gguf).stat().st_size, "prefill_tok_s": len(ids) / min(prefill),
-           "decode_tok_s": decode_tokens / min(decode), "peak_rss_mib": peak_rss_mib()}
+    row = {"gguf_bytes": Path(gguf).stat().st_size, **llama_cpp_rates(llm, ids, decode_tokens, repeats),
+           "peak_rss_mib": peak_rss_mib()}
     if not timing_only:  # every position's logits, room for the longest text (dropped scripts go byte by byte)
         del llm
         llm = Llama(model_path=gguf, n_ctx=4096, n_batch=512, verbose=False, n_threads=2, logits_all=True)
