@@ -1,5 +1,5 @@
 """langheads: which attention heads serve which language, for multilingual causal LLMs."""
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .errors import LangheadsError  # noqa: E402
 from .models import load_model  # noqa: E402

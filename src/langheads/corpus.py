@@ -173,17 +173,86 @@ def load_corpus(data: str | Path | None = None, data_lang: str | None = None) ->
     """The bundled corpus (None), its cloze set ("cloze"), a folder of <lang>.txt files, a
     JSONL file (texts, or question-answer items), or a SQuAD-format JSON file (MLQA, XQuAD,
     TyDiQA-GoldP; the language from `data_lang` or the file name)."""
-    from . import qa
-
     if data is None:
         return bundled_corpus()
     if str(data) == "cloze":
-        return qa.cloze_corpus()
+        return cloze_corpus()
     path = Path(data)
     if path.is_dir():
         return load_folder(path)
     if path.is_file() and path.suffix == ".json":
-        return qa.load_squad(path, data_lang)
+        return load_squad(path, data_lang)
     if path.is_file():
         return load_jsonl(path)
     raise LangheadsError(f"data not found: {data}")
+
+
+# --- question-answer data (qa.py asks the model; every reader of data lives here) ----------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;।۔؟])\s+|(?<=[。！？])\s*")  # CJK full stops need no space after
+NO_SPACES = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff]")  # Thai, kana, CJK: no spaces between words
+
+
+def load_squad(path: Path, lang: str | None = None) -> Corpus:
+    """A SQuAD-format file: data[].paragraphs[].{context, qas[].{id, question, answers[0].text}}."""
+    lang = lang or language_from_name(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        items = [Text(lang, str(qa["id"]), _string(p["context"]), _string(qa["question"]),
+                      _string(qa["answers"][0]["text"]))
+                 for article in data for p in article["paragraphs"] for qa in p["qas"] if qa.get("answers")]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError):
+        raise LangheadsError(f"{path}: not SQuAD-format JSON (data[].paragraphs[].qas[] with id, question, "
+                             "answers[].text)") from None
+    if not items:
+        raise LangheadsError(f"{path}: no answered questions")
+    return Corpus(items, str(path))
+
+
+def _string(value) -> str:
+    """A SQuAD field as text: numbers (an answer "1948" stored as 1948) become their digits;
+    anything else that is not text is refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"not text: {type(value).__name__}")
+    return value if isinstance(value, str) else str(value)
+
+
+def language_from_name(path: Path) -> str:
+    """The language code in a file name: xquad.hi.json -> hi; MLQA's dev-context-hi-question-hi.json
+    -> hi (context and question languages must agree)."""
+    codes = [p for p in re.split(r"[._\-]", path.stem) if re.fullmatch(r"[a-z]{2}(?:[a-z])?", p)
+             and p not in {"dev", "test", "v1", "v2", "json"}]
+    if len(set(codes)) != 1:
+        raise LangheadsError(f"{path.name}: cannot tell its language from the file name; give --data-lang")
+    return codes[0]
+
+
+def cloze_corpus(corpus: Corpus | None = None) -> Corpus:
+    """Cloze items from the report part of the bundled corpus: for each sentence of a report
+    text, the previous sentence and the sentence up to its last words are the context, and
+    those words (about a quarter of the sentence, at most 4 words or 6 characters in scripts
+    without spaces) are the answer. Item ids are split into parts again, like any data."""
+    corpus = corpus or bundled_corpus()
+    items = []
+    for lang in corpus.languages:
+        for t in corpus.texts(lang, "report"):
+            previous = ""
+            for k, sentence in enumerate(s.strip() for s in _SENTENCE_END.split(t.text) if s.strip()):
+                cut = _answer_cut(sentence)
+                if cut is not None:
+                    head = sentence[:cut].rstrip()
+                    context = f"{previous} {head}" if previous else head
+                    items.append(Text(lang, f"cloze-{t.id}-{k}", context, "", sentence[len(head):]))
+                previous = sentence
+    return Corpus(items, "cloze set from the bundled UDHR report part")
+
+
+def _answer_cut(sentence: str) -> int | None:
+    """Where a sentence's answer starts (None: too short to make an item)."""
+    body = sentence.rstrip(" .!?;।۔。！？؟")
+    if NO_SPACES.search(body) and body.count(" ") < 3:
+        return len(body) - 6 if len(body) >= 18 else None
+    words = list(re.finditer(r"\S+", body))
+    if len(words) < 8:
+        return None
+    return words[-min(4, max(2, len(words) // 4))].start()

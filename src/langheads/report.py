@@ -18,6 +18,7 @@ import pandas as pd
 
 from .errors import LangheadsError
 from .folders import new_folder
+from .plots import heatmap_figure, language_colours, panel_grid, pyplot
 from .runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
 
 KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "language-general": "#222222",
@@ -25,86 +26,15 @@ KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "la
 HATCH_NOTE = "hatched: the 95% interval includes zero"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # Titles and labels carry user text (model folder names, language codes, file names):
-    # drawn as plain text, so "$\\frac$" is a name, not mathtext that fails after a whole scan.
-    matplotlib.rcParams["text.parse_math"] = False
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _language_colours(languages: list[str]) -> dict[str, tuple]:
-    """Distinct colours: tab10 for up to 10 languages, then tab20 and tab20b (40 in all)."""
-    plt = _plt()
-    if len(languages) <= 10:
-        palette = [plt.get_cmap("tab10")(i) for i in range(10)]
-    else:
-        palette = [plt.get_cmap(name)(i) for name in ("tab20", "tab20b") for i in range(20)]
-    return {lang: palette[i % len(palette)] for i, lang in enumerate(languages)}
-
-
-def _panel_grid(n: int, max_cols: int = 8) -> tuple[int, int]:
-    cols = min(max_cols, n)
-    return (n + cols - 1) // cols, cols
-
-
-# ---- figures ------------------------------------------------------------------------------
-
-def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str) -> None:
-    """The heatmap figure saved as a run folder's heatmap.png."""
-    plt = _plt()
-    fig = heatmap_figure(scores, languages, title)
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-
-
-def heatmap_figure(scores: pd.DataFrame, languages: list[str], title: str):
-    """Relative NLL increase per layer x head, one panel per language, on one colour scale;
-    cells whose interval includes zero are hatched."""
-    from matplotlib.patches import Rectangle
-
-    plt = _plt()
-    n_layers, n_heads = int(scores["layer"].max()) + 1, int(scores["head"].max()) + 1
-    grids = {lang: np.zeros((n_layers, n_heads)) for lang in languages}
-    unsure = {lang: np.zeros((n_layers, n_heads), dtype=bool) for lang in languages}
-    for row in scores.itertuples():
-        grids[row.language][row.layer, row.head] = 100 * row.rel_increase
-        unsure[row.language][row.layer, row.head] = row.rel_ci_low <= 0 <= row.rel_ci_high
-    top = max(1e-9, float(np.percentile(np.concatenate([g.ravel() for g in grids.values()]), 99)))
-    rows, cols = _panel_grid(len(languages))
-    width = min(2.2, 0.35 * n_heads + 0.6)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, (0.22 * n_layers + 1.2) * rows + 0.4),
-                             squeeze=False, sharey=True)
-    for ax in axes.ravel()[len(languages):]:
-        ax.axis("off")
-    for ax, lang in zip(axes.ravel(), languages):
-        image = ax.imshow(grids[lang], cmap="magma_r", vmin=0, vmax=top, aspect="auto", interpolation="nearest")
-        for layer, head in zip(*np.nonzero(unsure[lang])):
-            ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, hatch="///",
-                                   edgecolor="#7aa6c2", linewidth=0))
-        ax.set_title(lang)
-        ax.set_xlabel("head")
-        ax.set_xticks(range(n_heads) if n_heads <= 8 else range(0, n_heads, max(1, n_heads // 4)))
-    for r in range(rows):
-        axes[r][0].set_ylabel("layer")
-    fig.colorbar(image, ax=axes.ravel().tolist(), label="NLL increase when removed (%)", shrink=0.9)
-    fig.suptitle(title, fontsize=9)
-    return fig
-
-
 def kinds_map(run: Run):
     """The kind of every head on the layer x head grid (specific heads in their language's
     colour), and the count of each kind."""
     from matplotlib.patches import Patch
 
-    plt = _plt()
+    plt = pyplot()
     used = sorted({h["languages"][0] for h in run.info["heads"]
                    if h["kind"] == "language-specific" and len(h["languages"]) == 1})
-    colours = _language_colours(used)  # only languages with specific heads need a colour of their own
+    colours = language_colours(used)  # only languages with specific heads need a colour of their own
     grid = np.ones((run.n_layers, run.n_heads, 4))
     counts: dict[str, int] = {}
     for h in run.info["heads"]:
@@ -142,7 +72,7 @@ def similarity(run: Run):
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
-    plt = _plt()
+    plt = pyplot()
     langs = run.languages
     vectors = np.array([run.grid(lang).ravel() for lang in langs])
     corr = np.corrcoef(vectors) if len(langs) > 1 else np.ones((1, 1))
@@ -168,8 +98,8 @@ def similarity(run: Run):
 
 def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
     """Each language's k most important heads with their 95% intervals."""
-    plt = _plt()
-    rows, cols = _panel_grid(len(run.languages), 6)
+    plt = pyplot()
+    rows, cols = panel_grid(len(run.languages), 6)
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.5 * rows + 0.4), squeeze=False)
     for ax in axes.ravel()[len(run.languages):]:
         ax.axis("off")
@@ -195,10 +125,10 @@ def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
 def prune_curve(pruned: PrunedFolder):
     """Heads removed (in the order chosen) vs each language's NLL change on the selection
     texts; kept languages solid, dropped ones dashed; the budget as a line."""
-    plt = _plt()
+    plt = pyplot()
     curve = pruned.curve
     langs = list(curve[0]["nll"])
-    colours = _language_colours(langs)
+    colours = language_colours(langs)
     steps = [c["step"] for c in curve]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for lang in langs:
@@ -219,7 +149,7 @@ def prune_curve(pruned: PrunedFolder):
 
 
 def removed_grid(pruned: PrunedFolder, n_layers: int, n_heads: int):
-    plt = _plt()
+    plt = pyplot()
     grid = np.zeros((n_layers, n_heads))
     for layer, head in pruned.removed:
         grid[layer, head] = 1
@@ -234,7 +164,7 @@ def removed_grid(pruned: PrunedFolder, n_layers: int, n_heads: int):
 
 def eval_figure(ev: Evaluation):
     """Per language: relative change of NLL per byte on the report texts, with its paired 95% interval."""
-    plt = _plt()
+    plt = pyplot()
     t = ev.table
     fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * len(t) + 1.5), 3.0))
     x = np.arange(len(t))
@@ -253,11 +183,11 @@ def compare_figure(a: Run, b: Run):
     """Per shared language: one run's head scores against the other's, with Spearman's rho."""
     from .compare import spearman
 
-    plt = _plt()
+    plt = pyplot()
     shared = [lang for lang in a.languages if lang in b.languages]
     if not shared:
         raise LangheadsError("--compare: the two runs share no language")
-    rows, cols = _panel_grid(len(shared), 6)
+    rows, cols = panel_grid(len(shared), 6)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.1 * rows + 0.4), squeeze=False)
     for ax in axes.ravel()[len(shared):]:
         ax.axis("off")
@@ -290,7 +220,7 @@ class Page:
 
     def figure(self, name: str, fig, caption: str) -> None:
         """Save the figure as PNG and SVG, and embed the PNG in the page."""
-        plt = _plt()
+        plt = pyplot()
         fig.savefig(self.figures_dir / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})

@@ -28,20 +28,19 @@ import pandas as pd
 from .errors import LangheadsError
 from .folders import new_folder
 from .kinds import KINDS, LAHIS_KINDS
+from .plots import heatmap
 
 
 def versions() -> dict:
     import torch
     import transformers
 
-    from . import __version__
+    from ._version import __version__
     return {"langheads": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def write_run(result, out: Path, overwrite: bool = False) -> Path:
     """Write every file of a run folder, which appears at `out` only when whole."""
-    from .report import heatmap
-
     plan, s = result.plan, result.plan.settings
     with new_folder(out, overwrite, "run") as staging:
         result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
