@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import heads as H
 from . import nll, qa
 from .corpus import Text, language_key, load_corpus
 from .errors import LangheadsError
+from .generate import greedy_each
 from .metrics import answer_metrics, identify, paired_interval
 from .models import load_model
 
@@ -52,17 +52,8 @@ def text_losses(loaded, texts: list[str]) -> TextLosses:
     return TextLosses(ids, per_token, np.array([len(i) - 1 for i in ids]), np.array(covered, dtype=float))
 
 
-@torch.no_grad()
 def greedy_continuations(loaded, prompts: list[list[int]], new_tokens: int) -> list[str]:
-    device = next(loaded.model.parameters()).device
-    out = []
-    for ids in prompts:
-        x = torch.tensor([ids], device=device)
-        gen = loaded.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens,
-                                    do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
-        out.append(loaded.tokenizer.decode(gen[0, len(ids):], skip_special_tokens=True))
-    return out
-
+    return greedy_each(loaded, prompts, new_tokens)
 
 
 def evaluate(model: str, baseline: str, languages: list[str], data: str | None = None, max_tokens: int | None = None,
@@ -120,18 +111,13 @@ def parse_mask(spec: str | None) -> list[tuple[int, int]]:
         raise LangheadsError(f"--mask takes layer.head pairs like 3.1,5.2, not '{spec}'") from None
 
 
-@torch.no_grad()
 def generate_answers(loaded, items: list[Text], chat_template: str | None, new_tokens: int) -> list[str]:
     """Greedy answers: cut at the first line break, and a cloze continuation cut to as many
     words (characters, in scripts without spaces) as its reference has."""
-    device = next(loaded.model.parameters()).device
+    said = greedy_each(loaded, [qa.prompt_ids(loaded.tokenizer, item, chat_template) for item in items], new_tokens)
     out = []
-    for item in items:
-        ids = qa.prompt_ids(loaded.tokenizer, item, chat_template)
-        x = torch.tensor([ids], device=device)
-        gen = loaded.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens,
-                                    do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
-        text = loaded.tokenizer.decode(gen[0, len(ids):], skip_special_tokens=True).strip()
+    for item, text in zip(items, said):
+        text = text.strip()
         text = text.splitlines()[0] if text else ""
         if not item.question:
             ref = item.answer.strip()

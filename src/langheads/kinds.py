@@ -36,6 +36,11 @@ class IntervalRule:
     agnostic_share: float = 0.75
     level: float = 0.95
 
+    @classmethod
+    def from_settings(cls, s) -> "IntervalRule":
+        """The rule a scan's settings (scan.ScanSettings) ask for."""
+        return cls(s.threshold, s.agnostic_share)
+
     def describe(self, n_languages: int, n_heads: int) -> dict:
         n_intervals = n_languages * n_heads
         one_sided = (1 - self.level) / 2
@@ -89,14 +94,12 @@ class IntervalRule:
 
 
 def benjamini_hochberg(p: np.ndarray, q: float) -> np.ndarray:
-    """Which hypotheses the Benjamini-Hochberg step-up procedure rejects at false discovery rate q."""
+    """Which hypotheses the Benjamini-Hochberg step-up procedure rejects at false discovery rate
+    q: those whose BH-adjusted p-value (scipy's) is at most q."""
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(p, dtype=float)
-    order = np.argsort(p, kind="stable")
-    below = p[order] <= q * np.arange(1, len(p) + 1) / len(p)
-    reject = np.zeros(len(p), dtype=bool)
-    if below.any():
-        reject[order[: np.nonzero(below)[0].max() + 1]] = True
-    return reject
+    return false_discovery_control(p, method="bh") <= q if len(p) else np.zeros(0, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ class FdrRule(IntervalRule):
     head-language pair's bootstrap p-value (column p_value of scores)."""
     q: float = 0.05
     n_boot: int = 1000
+
+    @classmethod
+    def from_settings(cls, s) -> "FdrRule":
+        return cls(s.threshold, s.agnostic_share, q=s.fdr, n_boot=s.bootstrap)
 
     def matters(self, scores: pd.DataFrame) -> pd.Series:
         return pd.Series(benjamini_hochberg(scores["p_value"].to_numpy(), self.q), index=scores.index)
@@ -134,6 +141,10 @@ class FdrRule(IntervalRule):
 class LahisRule:
     quantile: float = 0.96
     min_languages: int = 4
+
+    @classmethod
+    def from_settings(cls, s) -> "LahisRule":
+        return cls(s.lahis_quantile, s.lahis_min_languages)
 
     def describe(self, n_languages: int, n_heads: int) -> dict:
         return {

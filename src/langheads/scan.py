@@ -23,7 +23,7 @@ from . import nll, qa
 from .corpus import Corpus, language_key, load_corpus
 from .distributed import Ranks
 from .errors import LangheadsError
-from .kinds import FdrRule, IntervalRule, LahisRule
+from .kinds import RULES
 from .models import LoadedModel, Placement, load_model
 from .store import UnitStore
 from .scoring import METHODS, ScoringMethod
@@ -82,13 +82,9 @@ class ScanSettings:
         Placement(device_map=self.device_map, load_in=self.load_in).check()
 
     def make_rule(self):
-        if self.rule == "interval":
-            return IntervalRule(self.threshold, self.agnostic_share)
-        if self.rule == "fdr":
-            return FdrRule(self.threshold, self.agnostic_share, q=self.fdr, n_boot=self.bootstrap)
-        if self.rule == "lahis":
-            return LahisRule(self.lahis_quantile, self.lahis_min_languages)
-        raise LangheadsError(f"unknown rule '{self.rule}'; choose interval, fdr or lahis")
+        if self.rule not in RULES:
+            raise LangheadsError(f"unknown rule '{self.rule}'; choose one of {', '.join(RULES)}")
+        return RULES[self.rule].from_settings(self)
 
     def make_method(self) -> ScoringMethod:
         if self.method not in METHODS:

@@ -101,15 +101,10 @@ def language_scripts(texts_by_lang: dict[str, list[str]], share: float = SCRIPT_
 
 @lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
-    """GPT-2's byte -> printable character table, inverted."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    """GPT-2's byte -> printable character table (transformers' own), inverted."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def _mentions(node, type_name: str) -> bool:

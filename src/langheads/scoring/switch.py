@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .. import heads as H
+from ..generate import greedy
 from .base import ScoringMethod, UnitScores
 
 
@@ -46,9 +47,7 @@ class LanguageSwitch(ScoringMethod):
 
     def _generate(self, model, prompts: torch.Tensor, factors: dict | None = None) -> list[str]:
         with H.scaled_heads(model, factors or {}):
-            out = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
-                                 max_new_tokens=self.new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-        return self.tokenizer.batch_decode(out[:, prompts.shape[1]:], skip_special_tokens=True)
+            return greedy(model, self.tokenizer, prompts, self.new_tokens)
 
     def _switched(self, texts: list[str], lang: str) -> np.ndarray:
         from ..metrics import switched
