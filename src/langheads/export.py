@@ -12,8 +12,6 @@ leaves layers with different head counts (or none) is refused with the reason.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 from . import heads as H
 from .archs import FAMILIES, adapter_for
 from .errors import LangheadsError
-from .folders import check_out_file, usual_mode
+from .folders import atomic_file, check_out_file
 from .gguf_vocab import write_tokenizer
 
 OWN_TYPES = ("f32", "f16", "q8_0")  # written here with the gguf package
@@ -140,17 +138,10 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False, p
     counts = layer_heads(loaded.model)
     arch = graph_for(family, counts, H.head_layout(loaded.model), H.text_config(loaded.model).hidden_size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        _write_gguf(Path(tmp), loaded, arch, counts, kind if kind in OWN_TYPES else "f32", pre)
+    with atomic_file(out) as tmp:  # only a whole file ever has the user's name (Ctrl-C, a crash)
+        _write_gguf(tmp, loaded, arch, counts, kind if kind in OWN_TYPES else "f32", pre)
         if kind in LLAMA_CPP_TYPES:
-            quantize_with_llama_cpp(Path(tmp), kind)
-        usual_mode(Path(tmp))  # mkstemp's file is private (0600); the export gets the usual mode
-        os.replace(tmp, out)  # only a whole file ever has the user's name (Ctrl-C, a crash)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            quantize_with_llama_cpp(tmp, kind)
     return out
 
 
@@ -224,16 +215,11 @@ def quantize_with_llama_cpp(path: Path, kind: str, threads: int = 0) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, LLAMA_CPP_TYPES[kind])
     params.nthread = threads
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{kind}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         with _quiet_llama_cpp():
-            code = llama_cpp.llama_model_quantize(str(path).encode(), tmp.encode(), params)
+            code = llama_cpp.llama_model_quantize(str(path).encode(), str(tmp).encode(), params)
         if code != 0:
             raise LangheadsError(f"llama.cpp's quantizer could not write {kind} (it returned {code})")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _quiet_llama_cpp():

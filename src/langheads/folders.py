@@ -145,15 +145,29 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomically(path: Path, data, **dump) -> None:
-    """Write JSON under a temporary name and rename it: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+@contextlib.contextmanager
+def atomic_file(path: Path, suffix: str = ""):
+    """The one way langheads writes a file: fill the yielded temporary path beside `path` (its
+    own per process, so ranks never collide); on success it takes `path`'s name in one rename
+    with the usual mode, on any error (a full disk, Ctrl-C) it is removed. Readers see the old
+    file or the new one, never half of one."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        tmp.write_text(json.dumps(data, **({"sort_keys": True} | dump)) + "\n", encoding="utf-8")
+        yield tmp
+        usual_mode(tmp)  # mkstemp's file is private (0600)
         os.replace(tmp, path)
-    except BaseException:  # a full disk or Ctrl-C: no temporary file stays behind
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomically(path: Path, data, **dump) -> None:
+    """Write JSON through atomic_file: readers see the old file or the new one."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, **({"sort_keys": True} | dump)) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager

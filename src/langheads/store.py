@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LangheadsError
-from .folders import check_replaceable, mark, write_json_atomically
+from .folders import atomic_file, check_replaceable, mark, write_json_atomically
 from .scoring.base import Unit, UnitScores
 
 KEY_FILE = "scan-key.json"
@@ -72,13 +72,8 @@ class UnitStore:
         computed it and how long it took."""
         path = self.path(unit)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")  # one per process: ranks never collide
-        try:
+        with atomic_file(path, suffix=".npz") as tmp:  # np.savez adds .npz to any other name
             np.savez(tmp, base=scores.base_nll, values=scores.values, text_ids=np.array(text_ids))
-            os.replace(tmp, path)
-        except BaseException:  # a full disk or Ctrl-C: no half-written file stays behind
-            tmp.unlink(missing_ok=True)
-            raise
         log = self.folder / "log" / f"rank{rank}-{self.attempt}.txt"
         log.parent.mkdir(exist_ok=True)
         with open(log, "a") as f:
