@@ -190,3 +190,26 @@ def test_damaged_pruned_folder_is_named_not_loaded(tiny_dirs, tmp_path):
         save_file(broken, str(file), metadata={"format": "pt"})
         with pytest.raises(LangheadsError, match=f"weights do not match langheads.json .*{name}"):
             models.load_model(str(tmp_path / "p"))
+
+
+def test_prune_reads_the_scans_own_texts(tiny_dirs, tmp_path):
+    """A scan of a SQuAD file whose name says no language (--data-lang en) prunes on that file's
+    selection items: the run's corpus is read back through corpus.scan_corpus, --data-lang and
+    the answer signal included (before, prune reloaded the file without them and failed)."""
+    import json
+
+    from langheads.cli import main
+
+    from .conftest import SAMPLE
+
+    paragraphs = [{"context": text, "qas": [{"id": f"q{i}", "question": "What is said?",
+                                             "answers": [{"text": text.split()[-1]}]}]}
+                  for i, text in enumerate(SAMPLE["en"] * 2)]
+    data = tmp_path / "squad.json"
+    data.write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}))
+    run = tmp_path / "run"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(data), "--data-lang", "en",
+                 "--signal", "answer", "--languages", "en", "--out", str(run), "--bootstrap", "20", "--quiet"]) == 0
+    assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", "1", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    assert (tmp_path / "m" / "langheads.json").exists()

@@ -169,6 +169,13 @@ def load_folder(path: Path) -> Corpus:
     return Corpus(texts, str(path))
 
 
+def scan_corpus(data: str | Path | None, data_lang: str | None, signal: str = "text") -> Corpus:
+    """The texts a scan reads, from its settings (as heads.json records them): the one place
+    that knows the defaults, the bundled UDHR, or its cloze set for an answer scan. Pruning
+    and evaluation of a run read its texts through here too."""
+    return load_corpus("cloze" if signal == "answer" and data is None else data, data_lang)
+
+
 def load_corpus(data: str | Path | None = None, data_lang: str | None = None) -> Corpus:
     """The bundled corpus (None), its cloze set ("cloze"), a folder of <lang>.txt files, a
     JSONL file (texts, or question-answer items), or a SQuAD-format JSON file (MLQA, XQuAD,

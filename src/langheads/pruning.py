@@ -18,7 +18,7 @@ import torch
 from . import heads as H
 from . import nll
 from .archs import adapter_for
-from .corpus import load_corpus
+from .corpus import scan_corpus
 from .errors import LangheadsError
 from .folders import check_out_dir
 from .manifest import write_model_folder
@@ -70,7 +70,7 @@ def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str])
 
 def selection_tokens(loaded: LoadedModel, info: dict, languages: list[str]) -> dict[str, list[list[int]]]:
     s = info["settings"]
-    corpus = load_corpus(s["data"])
+    corpus = scan_corpus(s["data"], s.get("data_lang"), s.get("signal", "text"))  # the scan's own texts
     return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"],
                                H.position_limit(loaded.model))
             for lang in languages}

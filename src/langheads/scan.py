@@ -20,7 +20,7 @@ import torch
 
 from . import heads as H
 from . import nll, qa
-from .corpus import Corpus, language_key, load_corpus
+from .corpus import Corpus, language_key, scan_corpus
 from .distributed import Ranks
 from .errors import LangheadsError
 from .kinds import RULES
@@ -215,7 +215,7 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     if len(set(settings.languages)) != len(settings.languages):
         raise LangheadsError(f"a language is listed twice: {','.join(settings.languages)}")
     answers = settings.signal == "answer"
-    corpus = corpus or load_corpus("cloze" if answers and settings.data is None else settings.data, settings.data_lang)
+    corpus = corpus or scan_corpus(settings.data, settings.data_lang, settings.signal)
     if answers and not corpus.has_answers:
         raise LangheadsError(f"--signal answer needs question-answer data, and {corpus.source} has none: give JSONL "
                              "with lang, context, question, answer, a SQuAD-format .json, or --data cloze")
