@@ -65,3 +65,17 @@ def test_uniform_is_refused_where_the_config_ties_the_head_size(arch):
     model = synthetic.tiny(arch)
     with pytest.raises(LangheadsError, match="ties the head size to .* save without --uniform"):
         archs.adapter_for(model).uniform_config(model.config, 2)
+
+
+def test_the_adapter_is_resolved_once_per_model(monkeypatch):
+    """Head helpers ask for a model's adapter many times in a pruning walk; the config is
+    checked the first time only."""
+    from langheads import synthetic
+    from langheads.archs import REGISTRY, adapter_for
+
+    model = synthetic.tiny("llama")
+    checked = []
+    adapter = REGISTRY["llama"]
+    monkeypatch.setattr(type(adapter), "check_config", lambda self, config: checked.append(config))
+    assert adapter_for(model) is adapter and adapter_for(model) is adapter and adapter_for(model.config) is adapter
+    assert len(checked) == 2  # the model once, the bare config (never remembered) once

@@ -34,8 +34,19 @@ def text_config(model_or_config):
 
 
 def adapter_for(model_or_config) -> Adapter:
-    """The family's adapter, after it has checked the config; one line naming what is wrong otherwise."""
-    config = text_config(model_or_config)
+    """The family's adapter, after it has checked the config; one line naming what is wrong
+    otherwise. Resolved once per model: the answer is kept on the model object, so head helpers
+    called many times in a pruning walk do not check the config again."""
+    known = getattr(model_or_config, "__dict__", {}).get("_langheads_adapter")
+    if known is not None:
+        return known
+    adapter = _resolve(text_config(model_or_config))
+    if hasattr(model_or_config, "config"):  # a model (a config may still change): remember its family
+        model_or_config.__dict__["_langheads_adapter"] = adapter
+    return adapter
+
+
+def _resolve(config) -> Adapter:
     adapter = REGISTRY.get(config.model_type)
     if adapter is None:
         raise LangheadsError(f"unsupported architecture '{config.model_type}'; supported: {', '.join(sorted(REGISTRY))}")
