@@ -220,6 +220,14 @@ class TransformerH(Adapter):
     final_norm = "transformer.ln_f"
 
 
+def refuse_sliding_window(config, family: str) -> None:
+    """llama.cpp runs Mistral and Mixtral as llama, which attends to the whole context: a model
+    whose sliding window is shorter than its context would read differently there."""
+    if getattr(config, "sliding_window", None) and config.sliding_window < config.max_position_embeddings:
+        raise LangheadsError(f"GGUF export: llama.cpp runs {family} as llama, without its sliding window of "
+                             f"{config.sliding_window} tokens")
+
+
 def head_size_is_tied(family: str, ratio: str):
     """The refusal of --uniform for configs that derive the head size from the head count."""
     return LangheadsError(f"--uniform: {family}'s config ties the head size to {ratio}, so fewer heads cannot be "

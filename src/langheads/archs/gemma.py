@@ -24,9 +24,7 @@ class Gemma2(Gemma):
     gguf = GGUFFamily("gemma2", norm_plus_one=True, permute_qk=False, narrow_q=True)
 
     def gguf_metadata(self, w, config, layout) -> None:
-        if config.query_pre_attn_scalar != layout.head_dim:
-            raise LangheadsError(f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
-                                 f"head size {layout.head_dim}, which llama.cpp's gemma2 graph assumes")
+        _refuse_query_scale(config, layout, "gemma2")
         super().gguf_metadata(w, config, layout)
         w.add_attn_logit_softcapping(config.attn_logit_softcapping)
         w.add_final_logit_softcapping(config.final_logit_softcapping)
@@ -44,10 +42,8 @@ class Gemma3(Gemma):
             raise LangheadsError("gemma3: use_bidirectional_attention=True is an embedding model, not a causal LM")
 
     def gguf_metadata(self, w, config, layout) -> None:
-        # llama.cpp scales attention by 1/sqrt(head size) (by 1/sqrt(hidden / heads) for 62 layers)
-        if config.query_pre_attn_scalar != layout.head_dim and config.num_hidden_layers != 62:
-            raise LangheadsError(f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
-                                 f"head size {layout.head_dim}, which llama.cpp's gemma3 graph assumes")
+        if config.num_hidden_layers != 62:  # 62 layers: llama.cpp scales by 1/sqrt(hidden / heads) instead
+            _refuse_query_scale(config, layout, "gemma3")
         if getattr(config, "attn_logit_softcapping", None):
             raise LangheadsError("GGUF export: llama.cpp's gemma3 graph has no attention logit soft-capping")
         rope = getattr(config, "rope_parameters", None) or {}
@@ -58,3 +54,11 @@ class Gemma3(Gemma):
             w.add_rope_freq_base_swa(rope.get("sliding_attention", {}).get("rope_theta", 10_000.0))
         if getattr(config, "final_logit_softcapping", None):
             w.add_final_logit_softcapping(config.final_logit_softcapping)
+
+
+def _refuse_query_scale(config, layout, graph: str) -> None:
+    """llama.cpp's Gemma graphs scale attention by 1/sqrt(head size): another query_pre_attn_scalar
+    would read differently there."""
+    if config.query_pre_attn_scalar != layout.head_dim:
+        raise LangheadsError(f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
+                             f"head size {layout.head_dim}, which llama.cpp's {graph} graph assumes")

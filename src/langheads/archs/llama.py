@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily
+from .base import Adapter, GGUFFamily, refuse_sliding_window
 
 
 class Llama(Adapter):
@@ -23,7 +23,5 @@ class Mistral(Adapter):
     gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, deci=True, narrow_q=True)  # llama.cpp runs Mistral as llama
 
     def gguf_metadata(self, w, config, layout) -> None:
-        if getattr(config, "sliding_window", None) and config.sliding_window < config.max_position_embeddings:
-            raise LangheadsError(f"GGUF export: llama.cpp runs Mistral as llama, without its sliding window of "
-                                 f"{config.sliding_window} tokens")
+        refuse_sliding_window(config, "Mistral")
         super().gguf_metadata(w, config, layout)

@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import copy
+import re
 
 from torch import nn
 
 from ..errors import LangheadsError
 from .base import Adapter, GGUFFamily, head_size_is_tied
+
+_PER_HEAD_NORM = re.compile(r"(.*\.[qk]_layernorm)\.norms\.(\d+)\.(\w+)")  # StableLM: one norm module per head
 
 
 class Apertus(Adapter):
@@ -59,20 +62,19 @@ class StableLm(Adapter):
         raise head_size_is_tied("StableLM", "hidden_size / num_attention_heads")
 
     def gguf_state(self, model):
-        """Per-head q/k LayerNorms (one module per head) stacked into one [heads, head size] tensor."""
+        """Per-head q/k LayerNorms (one module per head) stacked into one [heads, head size] tensor
+        per norm and parameter, in head order."""
         import torch
 
-        state = model.state_dict()
-        for name, tensor in state.items():
-            if ".q_layernorm.norms." in name or ".k_layernorm.norms." in name:
-                base, rest = name.split(".norms.", 1)
-                if rest.startswith("0."):  # the stack, once per norm and parameter
-                    suffix = rest.split(".", 1)[1]
-                    heads = sorted(int(k[len(base) + 7:].split(".")[0]) for k in state
-                                   if k.startswith(base + ".norms.") and k.endswith("." + suffix))
-                    yield f"{base}.{suffix}", torch.stack([state[f"{base}.norms.{h}.{suffix}"] for h in heads])
+        stacks: dict[str, list] = {}
+        for name, tensor in model.state_dict().items():
+            per_head = _PER_HEAD_NORM.fullmatch(name)
+            if per_head:
+                stacks.setdefault(f"{per_head[1]}.{per_head[3]}", []).append((int(per_head[2]), tensor))
             else:
                 yield name, tensor
+        for name, heads in stacks.items():
+            yield name, torch.stack([t for _, t in sorted(heads, key=lambda h: h[0])])
 
     def gguf_metadata(self, w, config, layout) -> None:
         rope = config.rope_parameters

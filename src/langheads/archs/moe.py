@@ -4,17 +4,14 @@ are untouched (routing sees the changed hidden states, as the masked model does)
 from __future__ import annotations
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily
+from .base import Adapter, GGUFFamily, refuse_sliding_window
 
 
-class Mixtral(Adapter):
-    family = "mixtral"
-    model_types = ("mixtral",)
-    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, narrow_q=True)  # llama.cpp runs Mixtral as llama + experts
+class _FusedExperts(Adapter):
+    """transformers 5 fuses each layer's experts ([experts, 2 x width, hidden], gate rows then up
+    rows; down [experts, hidden, width]); llama.cpp reads them as three stacked tensors."""
 
     def gguf_state(self, model):
-        """transformers 5 fuses each layer's experts ([experts, 2 x width, hidden], gate rows then
-        up rows); llama.cpp reads them as three stacked tensors."""
         for name, tensor in model.state_dict().items():
             if name.endswith("mlp.experts.gate_up_proj"):
                 gate, up = tensor.chunk(2, dim=1)
@@ -25,16 +22,20 @@ class Mixtral(Adapter):
             else:
                 yield name, tensor
 
+
+class Mixtral(_FusedExperts):
+    family = "mixtral"
+    model_types = ("mixtral",)
+    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, narrow_q=True)  # llama.cpp runs Mixtral as llama + experts
+
     def gguf_metadata(self, w, config, layout) -> None:
-        if getattr(config, "sliding_window", None) and config.sliding_window < config.max_position_embeddings:
-            raise LangheadsError(f"GGUF export: llama.cpp runs Mixtral as llama, without its sliding window of "
-                                 f"{config.sliding_window} tokens")
+        refuse_sliding_window(config, "Mixtral")
         super().gguf_metadata(w, config, layout)
         w.add_expert_count(config.num_local_experts)
         w.add_expert_used_count(config.num_experts_per_tok)
 
 
-class Qwen3Moe(Mixtral):
+class Qwen3Moe(_FusedExperts):
     family = "qwen3_moe"
     model_types = ("qwen3_moe",)
     gguf = GGUFFamily("qwen3moe", norm_plus_one=False, permute_qk=False, narrow_q=True)
@@ -43,7 +44,7 @@ class Qwen3Moe(Mixtral):
         if not config.norm_topk_prob or config.mlp_only_layers or config.decoder_sparse_step != 1:
             raise LangheadsError("GGUF export: llama.cpp's qwen3moe graph has experts in every layer and renormalises "
                                  "the chosen experts' weights (norm_topk_prob); this config differs")
-        Adapter.gguf_metadata(self, w, config, layout)
+        super().gguf_metadata(w, config, layout)
         w.add_expert_count(config.num_experts)
         w.add_expert_used_count(config.num_experts_per_tok)
         w.add_expert_feed_forward_length(config.moe_intermediate_size)
