@@ -142,15 +142,17 @@ def read_cache(path: Path) -> dict[str, str]:
         raise LangheadsError(f"--judge-cache {path} is not a judge cache (not UTF-8 text); give another file") from None
     except OSError as e:
         raise LangheadsError(f"--judge-cache {path}: cannot read it ({printable(e.strerror or e)})") from None
-    cache, lines = {}, [line for line in text.splitlines() if line.strip()]
+    cache, lines, entries = {}, [line for line in text.splitlines() if line.strip()], 0
     for line in lines:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash
-        if isinstance(row, dict) and isinstance(row.get("key"), str) and isinstance(row.get("reply"), str):
-            cache[row["key"]] = row["reply"]
-    if lines and not cache and not any(_looks_like_entry(line) for line in lines):
+        if isinstance(row, dict) and "key" in row and "reply" in row:
+            entries += 1  # one of ours, if perhaps from an older langheads (a reply that is not text)
+            if isinstance(row["key"], str) and isinstance(row["reply"], str):
+                cache[row["key"]] = row["reply"]
+    if lines and not entries:
         raise LangheadsError(f"--judge-cache {path} holds no cached verdicts (not a file langheads' judge wrote); "
                              "give another file")
     if len(cache) < len(lines):
@@ -158,10 +160,3 @@ def read_cache(path: Path) -> dict[str, str]:
               "those verdicts are asked again", file=sys.stderr)
     return cache
 
-
-def _looks_like_entry(line: str) -> bool:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(row, dict) and "key" in row and "reply" in row
