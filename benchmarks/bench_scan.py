@@ -17,6 +17,8 @@ to the full map (the table says so); (c) and (d) always run the full map. Scores
         --texts 32 --tokens 128                                      # Llama-3-8B-shaped, random weights
     python benchmarks/bench_scan.py --synthetic llama-8b --layers 2 --hidden 512 --heads 8 --kv-heads 2 \
         --intermediate 1024 --vocab 32000 --texts 8 --tokens 64    # the same shape family, small on a CPU
+    python benchmarks/bench_scan.py --adaptive --texts 8 --budget 15  # full exact scan vs --adaptive
+                                                                     # (benchmarks/adaptive_vs_full.py)
 """
 from __future__ import annotations
 
@@ -126,7 +128,16 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--compile", action="store_true", help="also time (c) and (d) with nll.compile_for_speed")
+    p.add_argument("--adaptive", action="store_true", help="instead: a full exact scan against --adaptive, as "
+                   "whole scans (benchmarks/adaptive_vs_full.py)")
+    p.add_argument("--budget", type=int, help="with --adaptive: also an adaptive scan of up to this many texts")
+    p.add_argument("--model", default="default", help="with --adaptive: the model to scan")
+    p.add_argument("--work", help="with --adaptive: where the scans' folders go (default: a new temporary folder)")
     args = p.parse_args()
+    if args.adaptive:
+        import adaptive_vs_full
+
+        return adaptive_vs_full.compare(args)
     torch.set_grad_enabled(False)
 
     model, languages, pad_id, name = load(args)

@@ -115,6 +115,7 @@ def _scan(args, ranks) -> None:
         lahis_quantile=args.lahis_quantile, lahis_min_languages=args.lahis_min_languages,
         batch_tokens=args.batch_tokens, chunk_tokens=args.chunk_tokens, device=args.device, dtype=args.dtype,
         device_map=args.device_map, load_in=args.load_in, compile=args.compile,
+        adaptive=args.adaptive, first_look=args.first_look, early_alpha=args.early_alpha, futility=args.futility,
     )
     plan = plan_scan(settings, ranks=ranks)
     store = Path(args.store).resolve() if args.store else store_dir(out)
@@ -372,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device-map", help="auto: spread one model over several GPUs (accelerate)")
     s.add_argument("--load-in", help="4bit | 8bit: quantise with bitsandbytes (pip install 'langheads[quant]')")
     s.add_argument("--compile", action="store_true", help="torch.compile MLPs, norms and the loss (worth it on GPUs)")
+    s.add_argument("--adaptive", action="store_true", help="exact only: score texts in rounds and stop each "
+                   "head-language pair once its call is settled (a sequential test; docs/scan.md)")
+    s.add_argument("--first-look", type=int, default=2, help="with --adaptive: texts scored before the first look")
+    s.add_argument("--early-alpha", type=float, default=0.01, help="with --adaptive: what early 'matters' calls "
+                   "may add to the chance of a false 'matters', over all looks")
+    s.add_argument("--futility", type=float, default=0.05, help="with --adaptive: stop a pair as 'does not matter' "
+                   "when its chance of 'matters' after the last text is below this")
     s.add_argument("--dry-run", action="store_true", help="print the work units, time and memory per process, then stop")
     s.add_argument("--ranks", type=int, help="with --dry-run: how many processes to plan for (default: $WORLD_SIZE or 1)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run folder")

@@ -69,8 +69,13 @@ class IntervalRule:
         return max(1, math.ceil(self.agnostic_share * n_languages - 1e-9))
 
     def matters(self, scores: pd.DataFrame) -> pd.Series:
-        """Per row of scores: does this head matter for this language?"""
-        return scores["rel_ci_low"] > self.threshold
+        """Per row of scores: does this head matter for this language? An adaptive scan's
+        early calls (column stopped: matters | futile) stand; pairs it scored on every text
+        (stopped: last) get the interval."""
+        called = scores["rel_ci_low"] > self.threshold
+        if "stopped" in scores:
+            called = called.where(scores["stopped"] == "last", scores["stopped"] == "matters")
+        return called
 
     def classify(self, scores: pd.DataFrame, languages: list[str]) -> list[dict]:
         """One entry per head: layer, head, kind, the languages it matters for."""

@@ -102,6 +102,12 @@ def summary(result, per_language: int = 3) -> str:
     if "false_matters_bound" in result.rule:
         lines.append(f"intervals: {result.rule['n_intervals']}; {result.rule['false_matters_bound']}")
     lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if "adaptive" in result.rule:
+        a = result.rule["adaptive"]
+        lines.append(f"adaptive: scored {a['pair_texts_scored']:,} of {a['pair_texts_full']:,} head-language-text "
+                     f"triples ({a['share']:.0%}); pairs stopped early as 'matters' {a['stopped']['matters']}, 'below' "
+                     f"{a['stopped']['below']}, 'futile' {a['stopped']['futile']}; open to the last text "
+                     f"{a['stopped']['last']}; {a['guarantee']}")
     if sample_note(result):
         lines.append("note: " + sample_note(result))
     lines.append("intervals rest on: " + ", ".join(

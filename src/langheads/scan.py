@@ -27,7 +27,8 @@ from .kinds import RULES
 from .models import LoadedModel, Placement, load_model
 from .store import UnitStore
 from .scoring import METHODS, ScoringMethod
-from .scoring.base import Unit
+from .scoring.base import Unit, UnitScores
+from .sequential import CALLS, OPEN, StoppingRule
 
 
 @dataclass
@@ -56,6 +57,10 @@ class ScanSettings:
     device_map: str | None = None    # "auto": accelerate spreads one replica over several GPUs
     load_in: str | None = None       # "4bit" | "8bit": bitsandbytes (scanning only)
     compile: bool = False            # torch.compile MLPs, norms and the loss (GPU: ~15% faster)
+    adaptive: bool = False           # score texts in rounds; stop each pair once settled (sequential.py)
+    first_look: int = 2              # with adaptive: texts scored before the first look
+    early_alpha: float = 0.01        # with adaptive: what the early "matters" calls may add to the error, in all
+    futility: float = 0.05           # with adaptive: stop as "does not matter" below this chance of "matters"
 
     def __post_init__(self):
         """Refuse bad values here, once, for the library and the CLI alike."""
@@ -78,6 +83,15 @@ class ScanSettings:
         checks.number(self, "fdr", 0.0, 1.0, low_open=True, high_open=True)
         checks.number(self, "agnostic_share", 0.0, 1.0, low_open=True)
         checks.number(self, "lahis_quantile", 0.0, 1.0, low_open=True, high_open=True)
+        checks.count(self, "first_look", minimum=2)  # a t-test needs two texts
+        checks.number(self, "early_alpha", 0.0, 1.0, low_open=True, high_open=True)
+        checks.number(self, "futility", 0.0, 1.0, high_open=True)
+        if self.adaptive and self.method != "exact":
+            raise LangheadsError(f"--adaptive stops exact ablations early; --method {self.method} scores every head "
+                                 "in one pass per batch, so there is nothing to stop")
+        if self.adaptive and self.rule != "interval":
+            raise LangheadsError(f"--adaptive calls pairs by the interval rule; --rule {self.rule} needs every pair "
+                                 "scored on every text: scan without --adaptive")
         resolve_device(self.device)  # refuses an unknown device, or CUDA without one
         Placement(device_map=self.device_map, load_in=self.load_in).check()
 
@@ -85,6 +99,10 @@ class ScanSettings:
         if self.rule not in RULES:
             raise LangheadsError(f"unknown rule '{self.rule}'; choose one of {', '.join(RULES)}")
         return RULES[self.rule].from_settings(self)
+
+    def stopping(self, n_texts: int) -> StoppingRule:
+        """The adaptive scan's stopping rule for a language with n_texts scoring texts."""
+        return StoppingRule(self.threshold, n_texts, self.first_look, 1, self.early_alpha, self.futility)
 
     def make_method(self) -> ScoringMethod:
         if self.method not in METHODS:
@@ -124,15 +142,39 @@ class Plan:
     method: ScoringMethod
     signal: dict = field(default_factory=lambda: {"name": "text", "template": "", "meaning": "mean token NLL of the text"})
     _batches: dict[str, list[nll.Batch]] = field(default_factory=dict, repr=False)
+    _rounds: dict[str, list[list[int]]] = field(default_factory=dict, repr=False)
 
     def batches(self, w: LanguageWork) -> list[nll.Batch]:
         """A language's text batches, made once (the plan, its estimates and the scan share them)."""
         if w.lang not in self._batches:
-            pad = self.loaded.tokenizer.pad_token_id or 0
-            self._batches[w.lang] = nll.make_batches(w.token_lists, self._text_batch_tokens(), pad, w.starts)
-            for batch in self._batches[w.lang]:
+            batches, rounds = [], []
+            for texts in self._round_texts(w):
+                made = self._make_batches(w, texts)
+                rounds.append(list(range(len(batches), len(batches) + len(made))))
+                batches += made
+            for batch in batches:
                 batch.lang = w.lang  # methods that judge outputs by language (switch) read it
+            self._batches[w.lang], self._rounds[w.lang] = batches, rounds
         return self._batches[w.lang]
+
+    def _round_texts(self, w: LanguageWork) -> list[range]:
+        """The texts of each round: an adaptive scan's rounds, else one round of every text."""
+        if self.settings.adaptive:
+            return self.settings.stopping(len(w.text_ids)).rounds()
+        return [range(len(w.text_ids))]
+
+    def _make_batches(self, w: LanguageWork, texts: range) -> list[nll.Batch]:
+        pad = self.loaded.tokenizer.pad_token_id or 0
+        starts = None if w.starts is None else [w.starts[i] for i in texts]
+        batches = nll.make_batches([w.token_lists[i] for i in texts], self._text_batch_tokens(), pad, starts)
+        for batch in batches:
+            batch.index = [texts[i] for i in batch.index]  # rows -> the language's text positions
+        return batches
+
+    def round_batches(self, w: LanguageWork) -> list[list[int]]:
+        """Per round, the numbers of its batches (an adaptive scan scores round after round)."""
+        self.batches(w)
+        return self._rounds[w.lang]
 
     def _text_batch_tokens(self) -> int:
         # A method that repeats a text batch (exact ablation: once per head of a layer) gets
@@ -274,7 +316,8 @@ def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
     per_unit = "one text batch at one layer" if plan.method.layers_per_unit == 1 else "one text batch, every layer"
     lines.append(f"{len(units)} work units ({per_unit}), about {gflops:,.0f} GFLOP; at the {speed:,.0f} GFLOP/s "
                  f"a matmul reaches here, roughly {gflops / (0.5 * speed) / 60:.1f} min in one process "
-                 "(assuming half that rate)")
+                 "(assuming half that rate)" + ("; --adaptive scores a part of it (pairs stop once settled)"
+                                                 if s.adaptive else ""))
     weights, work_mem = plan.weight_bytes(), plan.peak_bytes()
     if n_ranks > 1:
         costs = [plan.unit_flops(u) for u in units]
@@ -323,7 +366,8 @@ def values_key(plan: Plan) -> dict:
     s = plan.settings
     return {"format_version": 1, "model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
             "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "load_in": s.load_in,
-            "batch_tokens": s.batch_tokens, **({"signal": plan.signal} if s.signal != "text" else {})}
+            "batch_tokens": s.batch_tokens, **({"signal": plan.signal} if s.signal != "text" else {}),
+            **({"rounds": {"first_look": s.first_look, "step": 1}} if s.adaptive else {})}
 
 
 def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitStore, dict]:
@@ -402,6 +446,138 @@ def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
     return out
 
 
+# ---- the adaptive scan -----------------------------------------------------------------
+
+@dataclass
+class OpenPairs:
+    """One language's (head, language) pairs during an adaptive scan: which are still scored
+    and what they have scored so far. Rounds take texts in order, so a pair's texts are always
+    the language's first `stopped_at` texts."""
+    rule: StoppingRule
+    base: np.ndarray        # [n_texts] the unmodified NLL, NaN until scored
+    values: np.ndarray      # [layers, heads, n_texts] NaN where not scored
+    state: np.ndarray       # [layers, heads] OPEN, MATTERS or FUTILE
+    stopped_at: np.ndarray  # [layers, heads] texts the pair was scored on
+
+    @classmethod
+    def start(cls, plan: Plan, w: LanguageWork) -> "OpenPairs":
+        L, Hn, n = plan.layout.n_layers, plan.layout.n_heads, len(w.text_ids)
+        return cls(plan.settings.stopping(n), np.full(n, np.nan), np.full((L, Hn, n), np.nan),
+                   np.full((L, Hn), OPEN), np.full((L, Hn), n))
+
+    def open_heads(self, layer: int) -> list[int]:
+        return [int(h) for h in np.flatnonzero(self.state[layer] == OPEN)]
+
+    def fill(self, unit: Unit, got: UnitScores, heads: list[int], rows: list[int]) -> None:
+        self.base[rows] = got.base_nll
+        self.values[unit.layers.start][np.ix_(heads, rows)] = got.values[0][heads]  # [heads, rows]
+
+    def look(self, n: int) -> int:
+        """After n texts: stop the open pairs the rule settles; returns the texts they skip."""
+        if n >= self.rule.max_texts:
+            return 0
+        is_open = self.state == OPEN
+        d = self.values[is_open][:, :n]                       # [open pairs, n]
+        decided = self.rule.decide(d, np.broadcast_to(self.base[:n], d.shape))
+        self.state[is_open] = decided
+        self.stopped_at[is_open] = np.where(decided == OPEN, self.rule.max_texts, n)
+        return int((decided != OPEN).sum()) * (self.rule.max_texts - n)
+
+    def stopped(self) -> np.ndarray:
+        """Per pair, how it was called: matters | below | futile (early looks) | last."""
+        return np.vectorize(CALLS.get, otypes=[object])(self.state)
+
+
+def score_adaptive(plan: Plan, folder: Path, progress: bool = True, overwrite: bool = False,
+                   ranks: Ranks | None = None) -> dict[str, OpenPairs] | None:
+    """Score round after round, only the pairs still open (sequential.py), every unit through
+    the store; rank 0 returns each language's pairs, other ranks None."""
+    from tqdm.auto import tqdm
+
+    ranks = ranks or Ranks()
+    store, finished = _open_for_ranks(plan, folder, overwrite, ranks)
+    pairs = {w.lang: OpenPairs.start(plan, w) for w in plan.work}
+    bar = tqdm(total=sum(p.values.size for p in pairs.values()), unit="pair-text", desc="scan (exact, adaptive)",
+               disable=not (progress and ranks.main))
+    for k in range(max(len(plan.round_batches(w)) for w in plan.work)):
+        todo = [(Unit(w.lang, b, layer, layer + 1), heads) for w in plan.work if k < len(plan.round_batches(w))
+                for b in plan.round_batches(w)[k] for layer in range(plan.layout.n_layers)
+                if (heads := pairs[w.lang].open_heads(layer))]
+        _score_some(plan, store, finished, todo, overwrite, ranks, bar)
+        if ranks.main:
+            for unit, heads in todo:
+                pairs[unit.lang].fill(unit, finished[unit], heads, plan.batch_of(unit).index)
+            for w in plan.work:
+                if k < len(plan.round_batches(w)):
+                    bar.update(pairs[w.lang].look(_texts_after(plan, w, k)))
+        states = ranks.from_main({lang: p.state for lang, p in pairs.items()} if ranks.main else None)
+        for lang, state in states.items():
+            pairs[lang].state = state
+    bar.update(bar.total - bar.n)
+    bar.close()
+    return pairs if ranks.main else None
+
+
+def _texts_after(plan: Plan, w: LanguageWork, k: int) -> int:
+    return 1 + max(i for b in plan.round_batches(w)[k] for i in plan.batches(w)[b].index)
+
+
+def _open_for_ranks(plan: Plan, folder: Path, overwrite: bool, ranks: Ranks) -> tuple[UnitStore, dict]:
+    """Rank 0 opens and checks the store (one line if it refuses); the others share it."""
+    told = None
+    if ranks.main:
+        try:
+            store, finished = open_store(plan, folder, overwrite)
+        except LangheadsError as e:
+            told = str(e)
+    error = ranks.from_main(told)
+    if error:
+        raise LangheadsError(error)
+    return (store, finished) if ranks.main else (UnitStore(folder, values_key(plan)), {})
+
+
+def _score_some(plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[Unit, list[int]]],
+                overwrite: bool, ranks: Ranks, bar) -> None:
+    """Compute the (unit, heads) the store lacks, shared among the processes; afterwards rank
+    0's `finished` holds every unit of `todo`."""
+    def holds(got, heads):
+        return got is not None and (got.heads is None or set(heads) <= set(got.heads))
+
+    missing = ranks.from_main([i for i, (u, heads) in enumerate(todo) if not holds(finished.get(u), heads)]
+                              if ranks.main else None)
+    costs = [plan.unit_flops(todo[i][0]) * len(todo[i][1]) for i in missing]
+    for i in (missing[j] for j in ranks.share(costs)):
+        unit, heads = todo[i]
+        old = finished.get(unit) or store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads, overwrite)
+        need = sorted(set(heads) - set(old.heads if old and old.heads is not None else []))
+        start = time.perf_counter()
+        new = plan.method.score_unit(plan.loaded.model, plan.layout, plan.batch_of(unit), unit.layers, heads=need)
+        merged = _merge(old, new, plan.layout.n_heads)
+        store.save(unit, merged, plan.text_ids_of(unit), ranks.rank, time.perf_counter() - start)
+        finished[unit] = merged
+        bar.update(len(heads) * len(plan.batch_of(unit).index))
+    ranks.barrier()
+    if ranks.main:
+        for i in missing:
+            unit = todo[i][0]
+            finished[unit] = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
+            if not holds(finished[unit], todo[i][1]):
+                raise LangheadsError(f"{store.path(unit)} lacks heads after every process finished: is "
+                                     f"{store.folder} on a file system all machines share?")
+        for unit, heads in (todo[i] for i in set(range(len(todo))) - set(missing)):
+            bar.update(len(heads) * len(plan.batch_of(unit).index))
+
+
+def _merge(old: UnitScores | None, new: UnitScores, n_heads: int) -> UnitScores:
+    """A unit's heads scored before and now, in one (what an earlier attempt scored is kept)."""
+    if old is None or new.heads is None:
+        return new
+    values = old.values.copy()
+    values[:, new.heads] = new.values[:, new.heads]
+    heads = sorted(set(range(n_heads) if old.heads is None else old.heads) | set(new.heads))
+    return UnitScores(new.base_nll, values, None if len(heads) == n_heads else heads)
+
+
 def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values: np.ndarray,
                      seed: int, n_boot: int, level: float = 0.95, threshold: float = 0.01) -> pd.DataFrame:
     """Score, relative score and percentile intervals per head, resampling texts, and the
@@ -411,18 +587,21 @@ def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values:
     Each head's resamples come from a generator seeded with (seed, layer, head, language),
     so a head's interval is the same whatever else is scanned and in whatever order.
     """
-    n_layers, n_heads, n = values.shape
+    n_layers, n_heads, _ = values.shape
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    base_mean = base.mean()
     rows = []
     for layer in range(n_layers):
         for head in range(n_heads):
+            # an adaptive scan stops some pairs early: each rests on its first n texts (NaN after)
+            n = int(np.isfinite(values[layer, head]).sum())
+            own, own_base = values[layer, head][:n], base[:n]
+            base_mean = own_base.mean()
             rng = np.random.default_rng([seed, layer, head, language_key(lang)])
             idx = rng.integers(0, n, size=(n_boot, n))
-            stat = method.aggregate(values[layer, head][idx])
+            stat = method.aggregate(own[idx])
             # a method whose values are already shares (switch) is not divided by its base
-            rel = stat / base[idx].mean(axis=1) if method.relative else stat
-            score = float(method.aggregate(values[layer, head]))
+            rel = stat / own_base[idx].mean(axis=1) if method.relative else stat
+            score = float(method.aggregate(own))
             lo, hi = np.percentile(stat, [lo_q, hi_q])
             rlo, rhi = np.percentile(rel, [lo_q, hi_q])
             p = (1 + np.count_nonzero(rel <= threshold)) / (1 + n_boot)
@@ -446,23 +625,51 @@ def run_scan(plan: Plan, store: Path, progress: bool = True, overwrite: bool = F
     """Score every unit (this process's share of them), then, on rank 0, bootstrap and sort
     heads into kinds. Other ranks return None once every unit is in the store."""
     s = plan.settings
-    raw = score_units(plan, store, progress, overwrite, ranks)
+    if s.adaptive:
+        pairs = score_adaptive(plan, store, progress, overwrite, ranks)
+        raw = None if pairs is None else {lang: {"base": p.base, "values": p.values} for lang, p in pairs.items()}
+    else:
+        raw = score_units(plan, store, progress, overwrite, ranks)
     if raw is None:
         return None
     rule = s.make_rule()
     frames, per_text = [], []
     for w in plan.work:
         base, values = raw[w.lang]["base"], raw[w.lang]["values"]
-        frames.append(bootstrap_scores(plan.method, w.lang, base, values, s.seed, s.bootstrap, threshold=s.threshold))
-        L, Hn, n = values.shape
-        per_text.append(pd.DataFrame({
-            "language": w.lang, "text_id": np.tile(w.text_ids, L * Hn + 1),
-            "layer": np.concatenate([[-1] * n, np.repeat(np.arange(L), Hn * n)]),
-            "head": np.concatenate([[-1] * n, np.tile(np.repeat(np.arange(Hn), n), L)]),
-            "n_tokens": np.tile([len(t) for t in w.token_lists], L * Hn + 1),
-            "value": np.concatenate([base, values.reshape(-1)]),
-        }))
+        frame = bootstrap_scores(plan.method, w.lang, base, values, s.seed, s.bootstrap, threshold=s.threshold)
+        if s.adaptive:  # how each pair was called: early looks, or the interval rule after the last text
+            frame["stopped"] = pairs[w.lang].stopped().reshape(-1)
+        frames.append(frame)
+        per_text.append(_per_text(w, base, values))
     scores = pd.concat(frames, ignore_index=True).sort_values(["layer", "head"], kind="stable", ignore_index=True)
     per_text_df = pd.concat(per_text, ignore_index=True)
     heads = rule.classify(scores, s.languages)
-    return ScanResult(scores, per_text_df, heads, rule.describe(len(s.languages), plan.layout.n_total), plan)
+    described = rule.describe(len(s.languages), plan.layout.n_total)
+    if s.adaptive:
+        described["adaptive"] = adaptive_record(plan, pairs)
+    return ScanResult(scores, per_text_df, heads, described, plan)
+
+
+def _per_text(w: LanguageWork, base: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """One row per scored (text, head) and per text's unmodified NLL (layer = head = -1)."""
+    L, Hn, n = values.shape
+    frame = pd.DataFrame({
+        "language": w.lang, "text_id": np.tile(w.text_ids, L * Hn + 1),
+        "layer": np.concatenate([[-1] * n, np.repeat(np.arange(L), Hn * n)]),
+        "head": np.concatenate([[-1] * n, np.tile(np.repeat(np.arange(Hn), n), L)]),
+        "n_tokens": np.tile([len(t) for t in w.token_lists], L * Hn + 1),
+        "value": np.concatenate([base, values.reshape(-1)]),
+    })
+    scored = np.isfinite(frame["value"].to_numpy())
+    return frame if scored.all() else frame[scored].reset_index(drop=True)
+
+
+def adaptive_record(plan: Plan, pairs: dict[str, OpenPairs]) -> dict:
+    """The stopping rule, its guarantee, and what it cost: pair-texts scored of all."""
+    longest = max(plan.work, key=lambda w: len(w.text_ids))
+    scored = int(sum(p.stopped_at.sum() for p in pairs.values()))
+    full = int(sum(p.values.size for p in pairs.values()))
+    stopped = np.concatenate([p.stopped().reshape(-1) for p in pairs.values()])
+    return {**plan.settings.stopping(len(longest.text_ids)).describe(),
+            "pair_texts_scored": scored, "pair_texts_full": full, "share": scored / full,
+            "stopped": {k: int((stopped == k).sum()) for k in CALLS.values()}}

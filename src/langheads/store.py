@@ -72,8 +72,9 @@ class UnitStore:
         computed it and how long it took."""
         path = self.path(unit)
         path.parent.mkdir(exist_ok=True)
+        extra = {} if scores.heads is None else {"heads": np.array(scores.heads)}  # an adaptive scan's open heads
         with atomic_file(path, suffix=".npz") as tmp:  # np.savez adds .npz to any other name
-            np.savez(tmp, base=scores.base_nll, values=scores.values, text_ids=np.array(text_ids))
+            np.savez(tmp, base=scores.base_nll, values=scores.values, text_ids=np.array(text_ids), **extra)
         log = self.folder / "log" / f"rank{rank}-{self.attempt}.txt"
         log.parent.mkdir(exist_ok=True)
         with open(log, "a") as f:
@@ -87,15 +88,18 @@ class UnitStore:
 
     def load(self, unit: Unit, text_ids: list[str], n_heads: int, overwrite: bool = False) -> UnitScores | None:
         """A finished unit, checked against what it must hold; None if absent (or damaged and
-        `overwrite`, so it is computed again)."""
+        `overwrite`, so it is computed again). A unit of an adaptive scan may hold only some
+        heads (`heads`; the others' values are NaN)."""
         path = self.path(unit)
         if not path.exists():
             return None
         try:
             with np.load(path) as f:
-                scores = UnitScores(f["base"], f["values"])
+                heads = [int(h) for h in f["heads"]] if "heads" in f.files else None
+                scores = UnitScores(f["base"], f["values"], heads)
                 ok = (list(f["text_ids"]) == list(text_ids) and scores.base_nll.shape == (len(text_ids),)
-                      and scores.values.shape == (unit.stop - unit.first, n_heads, len(text_ids)))
+                      and scores.values.shape == (unit.stop - unit.first, n_heads, len(text_ids))
+                      and all(0 <= h < n_heads for h in heads or []))
         except Exception:  # a truncated or foreign file: np.load raises many kinds
             ok = False
         if ok:

@@ -39,6 +39,7 @@ class Unit:
 class UnitScores:
     base_nll: np.ndarray   # [rows] the unmodified model's mean token NLL per text of the batch
     values: np.ndarray     # [stop - first, n_heads, rows] the method's per-text value per head
+    heads: list[int] | None = None  # the heads scored (None: all; the others' values are NaN)
 
 
 @dataclass

@@ -49,19 +49,22 @@ class ExactAblation(ScoringMethod):
         return self._traced[1], self._traced[2]
 
     @torch.no_grad()
-    def score_unit(self, model, layout, batch, layers):
+    def score_unit(self, model, layout, batch, layers, heads=None):
+        """`heads`: score only these heads of the layers (an adaptive scan's open pairs); the
+        others' values are NaN."""
         tr, base_rows = self._trace(model, batch)
         rows = batch.input_ids.shape[0]
-        values = torch.zeros(len(layers), layout.n_heads, rows, dtype=torch.float64)
+        heads = list(range(layout.n_heads)) if heads is None else sorted(heads)
+        values = torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64)
         device = next(model.parameters()).device
-        per_forward = max(1, min(layout.n_heads, self.batch_tokens // batch.n_tokens))
+        per_forward = max(1, min(len(heads), self.batch_tokens // batch.n_tokens))
         for i, layer in enumerate(layers):
-            for first in range(0, layout.n_heads, per_forward):
-                chosen = list(range(first, min(first + per_forward, layout.n_heads)))
-                factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)
+            for first in range(0, len(heads), per_forward):
+                chosen = heads[first : first + per_forward]
+                factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)  # [copies, rows, heads]
                 for k, head in enumerate(chosen):
                     factors[k, :, head] = 0.0
                 out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors.view(-1, layout.n_heads)},
                                  copies=len(chosen), chunk_tokens=self.chunk_tokens)
-                values[i, first : first + len(chosen)] = out.double().cpu().view(len(chosen), rows)
-        return UnitScores(base_rows, values.numpy() - base_rows)
+                values[i, chosen] = out.double().cpu().view(len(chosen), rows)
+        return UnitScores(base_rows, values.numpy() - base_rows, None if len(heads) == layout.n_heads else heads)
