@@ -31,6 +31,6 @@ test-fast: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) runs
 
-# Every number and figure of the README's findings section (24 languages; about 2 h on 2 CPU cores).
+# Every number and figure of docs/findings.md (24 languages; about 2 h on 2 CPU cores).
 findings: setup
 	bash scripts/findings.sh

@@ -3,7 +3,7 @@
 
 Variants (written under --work once, reused after):
   original      the default model
-  heads         the heads `prune --keep` removed (--heads, default: the 5 of README's en,hi run)
+  heads         the heads `prune --keep` removed (--heads, default: the 5 of the en,hi run in docs/deployment.md)
   vocab exact   `trim --keep` (exact)
   vocab N       `trim --keep --max-vocab N`
   heads+vocab   both, exact vocabulary
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DEFAULT_HEADS = "14.3,3.1,3.3,12.3,5.0"  # README's `prune --keep en,hi` on the 8-language scan
+DEFAULT_HEADS = "14.3,3.1,3.3,12.3,5.0"  # docs/deployment.md's `prune --keep en,hi` on the 8-language scan
 
 
 def prompt_ids(loaded, n: int) -> list[int]:

@@ -7,7 +7,7 @@ Usage:
 Writes src/langheads/data/udhr.jsonl: one line per (language, article) with fields
 `lang` (ISO 639-1), `id` (the article number as text, the same in every language) and `text`
 (the article's paragraphs joined by newlines). The mapping from ISO 639-1 to the UDHR
-variant used is langheads.corpus.UDHR_VARIANTS (also in the README).
+variant used is langheads.corpus.UDHR_VARIANTS (also in docs/library.md).
 """
 from __future__ import annotations
 

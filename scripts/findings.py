@@ -1,5 +1,5 @@
-"""Turn the folders scripts/findings.sh made into FINDINGS.md (the README's numbers) and copy
-the figures the README shows. Usage: python scripts/findings.py RUNS_DIR DOCS_DIR"""
+"""Turn the folders scripts/findings.sh made into FINDINGS.md (docs/findings.md's numbers) and copy
+the figures docs/findings.md shows. Usage: python scripts/findings.py RUNS_DIR DOCS_DIR"""
 from __future__ import annotations
 
 import shutil

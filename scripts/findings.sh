@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates every number and figure of the README's findings section (`make findings`):
+# Regenerates every number and figure of docs/findings.md (`make findings`):
 # an exact scan of Gemma 3 270M on 24 bundled languages, the same scores under the LAHIS and
 # FDR rules (reusing every scored unit), an attribution scan to compare methods, `--keep en,hi`
 # pruning with vocabulary trimming, its evaluation on the report texts, the report page, and
-# docs/findings/ (FINDINGS.md with the numbers, the figures the README shows).
+# docs/findings/ (FINDINGS.md with the numbers, the figures docs/findings.md shows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/findings}
