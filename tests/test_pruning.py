@@ -130,7 +130,8 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     assert r.returncode == 0, r.stderr
     info = read_manifest(tmp_path / "m").records["remove_heads"]
     assert info["kept"] == ["en"] and info["dropped"] == ["fr", "hi"]
-    assert len(info["curve"]) == len(info["removed_heads"]) + 1
+    assert sum(len(step["heads"]) for step in info["curve"]) == len(info["removed_heads"]) == info["curve"][-1]["step"]
+    assert info["saved"]["parameters_saved"] > 0  # every move saves parameters
     assert all(set(step["nll"]) == {"en", "fr", "hi"} for step in info["curve"])
     r = run_cli("prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out", str(tmp_path / "b"),
                 "--quiet", "--dtype", "bfloat16")
@@ -213,3 +214,40 @@ def test_prune_reads_the_scans_own_texts(tiny_dirs, tmp_path):
     assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", "1", "--out", str(tmp_path / "m"),
                  "--quiet"]) == 0
     assert (tmp_path / "m" / "langheads.json").exists()
+
+
+def test_savings_count_what_the_saved_model_loses():
+    from langheads import savings
+    from langheads.heads import HeadLayout
+
+    phi = HeadLayout("phi3", n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8)  # groups {0, 1} and {2, 3}
+    assert savings.slots_saved(phi, [(0, 0)]) == (0, 0)               # padded back: nothing saved
+    assert savings.slots_saved(phi, [(0, 0), (0, 2)]) == (2, 0)       # one per group: the width drops
+    assert savings.slots_saved(phi, [(0, 0), (0, 1)]) == (2, 1)       # a whole group, its KV head too
+    assert savings.slots_saved(phi, [(0, 0), (1, 2)]) == (0, 0)       # scattered over layers: nothing
+    moves = pruning.moves(phi, [(0, 1), (0, 3), (0, 0), (1, 2)], set())
+    assert moves == [((0, 0), (0, 1)), ((0, 1), (0, 3))]  # the rest of group 0; one per group, least harm first
+    assert pruning.moves(phi, [(0, 0)], set()) == []     # a lone head of a group of two is no move
+
+
+def test_prune_saves_parameters_on_grouped_attention(tmp_path, sample_data):
+    """Tiny Phi-3, 4 query heads in 2 KV groups: `--heads 2` removes a pair that saves
+    parameters (the saved folder is smaller by what the record says), `--heads 1` removes
+    nothing and says why, instead of padding one head back."""
+    from langheads.cli import main
+
+    model = synthetic.save_tiny("phi3", tmp_path / "phi3")
+    run = tmp_path / "scan"
+    assert main(["scan", "--model", str(model), "--data", str(sample_data), "--languages", "en,fr,hi",
+                 "--out", str(run), "--bootstrap", "50", "--threshold", "0.002", "--quiet"]) == 0
+    original = sum(p.numel() for p in models.load_model(str(model)).model.parameters())
+    for n in (2, 1):
+        assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", str(n), "--out", str(tmp_path / f"m{n}"),
+                     "--quiet"]) == 0
+    saved = read_manifest(tmp_path / "m2").records["remove_heads"]["saved"]
+    pruned = sum(p.numel() for p in models.load_model(str(tmp_path / "m2")).model.parameters())
+    assert saved["heads_removed"] == 2 and saved["query_slots_saved"] == 2 and saved["padding_heads"] == 0
+    assert saved["parameters_saved"] == original - pruned > 0
+    one = read_manifest(tmp_path / "m1").records["remove_heads"]
+    assert one["removed_heads"] == [] and one["saved"]["parameters_saved"] == 0
+    assert "no further removal of at most 1" in one["stopped"]

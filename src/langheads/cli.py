@@ -170,8 +170,11 @@ def cmd_prune(args) -> None:
                              max_increase=args.max_increase, heads=args.heads, dtype=args.dtype, uniform=args.uniform,
                              trim_vocab=args.trim_vocab, max_vocab=args.max_vocab, vocab_texts=args.vocab_texts)
     result, record = prune(settings, Path(args.out), args.overwrite, progress=not args.quiet)
+    from .savings import describe
+
     last = result.curve[-1]
     print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
+    print(describe(record["saved"]))
     print(f"stopped: {result.stopped}")
     print("selection-text NLL change: " + ", ".join(
         f"{lang} {last['nll'][lang] / result.curve[0]['nll'][lang] - 1:+.2%}" for lang in last["nll"]))

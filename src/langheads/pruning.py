@@ -1,12 +1,16 @@
 """Choose the heads a deployment's languages do not need, remove them, and save the model.
 
-Choice: among heads that matter for no kept language (by the scan's rule), those that matter
-only for dropped languages come first, then the miscellaneous ones; within each tier the
-least harmful to the kept languages (by the scan's relative increase) first. Heads are tried
-one at a time; after each step every scanned language is re-measured on its *selection* texts
-(never the scoring texts the scan used, nor the report texts claims are made on). With a
-budget on the largest relative rise of a kept language, a head that would break it stays and
-the walk goes on to the next candidate; with a head count, the walk stops at that count.
+Candidates: heads that matter for no kept language (by the scan's rule); those that matter
+only for dropped languages come first, then the miscellaneous ones. The walk tries *moves*,
+sets of candidate heads of one layer whose removal saves parameters in the saved model
+(savings.py): one head from each of the layer's widest KV groups (the layer's width drops by
+one), or every head left in one KV group (the group and its KV head go). A single head from a
+KV group of several is no move: the saved model would pad it back. Moves go by tier, then by
+harm to the kept languages (the scan's relative increase) per parameter saved. After each
+move every scanned language is re-measured on its *selection* texts (never the scoring texts
+the scan used, nor the report texts claims are made on). With a budget on the largest
+relative rise of a kept language, a move that would break it is not made and the walk goes
+on; with a head count, the walk stops once that many heads are removed.
 """
 from __future__ import annotations
 
@@ -16,12 +20,12 @@ from pathlib import Path
 import torch
 
 from . import heads as H
-from . import nll
+from . import nll, savings
 from .archs import adapter_for
 from .corpus import scan_corpus
 from .errors import LangheadsError
 from .folders import check_out_dir
-from .manifest import write_model_folder
+from .manifest import read_manifest, write_model_folder
 from .models import DTYPES, LoadedModel, load_model
 from .runs import read_run
 from .surgery import remove_heads_
@@ -58,14 +62,62 @@ class PruneSettings:
 
 def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str]) -> list[tuple[int, int]]:
     """Heads that matter for no kept language, in the order they may be removed."""
-    rel = scores.set_index(["layer", "head", "language"])["rel_increase"]
+    harm, tiers = head_harm(scores, keep), candidate_tiers(heads, drop)
+    return sorted(tiers, key=lambda h: (tiers[h], harm[h]))
 
-    def harm(h):
-        return max(rel[(h["layer"], h["head"], lang)] for lang in keep)
 
-    dropped_only = [h for h in heads if h["languages"] and set(h["languages"]) <= set(drop)]
-    misc = [h for h in heads if not h["languages"]]
-    return [(h["layer"], h["head"]) for tier in (dropped_only, misc) for h in sorted(tier, key=harm)]
+def candidate_tiers(heads: list[dict], drop: list[str]) -> dict[tuple[int, int], int]:
+    """Heads that matter for no kept language: 0 if they matter only for dropped languages,
+    1 if they matter for none (miscellaneous)."""
+    return {(h["layer"], h["head"]): 0 if h["languages"] else 1 for h in heads
+            if not h["languages"] or set(h["languages"]) <= set(drop)}
+
+
+def head_harm(scores, keep: list[str]) -> dict[tuple[int, int], float]:
+    """Per head: its largest relative NLL increase over the kept languages (the scan's)."""
+    rel = scores[scores.language.isin(keep)].groupby(["layer", "head"])["rel_increase"].max()
+    return {(int(l), int(h)): float(v) for (l, h), v in rel.items()}
+
+
+def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> list[tuple[tuple[int, int], ...]]:
+    """Every removal of candidate heads (of `order`, least harmful first) that saves query
+    slots on top of `removed`: per layer, the rest of one KV group, or the k-th least harmful
+    candidate of each of the widest groups."""
+    out = []
+    for layer in sorted({l for l, _ in order}):
+        kept = [h for h in range(layout.n_heads) if (layer, h) not in removed]
+        groups = {g: [h for h in kept if h // layout.group_size == g] for g in {h // layout.group_size for h in kept}}
+        ours = {g: [h for l, h in order if l == layer and (l, h) not in removed and h // layout.group_size == g]
+                for g in groups}
+        out += [tuple((layer, h) for h in members) for g, members in groups.items() if set(members) <= set(ours[g])]
+        width = max((len(v) for v in groups.values()), default=0)
+        widest = [g for g in sorted(groups) if len(groups[g]) == width]
+        for k in range(min((len(ours[g]) for g in widest), default=0)):
+            out.append(tuple((layer, ours[g][k]) for g in widest))
+    return list(dict.fromkeys(tuple(sorted(m)) for m in out))
+
+
+@dataclass
+class Candidates:
+    """What the walk chooses from: the model's head layout and costs, the candidate heads in
+    order, their harm to the kept languages and their tier."""
+    layout: H.HeadLayout
+    costs: savings.HeadCosts
+    order: list[tuple[int, int]]
+    harm: dict[tuple[int, int], float]
+    tiers: dict[tuple[int, int], int]
+
+    def next_move(self, removed: list, tried: set, room: int | None):
+        """The untried move that comes first: lowest tier, then least harm per parameter saved."""
+        now = savings.parameters_saved(self.layout, self.costs, removed)
+
+        def rank(move):
+            gain = savings.parameters_saved(self.layout, self.costs, removed + list(move)) - now
+            return (max(self.tiers[h] for h in move), sum(self.harm[h] for h in move) / gain, move)
+
+        options = [m for m in moves(self.layout, self.order, set(removed))
+                   if m not in tried and (room is None or len(m) <= room)]
+        return min(options, key=rank) if options else None
 
 
 def selection_tokens(loaded: LoadedModel, info: dict, languages: list[str]) -> dict[str, list[list[int]]]:
@@ -96,7 +148,9 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
     drop = settings.drop if settings.drop is not None else [l for l in scanned if l not in settings.keep]
     if set(drop) & set(settings.keep):
         raise LangheadsError("a language cannot be both kept and dropped")
-    order = candidate_order(scores, info["heads"], settings.keep, drop)
+    candidates = Candidates(H.head_layout(loaded.model), savings.HeadCosts.of(loaded.model),
+                            candidate_order(scores, info["heads"], settings.keep, drop),
+                            head_harm(scores, settings.keep), candidate_tiers(info["heads"], drop))
     tokens = selection_tokens(loaded, info, scanned)
     pad = loaded.tokenizer.pad_token_id or 0
 
@@ -105,39 +159,56 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) 
             return {lang: float(nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens, pad).mean())
                     for lang in languages}
 
-    # A candidate is judged on the kept languages alone; the others are measured only for the
-    # heads actually removed (the curve), not for every candidate tried.
+    # A move is judged on the kept languages alone; the others are measured only for the
+    # moves actually made (the curve), not for every move tried.
     others = [lang for lang in scanned if lang not in settings.keep]
+    base = measure([], scanned)
+    result = PruneResult([], [{"step": 0, "heads": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
+                               "parameters_saved": 0}])
+    _walk(candidates, settings, measure, base, others, result, progress)
+    return result, drop
 
+
+def _walk(candidates: Candidates, settings, measure, base, others, result, progress) -> None:
+    """Make moves until the budget, the head count or the moves run out (see the module doc)."""
     from tqdm.auto import tqdm
 
-    base = measure([], scanned)
-    result = PruneResult([], [{"step": 0, "head": None, "nll": base, "rel_kept": {l: 0.0 for l in settings.keep}}])
-    limit = settings.heads if settings.heads is not None else len(order)
-    bar = tqdm(total=len(order), desc="prune (candidates tried)", unit="head", disable=not progress)
-    for layer_head in order:
-        if len(result.removed) >= limit:
-            result.stopped = f"removed the {limit} heads asked for"
+    tried: set = set()
+    bar = tqdm(desc="prune (moves tried)", unit="move", disable=not progress)
+    while True:
+        room = None if settings.heads is None else settings.heads - len(result.removed)
+        if room == 0:
+            result.stopped = f"removed the {settings.heads} heads asked for"
             break
-        trial = result.removed + [layer_head]
+        move = candidates.next_move(result.removed, tried, room)
+        if move is None:
+            result.stopped = _why_stopped(settings, candidates.order, result, len(tried))
+            break
+        tried.add(move)
+        bar.update(1)
+        trial = result.removed + list(move)
         now = measure(trial, settings.keep)
         rel = {l: now[l] / base[l] - 1 for l in settings.keep}
         if settings.heads is None and max(rel.values()) > settings.max_increase:
-            # Over budget with this head: keep it, and try the next candidate.
-            result.rejected.append({"head": list(layer_head), "after_step": len(result.removed), "rel_kept": rel})
-            bar.update(1)
+            result.rejected.append({"heads": [list(h) for h in move], "after_step": len(result.removed),
+                                    "rel_kept": rel})
             continue
         result.removed = trial
         now.update(measure(trial, others))
-        result.curve.append({"step": len(trial), "head": list(layer_head), "nll": {l: now[l] for l in scanned},
-                             "rel_kept": rel})
-        bar.update(1)
-    else:
-        result.stopped = (f"tried all {len(order)} candidates (heads that matter for no kept language): "
-                          f"{len(result.removed)} removed, {len(result.rejected)} kept because removing them "
-                          f"would raise a kept language by more than {settings.max_increase:.2%}")
+        result.curve.append({"step": len(trial), "heads": [list(h) for h in move], "nll": {l: now[l] for l in base},
+                             "rel_kept": rel,
+                             "parameters_saved": savings.parameters_saved(candidates.layout, candidates.costs, trial)})
     bar.close()
-    return result, drop
+
+
+def _why_stopped(settings, order, result, tried: int) -> str:
+    if settings.heads is not None:
+        return (f"asked for {settings.heads} heads; removed {len(result.removed)}: no further removal of at most "
+                f"{settings.heads - len(result.removed)} candidate heads saves parameters (a query head alone goes "
+                "only with one from each KV group of its layer, or with the rest of its group)")
+    return (f"tried every move of the {len(order)} candidates (heads that matter for no kept language): "
+            f"{tried} moves, {len(result.curve) - 1} made ({len(result.removed)} heads), {len(result.rejected)} not "
+            f"made because they would raise a kept language by more than {settings.max_increase:.2%}")
 
 
 def _uniform_config(model, removed: dict[int, list[int]]):
@@ -192,7 +263,9 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
     check_out_dir(out, overwrite, "model")
     if dtype not in DTYPES:
         raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    layout, before = H.head_layout(loaded.model), _parameters(loaded.model)
     edit = remove_heads_edit(loaded.model, removed, uniform)
+    record = {**record, "saved": savings.measured(before, _parameters(loaded.model), layout, removed)}
     manifest = loaded.base_manifest().with_edit(edit, {**record, "dtype": dtype})
     save_tokenizer = loaded.tokenizer.save_pretrained
     if vocab_choice is not None:
@@ -232,4 +305,8 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) 
               "rejected": result.rejected,
               "curve": result.curve, "selection_texts": "selection part of " + info["corpus"]["source"]}
     save_pruned(loaded, result.removed, out, record, settings.dtype, settings.uniform, overwrite, choice)
-    return result, record
+    return result, read_manifest(out).records["remove_heads"]  # the record as written, savings counted
+
+
+def _parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -20,6 +20,7 @@ from .errors import LangheadsError
 from .folders import new_folder
 from .plots import heatmap_figure, language_colours, panel_grid, pyplot
 from .runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
+from .savings import describe as describe_savings
 
 KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "language-general": "#222222",
                 "miscellaneous": "#f2f2f2", "other": "#f2f2f2"}
@@ -340,10 +341,12 @@ def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, oth
     if pruned is not None:
         page.heading(f"Pruning: keep {','.join(pruned.kept)}, drop {','.join(pruned.dropped)}")
         steps = len(pruned.curve) - 1
+        saved = pruned.record.get("saved")
         page.figure("prune_curve", prune_curve(pruned),
-                    f"NLL change on the selection texts (never the scoring or report texts) as heads are removed one "
-                    f"by one in the order chosen; {steps} steps, {len(pruned.removed)} heads kept removed. "
-                    f"Stopped: {pruned.record.get('stopped', '?')}.")
+                    f"NLL change on the selection texts (never the scoring or report texts) as heads are removed, "
+                    f"move by move in the order chosen; {steps} moves, {len(pruned.removed)} heads removed. "
+                    + (f"What that saved: {describe_savings(saved)}. " if saved else "")
+                    + f"Stopped: {pruned.record.get('stopped', '?')}.")
         page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
                     f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
         last = pruned.curve[-1]["nll"]
