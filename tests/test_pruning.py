@@ -148,6 +148,10 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     assert r.returncode == 0, r.stderr
     ev = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert [row["language"] for row in ev["table"]] == ["en", "fr"] and ev["part"] == "report"
+    cert = ev["certificate"]  # kept languages and budget read from the pruned folder's record
+    assert cert["kept"] == ["en"] and cert["budget"] == 0.02
+    assert {(r["language"], r["role"]) for r in cert["rows"]} == {("en", "kept"), ("fr", "dropped")}
+    assert "certificate: kept en" in r.stdout
     for row in ev["table"]:
         assert row["change_ci_low"] <= row["change"] <= row["change_ci_high"]
         assert row["nll_per_byte_before"] > 0

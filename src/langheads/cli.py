@@ -297,6 +297,7 @@ def _evaluate(args, out: Path) -> None:
             judge = Judge(args.judge, args.judge_model, Path(args.judge_cache or cache_dir() / "judge" / f"{name}.jsonl"))
         result = evaluate_qa(args.model, args.baseline, _langs(args.languages), args.qa, mask, args.chat_template,
                              args.new_tokens, args.seed, data_lang=args.data_lang, judge=judge)
+    cert = _certify(result, args)
     write_eval(result, out, args.overwrite)
     t = result["table"]
     if args.qa is not None:
@@ -309,6 +310,7 @@ def _evaluate(args, out: Path) -> None:
             j = result["judge"]
             print(f"judge {j['model']} at {j['url']}: {j['sent']} requests, {j['retried']} retried, {j['cached']} "
                   f"from the cache ({j['cache']})")
+        print(cert)
         print(f"wrote {out}/ (eval.csv, eval.json, generations.jsonl)")
         return
     print(f"report texts (never used to choose): {args.model} vs {args.baseline}")
@@ -317,7 +319,21 @@ def _evaluate(args, out: Path) -> None:
               f"{r.rel_ci_low:+.2%} .. {r.rel_ci_high:+.2%}); per byte {r.nll_per_byte_before:.4f} -> "
               f"{r.nll_per_byte_after:.4f} ({r.per_byte_rel_change:+.2%}, CI {r.per_byte_rel_ci_low:+.2%} .. "
               f"{r.per_byte_rel_ci_high:+.2%}); generations in {r.language}: {r.same_language_before:.0%} -> {r.same_language_after:.0%}")
+    print(cert)
     print(f"wrote {out}/ (eval.csv, eval.json, generations.jsonl)")
+
+
+def _certify(result: dict, args) -> str:
+    """The kept/dropped certificate (certificate.py), kept in the result; the line to print."""
+    from .certificate import certificate, describe, settle
+
+    if args.budget is not None and not 0 <= args.budget < 10:
+        raise LangheadsError(f"--budget must be a share between 0 and 10 (0.02 = 2%), not {args.budget}")
+    kept, budget = settle(args.model, _langs(args.keep) if args.keep else None, args.budget)
+    if not kept:
+        return "certificate: none (give --keep; the model folder records no kept languages)"
+    result["certificate"] = certificate(result, kept, budget)
+    return describe(result["certificate"])
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -431,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_export)
 
     s = sub.add_parser("evaluate", help="before/after on the report texts: NLL with intervals, generation check")
+    s.add_argument("--keep", help="languages the deployment serves, for the certificate (default: the model's record)")
+    s.add_argument("--budget", type=float, help="largest relative loss a kept language may show (default: the "
+                   "model's pruning budget, else 0.02)")
     s.add_argument("--model", help="the edited (pruned, trimmed) model; with --qa --mask it defaults to --baseline")
     s.add_argument("--baseline", default="default")
     s.add_argument("--languages", help="languages to evaluate (not with --lm-eval)")

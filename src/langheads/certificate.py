@@ -1,0 +1,92 @@
+"""The kept/dropped summary an evaluation ends with: did the kept languages stay within the
+budget, and what did the dropped ones lose (loss, language switches)?
+
+Kept languages pass when the upper end of the 95% interval of their NLL-per-byte change is
+within the budget (text evaluations) or, for answer metrics, when the interval of the change
+does not reach a loss larger than the budget times the original score (the language-switch
+rate: a rise larger than the budget). Dropped languages are described, not judged: their loss
+and how often the edited model's text or answers leave their language. A pruning that makes a
+model answer a kept language in another shows up as a failed switch row.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .manifest import read_manifest
+
+
+def settle(model: str | None, keep: list[str] | None, budget: float | None) -> tuple[list[str] | None, float]:
+    """The kept languages and budget to certify against: given, else the model's manifest's,
+    else no languages (no certificate) and a 2% budget."""
+    recorded, recorded_budget = deployment_of(model)
+    return keep or recorded, budget if budget is not None else recorded_budget if recorded_budget is not None else 0.02
+
+
+def deployment_of(model: str | None) -> tuple[list[str] | None, float | None]:
+    """The kept languages and budget an edited model folder's manifest records, if any."""
+    from pathlib import Path
+
+    manifest = read_manifest(model) if model and Path(model).is_dir() else None
+    if manifest is None:
+        return None, None
+    heads, vocab = manifest.records.get("remove_heads", {}), manifest.records.get("trim_vocab", {})
+    kept = heads.get("kept") or list(vocab.get("scripts", {})) or None
+    return kept, heads.get("settings", {}).get("max_increase")
+
+
+def certificate(result: dict, kept: list[str], budget: float) -> dict:
+    """One row per evaluated language and measure: role (kept | dropped), change with its
+    interval, and for kept languages whether it is within the budget."""
+    rows = _text_rows(result["table"]) if result["kind"] == "nll" else _answer_rows(result["table"])
+    for row in rows:
+        row["role"] = "kept" if row["language"] in kept else "dropped"
+        row["within_budget"] = bool(_within(row, budget)) if row["role"] == "kept" else None
+    failed = sorted({f"{r['language']} {r['measure']}" for r in rows if r["within_budget"] is False})
+    rows = [{k: (float(v) if hasattr(v, "dtype") else v) for k, v in row.items()} for row in rows]  # JSON-ready
+    return {"kept": kept, "budget": budget, "rows": rows, "passed": not failed, "failed": failed}
+
+
+def _text_rows(t: pd.DataFrame) -> list[dict]:
+    rows = []
+    for r in t.itertuples():
+        rows.append({"language": r.language, "measure": "NLL per byte", "before": r.nll_per_byte_before,
+                     "after": r.nll_per_byte_after, "change": r.per_byte_rel_change, "ci_low": r.per_byte_rel_ci_low,
+                     "ci_high": r.per_byte_rel_ci_high, "scale": "relative"})
+        rows.append({"language": r.language, "measure": "generations in another language",
+                     "before": 1 - r.same_language_before, "after": 1 - r.same_language_after,
+                     "change": r.same_language_before - r.same_language_after, "ci_low": None, "ci_high": None,
+                     "scale": "share"})
+    return rows
+
+
+def _answer_rows(t: pd.DataFrame) -> list[dict]:
+    return [{"language": r.language, "measure": r.metric, "before": r.before, "after": r.after, "change": r.change,
+             "ci_low": r.ci_low, "ci_high": r.ci_high, "scale": "score" if r.higher_is_better else "share"}
+            for r in t.itertuples() if r.items]
+
+
+def _within(row: dict, budget: float) -> bool:
+    """relative (NLL per byte): the interval's upper end at most the budget; score (exact
+    match, F1, chrF, higher is better): its lower end loses at most budget x the original;
+    share (language switches): its upper end rises by at most the budget. Without an interval
+    the change itself is judged."""
+    high = row["change"] if row["ci_high"] is None else row["ci_high"]
+    low = row["change"] if row["ci_low"] is None else row["ci_low"]
+    if row["scale"] == "score":
+        return -low <= budget * abs(row["before"])
+    return high <= budget
+
+
+def describe(cert: dict) -> str:
+    lines = [f"certificate: kept {','.join(cert['kept'])}, budget {cert['budget']:.2%}: "
+             + ("every kept measure within it" if cert["passed"] else "over budget: " + "; ".join(cert["failed"]))]
+    for r in cert["rows"]:
+        ci = "" if r["ci_low"] is None else f" (95% CI {_fmt(r, r['ci_low'])} .. {_fmt(r, r['ci_high'])})"
+        verdict = {True: "within budget", False: "OVER BUDGET", None: "dropped"}[r["within_budget"]]
+        lines.append(f"  {r['language']:4} {r['role']:7} {r['measure']}: {r['before']:.4g} -> {r['after']:.4g}, "
+                     f"change {_fmt(r, r['change'])}{ci}: {verdict}")
+    return "\n".join(lines)
+
+
+def _fmt(row: dict, value: float) -> str:
+    return f"{value:+.3f}" if row["scale"] == "score" else f"{value:+.2%}"
