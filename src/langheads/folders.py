@@ -200,3 +200,21 @@ def writing(path: Path, what: str):
         lock_file.unlink(missing_ok=True)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def read_versioned_json(path: Path, what: str, versions: tuple[int, ...], needs: tuple[str, ...] = ()) -> dict:
+    """A langheads JSON file with a format_version this version reads, and the keys `needs`;
+    one line naming the file if not. The one reader of every versioned file langheads writes."""
+    if not path.is_file():
+        raise LangheadsError(f"{path.parent}: not {what} (no {path.name})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = data["format_version"]
+        for key in needs:
+            data[key]  # noqa: B018 - what readers need
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise LangheadsError(f"{path}: damaged, or written before format_version 1 (not the JSON langheads "
+                             "writes)") from None
+    if version not in versions:
+        raise LangheadsError(f"{path}: format_version {version}; this langheads reads {', '.join(map(str, versions))}")
+    return data

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LangheadsError
+from .folders import new_folder, read_versioned_json
 
 MANIFEST_FILE = "langheads.json"
 FORMAT_VERSION = 1
@@ -88,14 +89,8 @@ def read_manifest(folder: str | Path) -> Manifest | None:
     path = Path(folder) / MANIFEST_FILE
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        version = data["format_version"]
-        edits = data["edits"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise LangheadsError(f"{path}: damaged (not JSON with format_version and edits)") from None
-    if version != FORMAT_VERSION:
-        raise LangheadsError(f"{path}: format_version {version}; this langheads reads {FORMAT_VERSION}")
+    data = read_versioned_json(path, "an edited model folder", (FORMAT_VERSION,), ("edits",))
+    edits = data["edits"]
     if not isinstance(edits, list) or any(not isinstance(e, dict) or e.get("op") not in OPS for e in edits):
         raise LangheadsError(f"{path}: damaged (an edit is not one of {', '.join(OPS)})")
     return Manifest(data.get("source", {}), edits, data.get("records", {}))
@@ -104,8 +99,6 @@ def read_manifest(folder: str | Path) -> Manifest | None:
 def write_model_folder(model, save_tokenizer, out: Path, manifest: Manifest, overwrite: bool = False) -> Path:
     """Write weights (safetensors), config, tokenizer and the manifest; the folder appears at
     `out` only when whole (folders.new_folder). `save_tokenizer(folder)` writes the tokenizer files."""
-    from .folders import new_folder
-
     with new_folder(out, overwrite, "model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         save_tokenizer(tmp)

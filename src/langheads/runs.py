@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LangheadsError
-from .folders import new_folder
+from .folders import new_folder, read_versioned_json
 from .kinds import KINDS, LAHIS_KINDS
 from .plots import heatmap
 
@@ -223,26 +223,9 @@ def load_run(run_dir: str | Path) -> pd.DataFrame:
     return read_run(run_dir).scores
 
 
-def _read_json(path: Path, what: str, versions: tuple[int, ...], needs: tuple[str, ...] = ()) -> dict:
-    """A langheads JSON file with a format_version this version reads; one line if not."""
-    if not path.is_file():
-        raise LangheadsError(f"{path.parent}: not {what} (no {path.name})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        version = data["format_version"]
-        for key in needs:
-            data[key]  # noqa: B018 - what readers need
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise LangheadsError(f"{path}: damaged, or written before format_version 1 (not the JSON langheads "
-                             "writes)") from None
-    if version not in versions:
-        raise LangheadsError(f"{path}: format_version {version}; this langheads reads {', '.join(map(str, versions))}")
-    return data
-
-
 def load_run_info(run_dir: str | Path) -> dict:
     """heads.json of a finished run; a missing or damaged one is named in one line."""
-    info = _read_json(Path(run_dir) / "heads.json", "a finished langheads run", READS,
+    info = read_versioned_json(Path(run_dir) / "heads.json", "a finished langheads run", READS,
                       ("settings", "model", "heads", "corpus", "method"))
     try:
         info["settings"]["languages"], info["model"]["layers"], info["model"]["heads"]  # noqa: B018
@@ -320,7 +303,7 @@ def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
 
 def read_eval(folder: str | Path) -> Evaluation:
     folder = Path(folder)
-    info = _read_json(folder / "eval.json", "an evaluation folder", (EVAL_FORMAT_VERSION,), ("table", "model"))
+    info = read_versioned_json(folder / "eval.json", "an evaluation folder", (EVAL_FORMAT_VERSION,), ("table", "model"))
     table = pd.DataFrame(info["table"])
     if info.get("kind", "nll") in ("qa", "lm-eval"):
         first = "language" if info["kind"] == "qa" else "task"
