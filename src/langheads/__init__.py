@@ -6,8 +6,9 @@ from .models import load_model  # noqa: E402
 from .runs import load_run, read_run  # noqa: E402
 
 
-def scan_model(out_dir, overwrite: bool = False, progress: bool = True, **settings):
-    """Library entry point for `langheads scan`: score heads and write a run folder."""
+def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=None, **settings):
+    """Library entry point for `langheads scan`: score heads and write a run folder. `store`:
+    where finished units are kept (default: OUT.units), as `--store`; settings: ScanSettings'."""
     from pathlib import Path
 
     from . import runs
@@ -17,10 +18,14 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, **settin
 
     out = Path(out_dir)
     check_out_dir(out, overwrite, "run")
+    if store is not None:
+        from .folders import check_makeable
+
+        check_makeable(Path(store), "--store")
     with writing(out, "run folder"):
         plan = plan_scan(ScanSettings(**settings))
         check_memory(plan)
-        result = run_scan(plan, store_dir(out), progress, overwrite)
+        result = run_scan(plan, Path(store).resolve() if store else store_dir(out), progress, overwrite)
         runs.write_run(result, out, overwrite)
     return result
 

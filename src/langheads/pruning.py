@@ -136,9 +136,10 @@ class PruneResult:
     stopped: str = ""
 
 
-def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True) -> tuple[PruneResult, list[str]]:
-    """The heads to remove, and the dropped languages (given, or every other scanned one)."""
-    run = read_run(settings.scan)
+def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True, run=None) -> tuple[PruneResult, list[str]]:
+    """The heads to remove, and the dropped languages (given, or every other scanned one);
+    `run`: the scan, when the caller has read it already."""
+    run = run or read_run(settings.scan)
     info, scores, scanned = run.info, run.scores, run.languages
     unknown = [lang for lang in settings.keep + (settings.drop or []) if lang not in scanned]
     if unknown:
@@ -284,8 +285,8 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
 
 
 def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) -> tuple[PruneResult, dict]:
-    check_out_dir(out, overwrite, "model")
-    info = read_run(settings.scan).info
+    run = read_run(settings.scan)
+    info = run.info
     trimming = settings.trim_vocab or settings.max_vocab is not None
     if trimming:
         from .vocab import choose_vocab, texts_for_trimming
@@ -298,7 +299,7 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) 
     # The vocabulary is chosen on the unedited tokenizer, with the scripts measured on the scan's data.
     choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra,
                           rows=loaded.model.get_input_embeddings().num_embeddings) if trimming else None
-    result, drop = choose(loaded, settings, progress)
+    result, drop = choose(loaded, settings, progress, run)
     record = {"scan": str(Path(settings.scan).resolve()), "model": info["model"], "kept": settings.keep,
               "dropped": drop, "settings": asdict(settings),
               "removed_heads": [list(x) for x in result.removed], "stopped": result.stopped,

@@ -143,6 +143,7 @@ class Plan:
     signal: dict = field(default_factory=lambda: {"name": "text", "template": "", "meaning": "mean token NLL of the text"})
     _batches: dict[str, list[nll.Batch]] = field(default_factory=dict, repr=False)
     _rounds: dict[str, list[list[int]]] = field(default_factory=dict, repr=False)
+    opened: dict = field(default_factory=dict, repr=False)  # (store folder, overwrite) -> (store, finished units)
 
     def batches(self, w: LanguageWork) -> list[nll.Batch]:
         """A language's text batches, made once (the plan, its estimates and the scan share them)."""
@@ -373,12 +374,16 @@ def values_key(plan: Plan) -> dict:
 def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitStore, dict]:
     """Open the store and check every finished unit of this scan in it (before any scoring,
     so a refusal is one line); returns the store and the finished units' values."""
+    key = (Path(folder).resolve(), overwrite)
+    if key in plan.opened:  # the CLI checks the store before it prints; the scan reuses that reading
+        return plan.opened[key]
     store = UnitStore.open(folder, values_key(plan), overwrite)
     finished = {}
     for unit in plan.units():
         got = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads, overwrite)
         if got is not None:
             finished[unit] = got
+    plan.opened[key] = (store, finished)
     return store, finished
 
 
@@ -390,17 +395,8 @@ def score_units(plan: Plan, folder: Path, progress: bool = True, overwrite: bool
 
     ranks = ranks or Ranks()
     units = plan.units()
-    if ranks.main:
-        try:
-            store, finished = open_store(plan, folder, overwrite)
-            told = (None, [u for u in units if u not in finished])
-        except LangheadsError as e:
-            told = (str(e), None)
-    error, missing = ranks.from_main(told if ranks.main else None)
-    if error:
-        raise LangheadsError(error)
-    if not ranks.main:
-        store = UnitStore(folder, values_key(plan))
+    store, finished = _open_for_ranks(plan, folder, overwrite, ranks)
+    missing = ranks.from_main([u for u in units if u not in finished] if ranks.main else None)
     mine = [missing[i] for i in ranks.share([plan.unit_flops(u) for u in missing])]
     bar = tqdm(total=len(units), initial=len(units) - len(missing), unit="unit",
                desc=f"scan ({plan.settings.method})" + (f", {ranks.world} processes" if ranks.world > 1 else ""),
