@@ -11,7 +11,9 @@ from .errors import LangheadsError, printable
 
 
 def _langs(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    from .options import comma_list
+
+    return comma_list(value)
 
 
 def cmd_info(args) -> None:
@@ -92,6 +94,7 @@ def _scan(args, ranks) -> None:
 
     from . import runs
     from .folders import check_out_dir
+    from .options import from_args
     from .scan import ScanSettings, check_memory, describe_plan, open_store, plan_scan, run_scan
     from .store import store_dir
 
@@ -106,17 +109,8 @@ def _scan(args, ranks) -> None:
         raise LangheadsError(f"--ranks must be a whole number >= 1, not {args.ranks}")
     if args.fdr is not None and args.rule not in ("interval", "fdr"):
         raise LangheadsError(f"--fdr is a rule of its own; it cannot go with --rule {args.rule}")
-    settings = ScanSettings(
-        model=args.model, languages=_langs(args.languages), method=args.method, data=args.data,
-        data_lang=args.data_lang, signal=args.signal, chat_template=args.chat_template,
-        texts=args.texts, max_tokens=args.max_tokens, seed=args.seed, bootstrap=args.bootstrap,
-        rule="fdr" if args.fdr is not None else args.rule, fdr=0.05 if args.fdr is None else args.fdr,
-        threshold=args.threshold, agnostic_share=args.agnostic_share,
-        lahis_quantile=args.lahis_quantile, lahis_min_languages=args.lahis_min_languages,
-        batch_tokens=args.batch_tokens, chunk_tokens=args.chunk_tokens, device=args.device, dtype=args.dtype,
-        device_map=args.device_map, load_in=args.load_in, compile=args.compile,
-        adaptive=args.adaptive, first_look=args.first_look, early_alpha=args.early_alpha, futility=args.futility,
-    )
+    settings = from_args(ScanSettings, args, rule="fdr" if args.fdr is not None else args.rule,
+                         fdr=0.05 if args.fdr is None else args.fdr)
     plan = plan_scan(settings, ranks=ranks)
     store = Path(args.store).resolve() if args.store else store_dir(out)
     if not args.dry_run:  # before anything is printed: a refusal is one line
@@ -164,11 +158,10 @@ def cmd_compare(args) -> None:
 
 
 def cmd_prune(args) -> None:
+    from .options import from_args
     from .pruning import PruneSettings, prune
 
-    settings = PruneSettings(scan=args.scan, keep=_langs(args.keep), drop=_langs(args.drop) if args.drop else None,
-                             max_increase=args.max_increase, heads=args.heads, dtype=args.dtype, uniform=args.uniform,
-                             trim_vocab=args.trim_vocab, max_vocab=args.max_vocab, vocab_texts=args.vocab_texts)
+    settings = from_args(PruneSettings, args)
     result, record = prune(settings, Path(args.out), args.overwrite, progress=not args.quiet)
     from .savings import describe
 
@@ -195,10 +188,10 @@ def _describe_vocab(record: dict) -> str:
 
 
 def cmd_trim(args) -> None:
+    from .options import from_args
     from .vocab import TrimSettings, trim
 
-    settings = TrimSettings(model=args.model, keep=_langs(args.keep), max_vocab=args.max_vocab,
-                            vocab_texts=args.vocab_texts, rarity=args.rarity, data=args.data, dtype=args.dtype)
+    settings = from_args(TrimSettings, args)
     choice = trim(settings, Path(args.out), args.overwrite)
     print(_describe_vocab(choice.record()))
     print("kept because: " + ", ".join(f"{k} {v:,}" for k, v in choice.reasons.items()))
@@ -344,6 +337,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .options import add_options
+    from .pruning import PruneSettings
+    from .scan import ScanSettings
+    from .vocab import TrimSettings
+
     p = OneLineParser(prog="langheads", description="Which attention heads serve which language?")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -360,45 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_cache)
 
     s = sub.add_parser("scan", help="score every head for every language and sort heads into kinds")
-    s.add_argument("--model", default="default")
-    s.add_argument("--languages", default="en,hi,fr,de,es,zh,ar,ru", help="comma-separated ISO 639-1 codes")
+    add_options(s, ScanSettings)
     s.add_argument("--out", required=True, help="run folder to create")
-    s.add_argument("--method", default="exact", help="exact | attribution | lahis | switch (language switch rate of "
-                   "greedy continuations, prompts from the selection texts)")
-    s.add_argument("--data", help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/answer "
-                   "items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal answer, cloze)")
-    s.add_argument("--data-lang", help="the language of a SQuAD-format file whose name does not say it")
-    s.add_argument("--signal", default="text", help="text: NLL of running text | answer: NLL of the reference "
-                   "answer given the prompt (the paper's protocol)")
-    s.add_argument("--chat-template", default="auto", help="with --signal answer: auto (the model's own, else plain) "
-                   "| none (plain) | a Jinja file")
-    s.add_argument("--texts", type=int, help="at most this many scoring texts (or items) per language")
-    s.add_argument("--max-tokens", type=int, help="cut each text to this many tokens")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
-    s.add_argument("--rule", default="interval", help="interval (ours) | fdr | lahis")
     s.add_argument("--fdr", type=float, metavar="Q", help="rule fdr: Benjamini-Hochberg at false discovery rate Q "
                    "over all head-language pairs")
-    s.add_argument("--threshold", type=float, default=0.01, help="relative NLL increase that matters (0.01 = 1%%)")
-    s.add_argument("--agnostic-share", type=float, default=0.75)
-    s.add_argument("--lahis-quantile", type=float, default=0.96)
-    s.add_argument("--lahis-min-languages", type=int, default=4)
-    s.add_argument("--batch-tokens", type=int, default=4096, help="padded positions per forward (bounds memory)")
-    s.add_argument("--chunk-tokens", type=int, default=1024, help="positions per chunk of full-vocabulary logits")
-    s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     s.add_argument("--store", help="where finished units are kept (default: OUT.units); another run's store is "
                    "reused when model, corpus, method and text settings match")
-    s.add_argument("--device-map", help="auto: spread one model over several GPUs (accelerate)")
-    s.add_argument("--load-in", help="4bit | 8bit: quantise with bitsandbytes (pip install 'langheads[quant]')")
-    s.add_argument("--compile", action="store_true", help="torch.compile MLPs, norms and the loss (worth it on GPUs)")
-    s.add_argument("--adaptive", action="store_true", help="exact only: score texts in rounds and stop each "
-                   "head-language pair once its call is settled (a sequential test; docs/scan.md)")
-    s.add_argument("--first-look", type=int, default=2, help="with --adaptive: texts scored before the first look")
-    s.add_argument("--early-alpha", type=float, default=0.01, help="with --adaptive: what early 'matters' calls "
-                   "may add to the chance of a false 'matters', over all looks")
-    s.add_argument("--futility", type=float, default=0.05, help="with --adaptive: stop a pair as 'does not matter' "
-                   "when its chance of 'matters' after the last text is below this")
     s.add_argument("--dry-run", action="store_true", help="print the work units, time and memory per process, then stop")
     s.add_argument("--ranks", type=int, help="with --dry-run: how many processes to plan for (default: $WORLD_SIZE or 1)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -406,30 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_scan)
 
     s = sub.add_parser("prune", help="remove the heads the kept languages do not need and save the smaller model")
-    s.add_argument("--scan", required=True, help="a run folder from `langheads scan`")
-    s.add_argument("--keep", required=True, help="languages the deployment serves, e.g. en,hi")
-    s.add_argument("--drop", help="languages it need not serve (default: every other scanned language)")
-    s.add_argument("--max-increase", type=float, default=0.02, help="budget: largest relative NLL rise of a kept language")
-    s.add_argument("--heads", type=int, help="remove this many heads instead of using the budget")
+    add_options(s, PruneSettings)
     s.add_argument("--out", required=True, help="model folder to write")
-    s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 for the saved weights")
-    s.add_argument("--uniform", action="store_true", help="the same number of heads from every KV group of every layer")
-    s.add_argument("--trim-vocab", action="store_true", help="then keep only the kept languages' vocabulary (exact)")
-    s.add_argument("--max-vocab", type=int, help="with --trim-vocab: at most this many tokens")
-    s.add_argument("--vocab-texts", help="with --max-vocab: texts to count token rarity on")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=cmd_prune)
 
     s = sub.add_parser("trim", help="keep only the vocabulary the kept languages use (model and tokenizer together)")
-    s.add_argument("--model", default="default")
-    s.add_argument("--keep", required=True, help="languages the deployment serves, e.g. en,hi")
+    add_options(s, TrimSettings)
     s.add_argument("--out", required=True, help="model folder to write")
-    s.add_argument("--max-vocab", type=int, help="keep at most this many tokens, the rarest dropped first")
-    s.add_argument("--vocab-texts", help="texts to count token rarity on (same formats as --data)")
-    s.add_argument("--rarity", default="auto", help="auto | texts | wordfreq | order (what ranks tokens for --max-vocab)")
-    s.add_argument("--data", help="texts the kept languages' scripts are measured on (default: bundled UDHR)")
-    s.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 for the saved weights")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(run=cmd_trim)
 

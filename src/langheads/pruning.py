@@ -27,24 +27,26 @@ from .errors import LangheadsError
 from .folders import check_out_dir
 from .manifest import read_manifest, write_model_folder
 from .models import DTYPES, LoadedModel, load_model
+from .options import option
 from .runs import read_run
 from .surgery import remove_heads_
 
 
 @dataclass
 class PruneSettings:
-    scan: str
-    keep: list[str]
-    drop: list[str] | None = None       # default: every other scanned language
-    max_increase: float = 0.02          # budget: relative rise of any kept language's NLL
-    heads: int | None = None            # or: remove exactly this many (if that many are allowed)
-    dtype: str = "float32"
-    uniform: bool = False
+    """Every setting of a pruning; the CLI's `prune` options are generated from these fields."""
+    scan: str = option(help="a run folder from `langheads scan`")
+    keep: list[str] = option(help="languages the deployment serves, e.g. en,hi")
+    drop: list[str] | None = option(None, help="languages it need not serve (default: every other scanned language)")
+    max_increase: float = option(0.02, help="budget: largest relative NLL rise of a kept language")
+    heads: int | None = option(None, help="remove this many heads instead of using the budget")
+    dtype: str = option("float32", help="float32 | bfloat16 | float16 for the saved weights")
+    uniform: bool = option(False, help="the same number of heads from every KV group of every layer")
     batch_tokens: int = 4096
     chunk_tokens: int = 1024
-    trim_vocab: bool = False            # then keep only the kept languages' vocabulary
-    max_vocab: int | None = None        # ... at most this many tokens (see vocab.py)
-    vocab_texts: str | None = None      # texts to count token rarity on
+    trim_vocab: bool = option(False, help="then keep only the kept languages' vocabulary (exact)")
+    max_vocab: int | None = option(None, help="with --trim-vocab: at most this many tokens")
+    vocab_texts: str | None = option(None, help="with --max-vocab: texts to count token rarity on")
 
     def __post_init__(self):
         from . import checks

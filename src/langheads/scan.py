@@ -25,6 +25,7 @@ from .distributed import Ranks
 from .errors import LangheadsError
 from .kinds import RULES
 from .models import LoadedModel, Placement, load_model
+from .options import option
 from .store import UnitStore
 from .scoring import METHODS, ScoringMethod
 from .scoring.base import Unit, UnitScores
@@ -33,34 +34,44 @@ from .sequential import CALLS, OPEN, StoppingRule
 
 @dataclass
 class ScanSettings:
-    model: str = "default"
-    languages: list[str] = field(default_factory=lambda: ["en", "hi", "fr", "de", "es", "zh", "ar", "ru"])
-    method: str = "exact"
-    data: str | None = None          # None: the bundled UDHR corpus (with signal answer: its cloze set)
-    data_lang: str | None = None     # the language of a SQuAD-format file, if its name does not say
-    signal: str = "text"             # text: NLL of running text; answer: NLL of the reference answer only
-    chat_template: str = "auto"      # signal answer: auto | none | a Jinja file
-    texts: int | None = None         # cap on scoring texts per language
-    max_tokens: int | None = None    # cut each text to this many tokens (BOS included)
-    seed: int = 0
-    bootstrap: int = 1000
-    rule: str = "interval"           # interval | fdr | lahis
-    threshold: float = 0.01
-    fdr: float = 0.05                # with rule fdr: the false discovery rate
-    agnostic_share: float = 0.75
-    lahis_quantile: float = 0.96
-    lahis_min_languages: int = 4
-    batch_tokens: int = 4096         # padded positions in one (expanded) forward
-    chunk_tokens: int = 1024         # positions whose full-vocabulary logits exist at once
-    device: str = "cpu"
-    dtype: str = "float32"
-    device_map: str | None = None    # "auto": accelerate spreads one replica over several GPUs
-    load_in: str | None = None       # "4bit" | "8bit": bitsandbytes (scanning only)
-    compile: bool = False            # torch.compile MLPs, norms and the loss (GPU: ~15% faster)
-    adaptive: bool = False           # score texts in rounds; stop each pair once settled (sequential.py)
-    first_look: int = 2              # with adaptive: texts scored before the first look
-    early_alpha: float = 0.01        # with adaptive: what the early "matters" calls may add to the error, in all
-    futility: float = 0.05           # with adaptive: stop as "does not matter" below this chance of "matters"
+    """Every setting of a scan; the CLI's `scan` options are generated from these fields."""
+    model: str = option("default", help="default | a .gguf file | a model folder | a hub id (org/name)")
+    languages: list[str] = option(factory=lambda: ["en", "hi", "fr", "de", "es", "zh", "ar", "ru"],
+                                  help="comma-separated ISO 639-1 codes")
+    method: str = option("exact", help="exact | attribution | lahis | switch (language switch rate of greedy "
+                         "continuations, prompts from the selection texts)")
+    data: str | None = option(None, help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/"
+                              "answer items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal "
+                              "answer, cloze)")
+    data_lang: str | None = option(None, help="the language of a SQuAD-format file whose name does not say it")
+    signal: str = option("text", help="text: NLL of running text | answer: NLL of the reference answer given the "
+                         "prompt (the paper's protocol)")
+    chat_template: str = option("auto", help="with --signal answer: auto (the model's own, else plain) | none "
+                                "(plain) | a Jinja file")
+    texts: int | None = option(None, help="at most this many scoring texts (or items) per language")
+    max_tokens: int | None = option(None, help="cut each text to this many tokens")
+    seed: int = option(0, help="seeds every bootstrap")
+    bootstrap: int = option(1000, help="bootstrap resamples per interval")
+    rule: str = option("interval", help="interval (ours) | fdr | lahis")
+    threshold: float = option(0.01, help="relative NLL increase that matters (0.01 = 1%%)")
+    fdr: float = 0.05                # with rule fdr: the false discovery rate (the CLI's --fdr Q sets both)
+    agnostic_share: float = option(0.75, help="share of the languages a head must matter for to be agnostic")
+    lahis_quantile: float = option(0.96, help="rule lahis: a language's top set is above this quantile")
+    lahis_min_languages: int = option(4, help="rule lahis: top sets a head needs to be language-general")
+    batch_tokens: int = option(4096, help="padded positions per forward (bounds memory)")
+    chunk_tokens: int = option(1024, help="positions per chunk of full-vocabulary logits")
+    device: str = option("cpu", help="cpu | cuda | auto")
+    dtype: str = option("float32", help="float32 | bfloat16 | float16")
+    device_map: str | None = option(None, help="auto: spread one model over several GPUs (accelerate)")
+    load_in: str | None = option(None, help="4bit | 8bit: quantise with bitsandbytes (pip install 'langheads[quant]')")
+    compile: bool = option(False, help="torch.compile MLPs, norms and the loss (worth it on GPUs)")
+    adaptive: bool = option(False, help="exact only: score texts in rounds and stop each head-language pair once "
+                            "its call is settled (a sequential test; docs/scan.md)")
+    first_look: int = option(2, help="with --adaptive: texts scored before the first look")
+    early_alpha: float = option(0.01, help="with --adaptive: what early 'matters' calls may add to the chance of a "
+                                "false 'matters', over all looks")
+    futility: float = option(0.05, help="with --adaptive: stop a pair as 'does not matter' when its chance of "
+                             "'matters' after the last text is below this")
 
     def __post_init__(self):
         """Refuse bad values here, once, for the library and the CLI alike."""

@@ -25,6 +25,7 @@ import torch
 
 from . import heads as H
 from .errors import LangheadsError
+from .options import option
 
 SCRIPT_SHARE = 0.01  # a script is a language's when it writes at least 1% of its letters
 # Words in Unicode character names that are not the script (FULLWIDTH LATIN A is Latin).
@@ -554,13 +555,14 @@ def apply_trim(loaded, choice: VocabChoice, manifest):
 
 @dataclass
 class TrimSettings:
-    model: str
-    keep: list[str]
-    max_vocab: int | None = None
-    vocab_texts: str | None = None
-    rarity: str = "auto"
-    data: str | None = None        # where the kept languages' scripts are measured (default: bundled)
-    dtype: str = "float32"
+    """Every setting of a trim; the CLI's `trim` options are generated from these fields."""
+    keep: list[str] = option(help="languages the deployment serves, e.g. en,hi")
+    model: str = option("default", help="default | a .gguf file | a model folder | a hub id")
+    max_vocab: int | None = option(None, help="keep at most this many tokens, the rarest dropped first")
+    vocab_texts: str | None = option(None, help="texts to count token rarity on (same formats as --data)")
+    rarity: str = option("auto", help="auto | texts | wordfreq | order (what ranks tokens for --max-vocab)")
+    data: str | None = option(None, help="texts the kept languages' scripts are measured on (default: bundled UDHR)")
+    dtype: str = option("float32", help="float32 | bfloat16 | float16 for the saved weights")
 
     def __post_init__(self):
         from . import checks

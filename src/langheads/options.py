@@ -1,0 +1,47 @@
+"""Settings dataclasses are the schema of the command line: each option is defined once, on
+its field (`option(...)`: default, help, how the command line's text becomes the value), and
+the CLI's parser is generated from the fields (`add_options`), the way HfArgumentParser does
+it. The dataclass's `__post_init__` checks the values, so the library and the CLI refuse alike.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, field, fields
+
+
+def comma_list(value: str) -> list[str]:
+    """'en, hi,fr' -> ['en', 'hi', 'fr'] (the form every language list takes on the command line)."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+PARSERS = {"int": int, "float": float, "str": str, "list[str]": comma_list}
+
+
+def option(default=MISSING, *, help: str, factory=None, flag: str | None = None, metavar: str | None = None):
+    """A settings field that is also a command-line option (flag: --the-field-name)."""
+    meta = {"help": help, "flag": flag, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One argument per `option` field of `cls`, with its help and default."""
+    for f in fields(cls):
+        if "help" not in f.metadata or f.name in skip:
+            continue
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        kind = str(f.type).replace(" | None", "")
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+            continue
+        required = f.default is MISSING and f.default_factory is MISSING
+        default = None if required else f.default if f.default is not MISSING else f.default_factory()
+        parser.add_argument(flag, dest=f.name, type=PARSERS[kind], default=default, required=required,
+                            metavar=f.metadata["metavar"], help=f.metadata["help"])
+
+
+def from_args(cls, args: argparse.Namespace, **given):
+    """An instance of `cls` from the parsed options its fields define (and `given` values)."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if "help" in f.metadata and hasattr(args, f.name)}
+    return cls(**{**values, **given})
