@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 import langheads
 from langheads.runs import count_kinds
 
@@ -27,8 +29,9 @@ def run(out: Path, **settings):
 
 def undecided(result) -> int:
     s, t = result.scores, result.plan.settings.threshold
-    open_ = (s.get("stopped", "last") == "last") & (s.rel_ci_low <= t) & (s.rel_ci_high > t)
-    return int(open_.sum() + (s.get("stopped", "") == "futile").sum())
+    stopped = s["stopped"] if "stopped" in s else pd.Series("last", index=s.index)  # a full scan: all open to the end
+    open_ = (stopped == "last") & (s.rel_ci_low <= t) & (s.rel_ci_high > t)
+    return int(open_.sum() + (stopped == "futile").sum())
 
 
 def kinds_of(result) -> dict:

@@ -72,7 +72,8 @@ def sample_sizes(scores: pd.DataFrame) -> dict:
     """Per language: the texts its intervals rest on, and how wide they are (relative NLL
     increase, median and largest over heads), so a reader sees when too few texts were used."""
     width = scores["rel_ci_high"] - scores["rel_ci_low"]
-    return {lang: {"texts": int(rows["n_texts"].iloc[0]), "median_ci_width": float(width[rows.index].median()),
+    # an adaptive scan's pairs rest on different numbers of texts: the language's most
+    return {lang: {"texts": int(rows["n_texts"].max()), "median_ci_width": float(width[rows.index].median()),
                    "max_ci_width": float(width[rows.index].max())}
             for lang, rows in scores.groupby("language", sort=False)}
 
