@@ -8,12 +8,10 @@ import time
 from pathlib import Path
 
 from .errors import LangheadsError, printable
+from .options import comma_list
 
 
-def _langs(value: str) -> list[str]:
-    from .options import comma_list
-
-    return comma_list(value)
+_langs = comma_list  # every language list on the command line: 'en, hi,fr' -> ['en', 'hi', 'fr']
 
 
 def cmd_info(args) -> None:
@@ -251,10 +249,15 @@ def cmd_evaluate(args) -> None:
 
 
 def _evaluate(args, out: Path) -> None:
+    from .corpus import check_code
     from .evaluate import evaluate, evaluate_lm_eval, evaluate_qa, parse_mask
     from .runs import write_eval
 
     mask = parse_mask(args.mask)
+    for code in _langs(args.keep or ""):  # the certificate's options, refused before a model loads
+        check_code(code, "--keep")
+    if args.budget is not None and not 0 <= args.budget < 10:
+        raise LangheadsError(f"--budget must be a share between 0 and 10 (0.02 = 2%), not {args.budget}")
     if args.limit is not None and args.limit < 1:
         raise LangheadsError(f"--limit must be a whole number >= 1, not {args.limit}")
     if (args.lm_eval or args.qa is not None) and args.model is None and not mask:
@@ -320,8 +323,6 @@ def _certify(result: dict, args) -> str:
     """The kept/dropped certificate (certificate.py), kept in the result; the line to print."""
     from .certificate import certificate, describe, settle
 
-    if args.budget is not None and not 0 <= args.budget < 10:
-        raise LangheadsError(f"--budget must be a share between 0 and 10 (0.02 = 2%), not {args.budget}")
     kept, budget = settle(args.model, _langs(args.keep) if args.keep else None, args.budget)
     if not kept:
         return "certificate: none (give --keep; the model folder records no kept languages)"

@@ -14,6 +14,7 @@ on; with a head count, the walk stops once that many heads are removed.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,11 @@ class PruneSettings:
 
 def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str]) -> list[tuple[int, int]]:
     """Heads that matter for no kept language, in the order they may be removed."""
-    harm, tiers = head_harm(scores, keep), candidate_tiers(heads, drop)
+    return ordered(candidate_tiers(heads, drop), head_harm(scores, keep))
+
+
+def ordered(tiers: dict, harm: dict) -> list[tuple[int, int]]:
+    """Candidates by tier, then least harmful first."""
     return sorted(tiers, key=lambda h: (tiers[h], harm[h]))
 
 
@@ -101,13 +106,16 @@ def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> l
 
 @dataclass
 class Candidates:
-    """What the walk chooses from: the model's head layout and costs, the candidate heads in
-    order, their harm to the kept languages and their tier."""
+    """What the walk chooses from: the model's head layout and costs, the candidate heads'
+    harm to the kept languages and their tier (and from these, their order)."""
     layout: H.HeadLayout
     costs: savings.HeadCosts
-    order: list[tuple[int, int]]
     harm: dict[tuple[int, int], float]
     tiers: dict[tuple[int, int], int]
+
+    @functools.cached_property
+    def order(self) -> list[tuple[int, int]]:
+        return ordered(self.tiers, self.harm)
 
     def next_move(self, removed: list, tried: set, room: int | None):
         """The untried move that comes first: lowest tier, then least harm per parameter saved."""
@@ -152,7 +160,6 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True, 
     if set(drop) & set(settings.keep):
         raise LangheadsError("a language cannot be both kept and dropped")
     candidates = Candidates(H.head_layout(loaded.model), savings.HeadCosts.of(loaded.model),
-                            candidate_order(scores, info["heads"], settings.keep, drop),
                             head_harm(scores, settings.keep), candidate_tiers(info["heads"], drop))
     tokens = selection_tokens(loaded, info, scanned)
     pad = loaded.tokenizer.pad_token_id or 0

@@ -160,7 +160,7 @@ class Plan:
         """A language's text batches, made once (the plan, its estimates and the scan share them)."""
         if w.lang not in self._batches:
             batches, rounds = [], []
-            for texts in self._round_texts(w):
+            for texts in self.round_texts(w):
                 made = self._make_batches(w, texts)
                 rounds.append(list(range(len(batches), len(batches) + len(made))))
                 batches += made
@@ -169,7 +169,7 @@ class Plan:
             self._batches[w.lang], self._rounds[w.lang] = batches, rounds
         return self._batches[w.lang]
 
-    def _round_texts(self, w: LanguageWork) -> list[range]:
+    def round_texts(self, w: LanguageWork) -> list[range]:
         """The texts of each round: an adaptive scan's rounds, else one round of every text."""
         if self.settings.adaptive:
             return self.settings.stopping(len(w.text_ids)).rounds()
@@ -463,7 +463,7 @@ class OpenPairs:
     rule: StoppingRule
     base: np.ndarray        # [n_texts] the unmodified NLL, NaN until scored
     values: np.ndarray      # [layers, heads, n_texts] NaN where not scored
-    state: np.ndarray       # [layers, heads] OPEN, MATTERS or FUTILE
+    state: np.ndarray       # [layers, heads] OPEN, MATTERS, BELOW or FUTILE (sequential.py)
     stopped_at: np.ndarray  # [layers, heads] texts the pair was scored on
 
     @classmethod
@@ -516,17 +516,13 @@ def score_adaptive(plan: Plan, folder: Path, progress: bool = True, overwrite: b
                 pairs[unit.lang].fill(unit, finished[unit], heads, plan.batch_of(unit).index)
             for w in plan.work:
                 if k < len(plan.round_batches(w)):
-                    bar.update(pairs[w.lang].look(_texts_after(plan, w, k)))
+                    bar.update(pairs[w.lang].look(plan.round_texts(w)[k].stop))
         states = ranks.from_main({lang: p.state for lang, p in pairs.items()} if ranks.main else None)
         for lang, state in states.items():
             pairs[lang].state = state
     bar.update(bar.total - bar.n)
     bar.close()
     return pairs if ranks.main else None
-
-
-def _texts_after(plan: Plan, w: LanguageWork, k: int) -> int:
-    return 1 + max(i for b in plan.round_batches(w)[k] for i in plan.batches(w)[b].index)
 
 
 def _open_for_ranks(plan: Plan, folder: Path, overwrite: bool, ranks: Ranks) -> tuple[UnitStore, dict]:
@@ -567,6 +563,8 @@ def _score_some(plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[U
     if ranks.main:
         for i in missing:
             unit = todo[i][0]
+            if holds(finished.get(unit), todo[i][1]):  # computed here: already in memory
+                continue
             finished[unit] = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
             if not holds(finished[unit], todo[i][1]):
                 raise LangheadsError(f"{store.path(unit)} lacks heads after every process finished: is "
