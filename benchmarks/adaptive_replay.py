@@ -16,11 +16,11 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from langheads.kinds import IntervalRule
+from langheads.scanning.kinds import IntervalRule
 from langheads.runs import read_run
-from langheads.scan import bootstrap_scores
+from langheads.scanning.scan import bootstrap_scores
 from langheads.scoring import METHODS
-from langheads.sequential import MATTERS, OPEN, StoppingRule
+from langheads.scanning.sequential import MATTERS, OPEN, StoppingRule
 
 
 def arrays(per_text: pd.DataFrame, lang: str) -> tuple[np.ndarray, np.ndarray]:

@@ -62,7 +62,7 @@ def measure_transformers(spec: str, languages: list[str], prompt_tokens: int, de
                          timing_only: bool = False) -> dict:
     from langheads import load_model
     from langheads.corpus import load_corpus
-    from langheads.evaluate import greedy_continuations, identify, text_losses
+    from langheads.evaluation.evaluate import greedy_continuations, identify, text_losses
 
     torch.manual_seed(0)
     loaded = load_model(spec)
@@ -169,9 +169,9 @@ def prepare_quant(work: Path, keep: list[str], max_vocab: int, kind: str) -> dic
     """label -> GGUF file: the package's own Q4_K_M, and our exports at `kind` of the original and
     of `trim --max-vocab`, made by llama.cpp's quantizer (each written once)."""
     from langheads import load_model
-    from langheads.export import export_gguf
+    from langheads.deploy.export import export_gguf
     from langheads.models import _default_gguf
-    from langheads.vocab import TrimSettings, trim
+    from langheads.edit.vocab import TrimSettings, trim
 
     trimmed = work / f"vocab-{max_vocab}"
     if not trimmed.exists():
@@ -222,10 +222,11 @@ def quant_table(args, keep: list[str], languages: list[str]) -> list[str]:
 
 def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab: int) -> dict[str, str]:
     """Write the variant folders and their q8_0 GGUF files (each once); returns label -> folder."""
-    from langheads import load_model, pruning
+    from langheads import load_model
+    from langheads.edit import pruning
     from langheads.errors import LangheadsError
-    from langheads.export import export_gguf
-    from langheads.vocab import TrimSettings, choose_vocab, decision_texts, trim
+    from langheads.deploy.export import export_gguf
+    from langheads.edit.vocab import TrimSettings, choose_vocab, decision_texts, trim
     from langheads.corpus import load_corpus
 
     folders = {"original": "default", "heads": str(work / "heads"), "vocab exact": str(work / "vocab-exact"),

@@ -17,7 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_export import FAMILY_MATRIX, TEXTS  # noqa: E402 - the suite's matrix, one source
 
-from langheads import export, load_model, pruning, synthetic  # noqa: E402
+from langheads.deploy import export
+from langheads import load_model, synthetic
+from langheads.edit import pruning  # noqa: E402
 from langheads.cli import main as cli  # noqa: E402
 from langheads.errors import LangheadsError  # noqa: E402
 

@@ -18,8 +18,8 @@ import numpy as np
 def main() -> None:
     from langheads import load_model
     from langheads.corpus import load_corpus
-    from langheads.evaluate import text_losses
-    from langheads.vocab import (TokenizerFile, choose_vocab, decision_texts, rarity_counts, shrink,
+    from langheads.evaluation.evaluate import text_losses
+    from langheads.edit.vocab import (TokenizerFile, choose_vocab, decision_texts, rarity_counts, shrink,
                                  trim_model_, trimmed_tokenizer)
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

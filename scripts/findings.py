@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from langheads.compare import compare_runs
-from langheads.kinds import LahisRule
+from langheads.reporting.compare import compare_runs
+from langheads.scanning.kinds import LahisRule
 from langheads.runs import read_eval, read_pruned, read_run
 
 FAMILIES = {"Germanic": "en de nl sv", "Romance": "fr es it pt", "Slavic": "ru uk pl cs",

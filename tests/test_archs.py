@@ -41,7 +41,7 @@ def test_cohere_qk_norm_rows_follow_their_heads():
     assert isinstance(archs.adapter_for(model), archs.base.Adapter) and archs.adapter_for(model).per_head_norms
     attn = H.decoder_layers(model)[0].self_attn
     assert tuple(attn.q_norm.weight.shape) == (4, 16) and tuple(attn.k_norm.weight.shape) == (2, 16)
-    from langheads.surgery import remove_heads_
+    from langheads.edit.surgery import remove_heads_
 
     before = attn.q_norm.weight.detach().clone()
     remove_heads_(model, {0: [0, 1]})  # KV group 0 goes whole

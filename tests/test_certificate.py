@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from langheads.certificate import certificate, describe
+from langheads.evaluation.certificate import certificate, describe
 
 
 def text_result(rows):

@@ -166,7 +166,7 @@ def test_hub_id_without_network_fails_fast(tmp_path):
 
 
 def test_compare_runs(tiny_dirs, sample_data, tmp_path):
-    from langheads.compare import compare_runs, spearman
+    from langheads.reporting.compare import compare_runs, spearman
 
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

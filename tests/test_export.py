@@ -2,7 +2,9 @@
 trimmed and uniformly pruned models; refused with the reason where llama.cpp cannot run it."""
 import pytest
 
-from langheads import export, load_model, pruning, synthetic, vocab
+from langheads.deploy import export
+from langheads import load_model, synthetic
+from langheads.edit import pruning, vocab
 from langheads.archs import adapter_for
 from langheads.cli import main
 from langheads.errors import LangheadsError
@@ -243,8 +245,8 @@ def test_quantized_exports_run_in_llama_cpp(variants, tmp_path):
 def test_the_pre_tokenizer_is_named_from_what_trimming_keeps(tmp_path):
     import json
 
-    from langheads.gguf_vocab import pre_from_pattern, pre_tokenizer_name
-    from langheads.vocab import TokenizerFile
+    from langheads.deploy.gguf_vocab import pre_from_pattern, pre_tokenizer_name
+    from langheads.edit.vocab import TokenizerFile
 
     names = {style: pre_from_pattern(json.loads(synthetic.trained_tokenizer(style).backend_tokenizer.to_str()))
              for style in ("byte_level", "llama3", "qwen2")}

@@ -15,7 +15,7 @@ import pytest
 
 from langheads.cli import main
 from langheads.errors import LangheadsError
-from langheads.judge import Judge
+from langheads.evaluation.judge import Judge
 
 
 class _Server:
@@ -211,7 +211,7 @@ def test_texts_longer_than_gpt2_can_read_are_cut_to_its_positions(tiny_dirs, tmp
 
 
 def test_japanese_keeps_katakana_its_texts_do_not_show():
-    from langheads import vocab
+    from langheads.edit import vocab
 
     no_katakana = ["すべての人間は、生まれながらにして自由であり、尊厳と権利とについて平等である。"]
     shares = vocab.language_scripts({"ja": no_katakana, "sr": ["Сва људска бића рађају се слободна."]})
@@ -225,7 +225,7 @@ def test_evaluate_max_tokens_gives_both_models_the_same_text(tmp_path):
     """A trimmed tokenizer cuts dropped-script text into more tokens; --max-tokens still gives
     both models the same characters (it counts the baseline's tokens, cut at a character)."""
     from langheads import load_model, synthetic
-    from langheads.evaluate import cut_texts, text_losses
+    from langheads.evaluation.evaluate import cut_texts, text_losses
 
     folder = synthetic.save_tiny("llama", tmp_path / "orig", tokenizer="byte_fallback")
     trimmed = tmp_path / "trimmed"
@@ -243,7 +243,7 @@ def test_evaluate_max_tokens_gives_both_models_the_same_text(tmp_path):
 def test_compare_says_which_languages_have_no_spearman():
     import pandas as pd
 
-    from langheads.compare import mean_spearman
+    from langheads.reporting.compare import mean_spearman
 
     table = pd.DataFrame({"language": ["en", "fr"], "spearman": [0.5, float("nan")]})
     assert mean_spearman(table) == "mean spearman 0.500 over 1 of 2 languages; undefined (constant scores): fr"

@@ -16,7 +16,7 @@ import pytest
 
 from langheads.cli import main
 from langheads.errors import LangheadsError
-from langheads.judge import Judge, parse_verdict
+from langheads.evaluation.judge import Judge, parse_verdict
 
 from .test_qa import ITEMS
 

@@ -1,7 +1,7 @@
 """The kinds rules on hand-made scores: one head per kind."""
 import pandas as pd
 
-from langheads.kinds import IntervalRule, LahisRule
+from langheads.scanning.kinds import IntervalRule, LahisRule
 
 LANGS = ["en", "hi", "fr", "de"]
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from langheads import heads as H
-from langheads import archs, models, pruning, surgery, synthetic
+from langheads import archs, models, synthetic
+from langheads.edit import pruning, surgery
 from langheads.errors import LangheadsError
 from langheads.manifest import read_manifest
 
@@ -221,7 +222,7 @@ def test_prune_reads_the_scans_own_texts(tiny_dirs, tmp_path):
 
 
 def test_savings_count_what_the_saved_model_loses():
-    from langheads import savings
+    from langheads.edit import savings
     from langheads.heads import HeadLayout
 
     phi = HeadLayout("phi3", n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8)  # groups {0, 1} and {2, 3}

@@ -138,7 +138,7 @@ def test_answer_signal_scan_end_to_end(tiny_dirs, qa_jsonl, sample_data, tmp_pat
 
 
 def test_answer_metrics_by_hand():
-    from langheads.metrics import Metric, chrf, exact_match, token_f1
+    from langheads.evaluation.metrics import Metric, chrf, exact_match, token_f1
 
     assert exact_match("The River!", "river") == 1.0 and exact_match("a stream", "river") == 0.0
     assert token_f1("at nine sharp", "at nine") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
@@ -185,8 +185,8 @@ def test_evaluate_qa_with_masked_heads(tiny_dirs, qa_jsonl, tmp_path, capsys):
 def test_switch_method_matches_one_head_at_a_time_generation(tiny_dirs, sample_data, tmp_path):
     """The batched, per-row-masked generations give what masking one head and generating
     each prompt alone gives."""
-    from langheads.metrics import switched
-    from langheads.scan import ScanSettings, plan_scan
+    from langheads.evaluation.metrics import switched
+    from langheads.scanning.scan import ScanSettings, plan_scan
 
     plan = plan_scan(ScanSettings(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["fr"],
                                   method="switch", bootstrap=20))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from langheads.cli import main
-from langheads.kinds import benjamini_hochberg
+from langheads.scanning.kinds import benjamini_hochberg
 from langheads.runs import read_eval, read_pruned, read_run
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

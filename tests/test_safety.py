@@ -2,11 +2,12 @@
 cases of the hardening issue, each shown safe."""
 import pytest
 
-from langheads import runs, scan
+from langheads import runs
+from langheads.scanning import scan
 from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.scoring.exact import ExactAblation
-from langheads.store import store_dir
+from langheads.scanning.store import store_dir
 
 
 @pytest.fixture

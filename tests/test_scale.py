@@ -14,8 +14,8 @@ import pytest
 
 from langheads import synthetic
 from langheads.cli import main
-from langheads.distributed import Ranks
-from langheads.store import UnitStore, store_dir
+from langheads.scanning.distributed import Ranks
+from langheads.scanning.store import UnitStore, store_dir
 
 from .conftest import run_cli
 

@@ -7,9 +7,9 @@ import pytest
 
 import langheads
 from langheads.errors import LangheadsError
-from langheads.scan import ScanSettings, bootstrap_scores
+from langheads.scanning.scan import ScanSettings, bootstrap_scores
 from langheads.scoring import METHODS
-from langheads.sequential import FUTILE, MATTERS, OPEN, StoppingRule
+from langheads.scanning.sequential import FUTILE, MATTERS, OPEN, StoppingRule
 
 THRESHOLD = 0.01
 
@@ -108,7 +108,7 @@ def test_adaptive_scores_equal_the_full_scan_on_the_texts_they_share(tiny_llama,
 
 
 def test_adaptive_rescan_reuses_the_store(tiny_llama, sample_data, tmp_path):
-    from langheads.store import UnitStore, store_dir
+    from langheads.scanning.store import UnitStore, store_dir
 
     first = langheads.scan_model(tmp_path / "a", progress=False, adaptive=True, **common(tiny_llama, sample_data))
     again = langheads.scan_model(tmp_path / "a", overwrite=True, progress=False, adaptive=True,

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from langheads import load_model, synthetic, vocab
+from langheads import load_model, synthetic
+from langheads.edit import vocab
 from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.manifest import read_manifest
@@ -128,7 +129,7 @@ def test_scripts_are_measured_per_language():
 def test_prune_with_trim_vocab_then_reload(tmp_path):
     """Heads removed, then the vocabulary: the loader replays both from the manifest."""
     from langheads import heads as H
-    from langheads import pruning
+    from langheads.edit import pruning
 
     folder = synthetic.save_tiny("gemma3", tmp_path / "orig", tokenizer="byte_fallback")
     loaded = load_model(str(folder))
@@ -193,7 +194,7 @@ def test_default_model_trim_is_exact(default_model, tmp_path):
 def test_evaluate_reads_each_model_with_its_own_tokenizer(trimmed):
     """Kept languages: the same tokens, and NLL per byte can only fall; a dropped script is cut
     into more (byte) tokens by the trimmed tokenizer, and per byte still compares the two."""
-    from langheads.evaluate import evaluate
+    from langheads.evaluation.evaluate import evaluate
 
     _, _, root = trimmed
     result = evaluate(str(root / "trim"), str(root / "orig"), ["en", "hi", "zh"], str(root / "data.jsonl"),

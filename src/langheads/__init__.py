@@ -13,8 +13,8 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=No
 
     from . import runs
     from .folders import check_out_dir, writing
-    from .scan import ScanSettings, check_memory, plan_scan, run_scan
-    from .store import store_dir
+    from .scanning.scan import ScanSettings, check_memory, plan_scan, run_scan
+    from .scanning.store import store_dir
 
     out = Path(out_dir)
     check_out_dir(out, overwrite, "run")

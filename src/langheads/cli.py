@@ -70,9 +70,9 @@ def cmd_cache(args) -> None:
 
 
 def cmd_scan(args) -> None:
-    from .distributed import Ranks
+    from .scanning.distributed import Ranks
     from .folders import check_out_dir, writing
-    from .scan import resolve_device
+    from .scanning.scan import resolve_device
 
     if args.dry_run:
         return _scan(args, Ranks())
@@ -93,8 +93,8 @@ def _scan(args, ranks) -> None:
     from . import runs
     from .folders import check_out_dir
     from .options import from_args
-    from .scan import ScanSettings, check_memory, describe_plan, open_store, plan_scan, run_scan
-    from .store import store_dir
+    from .scanning.scan import ScanSettings, check_memory, describe_plan, open_store, plan_scan, run_scan
+    from .scanning.store import store_dir
 
     out = Path(args.out)
     if not args.dry_run and ranks.main:
@@ -132,7 +132,7 @@ def _scan(args, ranks) -> None:
 
 def cmd_report(args) -> None:
     from .folders import check_out_dir, writing
-    from .report import write_report
+    from .reporting.report import write_report
 
     out = Path(args.out)
     check_out_dir(out, args.overwrite, "report")
@@ -142,7 +142,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .compare import compare_runs, mean_spearman
+    from .reporting.compare import compare_runs, mean_spearman
 
     table = compare_runs(args.run_a, args.run_b, args.top)
     print(f"A = {args.run_a}, B = {args.run_b}: Spearman rank correlation of head scores, top-{args.top} overlap")
@@ -157,11 +157,11 @@ def cmd_compare(args) -> None:
 
 def cmd_prune(args) -> None:
     from .options import from_args
-    from .pruning import PruneSettings, prune
+    from .edit.pruning import PruneSettings, prune
 
     settings = from_args(PruneSettings, args)
     result, record = prune(settings, Path(args.out), args.overwrite, progress=not args.quiet)
-    from .savings import describe
+    from .edit.savings import describe
 
     last = result.curve[-1]
     print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
@@ -187,7 +187,7 @@ def _describe_vocab(record: dict) -> str:
 
 def cmd_trim(args) -> None:
     from .options import from_args
-    from .vocab import TrimSettings, trim
+    from .edit.vocab import TrimSettings, trim
 
     settings = from_args(TrimSettings, args)
     choice = trim(settings, Path(args.out), args.overwrite)
@@ -197,7 +197,7 @@ def cmd_trim(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import check_type, export_gguf, llama_cpp_gap, transformers_gap
+    from .deploy.export import check_type, export_gguf, llama_cpp_gap, transformers_gap
     from .models import load_model
 
     out = Path(args.gguf)
@@ -208,7 +208,7 @@ def cmd_export(args) -> None:
     check_out_file(out, args.overwrite, "--gguf")
     check_type(args.type)
     if args.pre is not None:
-        from .gguf_vocab import check_pre
+        from .deploy.gguf_vocab import check_pre
 
         check_pre(args.pre)
     if args.llama_cpp and not args.check:
@@ -250,7 +250,7 @@ def cmd_evaluate(args) -> None:
 
 def _evaluate(args, out: Path) -> None:
     from .corpus import check_code
-    from .evaluate import evaluate, evaluate_lm_eval, evaluate_qa, parse_mask
+    from .evaluation.evaluate import evaluate, evaluate_lm_eval, evaluate_qa, parse_mask
     from .runs import write_eval
 
     mask = parse_mask(args.mask)
@@ -284,7 +284,7 @@ def _evaluate(args, out: Path) -> None:
         if args.judge:
             import hashlib
 
-            from .judge import Judge
+            from .evaluation.judge import Judge
             from .models import cache_dir
 
             if not args.judge_model:
@@ -321,7 +321,7 @@ def _evaluate(args, out: Path) -> None:
 
 def _certify(result: dict, args) -> str:
     """The kept/dropped certificate (certificate.py), kept in the result; the line to print."""
-    from .certificate import certificate, describe, settle
+    from .evaluation.certificate import certificate, describe, settle
 
     kept, budget = settle(args.model, _langs(args.keep) if args.keep else None, args.budget)
     if not kept:
@@ -339,9 +339,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .options import add_options
-    from .pruning import PruneSettings
-    from .scan import ScanSettings
-    from .vocab import TrimSettings
+    from .edit.pruning import PruneSettings
+    from .scanning.scan import ScanSettings
+    from .edit.vocab import TrimSettings
 
     p = OneLineParser(prog="langheads", description="Which attention heads serve which language?")
     sub = p.add_subparsers(dest="command", required=True)

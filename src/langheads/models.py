@@ -209,7 +209,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     from transformers.utils import logging as hf_logging
 
     from .archs import adapter_for
-    from .surgery import remove_heads_
+    from .edit.surgery import remove_heads_
 
     manifest = read_manifest(folder)
     if not manifest.needs_replay():  # the config itself says every shape

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .errors import LangheadsError
 from .folders import new_folder, read_versioned_json
-from .kinds import KINDS, LAHIS_KINDS
+from .scanning.kinds import KINDS, LAHIS_KINDS
 from .plots import heatmap
 
 

@@ -50,7 +50,7 @@ class LanguageSwitch(ScoringMethod):
             return greedy(model, self.tokenizer, prompts, self.new_tokens)
 
     def _switched(self, texts: list[str], lang: str) -> np.ndarray:
-        from ..metrics import switched
+        from ..evaluation.metrics import switched
 
         return np.array([switched(t, lang) for t in texts])
 

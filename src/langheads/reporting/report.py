@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import LangheadsError
-from .folders import new_folder
-from .plots import heatmap_figure, language_colours, panel_grid, pyplot
-from .runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
-from .savings import describe as describe_savings
+from ..errors import LangheadsError
+from ..folders import new_folder
+from ..plots import heatmap_figure, language_colours, panel_grid, pyplot
+from ..runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
+from ..edit.savings import describe as describe_savings
 
 KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "language-general": "#222222",
                 "miscellaneous": "#f2f2f2", "other": "#f2f2f2"}

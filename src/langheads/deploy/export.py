@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import heads as H
-from .archs import FAMILIES, adapter_for
-from .errors import LangheadsError
-from .folders import atomic_file, check_out_file
+from .. import heads as H
+from ..archs import FAMILIES, adapter_for
+from ..errors import LangheadsError
+from ..folders import atomic_file, check_out_file
 from .gguf_vocab import write_tokenizer
 
 OWN_TYPES = ("f32", "f16", "q8_0")  # written here with the gguf package
@@ -238,7 +238,7 @@ def transformers_gap(loaded, gguf_path: Path, texts: list[str]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from .models import pretrained
+    from ..models import pretrained
 
     hf_logging.disable_progress_bar()
     gguf_path = Path(gguf_path)

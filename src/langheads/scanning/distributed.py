@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import torch
 
-from .errors import LangheadsError
+from ..errors import LangheadsError
 
 # Ranks that finish their share wait at a barrier for the slowest one: allow a long scan.
 WAIT = timedelta(hours=float(os.environ.get("LANGHEADS_WAIT_HOURS", "48")))

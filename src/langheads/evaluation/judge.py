@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LangheadsError, printable
+from ..errors import LangheadsError, printable
 
 PROMPT = """You are grading an answer to a question in {language}.
 Question: {question}

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import heads as H
-from . import nll, qa
-from .corpus import Text, language_key, load_corpus
-from .errors import LangheadsError
-from .generate import greedy_each
+from .. import heads as H
+from .. import nll, qa
+from ..corpus import Text, language_key, load_corpus
+from ..errors import LangheadsError
+from ..generate import greedy_each
 from .metrics import answer_metrics, identify, paired_interval
-from .models import load_model
+from ..models import load_model
 
 
 @dataclass

@@ -20,16 +20,17 @@ from pathlib import Path
 
 import torch
 
-from . import heads as H
-from . import nll, savings
-from .archs import adapter_for
-from .corpus import scan_corpus
-from .errors import LangheadsError
-from .folders import check_out_dir
-from .manifest import read_manifest, write_model_folder
-from .models import DTYPES, LoadedModel, load_model
-from .options import option
-from .runs import read_run
+from .. import heads as H
+from .. import nll
+from . import savings
+from ..archs import adapter_for
+from ..corpus import scan_corpus
+from ..errors import LangheadsError
+from ..folders import check_out_dir
+from ..manifest import read_manifest, write_model_folder
+from ..models import DTYPES, LoadedModel, load_model
+from ..options import option
+from ..runs import read_run
 from .surgery import remove_heads_
 
 
@@ -50,7 +51,7 @@ class PruneSettings:
     vocab_texts: str | None = option(None, help="with --max-vocab: texts to count token rarity on")
 
     def __post_init__(self):
-        from . import checks
+        from .. import checks
 
         checks.languages(self, "keep")
         if self.drop is not None:
@@ -286,7 +287,7 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
 
 def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True) -> tuple[PruneResult, dict]:
     """Library entry point for `langheads prune`."""
-    from .folders import writing
+    from ..folders import writing
 
     check_out_dir(out, overwrite, "model")
     with writing(Path(out), "model folder"):

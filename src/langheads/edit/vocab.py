@@ -23,9 +23,9 @@ from functools import lru_cache
 
 import torch
 
-from . import heads as H
-from .errors import LangheadsError
-from .options import option
+from .. import heads as H
+from ..errors import LangheadsError
+from ..options import option
 
 SCRIPT_SHARE = 0.01  # a script is a language's when it writes at least 1% of its letters
 # Words in Unicode character names that are not the script (FULLWIDTH LATIN A is Latin).
@@ -488,7 +488,7 @@ def trimmed_tokenizer(tokenizer, kept_ids: list[int]):
 
     from transformers import AutoTokenizer
 
-    from .models import pretrained
+    from ..models import pretrained
 
     with tempfile.TemporaryDirectory() as tmp:
         save_trimmed_tokenizer(tokenizer, kept_ids, Path(tmp))
@@ -524,7 +524,7 @@ def decision_texts(corpus, languages: list[str]) -> dict[str, list[str]]:
 
 def read_vocab_texts(path: str, languages: list[str]) -> list[str]:
     """The kept languages' texts from a file or folder in --data's formats."""
-    from .corpus import load_corpus
+    from ..corpus import load_corpus
 
     corpus = load_corpus(path)
     missing = [lang for lang in languages if lang not in corpus.languages]
@@ -537,7 +537,7 @@ def read_vocab_texts(path: str, languages: list[str]) -> list[str]:
 def texts_for_trimming(keep: list[str], data: str | None, vocab_texts: str | None = None):
     """(decision texts per kept language, to measure scripts on; the --vocab-texts, or None).
     Read before any model loads, so missing data is refused at once."""
-    from .corpus import load_corpus
+    from ..corpus import load_corpus
 
     if not keep:
         raise LangheadsError("--keep needs at least one language")
@@ -565,8 +565,8 @@ class TrimSettings:
     dtype: str = option("float32", help="float32 | bfloat16 | float16 for the saved weights")
 
     def __post_init__(self):
-        from . import checks
-        from .models import DTYPES
+        from .. import checks
+        from ..models import DTYPES
 
         checks.languages(self, "keep")
         checks.count(self, "max_vocab", optional=True)
@@ -580,7 +580,7 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
     """Library entry point for `langheads trim`: write a folder with the trimmed vocabulary."""
     from pathlib import Path
 
-    from .folders import check_out_dir, writing
+    from ..folders import check_out_dir, writing
 
     out = Path(out)
     check_out_dir(out, overwrite, "model")
@@ -589,8 +589,8 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
 
 
 def _trim(settings: TrimSettings, out, overwrite: bool) -> VocabChoice:
-    from .manifest import write_model_folder
-    from .models import DTYPES, load_model
+    from ..manifest import write_model_folder
+    from ..models import DTYPES, load_model
 
     texts, extra = texts_for_trimming(settings.keep, settings.data, settings.vocab_texts)
     loaded = load_model(settings.model)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import LangheadsError
-from .runs import read_run
+from ..errors import LangheadsError
+from ..runs import read_run
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

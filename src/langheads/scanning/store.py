@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LangheadsError
-from .folders import atomic_file, check_replaceable, mark, write_json_atomically
-from .scoring.base import Unit, UnitScores
+from ..errors import LangheadsError
+from ..folders import atomic_file, check_replaceable, mark, write_json_atomically
+from ..scoring.base import Unit, UnitScores
 
 KEY_FILE = "scan-key.json"
 

@@ -18,17 +18,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import heads as H
-from . import nll, qa
-from .corpus import Corpus, language_key, scan_corpus
+from .. import heads as H
+from .. import nll, qa
+from ..corpus import Corpus, language_key, scan_corpus
 from .distributed import Ranks
-from .errors import LangheadsError
+from ..errors import LangheadsError
 from .kinds import RULES
-from .models import LoadedModel, Placement, load_model
-from .options import option
+from ..models import LoadedModel, Placement, load_model
+from ..options import option
 from .store import UnitStore
-from .scoring import METHODS, ScoringMethod
-from .scoring.base import Unit, UnitScores
+from ..scoring import METHODS, ScoringMethod
+from ..scoring.base import Unit, UnitScores
 from .sequential import CALLS, OPEN, StoppingRule
 
 
@@ -75,8 +75,8 @@ class ScanSettings:
 
     def __post_init__(self):
         """Refuse bad values here, once, for the library and the CLI alike."""
-        from . import checks
-        from .models import DTYPES
+        from .. import checks
+        from ..models import DTYPES
 
         checks.languages(self, "languages")
         checks.choice(self, "method", list(METHODS))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import LangheadsError
+from ..errors import LangheadsError
 
 # tokenizer.json's split patterns, as llama.cpp names the pre-tokenizers that split so.
 _LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
@@ -96,7 +96,7 @@ def pre_tokenizer_name(tf, family_names: dict[str, str], sources: list, given: s
 
 def write_tokenizer(w, tokenizer, family_names: dict[str, str], sources: list, pre: str | None = None) -> None:
     """Every tokenizer.ggml.* key for `tokenizer` (a transformers tokenizer with tokenizer.json)."""
-    from .vocab import TokenizerFile
+    from ..edit.vocab import TokenizerFile
 
     tf = TokenizerFile.of(tokenizer)
     if tf.style == "byte_fallback":

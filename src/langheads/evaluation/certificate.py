@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .manifest import read_manifest
+from ..manifest import read_manifest
 
 
 def settle(model: str | None, keep: list[str] | None, budget: float | None) -> tuple[list[str] | None, float]:

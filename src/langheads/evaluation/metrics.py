@@ -54,7 +54,7 @@ def normalize(text: str) -> str:
 
 def _tokens(text: str) -> list[str]:
     """Words; characters in scripts written without spaces (Chinese, Japanese, Thai)."""
-    from .corpus import NO_SPACES
+    from ..corpus import NO_SPACES
 
     text = normalize(text)
     return list(text.replace(" ", "")) if NO_SPACES.search(text) else text.split()

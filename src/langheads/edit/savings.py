@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import heads as H
+from .. import heads as H
 from .surgery import layer_plan
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import heads as H
-from .archs import NoAttention, adapter_for
-from .errors import LangheadsError
+from .. import heads as H
+from ..archs import NoAttention, adapter_for
+from ..errors import LangheadsError
 
 __all__ = ["NoAttention", "layer_plan", "remove_heads_"]
 
