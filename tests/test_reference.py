@@ -1,0 +1,57 @@
+"""Behaviour unchanged by refactoring: the same commands write what they wrote before it
+(tests/data/reference.json, from scripts/reference_outputs.py run on commit 46c41a1, before the
+layout, settings and entry-point changes). Weights, the GGUF file and the report page (its folder
+name aside) are compared byte for byte (sha256); the scan's numbers to 1e-6 relative (the same on this machine to the last bit;
+the tolerance leaves room for another CPU's summation order), its kinds exactly."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _produce(tmp_path):
+    spec = importlib.util.spec_from_file_location("reference_outputs", ROOT / "scripts" / "reference_outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return json.loads(json.dumps(module.produce(tmp_path)))  # the same types as the stored file
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _same_table(now: dict, before: dict, what: str) -> None:
+    assert sorted(now) == sorted(before), (what, sorted(now), sorted(before))
+    for column, values in before.items():
+        if isinstance(values[0], str):
+            assert now[column] == values, (what, column)
+        else:
+            np.testing.assert_allclose(now[column], values, rtol=1e-6, atol=1e-9, err_msg=f"{what}.{column}")
+
+
+def test_the_commands_write_what_they_wrote_before(tmp_path):
+    before = json.loads((ROOT / "tests" / "data" / "reference.json").read_text())
+    now = _produce(tmp_path)
+    assert now["columns"] == before["columns"]  # in the same order
+    _same_table(now["scores"], before["scores"], "scores.csv")
+    _same_table(now["per_text"], before["per_text"], "per_text.parquet")
+    assert now["kinds"] == before["kinds"]
+    assert now["pruned"] == before["pruned"] and now["pruned"], "pruned weights differ"
+    assert now["trimmed"] == before["trimmed"] and now["trimmed"], "trimmed weights differ"
+    assert now["gguf"] == before["gguf"], "the GGUF export differs"
+    assert now["report"] == before["report"], "the report page differs"
+
+
+def test_the_comparison_sees_a_changed_number():
+    before = {"score": [0.1, 0.2], "language": ["en", "fr"]}
+    _same_table({"score": [0.1, 0.2], "language": ["en", "fr"]}, before, "x")
+    try:
+        _same_table({"score": [0.1, 0.2001], "language": ["en", "fr"]}, before, "x")
+    except AssertionError:
+        return
+    raise AssertionError("a changed score passed")
