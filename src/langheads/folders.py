@@ -172,34 +172,39 @@ def write_json_atomically(path: Path, data, **dump) -> None:
 
 @contextlib.contextmanager
 def writing(path: Path, what: str):
-    """Hold the lock for writing `path` (an output folder, a cache entry): a second writer is
-    told in one line who holds it. The lock file sits beside `path` and goes when released."""
-    import fcntl
+    """Hold the lock for writing `path` (an output folder, a cache entry; filelock): a second
+    writer is told in one line who holds it. The lock file sits beside `path`, names its holder
+    and goes when released."""
     import socket
     import time
+
+    from filelock import FileLock, Timeout
 
     path = Path(path).resolve()
     lock_file = path.with_name(path.name + ".lock")
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")
+    lock = FileLock(lock_file, timeout=0)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise LangheadsError(f"{what} {path} is being written by {holder}; wait for it to finish, or choose "
-                             "another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
-    handle.flush()
+        lock.acquire()
+    except Timeout:
+        holder = lock_file.read_text(errors="replace").strip() if lock_file.exists() else ""
+        raise LangheadsError(f"{what} {path} is being written by {holder or 'another process'}; wait for it to "
+                             "finish, or choose another --out") from None
+    lock_file.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
     try:
         yield
     finally:
         lock_file.unlink(missing_ok=True)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        lock.release()
+
+
+@contextlib.contextmanager
+def claim(out: Path, overwrite: bool, kind: str):
+    """The one start of every command that writes a folder: refuse a taken `out` (unless
+    --overwrite may replace a folder of the same kind), then hold its lock while the work runs."""
+    check_out_dir(Path(out), overwrite, kind)
+    with writing(Path(out), f"{kind} folder"):
+        yield Path(out)
 
 
 def read_versioned_json(path: Path, what: str, versions: tuple[int, ...], needs: tuple[str, ...] = ()) -> dict:

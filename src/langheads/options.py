@@ -17,9 +17,11 @@ def comma_list(value: str) -> list[str]:
 PARSERS = {"int": int, "float": float, "str": str, "list[str]": comma_list}
 
 
-def option(default=MISSING, *, help: str, factory=None, flag: str | None = None, metavar: str | None = None):
-    """A settings field that is also a command-line option (flag: --the-field-name)."""
-    meta = {"help": help, "flag": flag, "metavar": metavar}
+def option(default=MISSING, *, help: str, factory=None, flag: str | None = None, metavar: str | None = None,
+           positional: bool = False):
+    """A settings field that is also a command-line option (flag: --the-field-name), or, with
+    `positional`, an argument given by place (the field's name in the usage)."""
+    meta = {"help": help, "flag": flag, "metavar": metavar, "positional": positional}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -32,6 +34,9 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
             continue
         flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
         kind = str(f.type).replace(" | None", "")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, type=PARSERS[kind], metavar=f.metadata["metavar"], help=f.metadata["help"])
+            continue
         if kind == "bool":
             parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
             continue

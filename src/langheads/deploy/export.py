@@ -12,6 +12,7 @@ leaves layers with different head counts (or none) is refused with the reason.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from .. import heads as H
 from ..archs import FAMILIES, adapter_for
 from ..errors import LangheadsError
 from ..folders import atomic_file, check_out_file
-from .gguf_vocab import write_tokenizer
+from ..options import comma_list, option
+from .gguf_vocab import check_pre, write_tokenizer
 
 OWN_TYPES = ("f32", "f16", "q8_0")  # written here with the gguf package
 # Made by llama.cpp's own quantizer (llama-cpp-python binds llama_model_quantize) from our f32
@@ -43,6 +45,62 @@ def check_type(kind: str) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise LangheadsError(f"--type {kind} is made by llama.cpp's own quantizer, which needs llama-cpp-python: "
                                  "pip install 'langheads[llamacpp]'")
+
+
+@dataclass
+class ExportSettings:
+    """Everything `langheads export` is told; every option defined once, here."""
+    model: str = option(positional=True, help="default | a model folder (original, trimmed, or pruned with "
+                        "--uniform) | a .gguf file")
+    gguf: str = option(help="the .gguf file to write")
+    type: str = option("f32", help="f32 | f16 | q8_0 (written here) | q4_0 | q5_0 | q4_k_s | q4_k_m | q5_k_s | "
+                       "q5_k_m | q6_k (made by llama.cpp's own quantizer from our f32 file)")
+    pre: str | None = option(None, metavar="NAME", help="byte-level BPE only: llama.cpp's pre-tokenizer name, "
+                             "where langheads cannot tell it (llama-bpe, qwen2, gpt-2, smollm, command-r, ...)")
+    check: list[str] | None = option(None, metavar="LANGS", help="compare the GGUF with the folder on these "
+                                     "languages' report texts")
+    llama_cpp: bool = option(False, help="with --check: also through llama.cpp (llama-cpp-python)")
+    data: str | None = option(None, help="texts for --check (default: bundled UDHR)")
+
+    def __post_init__(self):
+        """Refuse bad values here, once, for the library and the CLI alike."""
+        if isinstance(self.check, str):
+            self.check = comma_list(self.check)
+        if Path(self.gguf).suffix != ".gguf":
+            raise LangheadsError(f"--gguf must name a .gguf file, not {self.gguf}")
+        check_type(self.type)
+        if self.pre is not None:
+            check_pre(self.pre)
+        if self.llama_cpp and not self.check:
+            raise LangheadsError("--llama-cpp is a kind of --check: give --check LANGS too")
+        if self.llama_cpp:
+            import importlib.util
+
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise LangheadsError("--llama-cpp needs llama-cpp-python: pip install 'langheads[llamacpp]'")
+
+
+def export(settings: ExportSettings, overwrite: bool = False) -> dict:
+    """Library entry point for `langheads export`: write the GGUF file and, with `check`,
+    measure its gap to the folder (transformers' GGUF reader; llama.cpp with `llama_cpp`)."""
+    from ..corpus import load_corpus
+    from ..models import load_model
+
+    out = Path(settings.gguf)
+    check_out_file(out, overwrite, "--gguf")
+    texts = []
+    if settings.check:  # read before the model loads: a missing language is refused at once
+        corpus = load_corpus(settings.data)
+        texts = [t.text for lang in settings.check for t in corpus.texts(lang, "report")]
+    loaded = load_model(settings.model)
+    loaded.require_plain("GGUF export")
+    export_gguf(loaded, out, settings.type, overwrite, pre=settings.pre)
+    result = {"path": out, "bytes": out.stat().st_size, "type": settings.type}
+    if settings.check:
+        result["transformers"] = transformers_gap(loaded, out, texts)
+    if settings.llama_cpp:
+        result["llama_cpp"] = llama_cpp_gap(loaded, out, texts)
+    return result
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:

@@ -26,7 +26,6 @@ from . import savings
 from ..archs import adapter_for
 from ..corpus import scan_corpus
 from ..errors import LangheadsError
-from ..folders import check_out_dir
 from ..manifest import read_manifest, write_model_folder
 from ..models import DTYPES, LoadedModel, load_model
 from ..options import option
@@ -271,7 +270,6 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
     config, tokenizer and the manifest of edits."""
     from .vocab import apply_trim
 
-    check_out_dir(out, overwrite, "model")
     if dtype not in DTYPES:
         raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     layout, before = H.head_layout(loaded.model), _parameters(loaded.model)
@@ -287,10 +285,9 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
 
 def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True) -> tuple[PruneResult, dict]:
     """Library entry point for `langheads prune`."""
-    from ..folders import writing
+    from ..folders import claim
 
-    check_out_dir(out, overwrite, "model")
-    with writing(Path(out), "model folder"):
+    with claim(Path(out), overwrite, "model"):
         return _prune(settings, Path(out), overwrite, progress)
 
 

@@ -580,12 +580,10 @@ def trim(settings: TrimSettings, out, overwrite: bool = False) -> VocabChoice:
     """Library entry point for `langheads trim`: write a folder with the trimmed vocabulary."""
     from pathlib import Path
 
-    from ..folders import check_out_dir, writing
+    from ..folders import claim
 
-    out = Path(out)
-    check_out_dir(out, overwrite, "model")
-    with writing(out, "model folder"):
-        return _trim(settings, out, overwrite)
+    with claim(Path(out), overwrite, "model"):
+        return _trim(settings, Path(out), overwrite)
 
 
 def _trim(settings: TrimSettings, out, overwrite: bool) -> VocabChoice:

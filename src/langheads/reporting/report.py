@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LangheadsError
-from ..folders import new_folder
+from ..folders import claim, new_folder
+from ..options import option
 from ..plots import heatmap_figure, language_colours, panel_grid, pyplot
 from ..runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
 from ..edit.savings import describe as describe_savings
@@ -194,7 +195,7 @@ def compare_figure(a: Run, b: Run):
         ax.axis("off")
     rhos = {}
     for ax, lang in zip(axes.ravel(), shared):
-        x, y = a.grid(lang, "delta_nll").ravel(), b.grid(lang, "delta_nll").ravel()
+        x, y = a.grid(lang, "score").ravel(), b.grid(lang, "score").ravel()
         rhos[lang] = spearman(x, y)
         ax.scatter(x, y, s=5, color="#6a8fc7")
         ax.set_title(f"{lang}: rho {rhos[lang]:.2f}", fontsize=8)
@@ -268,6 +269,23 @@ td, th {{ border: 1px solid #ddd; padding: 2px 6px; text-align: right; }} th {{ 
 """
 
 
+@dataclass
+class ReportSettings:
+    """Everything `langheads report` is told; every option defined once, here."""
+    run_dir: str = option(positional=True, metavar="RUN_DIR", help="a run folder from `langheads scan`")
+    prune: str | None = option(None, metavar="MODEL_DIR", help="a model folder from `langheads prune`: its curve "
+                               "and heads")
+    eval: str | None = option(None, metavar="EVAL_DIR", help="a folder from `langheads evaluate`")
+    compare: str | None = option(None, metavar="RUN_B", help="another run of the same model (another method): "
+                                 "a scatter")
+
+
+def report(settings: ReportSettings, out, overwrite: bool = False) -> Path:
+    """Library entry point for `langheads report`: one self-contained HTML page and figures/."""
+    with claim(Path(out), overwrite, "report"):
+        return write_report(settings.run_dir, Path(out), settings.prune, settings.eval, settings.compare, overwrite)
+
+
 def write_report(run_dir, out: Path, prune_dir=None, eval_dir=None, compare_dir=None, overwrite: bool = False) -> Path:
     """Read everything first (a bad input is refused before anything is written), then write
     report.html and figures/ into `out`, which appears only when whole."""
@@ -287,42 +305,67 @@ def write_report(run_dir, out: Path, prune_dir=None, eval_dir=None, compare_dir=
 
 
 def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, other: Run | None, figures: Path) -> Page:
-    info, langs = run.info, run.languages
-    model = info["model"]
-    page = Page(f"langheads report: {model['id']}", figures)
-    texts = {lang: run.texts(lang) for lang in langs}
-    text_note = (f"{sum(texts.values())} scoring texts of {info['corpus']['source']} "
-                 f"({min(texts.values())}-{max(texts.values())} per language)")
+    """The page, section by section: what was scanned, the kinds, the sample, importance,
+    then the pruning, the evaluation and the comparison when given."""
+    page = Page(f"langheads report: {run.info['model']['id']}", figures)
+    note = _text_note(run)
+    _intro(page, run, note)
+    _kinds_section(page, run, note)
+    _sample_section(page, run)
+    _importance_sections(page, run, note)
+    if pruned is not None:
+        _pruning_section(page, pruned, run)
+    if ev is not None:
+        (_answers_section if ev.kind in ("qa", "lm-eval") else _evaluation_section)(page, ev)
+    if other is not None:
+        _compare_section(page, run, other)
+    return page
+
+
+def _text_note(run: Run) -> str:
+    texts = [run.texts(lang) for lang in run.languages]
+    return (f"{sum(texts)} scoring texts of {run.info['corpus']['source']} "
+            f"({min(texts)}-{max(texts)} per language)")
+
+
+def _intro(page: Page, run: Run, note: str) -> None:
+    info, langs, model = run.info, run.languages, run.info["model"]
     page.text(f"Model {model['id']} ({model['architecture']}, {model['layers']} layers x {model['heads']} heads, "
               f"sha256 {model['sha256'][:12]}); method {run.method}; {len(langs)} languages: {', '.join(langs)}; "
-              f"{text_note}.")
+              f"{note}.")
     page.text(f"Kinds by the rule: {info['rule']['text']}.")
     if "false_matters_bound" in info["rule"]:
         bound = info["rule"]["false_matters_bound"]
         page.text(bound[0].upper() + bound[1:] + ".")
 
+
+def _kinds_section(page: Page, run: Run, note: str) -> None:
+    info, model = run.info, run.info["model"]
     page.heading("Kinds of heads")
-    counts = info["counts"]
-    page.table("counts", pd.DataFrame([{"kind": k, "heads": v} for k, v in counts.items()]))
+    page.table("counts", pd.DataFrame([{"kind": k, "heads": v} for k, v in info["counts"].items()]))
     page.figure("kinds", kinds_map(run),
                 f"Kind of each of the {model['layers'] * model['heads']} heads, by the rule above ({info['rule']['name']}), "
-                f"from {text_note}. Specific heads take their language's colour.")
+                f"from {note}. Specific heads take their language's colour.")
 
+
+def _sample_section(page: Page, run: Run) -> None:
     page.heading("Sample: how many texts each language's intervals rest on")
-    sample = info.get("sample") or {}
-    rows = [{"language": lang, "texts": texts[lang],
+    sample = run.info.get("sample") or {}
+    rows = [{"language": lang, "texts": run.texts(lang),
              "median interval width": sample.get(lang, {}).get("median_ci_width", float("nan")),
-             "largest interval width": sample.get(lang, {}).get("max_ci_width", float("nan"))} for lang in langs]
+             "largest interval width": sample.get(lang, {}).get("max_ci_width", float("nan"))} for lang in run.languages]
     page.table("sample", pd.DataFrame(rows), {"median interval width": _points, "largest interval width": _points})
-    if info.get("sample_note"):
-        page.text("Note: " + info["sample_note"] + ".")
+    if run.info.get("sample_note"):
+        page.text("Note: " + run.info["sample_note"] + ".")
 
+
+def _importance_sections(page: Page, run: Run, note: str) -> None:
+    langs, model = run.languages, run.info["model"]
     page.heading("Head importance per language")
     page.figure("heatmap", heatmap_figure(run.scores, langs, model["id"]),
                 f"Relative increase of mean token NLL when each head alone is removed ({run.method}), per "
                 f"layer x head, one colour scale for all languages (clipped at the 99th percentile); "
-                f"{HATCH_NOTE}. {text_note}.")
-
+                f"{HATCH_NOTE}. {note}.")
     page.heading("Which languages share heads")
     fig, order, corr = similarity(run)
     page.figure("similarity", fig,
@@ -331,60 +374,62 @@ def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, oth
                 f"1 - correlation (dendrogram on top). Order: {', '.join(order)}.")
     page.table("similarity", pd.DataFrame(corr, columns=langs).assign(language=langs)[["language", *langs]],
                {lang: (lambda v: f"{v:.2f}") for lang in langs})
-
     page.heading("Top heads per language")
     fig, table = top_heads(run)
     page.figure("top_heads", fig, f"The 5 heads whose removal raises each language's NLL most, with 95% bootstrap "
-                                  f"intervals over texts. {text_note}.")
+                                  f"intervals over texts. {note}.")
     page.table("top_heads", table, {"rel_increase": pct, "rel_ci_low": pct, "rel_ci_high": pct})
 
-    if pruned is not None:
-        page.heading(f"Pruning: keep {','.join(pruned.kept)}, drop {','.join(pruned.dropped)}")
-        steps = len(pruned.curve) - 1
-        saved = pruned.record.get("saved")
-        page.figure("prune_curve", prune_curve(pruned),
-                    f"NLL change on the selection texts (never the scoring or report texts) as heads are removed, "
-                    f"move by move in the order chosen; {steps} moves, {len(pruned.removed)} heads removed. "
-                    + (f"What that saved: {describe_savings(saved)}. " if saved else "")
-                    + f"Stopped: {pruned.record.get('stopped', '?')}.")
-        page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
-                    f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
-        last = pruned.curve[-1]["nll"]
-        first = pruned.curve[0]["nll"]
-        page.table("prune", pd.DataFrame([{"language": lang, "role": "kept" if lang in pruned.kept else "dropped",
-                                           "NLL change": last[lang] / first[lang] - 1} for lang in first]),
-                   {"NLL change": pct})
 
-    if ev is not None and ev.kind in ("qa", "lm-eval"):
-        page.heading(f"Answers: {ev.info['model']} against {ev.info.get('baseline', '?')}")
-        page.text(f"Greedy answers on the report part of {ev.info.get('data', '?')}; paired 95% bootstrap intervals "
-                  f"of the change; masked heads: {ev.info.get('mask') or 'none'}.")
-        page.table("eval", ev.table)
-    elif ev is not None:
-        t = ev.table
-        page.heading(f"Evaluation: {ev.info['model']} against {ev.info.get('baseline', '?')}")
-        page.figure("eval", eval_figure(ev),
-                    f"NLL per byte on the report texts ({int(t['n_texts'].sum())} texts, "
-                    f"{int(t['n_texts'].min())}-{int(t['n_texts'].max())} per language; never used for any choice), "
-                    "after vs before, with paired 95% bootstrap intervals.")
-        page.table("eval", t[["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
-                              "per_byte_rel_ci_low", "per_byte_rel_ci_high"]],
-                   {"per_byte_rel_change": pct, "per_byte_rel_ci_low": pct, "per_byte_rel_ci_high": pct})
-        if ev.generations:
-            page.parts.append("<h3>Generation samples (greedy), before and after</h3>")
-            page.table("generations", pd.DataFrame([{"language": g["language"], "prompt": g["prompt"],
-                                                     "before": g["before"], "after": g["after"]}
-                                                    for g in ev.generations]))
+def _pruning_section(page: Page, pruned: PrunedFolder, run: Run) -> None:
+    page.heading(f"Pruning: keep {','.join(pruned.kept)}, drop {','.join(pruned.dropped)}")
+    steps = len(pruned.curve) - 1
+    saved = pruned.record.get("saved")
+    page.figure("prune_curve", prune_curve(pruned),
+                f"NLL change on the selection texts (never the scoring or report texts) as heads are removed, "
+                f"move by move in the order chosen; {steps} moves, {len(pruned.removed)} heads removed. "
+                + (f"What that saved: {describe_savings(saved)}. " if saved else "")
+                + f"Stopped: {pruned.record.get('stopped', '?')}.")
+    page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
+                f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
+    last, first = pruned.curve[-1]["nll"], pruned.curve[0]["nll"]
+    page.table("prune", pd.DataFrame([{"language": lang, "role": "kept" if lang in pruned.kept else "dropped",
+                                       "NLL change": last[lang] / first[lang] - 1} for lang in first]),
+               {"NLL change": pct})
 
-    if other is not None:
-        page.heading(f"Methods compared: {run.method} vs {other.method}")
-        fig, rhos = compare_figure(run, other)
-        page.figure("compare", fig, f"Per language, each head's {run.method} score ({run.folder.name}) against its "
-                                    f"{other.method} score ({other.folder.name}), with Spearman's rank correlation; "
-                                    f"mean rho {np.nanmean(list(rhos.values())):.2f}.")
-        page.table("compare", pd.DataFrame([{"language": k, "spearman": v} for k, v in rhos.items()]),
-                   {"spearman": lambda v: f"{v:.3f}"})
-    return page
+
+def _answers_section(page: Page, ev: Evaluation) -> None:
+    page.heading(f"Answers: {ev.info['model']} against {ev.info.get('baseline', '?')}")
+    page.text(f"Greedy answers on the report part of {ev.info.get('data', '?')}; paired 95% bootstrap intervals "
+              f"of the change; masked heads: {ev.info.get('mask') or 'none'}.")
+    page.table("eval", ev.table)
+
+
+def _evaluation_section(page: Page, ev: Evaluation) -> None:
+    t = ev.table
+    page.heading(f"Evaluation: {ev.info['model']} against {ev.info.get('baseline', '?')}")
+    page.figure("eval", eval_figure(ev),
+                f"NLL per byte on the report texts ({int(t['n_texts'].sum())} texts, "
+                f"{int(t['n_texts'].min())}-{int(t['n_texts'].max())} per language; never used for any choice), "
+                "after vs before, with paired 95% bootstrap intervals.")
+    page.table("eval", t[["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
+                          "per_byte_rel_ci_low", "per_byte_rel_ci_high"]],
+               {"per_byte_rel_change": pct, "per_byte_rel_ci_low": pct, "per_byte_rel_ci_high": pct})
+    if ev.generations:
+        page.parts.append("<h3>Generation samples (greedy), before and after</h3>")
+        page.table("generations", pd.DataFrame([{"language": g["language"], "prompt": g["prompt"],
+                                                 "before": g["before"], "after": g["after"]}
+                                                for g in ev.generations]))
+
+
+def _compare_section(page: Page, run: Run, other: Run) -> None:
+    page.heading(f"Methods compared: {run.method} vs {other.method}")
+    fig, rhos = compare_figure(run, other)
+    page.figure("compare", fig, f"Per language, each head's {run.method} score ({run.folder.name}) against its "
+                                f"{other.method} score ({other.folder.name}), with Spearman's rank correlation; "
+                                f"mean rho {np.nanmean(list(rhos.values())):.2f}.")
+    page.table("compare", pd.DataFrame([{"language": k, "spearman": v} for k, v in rhos.items()]),
+               {"spearman": lambda v: f"{v:.3f}"})
 
 
 def _points(v: float) -> str:

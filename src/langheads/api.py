@@ -1,0 +1,76 @@
+"""One library entry per command, used by the CLI and the Python API alike:
+
+    import langheads
+    from langheads.scanning.scan import ScanSettings
+    result = langheads.scan(ScanSettings(languages=["en", "hi"]), "runs/x")
+
+Each entry takes the command's settings dataclass (its `__post_init__` has already refused bad
+values), claims its output (check, lock, atomic write: `folders.claim`) and returns what it
+wrote. The CLI only parses, calls one of these, and prints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .deploy.export import ExportSettings, export
+from .edit.pruning import PruneSettings, prune
+from .edit.vocab import TrimSettings, trim
+from .evaluation.run import EvaluateSettings, evaluate
+from .reporting.report import ReportSettings, report
+from .scanning.scan import ScanSettings
+
+
+def scan(settings: ScanSettings, out, *, store=None, overwrite: bool = False, progress: bool = True,
+         ranks=None, announce=None):
+    """Library entry point for `langheads scan`: plan, score every unit (resuming from the
+    store: default OUT.units), write the run folder. Under torchrun every process calls it
+    (`ranks`: default from the environment); rank 0 claims `out` and returns the result, the
+    others return None. `announce(text)` receives the plan's description before work starts."""
+    from .folders import check_makeable
+    from .scanning.distributed import Ranks
+    from .scanning.scan import resolve_device
+
+    if store is not None:
+        check_makeable(Path(store), "--store")
+    own = ranks is None
+    ranks = Ranks.from_env(resolve_device(settings.device)) if own else ranks
+    try:
+        if not ranks.main:  # rank 0 holds the lock and writes the run folder
+            return _scan(settings, Path(out), store, overwrite, progress, ranks, announce)
+        from .folders import claim
+
+        with claim(Path(out), overwrite, "run"):
+            return _scan(settings, Path(out), store, overwrite, progress, ranks, announce)
+    finally:
+        if own:
+            ranks.close()
+
+
+def _scan(settings, out: Path, store, overwrite, progress, ranks, announce):
+    from . import runs
+    from .scanning.scan import check_memory, describe_plan, open_store, plan_scan, run_scan
+    from .scanning.store import store_dir
+
+    plan = plan_scan(settings, ranks=ranks)
+    store = Path(store).resolve() if store else store_dir(out)
+    check_memory(plan)  # before anything is announced: a refusal is one line
+    if ranks.main:
+        open_store(plan, store, overwrite)
+        if announce is not None:
+            announce(describe_plan(plan, ranks.world))
+    result = run_scan(plan, store, progress=progress, overwrite=overwrite, ranks=ranks)
+    if result is not None:  # rank 0: the others' units are in the store
+        runs.write_run(result, out, overwrite)
+    return result
+
+
+def plan(settings: ScanSettings, n_ranks: int = 1) -> str:
+    """`langheads scan --dry-run`: the work units, time and memory per process, as text."""
+    from .scanning.distributed import Ranks
+    from .scanning.scan import describe_plan, plan_scan
+
+    return describe_plan(plan_scan(settings, ranks=Ranks()), n_ranks)
+
+
+__all__ = ["scan", "plan", "prune", "trim", "export", "evaluate", "report", "ScanSettings", "PruneSettings",
+           "TrimSettings", "ExportSettings", "EvaluateSettings", "ReportSettings"]
