@@ -14,7 +14,8 @@ from .. import nll, qa
 from ..corpus import Text, language_key, load_corpus
 from ..errors import LangheadsError
 from ..generate import greedy_each
-from .metrics import answer_metrics, identify, paired_interval
+from ..bootstrap import paired_interval
+from .metrics import answer_metrics, identify
 from ..models import load_model
 
 

@@ -16,17 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def paired_interval(before: np.ndarray, after: np.ndarray, seed, n_boot: int = 1000, level: float = 0.95):
-    """Percentile intervals of mean(after - before) and mean(after) / mean(before) - 1,
-    resampling items (the same resample for both models: the comparison is paired)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(before), size=(n_boot, len(before)))
-    diff = (after[idx] - before[idx]).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = after[idx].mean(axis=1) / before[idx].mean(axis=1) - 1
-    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    return np.percentile(diff, q), np.nanpercentile(rel, q) if np.isfinite(rel).any() else (np.nan, np.nan)
+from ..bootstrap import paired_interval
 
 
 @dataclass

@@ -446,9 +446,7 @@ def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
             if got is None:
                 raise LangheadsError(f"{store.path(unit)} is missing after every process finished: is "
                                      f"{store.folder} on a file system all machines share?")
-            rows = plan.batch_of(unit).index
-            base[rows] = got.base_nll
-            values[unit.first : unit.stop][:, :, rows] = got.values
+            got.place(unit, plan.batch_of(unit).index, base, values)
         out[w.lang] = {"base": base, "values": values}
     return out
 
@@ -476,8 +474,7 @@ class OpenPairs:
         return [int(h) for h in np.flatnonzero(self.state[layer] == OPEN)]
 
     def fill(self, unit: Unit, got: UnitScores, heads: list[int], rows: list[int]) -> None:
-        self.base[rows] = got.base_nll
-        self.values[unit.layers.start][np.ix_(heads, rows)] = got.values[0][heads]  # [heads, rows]
+        got.place(unit, rows, self.base, self.values, heads)
 
     def look(self, n: int) -> int:
         """After n texts: stop the open pairs the rule settles; returns the texts they skip."""
@@ -592,8 +589,9 @@ def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values:
     Each head's resamples come from a generator seeded with (seed, layer, head, language),
     so a head's interval is the same whatever else is scanned and in whatever order.
     """
+    from ..bootstrap import interval, resamples
+
     n_layers, n_heads, _ = values.shape
-    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     rows = []
     for layer in range(n_layers):
         for head in range(n_heads):
@@ -601,18 +599,16 @@ def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values:
             n = int(np.isfinite(values[layer, head]).sum())
             own, own_base = values[layer, head][:n], base[:n]
             base_mean = own_base.mean()
-            rng = np.random.default_rng([seed, layer, head, language_key(lang)])
-            idx = rng.integers(0, n, size=(n_boot, n))
+            idx = resamples(n, n_boot, [seed, layer, head, language_key(lang)])
             stat = method.aggregate(own[idx])
             # a method whose values are already shares (switch) is not divided by its base
             rel = stat / own_base[idx].mean(axis=1) if method.relative else stat
             score = float(method.aggregate(own))
-            lo, hi = np.percentile(stat, [lo_q, hi_q])
-            rlo, rhi = np.percentile(rel, [lo_q, hi_q])
+            (lo, hi), (rlo, rhi) = interval(stat, level), interval(rel, level)
             p = (1 + np.count_nonzero(rel <= threshold)) / (1 + n_boot)
             rel_score = score / base_mean if method.relative else score
             rows.append((layer, head, lang, score, lo, hi, rel_score, rlo, rhi, base_mean, n, p))
-    return pd.DataFrame(rows, columns=["layer", "head", "language", "delta_nll", "ci_low", "ci_high",
+    return pd.DataFrame(rows, columns=["layer", "head", "language", "score", "ci_low", "ci_high",
                                        "rel_increase", "rel_ci_low", "rel_ci_high", "base_nll", "n_texts", "p_value"])
 
 

@@ -41,6 +41,17 @@ class UnitScores:
     values: np.ndarray     # [stop - first, n_heads, rows] the method's per-text value per head
     heads: list[int] | None = None  # the heads scored (None: all; the others' values are NaN)
 
+    def place(self, unit: "Unit", rows, base: np.ndarray, values: np.ndarray, heads=None) -> None:
+        """The one unit assembly: write this unit into its language's arrays, base [n_texts]
+        and values [n_layers, n_heads, n_texts], at the batch's text positions `rows` (only
+        `heads`, when given)."""
+        base[rows] = self.base_nll
+        if heads is None:
+            values[unit.first : unit.stop][:, :, rows] = self.values
+        else:
+            layers = range(unit.stop - unit.first)
+            values[unit.first : unit.stop][np.ix_(layers, heads, rows)] = self.values[:, heads]
+
 
 @dataclass
 class LanguageScores:
@@ -90,9 +101,7 @@ class ScoringMethod(ABC):
         values = np.zeros((layout.n_layers, layout.n_heads, n_texts))
         for unit in self.units("", layout, len(batches)):
             batch = batches[unit.batch]
-            out = self.score_unit(model, layout, batch, unit.layers)
-            base[batch.index] = out.base_nll
-            values[unit.first : unit.stop][:, :, batch.index] = out.values
+            self.score_unit(model, layout, batch, unit.layers).place(unit, batch.index, base, values)
             advance(1)
         return LanguageScores(base, values)
 
