@@ -30,7 +30,7 @@ import sys
 import pandas as pd
 s = pd.read_csv(f"{sys.argv[1]}/scores.csv")
 print("base switch rate per language:", s.groupby("language")["base_nll"].first().round(3).to_dict())
-print(s.sort_values("delta_nll", ascending=False).head(8)[["layer", "head", "language", "delta_nll", "ci_low", "ci_high"]]
+print(s.sort_values("score", ascending=False).head(8)[["layer", "head", "language", "score", "ci_low", "ci_high"]]
       .to_string(index=False))
 PY
 step qa $L evaluate --model "$FINDINGS/en-hi" --baseline default --languages "$LANGS" --qa cloze \

@@ -1,9 +1,11 @@
 """Run folders, pruned model folders and evaluations: written once, read through typed readers.
 
 A run folder holds:
-  scores.csv      one row per (layer, head, language): delta_nll (the method's score; for
-                  exact ablation the increase of mean token NLL in nats), its 95% bootstrap
-                  interval ci_low..ci_high, rel_increase = delta_nll / the language's mean
+  scores.csv      one row per (layer, head, language): score (the method's score: for
+                  exact ablation the increase of mean token NLL in nats, for attribution a
+                  gradient estimate of it, for switch a share of generations; version-2 runs
+                  called it delta_nll and are read as score), its 95% bootstrap interval
+                  ci_low..ci_high, rel_increase = score / the language's mean
                   unmodified NLL with its interval rel_ci_low..rel_ci_high, base_nll, n_texts,
                   p_value (bootstrap, for "rel_increase exceeds the threshold")
   per_text.parquet  one row per (language, text_id, layer, head): the method's per-text
@@ -124,9 +126,9 @@ def summary(result, per_language: int = 3) -> str:
     return "\n".join(lines)
 
 
-RUN_FORMAT_VERSION = 2  # 2: scores.csv has p_value, heads.json has sample
-READS = (1, 2)
-SCORE_COLUMNS = ["layer", "head", "language", "delta_nll", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
+RUN_FORMAT_VERSION = 3  # 2: scores.csv has p_value, heads.json has sample; 3: delta_nll is called score
+READS = (1, 2, 3)
+SCORE_COLUMNS = ["layer", "head", "language", "score", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
                  "rel_ci_high", "base_nll", "n_texts"]
 
 
@@ -181,6 +183,8 @@ def read_run(run_dir: str | Path) -> Run:
         scores = pd.read_csv(path, dtype={"language": str}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise LangheadsError(f"{path}: damaged ({str(e).splitlines()[0]})") from None
+    if info["format_version"] < 3:  # the method's score was called delta_nll, whatever it held
+        scores = scores.rename(columns={"delta_nll": "score"})
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     model, languages = info["model"], info["settings"]["languages"]
     expected = model["layers"] * model["heads"] * len(languages)

@@ -37,7 +37,7 @@ def mean_spearman(table: pd.DataFrame) -> str:
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.DataFrame:
-    """Per shared language: Spearman of delta_nll over heads, and |top-k(a) & top-k(b)| / k."""
+    """Per shared language: Spearman of score over heads, and |top-k(a) & top-k(b)| / k."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise LangheadsError(f"--top must be a whole number >= 1, not {top!r}")
     run_a, run_b = read_run(run_a), read_run(run_b)
@@ -53,8 +53,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
                              f"{run_b.n_layers}x{run_b.n_heads})")
     rows = []
     for lang in shared:
-        sa = a[a.language == lang].set_index(["layer", "head"])["delta_nll"]
-        sb = b[b.language == lang].set_index(["layer", "head"])["delta_nll"].reindex(sa.index)
+        sa = a[a.language == lang].set_index(["layer", "head"])["score"]
+        sb = b[b.language == lang].set_index(["layer", "head"])["score"].reindex(sa.index)
         k = min(top, len(sa))
         top_a, top_b = set(sa.nlargest(k).index), set(sb.nlargest(k).index)
         rows.append({"language": lang, "spearman": spearman(sa.to_numpy(), sb.to_numpy()),

@@ -164,10 +164,10 @@ class LahisRule:
         }
 
     def classify(self, scores: pd.DataFrame, languages: list[str]) -> list[dict]:
-        cut = scores.groupby("language")["delta_nll"].quantile(self.quantile)
+        cut = scores.groupby("language")["score"].quantile(self.quantile)
         out = []
         for (layer, head), rows in scores.groupby(["layer", "head"], sort=True):
-            score = dict(zip(rows["language"], rows["delta_nll"]))
+            score = dict(zip(rows["language"], rows["score"]))
             top = [lang for lang in languages if score[lang] > cut[lang]]
             kind = "other" if not top else "language-general" if len(top) >= self.min_languages else "language-specific"
             out.append({"layer": int(layer), "head": int(head), "kind": kind, "languages": top})
