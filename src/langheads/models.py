@@ -204,9 +204,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     the pruned layers' attention, whose shapes it cannot know, is rebuilt by replaying the
     manifest and read from the safetensors files (no pickle), each tensor checked for shape.
     """
-    from safetensors import safe_open
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoTokenizer
 
     from .archs import adapter_for
     from .edit.surgery import remove_heads_
@@ -218,13 +216,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
         raise LangheadsError(f"{folder}: a model with heads removed loads whole on one device, without "
                              "--device-map or --load-in")
     removed = manifest.removed_heads()
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the pruned layers' shapes are expected to differ
-    try:
-        model, info = pretrained(AutoModelForCausalLM, folder, dtype=dtype, ignore_mismatched_sizes=True,
-                                 output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(level)
+    model, info = _with_other_shapes(folder, dtype)
     adapter = adapter_for(model)
     prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed)
     # Only the replayed layers' attention may be missing, unexpected or of another shape.
@@ -233,6 +225,29 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     if off:
         raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {sorted(off)[0]})")
     remove_heads_(model, removed)
+    model.load_state_dict(_pruned_attention(folder, model, prefixes), strict=False)
+    return model.to(device=place.device, dtype=dtype).eval(), pretrained(AutoTokenizer, folder)
+
+
+def _with_other_shapes(folder: Path, dtype: torch.dtype):
+    """The folder's model as its config says, the pruned layers' weights left for the replay."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the pruned layers' shapes are expected to differ
+    try:
+        return pretrained(AutoModelForCausalLM, folder, dtype=dtype, ignore_mismatched_sizes=True,
+                          output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _pruned_attention(folder: Path, model, prefixes: tuple[str, ...]) -> dict:
+    """The pruned layers' attention tensors from the safetensors files (no pickle), each of the
+    shape the replayed model expects."""
+    from safetensors import safe_open
+
     expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
     found = {}
     for file in sorted(folder.glob("*.safetensors")):
@@ -242,8 +257,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
                    if k not in found or k not in expected or found[k].shape != expected[k].shape)
     if wrong:
         raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {wrong[0]})")
-    model.load_state_dict(found, strict=False)
-    return model.to(device=place.device, dtype=dtype).eval(), pretrained(AutoTokenizer, folder)
+    return found
 
 
 def _converted_gguf(gguf: Path, sha: str) -> Path:

@@ -22,32 +22,19 @@ def _config(arch: str, **sizes):
     s = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
              bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    if arch == "xglm":
+    if arch in _OWN_NAMES:  # families whose configs name the sizes their own way
         s.update(sizes)
-        return T.XGLMConfig(vocab_size=s["vocab_size"], d_model=s["hidden_size"], num_layers=s["num_hidden_layers"],
-                            attention_heads=s["num_attention_heads"], ffn_dim=s["intermediate_size"],
-                            max_position_embeddings=s["max_position_embeddings"], bos_token_id=s["bos_token_id"],
-                            eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"], scale_embedding=True)
-    if arch == "bloom":
-        s.update(sizes)
-        return T.BloomConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], n_layer=s["num_hidden_layers"],
-                             n_head=s["num_attention_heads"], bos_token_id=s["bos_token_id"],
-                             eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"])
-    if arch in ("falcon", "falcon_mqa"):
-        s.update(sizes)
-        layout = (dict(new_decoder_architecture=True, num_kv_heads=s["num_key_value_heads"]) if arch == "falcon"
-                  else dict(new_decoder_architecture=False, multi_query=True))
-        return T.FalconConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
-                              num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
-                              bias=sizes.get("bias", True), alibi=False, bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"],
-                              pad_token_id=s["pad_token_id"], max_position_embeddings=s["max_position_embeddings"],
-                              **layout)
-    if arch == "gpt2":
-        s.update(sizes)
-        return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
-                            n_head=s["num_attention_heads"], n_positions=s["max_position_embeddings"],
-                            bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"])
-    features = {
+        return _OWN_NAMES[arch](T, s, sizes, arch)
+    features = _features(T)
+    if arch not in features:
+        raise ValueError(f"no synthetic config for '{arch}'")
+    cls, extra = features[arch]
+    return cls(**{**s, **extra, **sizes})
+
+
+def _features(T) -> dict:
+    """model type -> (config class, the features its tiny model turns on)."""
+    return {
         "llama": (T.LlamaConfig, dict(attention_bias=True)),
         "mistral": (T.MistralConfig, dict(sliding_window=None)),
         "qwen2": (T.Qwen2Config, {}),
@@ -74,10 +61,38 @@ def _config(arch: str, **sizes):
         # per-head q/k LayerNorms (one module per head), q/k/v biases, rotary on half of each head
         "stablelm": (T.StableLmConfig, dict(qk_layernorm=True, use_qkv_bias=True, partial_rotary_factor=0.5)),
     }
-    if arch not in features:
-        raise ValueError(f"no synthetic config for '{arch}'")
-    cls, extra = features[arch]
-    return cls(**{**s, **extra, **sizes})
+
+
+def _xglm(T, s, sizes, arch):
+    return T.XGLMConfig(vocab_size=s["vocab_size"], d_model=s["hidden_size"], num_layers=s["num_hidden_layers"],
+                        attention_heads=s["num_attention_heads"], ffn_dim=s["intermediate_size"],
+                        max_position_embeddings=s["max_position_embeddings"], bos_token_id=s["bos_token_id"],
+                        eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"], scale_embedding=True)
+
+
+def _bloom(T, s, sizes, arch):
+    return T.BloomConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], n_layer=s["num_hidden_layers"],
+                         n_head=s["num_attention_heads"], bos_token_id=s["bos_token_id"],
+                         eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"])
+
+
+def _falcon(T, s, sizes, arch):
+    layout = (dict(new_decoder_architecture=True, num_kv_heads=s["num_key_value_heads"]) if arch == "falcon"
+              else dict(new_decoder_architecture=False, multi_query=True))
+    return T.FalconConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
+                          num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
+                          bias=sizes.get("bias", True), alibi=False, bos_token_id=s["bos_token_id"],
+                          eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"],
+                          max_position_embeddings=s["max_position_embeddings"], **layout)
+
+
+def _gpt2(T, s, sizes, arch):
+    return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
+                        n_head=s["num_attention_heads"], n_positions=s["max_position_embeddings"],
+                        bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"])
+
+
+_OWN_NAMES = {"xglm": _xglm, "bloom": _bloom, "falcon": _falcon, "falcon_mqa": _falcon, "gpt2": _gpt2}
 
 
 ARCHS = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "cohere",
@@ -154,51 +169,65 @@ def trained_tokenizer(style: str, vocab_size: int = 700):
     style "byte_fallback": like Gemma's (spaces become ▁, unknown characters fall back to the
     256 <0xNN> tokens); "byte_level": like GPT-2's (every byte has a character of its own).
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
     texts = [t for lines in TRAINING_TEXT.values() for t in lines] * 3
     if style in BYTE_LEVEL_SPLITS:
-        from tokenizers import Regex
-
-        # split like GPT-2 (its ByteLevel regex), Llama 3 (digits in threes) or Qwen 2 (digit by
-        # digit), then map bytes to characters
-        tok = Tokenizer(models.BPE(unk_token=None, ignore_merges=style == "llama3"))
-        split = BYTE_LEVEL_SPLITS[style]
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if split is None else \
-            pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tok.train_from_iterator(texts, trainer)
+        tok = _byte_level_bpe(style, texts, vocab_size)
     elif style == "byte_fallback":
-        # Train on ▁-words first, then rebuild the model with the byte tokens in its vocabulary
-        # (as Gemma has them: ordinary entries, not added tokens).
-        scratch = Tokenizer(models.BPE())
-        scratch.normalizer = normalizers.Replace(" ", "▁")
-        scratch.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
-        scratch.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False))
-        learned = json.loads(scratch.to_str())["model"]
-        vocab = {s: i for i, s in enumerate(SPECIALS)}
-        for b in range(256):
-            vocab[f"<0x{b:02X}>"] = len(vocab)
-        for piece in sorted(learned["vocab"], key=learned["vocab"].get):
-            vocab.setdefault(piece, len(vocab))
-        # Merges as a SentencePiece model implies them (and as transformers builds them for Gemma):
-        # every split of a token into two tokens, tokens in id order.
-        merges = [(t[:k], t[k:]) for t in sorted(vocab, key=vocab.get) for k in range(1, len(t))
-                  if vocab[t] >= 4 + 256 and t[:k] in vocab and t[k:] in vocab]
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-        tok.normalizer = normalizers.Replace(" ", "▁")
-        tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
-        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+        tok = _byte_fallback_bpe(texts, vocab_size)
     else:
         raise ValueError(f"unknown tokenizer style '{style}'")
     tok.add_special_tokens(SPECIALS)
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                    pad_token="<pad>", unk_token="<unk>")
+
+
+def _byte_level_bpe(style: str, texts: list[str], vocab_size: int):
+    """A GPT-2-style byte-level BPE (every byte a character of its own), split the style's way."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    # split like GPT-2 (its ByteLevel regex), Llama 3 (digits in threes) or Qwen 2 (digit by
+    # digit), then map bytes to characters
+    tok = Tokenizer(models.BPE(unk_token=None, ignore_merges=style == "llama3"))
+    split = BYTE_LEVEL_SPLITS[style]
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if split is None else \
+        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def _byte_fallback_bpe(texts: list[str], vocab_size: int):
+    """A Gemma-style BPE: spaces become ▁, unknown characters fall back to <0xNN> byte tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    # Train on ▁-words first, then rebuild the model with the byte tokens in its vocabulary
+    # (as Gemma has them: ordinary entries, not added tokens).
+    scratch = Tokenizer(models.BPE())
+    scratch.normalizer = normalizers.Replace(" ", "▁")
+    scratch.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    scratch.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False))
+    learned = json.loads(scratch.to_str())["model"]
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece in sorted(learned["vocab"], key=learned["vocab"].get):
+        vocab.setdefault(piece, len(vocab))
+    # Merges as a SentencePiece model implies them (and as transformers builds them for Gemma):
+    # every split of a token into two tokens, tokens in id order.
+    merges = [(t[:k], t[k:]) for t in sorted(vocab, key=vocab.get) for k in range(1, len(t))
+              if vocab[t] >= 4 + 256 and t[:k] in vocab and t[k:] in vocab]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return tok
 
 
 def save_tiny(arch: str, folder: str | Path, seed: int = 0, tokenizer: str | None = None,
