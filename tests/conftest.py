@@ -34,10 +34,23 @@ SAMPLE = {
 }
 
 
+class TinyDirs(dict):
+    """arch -> a saved tiny model folder, built the first time a test asks for that arch."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, arch: str) -> Path:
+        if arch not in synthetic.ARCHS:
+            raise KeyError(arch)
+        self[arch] = synthetic.save_tiny(arch, self.root / arch)
+        return self[arch]
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {arch: synthetic.save_tiny(arch, root / arch) for arch in synthetic.ARCHS}
+    return TinyDirs(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +71,28 @@ def sample_jsonl(tmp_path_factory) -> Path:
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m langheads ...` in a fresh process, as a user would run it."""
+    """`langheads ...` in this process (cli.main), with its stdout, stderr and exit code
+    captured as a user's terminal would show them; `env`: variables set while it runs."""
+    import contextlib
+    import io
+
+    from langheads.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def run_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m langheads ...` in a fresh process: for what only another process shows
+    (thread settings, determinism across processes, torchrun, a kill)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "langheads", *args], capture_output=True, text=True, env=full_env)
 
@@ -69,3 +103,26 @@ def default_model():
     from langheads import load_model
 
     return load_model("default")
+
+
+# Question-answer items in two languages (with and without a context), for --qa and the answer signal.
+ITEMS = [
+    {"lang": lang, "id": str(i), "context": ctx, "question": q, "answer": a}
+    for lang, rows in {
+        "en": [("The river runs past the old mill.", "What runs past the mill?", "The river"),
+               ("", "What colour is the sky on a clear day?", "blue"),
+               ("Anna bought three apples and two pears.", "How many apples did Anna buy?", "three"),
+               ("The train leaves at nine.", "When does the train leave?", "at nine")] * 3,
+        "fr": [("La rivière passe devant le vieux moulin.", "Qu'est-ce qui passe devant le moulin ?", "La rivière"),
+               ("", "De quelle couleur est le ciel ?", "bleu"),
+               ("Anna a acheté trois pommes.", "Combien de pommes Anna a-t-elle achetées ?", "trois"),
+               ("Le train part à neuf heures.", "Quand le train part-il ?", "à neuf heures")] * 3,
+    }.items() for i, (ctx, q, a) in enumerate(rows)
+]
+
+
+@pytest.fixture(scope="module")
+def qa_jsonl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qa") / "qa.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ITEMS), encoding="utf-8")
+    return path

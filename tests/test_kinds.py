@@ -1,13 +1,18 @@
-"""The kinds rules on hand-made scores: one head per kind."""
+"""The kinds rules on hand-made scores (one head per kind), Benjamini-Hochberg by hand, and
+the FDR rule through a scan."""
+import json
+
+import numpy as np
 import pandas as pd
 
-from langheads.scanning.kinds import IntervalRule, LahisRule
+from langheads.cli import main
+from langheads.scanning.kinds import IntervalRule, LahisRule, benjamini_hochberg
 
 LANGS = ["en", "hi", "fr", "de"]
 
 
 def _scores(lows: dict[tuple[int, int], list[float]]) -> pd.DataFrame:
-    rows = [{"layer": l, "head": h, "language": lang, "rel_ci_low": low, "delta_nll": low}
+    rows = [{"layer": l, "head": h, "language": lang, "rel_ci_low": low, "score": low}
             for (l, h), values in lows.items() for lang, low in zip(LANGS, values)]
     return pd.DataFrame(rows)
 
@@ -47,3 +52,25 @@ def test_lahis_rule():
     assert heads[0]["kind"] == "language-general"
     assert heads[1]["kind"] == "language-specific" and heads[1]["languages"] == ["en"]
     assert heads[5]["kind"] == "other"
+
+
+def test_benjamini_hochberg_against_a_hand_count():
+    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216])
+    # k/m*q at q=0.05: 0.005, 0.01, 0.015, 0.02, ... ; the largest k with p_(k) <= k/m*q is 2
+    assert list(benjamini_hochberg(p, 0.05)) == [True, True] + [False] * 8
+    assert benjamini_hochberg(p, 0.5).sum() == 10 - 0  # 0.216 <= 0.5: all
+    assert not benjamini_hochberg(np.array([0.9, 0.8]), 0.05).any()
+
+
+def test_fdr_rule_says_it_made_the_kinds(tiny_dirs, sample_data, tmp_path):
+    out = tmp_path / "fdr"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--bootstrap", "200", "--quiet", "--fdr", "0.1", "--threshold", "0", "--out", str(out)]) == 0
+    info = json.loads((out / "heads.json").read_text())
+    assert info["rule"]["name"] == "fdr" and info["rule"]["q"] == 0.1 and "Benjamini-Hochberg" in info["rule"]["text"]
+    scores = pd.read_csv(out / "scores.csv")
+    called = benjamini_hochberg(scores["p_value"].to_numpy(), 0.1)
+    matters = {(r.layer, r.head, r.language) for r, c in zip(scores.itertuples(), called) if c}
+    from_heads = {(h["layer"], h["head"], lang) for h in info["heads"] for lang in h["languages"]}
+    assert matters == from_heads
+    assert ((scores["p_value"] > 0) & (scores["p_value"] <= 1)).all()

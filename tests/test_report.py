@@ -1,4 +1,4 @@
-"""The report: typed readers, the FDR rule, and the page itself in a real browser (Debian's
+"""The report: typed readers and the page itself in a real browser (Debian's
 chromium and chromium-driver, driven by Selenium)."""
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from langheads.cli import main
-from langheads.scanning.kinds import benjamini_hochberg
 from langheads.runs import read_eval, read_pruned, read_run
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -46,13 +43,25 @@ def test_report_files_and_readers(report_inputs):
         assert (report / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page and "<script" not in page
     run = read_run(root / "exact")
-    assert run.info["format_version"] == 2 and run.languages == ["en", "fr", "hi"]
+    assert run.info["format_version"] == 3 and run.languages == ["en", "fr", "hi"]
     assert set(run.info["sample"]) == {"en", "fr", "hi"} and run.info["sample"]["en"]["texts"] == run.texts("en")
     pruned, ev = read_pruned(root / "pruned"), read_eval(root / "eval")
     assert len(pruned.removed) == 3 and pruned.kept == ["en"] and list(ev.table["language"]) == ["en", "fr"]
     for folder in ("exact", "pruned", "eval", "report"):
         assert (root / folder / ".langheads").is_file()
     assert json.loads((root / "eval" / "eval.json").read_text())["format_version"] == 1
+
+
+def test_a_version_2_run_reads_its_delta_nll_as_score(report_inputs, tmp_path):
+    root, _ = report_inputs
+    old = tmp_path / "v2"
+    shutil.copytree(root / "exact", old)
+    info = json.loads((old / "heads.json").read_text())
+    (old / "heads.json").write_text(json.dumps({**info, "format_version": 2}))
+    csv = old / "scores.csv"
+    csv.write_text(csv.read_text().replace(",score,", ",delta_nll,", 1))
+    then, now = read_run(old).scores, read_run(root / "exact").scores
+    assert "delta_nll" not in then.columns and then.score.tolist() == now.score.tolist()
 
 
 def test_report_refuses_what_it_cannot_read(report_inputs, tmp_path, capsys):
@@ -64,28 +73,6 @@ def test_report_refuses_what_it_cannot_read(report_inputs, tmp_path, capsys):
     assert main(["report", str(root / "exact"), "--eval", str(root / "exact"), "--out", str(tmp_path / "r")]) == 2
     assert "not an evaluation folder (no eval.json)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-
-
-def test_benjamini_hochberg_against_a_hand_count():
-    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216])
-    # k/m*q at q=0.05: 0.005, 0.01, 0.015, 0.02, ... ; the largest k with p_(k) <= k/m*q is 2
-    assert list(benjamini_hochberg(p, 0.05)) == [True, True] + [False] * 8
-    assert benjamini_hochberg(p, 0.5).sum() == 10 - 0  # 0.216 <= 0.5: all
-    assert not benjamini_hochberg(np.array([0.9, 0.8]), 0.05).any()
-
-
-def test_fdr_rule_says_it_made_the_kinds(tiny_dirs, sample_data, tmp_path):
-    out = tmp_path / "fdr"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--bootstrap", "200", "--quiet", "--fdr", "0.1", "--threshold", "0", "--out", str(out)]) == 0
-    info = json.loads((out / "heads.json").read_text())
-    assert info["rule"]["name"] == "fdr" and info["rule"]["q"] == 0.1 and "Benjamini-Hochberg" in info["rule"]["text"]
-    scores = pd.read_csv(out / "scores.csv")
-    called = benjamini_hochberg(scores["p_value"].to_numpy(), 0.1)
-    matters = {(r.layer, r.head, r.language) for r, c in zip(scores.itertuples(), called) if c}
-    from_heads = {(h["layer"], h["head"], lang) for h in info["heads"] for lang in h["languages"]}
-    assert matters == from_heads
-    assert ((scores["p_value"] > 0) & (scores["p_value"] <= 1)).all()
 
 
 @pytest.mark.skipif(not CHROMEDRIVER.exists() and not os.environ.get("CI"),

@@ -17,7 +17,7 @@ from langheads.cli import main
 from langheads.scanning.distributed import Ranks
 from langheads.scanning.store import UnitStore, store_dir
 
-from .conftest import run_cli
+from .conftest import run_process
 
 RUN_FILES = ["scores.csv", "per_text.parquet", "heads.json", "heatmap.png"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # what torchrun gives each process: same threads, same bytes
@@ -45,7 +45,7 @@ def _same_files(a, b):
 
 def test_two_gloo_processes_write_what_one_process_writes(deep_model, sample_data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    r = run_cli(*_argv(deep_model, sample_data, one), env=ONE_THREAD)
+    r = run_process(*_argv(deep_model, sample_data, one), env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "langheads", *_argv(deep_model, sample_data, two)], capture_output=True, text=True)
@@ -59,12 +59,12 @@ def test_two_gloo_processes_write_what_one_process_writes(deep_model, sample_dat
     # the default thread count changes rounding only
     assert main(_argv(deep_model, sample_data, tmp_path / "threads")) == 0
     a, b = pd.read_csv(one / "scores.csv"), pd.read_csv(tmp_path / "threads" / "scores.csv")
-    assert np.abs(a["delta_nll"] - b["delta_nll"]).max() < 1e-5
+    assert np.abs(a["score"] - b["score"]).max() < 1e-5
 
 
 def test_sigkill_then_resume_computes_only_the_missing_units(deep_model, sample_data, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert run_cli(*_argv(deep_model, sample_data, whole), env=ONE_THREAD).returncode == 0
+    assert run_process(*_argv(deep_model, sample_data, whole), env=ONE_THREAD).returncode == 0
     total = len(_units(whole))
     proc = subprocess.Popen([sys.executable, "-m", "langheads", *_argv(deep_model, sample_data, killed)],
                             env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -79,7 +79,7 @@ def test_sigkill_then_resume_computes_only_the_missing_units(deep_model, sample_
     before = {u: os.stat(store_dir(killed) / f"{u}.npz") for u in done}
     logs_before = set(UnitStore(store_dir(killed), {}).computed())
 
-    r = run_cli(*_argv(deep_model, sample_data, killed), env=ONE_THREAD)
+    r = run_process(*_argv(deep_model, sample_data, killed), env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
     new_logs = {k: v for k, v in UnitStore(store_dir(killed), {}).computed().items() if k not in logs_before}
     assert len(new_logs) == 1
@@ -132,8 +132,8 @@ def test_quantised_scan_runs_and_edits_refuse_quantised_weights(sample_data, tmp
     assert main(_argv(model, sample_data, plain, "en,fr")) == 0
     assert main(_argv(model, sample_data, four, "en,fr", "--load-in", "4bit")) == 0
     a, b = pd.read_csv(plain / "scores.csv"), pd.read_csv(four / "scores.csv")
-    assert a["delta_nll"].rank().corr(b["delta_nll"].rank()) > 0.8  # the same heads, 4-bit noise aside
-    assert not np.allclose(a["delta_nll"], b["delta_nll"])  # and really quantised
+    assert a["score"].rank().corr(b["score"].rank()) > 0.8  # the same heads, 4-bit noise aside
+    assert not np.allclose(a["score"], b["score"])  # and really quantised
     import json
 
     assert json.loads((four / "heads.json").read_text())["settings"]["load_in"] == "4bit"
@@ -170,4 +170,4 @@ def test_device_map_auto_gives_the_same_scores(tiny_dirs, sample_data, tmp_path)
     assert main(_argv(tiny_dirs["qwen2"], sample_data, plain, "en,fr")) == 0
     assert main(_argv(tiny_dirs["qwen2"], sample_data, mapped, "en,fr", "--device-map", "auto")) == 0
     a, b = pd.read_csv(plain / "scores.csv"), pd.read_csv(mapped / "scores.csv")
-    assert np.abs(a["delta_nll"] - b["delta_nll"]).max() < 1e-6
+    assert np.abs(a["score"] - b["score"]).max() < 1e-6
