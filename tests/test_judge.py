@@ -18,7 +18,7 @@ from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.evaluation.judge import Judge, parse_verdict
 
-from .test_qa import ITEMS
+from .conftest import ITEMS
 
 SERVE = shutil.which("transformers", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(SERVE is None, reason="needs transformers[serving] (make test installs it)")
