@@ -37,7 +37,9 @@ def _same_table(now: dict, before: dict, what: str) -> None:
 def test_the_commands_write_what_they_wrote_before(tmp_path):
     before = json.loads((ROOT / "tests" / "data" / "reference.json").read_text())
     now = _produce(tmp_path)
-    assert now["columns"] == before["columns"]  # in the same order
+    # the one intended change since: scores.csv says which component each row is (issue 17)
+    assert now["columns"][0] == before["columns"][0] + ["component"] and set(now["scores"].pop("component")) == {"head"}
+    assert now["columns"][1] == before["columns"][1]  # per_text.parquet, in the same order
     _same_table(now["scores"], before["scores"], "scores.csv")
     _same_table(now["per_text"], before["per_text"], "per_text.parquet")
     assert now["kinds"] == before["kinds"]

@@ -81,25 +81,34 @@ def scaled_heads(model: nn.Module, factors: dict[int, torch.Tensor]):
     head, 1 leaves it bit-for-bit unchanged. The hooks are removed on exit, even on error.
     """
     layout = head_layout(model)
-    handles = []
+    with scaled_inputs({layer: output_projection(model, layer) for layer in factors}, factors,
+                       layout.n_heads, layout.head_dim):
+        yield
 
+
+@contextlib.contextmanager
+def scaled_inputs(modules: dict[int, nn.Module], factors: dict[int, torch.Tensor], n_units: int, width: int):
+    """Multiply each of `n_units` slices (`width` features each) of `modules[layer]`'s input by
+    `factors[layer]` ([n_units], or [batch, n_units]: one row per batch row) while inside the
+    block: heads at the attention output projection, neuron groups at the MLP's (components.py)."""
     def make_hook(factor: torch.Tensor):
         def hook(module, args):
             x = args[0]
             shape = x.shape
             f = factor.to(dtype=x.dtype, device=x.device)
             if f.dim() == 1:
-                f = f.view(layout.n_heads, 1)
+                f = f.view(n_units, 1)
             else:  # one row of factors per batch row; broadcast over sequence positions
-                f = f.view(f.shape[0], *([1] * (x.dim() - 2)), layout.n_heads, 1)
-            scaled = (x.view(*shape[:-1], layout.n_heads, layout.head_dim) * f).view(shape)
+                f = f.view(f.shape[0], *([1] * (x.dim() - 2)), n_units, 1)
+            scaled = (x.view(*shape[:-1], n_units, width) * f).view(shape)  # [..., units, width] scaled
             return (scaled, *args[1:])
 
         return hook
 
+    handles = []
     try:
         for layer, factor in factors.items():
-            handles.append(output_projection(model, layer).register_forward_pre_hook(make_hook(factor)))
+            handles.append(modules[layer].register_forward_pre_hook(make_hook(factor)))
         yield
     finally:
         for handle in handles:

@@ -213,18 +213,19 @@ def _tile(value, batch_rows: int, copies: int):
 
 
 def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor], copies: int,
-           chunk_tokens: int = 1024, hidden: torch.Tensor | None = None) -> torch.Tensor:
+           chunk_tokens: int = 1024, hidden: torch.Tensor | None = None, scaled=None) -> torch.Tensor:
     """Per-row NLL of `copies` copies of the batch, recomputed from `start_layer` upwards.
 
-    `factors[layer]` is [copies * rows, n_heads] (see heads.scaled_heads). `hidden` replaces
-    what entered `start_layer` (default: the traced input, tiled).
+    `factors[layer]` is [copies * rows, n_heads] (see heads.scaled_heads), or per unit of
+    another component with `scaled` (its `Component.scaled`). `hidden` replaces what entered
+    `start_layer` (default: the traced input, tiled).
     """
     rows = tr.batch.input_ids.shape[0]
     layers = H.decoder_layers(model)
     args, kwargs = tr.layer_inputs[start_layer]
     x = _tile(args[0] if args else kwargs["hidden_states"], rows, copies) if hidden is None else hidden
     head_major = H.adapter_for(model).head_major_kwargs
-    with H.scaled_heads(model, factors):
+    with (scaled or H.scaled_heads)(model, factors):
         for i in range(start_layer, len(layers)):
             args, kwargs = tr.layer_inputs[i]
             args_i, kwargs_i = _tile(args[1:], rows, copies), _tile(kwargs, rows, copies)

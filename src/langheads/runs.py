@@ -29,6 +29,7 @@ import pandas as pd
 
 from .errors import LangheadsError
 from .folders import new_folder, read_versioned_json
+from .heads import head_layout
 from .scanning.kinds import KINDS, LAHIS_KINDS
 from .plots import heatmap
 
@@ -44,18 +45,20 @@ def versions() -> dict:
 def write_run(result, out: Path, overwrite: bool = False) -> Path:
     """Write every file of a run folder, which appears at `out` only when whole."""
     plan, s = result.plan, result.plan.settings
+    component = plan.component.record() if plan.component else {"name": "head"}
+    heads = head_layout(plan.loaded.model)  # the model's own heads, whatever the scan's units
     with new_folder(out, overwrite, "run") as staging:
-        result.scores.to_csv(staging / "scores.csv", index=False, float_format="%.8g")
+        _named_units(result.scores, component).to_csv(staging / "scores.csv", index=False, float_format="%.8g")
         result.per_text.to_parquet(staging / "per_text.parquet", index=False)
         info = {
             "format_version": RUN_FORMAT_VERSION,
             "model": {"spec": s.model, "id": plan.loaded.model_id, "sha256": plan.loaded.model_hash,
-                      "layers": plan.layout.n_layers, "heads": plan.layout.n_heads,
-                      "kv_heads": plan.layout.n_kv_heads, "head_dim": plan.layout.head_dim,
-                      "architecture": plan.layout.model_type},
+                      "layers": heads.n_layers, "heads": heads.n_heads, "kv_heads": heads.n_kv_heads,
+                      "head_dim": heads.head_dim, "architecture": heads.model_type},
             "corpus": {"source": plan.corpus.source, "sha256": plan.corpus.sha256, "part": "scoring",
                        "texts": {w.lang: w.text_ids for w in plan.work}},
             "method": {"name": plan.method.name, "per_text_value": plan.method.value_meaning},
+            **({"component": component} if component["name"] != "head" else {}),
             "signal": plan.signal,
             "settings": asdict(s),
             "rule": result.rule,
@@ -68,6 +71,16 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
         (staging / "heads.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         heatmap(result.scores, s.languages, staging / "heatmap.png", plan.loaded.model_id)
     return out
+
+
+def _named_units(scores: pd.DataFrame, component: dict) -> pd.DataFrame:
+    """scores.csv's rows with what each unit is: component head (layer, head), or neuron (the
+    group's index in the head column, its neurons first-last in `neurons`)."""
+    named = scores.assign(component=component["name"])
+    if component["name"] == "neuron":
+        g = component["neurons_per_group"]
+        named["neurons"] = [f"{h * g}-{h * g + g - 1}" for h in named["head"]]
+    return named
 
 
 def sample_sizes(scores: pd.DataFrame) -> dict:
@@ -149,7 +162,8 @@ class Run:
 
     @property
     def n_heads(self) -> int:
-        return int(self.info["model"]["heads"])
+        """Units per layer: the model's heads, or a neuron scan's groups."""
+        return units_per_layer(self.info)
 
     @property
     def method(self) -> str:
@@ -187,13 +201,14 @@ def read_run(run_dir: str | Path) -> Run:
         scores = scores.rename(columns={"delta_nll": "score"})
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     model, languages = info["model"], info["settings"]["languages"]
-    expected = model["layers"] * model["heads"] * len(languages)
+    units = units_per_layer(info)
+    expected = model["layers"] * units * len(languages)
     if missing:
         raise LangheadsError(f"{path}: damaged (no column {missing[0]})")
     if len(scores) != expected or scores[SCORE_COLUMNS].isna().any().any():
         raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
-                             f"{model['layers']} layers x {model['heads']} heads x {len(languages)} languages)")
-    _check_scores(scores, path, model["layers"], model["heads"], languages)
+                             f"{model['layers']} layers x {units} units x {len(languages)} languages)")
+    _check_scores(scores, path, model["layers"], units, languages)
     kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
                            "kind_languages": ",".join(h["languages"])} for h in info["heads"]])
     return Run(run_dir, info, scores.merge(kinds, on=["layer", "head"], how="left"))
@@ -221,6 +236,11 @@ def _check_scores(scores: pd.DataFrame, path: Path, layers: int, heads: int, lan
     bad = next((c for c in numeric if not pd.api.types.is_numeric_dtype(scores[c])), None)
     if bad:
         raise LangheadsError(f"{path}: damaged (column {bad} holds something other than numbers)")
+
+
+def units_per_layer(info: dict) -> int:
+    """A run's units per layer: its component's (a neuron scan's groups), else the model's heads."""
+    return int(info.get("component", {}).get("units_per_layer", info["model"]["heads"]))
 
 
 def load_run(run_dir: str | Path) -> pd.DataFrame:

@@ -119,6 +119,8 @@ class Adapter:
     gguf_note = ""                    # why not, when it is not
     per_head_norms: tuple[str, ...] = ()  # attention submodules whose weight is [heads, head_dim]
     head_major_kwargs: tuple[str, ...] = ()  # layer inputs laid out [batch * heads, ...] (BLOOM's ALiBi)
+    mlp_out = "mlp.down_proj"         # in a layer: the MLP's output projection, whose input holds its neurons
+    mlp_note = ""                     # why a neuron scan is refused, where mlp_out is None
 
     # --- reading a config ---
     def layout(self, config) -> HeadLayout:
@@ -133,6 +135,10 @@ class Adapter:
         if layout.n_heads % layout.n_kv_heads:
             raise LangheadsError(f"{config.model_type}: {layout.n_heads} query heads do not split evenly over "
                                  f"{layout.n_kv_heads} KV heads")
+
+    def mlp_width(self, proj: nn.Module) -> int:
+        """The MLP's intermediate neurons: the output projection's input features."""
+        return proj.weight.shape[1]
 
     def position_limit(self, config) -> int | None:
         """The longest sequence the model can read at all (learned absolute positions), or None

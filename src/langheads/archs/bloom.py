@@ -48,6 +48,7 @@ class Bloom(TransformerH):
     model_types = ("bloom",)
     attention = "self_attention"
     out_proj = "dense"
+    mlp_out = "mlp.dense_4h_to_h"
     head_major_kwargs = ("alibi",)
     gguf = GGUFFamily("bloom", norm_plus_one=False, permute_qk=False)
 

@@ -16,6 +16,7 @@ class Falcon(TransformerH):
     model_types = ("falcon",)
     attention = "self_attention"
     out_proj = "dense"
+    mlp_out = "mlp.dense_4h_to_h"
 
     gguf = GGUFFamily("falcon", norm_plus_one=False, permute_qk=False)
 

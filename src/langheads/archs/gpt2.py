@@ -14,6 +14,10 @@ class GPT2(TransformerH):
     model_types = ("gpt2",)
     attention = "attn"
     out_proj = "c_proj"
+    mlp_out = "mlp.c_proj"
+
+    def mlp_width(self, proj) -> int:
+        return proj.weight.shape[0]  # Conv1D keeps its weight as [in, out]
     gguf = GGUFFamily("gpt2", norm_plus_one=False, permute_qk=False)
 
     def gguf_state(self, model):

@@ -11,6 +11,10 @@ class _FusedExperts(Adapter):
     """transformers 5 fuses each layer's experts ([experts, 2 x width, hidden], gate rows then up
     rows; down [experts, hidden, width]); llama.cpp reads them as three stacked tensors."""
 
+    mlp_out = None
+    mlp_note = ("its experts run in one fused module, so no hook sees one expert's neurons: scan its heads "
+                "(--component head)")
+
     def gguf_state(self, model):
         for name, tensor in model.state_dict().items():
             if name.endswith("mlp.experts.gate_up_proj"):

@@ -13,6 +13,7 @@ class XGLM(Adapter):
     gguf_note = "llama.cpp has no XGLM graph"
     final_norm = "model.layer_norm"
     out_proj = "out_proj"
+    mlp_out = "fc2"
 
     def layout(self, config) -> HeadLayout:
         n = config.attention_heads

@@ -294,6 +294,9 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
 def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) -> tuple[PruneResult, dict]:
     run = read_run(settings.scan)
     info = run.info
+    if "component" in info:
+        raise LangheadsError(f"{settings.scan} scanned {info['component']['name']} units; prune removes heads, so "
+                             "give it a head scan (neurons and blocks are not removed physically yet)")
     trimming = settings.trim_vocab or settings.max_vocab is not None
     if trimming:
         from .vocab import choose_vocab, texts_for_trimming

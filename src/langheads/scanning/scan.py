@@ -20,6 +20,7 @@ import torch
 
 from .. import heads as H
 from .. import nll, qa
+from ..components import COMPONENTS, Component, component_for
 from ..corpus import Corpus, language_key, scan_corpus
 from .distributed import Ranks
 from ..errors import LangheadsError
@@ -40,6 +41,9 @@ class ScanSettings:
                                   help="comma-separated ISO 639-1 codes")
     method: str = option("exact", help="exact | attribution | lahis | switch (language switch rate of greedy "
                          "continuations, prompts from the selection texts)")
+    component: str = option("head", help="head (attention heads) | neuron (groups of --neuron-group MLP neurons, "
+                            "each group removed as a whole)")
+    neuron_group: int = option(64, help="with --component neuron: neurons per group")
     data: str | None = option(None, help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/"
                               "answer items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal "
                               "answer, cloze)")
@@ -80,6 +84,11 @@ class ScanSettings:
 
         checks.languages(self, "languages")
         checks.choice(self, "method", list(METHODS))
+        checks.choice(self, "component", list(COMPONENTS))
+        checks.count(self, "neuron_group")
+        if self.component not in METHODS[self.method].components:
+            raise LangheadsError(f"--method {self.method} scores {' and '.join(METHODS[self.method].components)}s "
+                                 f"only, not --component {self.component}")
         checks.choice(self, "signal", ["text", "answer"])
         checks.choice(self, "rule", ["interval", "fdr", "lahis"])
         checks.choice(self, "dtype", list(DTYPES))
@@ -152,6 +161,7 @@ class Plan:
     work: list[LanguageWork]
     method: ScoringMethod
     signal: dict = field(default_factory=lambda: {"name": "text", "template": "", "meaning": "mean token NLL of the text"})
+    component: Component | None = None  # what the units are (None: heads); layout counts its units
     _batches: dict[str, list[nll.Batch]] = field(default_factory=dict, repr=False)
     _rounds: dict[str, list[list[int]]] = field(default_factory=dict, repr=False)
     opened: dict = field(default_factory=dict, repr=False)  # (store folder, overwrite) -> (store, finished units)
@@ -282,8 +292,10 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
         else:
             place = Placement(ranks.device(settings.device), settings.device_map, settings.load_in)
         loaded = load_model(settings.model, settings.dtype, place)
-    layout = H.head_layout(loaded.model)
+    component = component_for(loaded.model, settings.component, settings.neuron_group)
+    layout = component.layout
     method.prepare(loaded)
+    method.component = None if component.name == "head" else component
     if settings.compile:
         nll.compile_for_speed(loaded.model)
     work = []
@@ -299,7 +311,7 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
             work.append(LanguageWork(lang, [t.id for t in chosen], ids))
     signal = {"name": settings.signal, "template": template_name, "meaning": (
         "mean token NLL of the reference answer given the prompt" if answers else "mean token NLL of the text")}
-    return Plan(settings, loaded, corpus, layout, work, method, signal)
+    return Plan(settings, loaded, corpus, layout, work, method, signal, component)
 
 
 def _check_length(encoded: list[tuple[list[int], int]], items, limit: int | None) -> None:
@@ -379,7 +391,8 @@ def values_key(plan: Plan) -> dict:
     return {"format_version": 1, "model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
             "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "load_in": s.load_in,
             "batch_tokens": s.batch_tokens, **({"signal": plan.signal} if s.signal != "text" else {}),
-            **({"rounds": {"first_look": s.first_look, "step": 1}} if s.adaptive else {})}
+            **({"rounds": {"first_look": s.first_look, "step": 1}} if s.adaptive else {}),
+            **({"component": plan.component.record()} if plan.component and plan.component.name != "head" else {})}
 
 
 def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitStore, dict]:

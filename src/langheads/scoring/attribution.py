@@ -15,8 +15,9 @@ from .. import nll
 from .base import ScoringMethod, UnitScores
 
 
-def gate_gradients(model, layout, batch, chunk_tokens):
-    """(per-row NLL [rows], dNLL_row/dgate [rows, n_layers, n_heads]) at gates = 1."""
+def gate_gradients(model, layout, batch, chunk_tokens, scaled=None):
+    """(per-row NLL [rows], dNLL_row/dgate [rows, n_layers, n_heads]) at gates = 1; `scaled`:
+    another component's gates (its `Component.scaled`; default: heads)."""
     device = next(model.parameters()).device
     rows = batch.input_ids.shape[0]
     gates = torch.ones(layout.n_layers, rows, layout.n_heads, device=device, requires_grad=True)
@@ -24,7 +25,7 @@ def gate_gradients(model, layout, batch, chunk_tokens):
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        with torch.enable_grad(), H.scaled_heads(model, {l: gates[l] for l in range(layout.n_layers)}):
+        with torch.enable_grad(), (scaled or H.scaled_heads)(model, {l: gates[l] for l in range(layout.n_layers)}):
             hidden = nll.trace(model, batch).final_hidden
             per_row = nll.nll_from_hidden(model, hidden, batch.input_ids, batch.lengths, chunk_tokens,
                                           starts=batch.starts)
@@ -41,6 +42,6 @@ class GradientAttribution(ScoringMethod):
     sign = -1.0  # values are sign * dNLL/dgate
 
     def score_unit(self, model, layout, batch, layers):
-        per_row, grad = gate_gradients(model, layout, batch, self.chunk_tokens)
+        per_row, grad = gate_gradients(model, layout, batch, self.chunk_tokens, self.scaled)
         values = self.sign * grad.double().cpu().numpy().transpose(1, 2, 0)  # [layers, heads, rows]
         return UnitScores(per_row.double().cpu().numpy(), values[layers.start : layers.stop])

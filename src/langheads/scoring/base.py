@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import heads as H
 from ..heads import HeadLayout
 from ..nll import Batch
 
@@ -66,6 +67,8 @@ class ScoringMethod(ABC):
     needs_backward: bool = True         # keeps every layer's activations (for memory estimates)
     relative: bool = True               # rel_increase = score / base (False: values are already shares)
     part: str = "scoring"               # which part of the data the scan scores on
+    component = None                    # components.Component whose units are scored (None: heads)
+    components = ("head", "neuron")     # which components the method can score
 
     def prepare(self, loaded) -> None:
         """Take what the method needs from the loaded model beyond its weights (a tokenizer)."""
@@ -73,6 +76,10 @@ class ScoringMethod(ABC):
     def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096):
         self.chunk_tokens = chunk_tokens
         self.batch_tokens = batch_tokens
+
+    def scaled(self, model, factors: dict):
+        """Scale the scored component's units (heads unless a component was given)."""
+        return H.scaled_heads(model, factors) if self.component is None else self.component.scaled(model, factors)
 
     @abstractmethod
     def score_unit(self, model, layout: HeadLayout, batch: Batch, layers: range) -> UnitScores:

@@ -65,6 +65,6 @@ class ExactAblation(ScoringMethod):
                 for k, head in enumerate(chosen):
                     factors[k, :, head] = 0.0
                 out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors.view(-1, layout.n_heads)},
-                                 copies=len(chosen), chunk_tokens=self.chunk_tokens)
+                                 copies=len(chosen), chunk_tokens=self.chunk_tokens, scaled=self.scaled)
                 values[i, chosen] = out.double().cpu().view(len(chosen), rows)
         return UnitScores(base_rows, values.numpy() - base_rows, None if len(heads) == layout.n_heads else heads)

@@ -20,6 +20,7 @@ from .base import ScoringMethod, UnitScores
 
 class LanguageSwitch(ScoringMethod):
     name = "switch"
+    components = ("head",)  # generations per head; neuron groups would multiply them by the groups per head
     value_meaning = ("1 if the greedy continuation of the text's first tokens leaves its language when the head alone "
                      "is removed, minus the same for the unmodified model")
     layers_per_unit = 1

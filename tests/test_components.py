@@ -1,0 +1,119 @@
+"""Neuron groups through the same engine as heads: the fast path against zeroed weights on
+every family with one MLP output projection, a scan end to end, and the refusals."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import langheads
+from langheads import nll, synthetic
+from langheads.cli import main
+from langheads.components import component_for
+from langheads.errors import LangheadsError
+from langheads.scoring import ExactAblation, GradientAttribution
+
+from .conftest import SAMPLE
+
+MOE = ("mixtral", "qwen3_moe")
+TEXTS = SAMPLE["en"][:3] + SAMPLE["hi"][:3] + ["x", "ab"]
+
+
+def _zeroed(proj, first: int, stop: int):
+    """A copy of the projection's weight with the group's input columns zeroed (what removing
+    the group does to the weights)."""
+    w = proj.weight.detach().clone()
+    if type(proj).__name__ == "Conv1D":  # GPT-2 keeps [in, out]
+        w[first:stop] = 0
+    else:
+        w[:, first:stop] = 0
+    return w
+
+
+@pytest.mark.parametrize("arch", [a for a in synthetic.ARCHS if a not in MOE])
+def test_neuron_group_ablation_equals_zeroed_weights(arch):
+    model = synthetic.tiny(arch)
+    ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS)
+    component = component_for(model, "neuron", 16)
+    layout = component.layout  # [layers, groups]: 96 or 256 neurons in groups of 16
+    method = ExactAblation(chunk_tokens=5, batch_tokens=160)
+    method.component = component
+    out = method.score_language(model, layout, nll.make_batches(ids, 40), len(ids))
+    reference = nll.reference_nll(model, ids).double().numpy()
+    for layer in (0, layout.n_layers - 1):
+        for group in (0, layout.n_heads - 1):
+            proj = component.target(model, layer)
+            kept = proj.weight.data
+            proj.weight.data = _zeroed(proj, group * 16, group * 16 + 16)
+            try:
+                ablated = nll.reference_nll(model, ids).double().numpy()
+            finally:
+                proj.weight.data = kept
+            assert np.abs(out.values[layer, group] - (ablated - reference)).max() < 1e-4, (layer, group)
+    assert not np.allclose(out.values, 0)  # the groups do something
+
+
+def test_neuron_attribution_is_minus_the_gate_gradient():
+    """First order: a group's attribution predicts the NLL change of scaling it by 1 - eps."""
+    model = synthetic.tiny("llama", dtype=torch.float64)  # a finite difference needs the digits
+    ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS[:4])
+    component = component_for(model, "neuron", 16)
+    method = GradientAttribution()
+    method.component = component
+    batches = nll.make_batches(ids, 4096)
+    out = method.score_language(model, component.layout, batches, len(ids))
+    eps, layer, group = 1e-3, 1, 2  # RMSNorm computes in float32: a smaller step drowns in its rounding
+    factors = torch.ones(component.layout.n_heads, dtype=torch.float64)
+    factors[group] = 1 - eps
+    plain = _nll64(model, ids)
+    with component.scaled(model, {layer: factors}):
+        nudged = _nll64(model, ids)
+    change = (nudged - plain) / eps  # d NLL / d(-gate), by a finite difference in float64
+    assert np.abs(change).max() > 1e-6  # a change to predict
+    assert np.allclose(out.values[layer, group], change, rtol=0.05, atol=2e-6)
+
+
+def _nll64(model, token_lists) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for ids in token_lists:
+            x = torch.tensor([ids])
+            logits = model(input_ids=x, use_cache=False).logits[0, :-1].double()
+            out.append(float(torch.nn.functional.cross_entropy(logits, x[0, 1:])))
+    return np.array(out)
+
+
+def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
+    out = tmp_path / "neurons"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--component", "neuron", "--neuron-group", "16", "--bootstrap", "50", "--quiet",
+                 "--out", str(out)]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 3 * 6 * 2 and set(scores.component) == {"neuron"}
+    assert scores.loc[scores["head"] == 5, "neurons"].eq("80-95").all()
+    info = json.loads((out / "heads.json").read_text())
+    assert info["component"] == {"name": "neuron", "units_per_layer": 6, "unit_width": 16, "neurons_per_group": 16}
+    assert len(info["heads"]) == 18 and info["model"]["heads"] == 4  # the model's own heads stay recorded
+    run = langheads.read_run(out)
+    assert run.n_heads == 6 and run.grid("en").shape == (3, 6)
+    capsys.readouterr()
+    assert main(["prune", "--scan", str(out), "--keep", "en", "--out", str(tmp_path / "p")]) == 2
+    assert "prune removes heads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--neuron-group", "7"], "--neuron-group 7 does not divide the MLP width 96"),
+    (["--method", "switch"], "--method switch scores heads only"),
+    (["--neuron-group", "0"], "--neuron-group must be a whole number >= 1"),
+])
+def test_neuron_scan_refusals(argv, message, tiny_dirs, sample_data, tmp_path, capsys):
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
+                 "--component", "neuron", *argv, "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_moe_neurons_are_refused_in_one_line():
+    with pytest.raises(LangheadsError, match="fused module"):
+        component_for(synthetic.tiny("mixtral"), "neuron", 16)
