@@ -117,3 +117,36 @@ def test_neuron_scan_refusals(argv, message, tiny_dirs, sample_data, tmp_path, c
 def test_moe_neurons_are_refused_in_one_line():
     with pytest.raises(LangheadsError, match="fused module"):
         component_for(synthetic.tiny("mixtral"), "neuron", 16)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "falcon"])
+def test_block_ablation_equals_zeroed_projections(arch):
+    """A layer's whole attention (or MLP) removed equals its output projection's weight zeroed."""
+    model = synthetic.tiny(arch)
+    ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS)
+    component = component_for(model, "block")
+    method = ExactAblation(chunk_tokens=5, batch_tokens=160)
+    method.component = component
+    out = method.score_language(model, component.layout, nll.make_batches(ids, 40), len(ids))
+    reference = nll.reference_nll(model, ids).double().numpy()
+    from langheads import heads as H
+
+    for layer in (0, component.layout.n_layers - 1):
+        for unit, proj in enumerate((H.output_projection(model, layer), component.target(model, layer))):
+            kept = proj.weight.data
+            proj.weight.data = torch.zeros_like(kept)
+            try:
+                ablated = nll.reference_nll(model, ids).double().numpy()
+            finally:
+                proj.weight.data = kept
+            assert np.abs(out.values[layer, unit] - (ablated - reference)).max() < 1e-4, (layer, unit)
+
+
+def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path):
+    out = tmp_path / "blocks"
+    assert main(["scan", "--model", str(tiny_dirs["gemma3"]), "--data", str(sample_data), "--languages", "en,hi",
+                 "--component", "block", "--bootstrap", "50", "--quiet", "--out", str(out)]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 4 * 2 * 2 and set(scores.block) == {"attention", "mlp"}
+    assert (scores.loc[scores["head"] == 0, "block"] == "attention").all()
+    assert json.loads((out / "heads.json").read_text())["component"]["units"] == ["attention", "mlp"]

@@ -1,14 +1,18 @@
-"""What a scan removes one unit at a time: attention heads (the default) or groups of an MLP's
-neurons. Each is a slice of one module's input, the one place where removing it is exact:
+"""What a scan removes one unit at a time: attention heads (the default), groups of an MLP's
+neurons, or whole blocks. Each is a slice of one module's input, the one place where removing
+it is exact:
 
 - a head: its slice of the attention output projection's input (the heads' outputs side by side);
 - a neuron group: `group` consecutive intermediate neurons, a slice of the input of the MLP's
-  output projection (down_proj, c_proj, dense_4h_to_h, fc2: `archs/` names it per family).
+  output projection (down_proj, c_proj, dense_4h_to_h, fc2: `archs/` names it per family);
+- a block: a layer's whole attention (all of its output projection's input: every head) or its
+  whole MLP (all of the MLP output projection's input: every neuron); unit 0 and 1 of a layer.
 
 A component gives the scan its units as a layout (units per layer, features per unit) and
 scales its units where they are exact; the scan, store, intervals and kinds are the same."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from torch import nn
@@ -17,12 +21,13 @@ from . import heads as H
 from .archs.base import get
 from .errors import LangheadsError
 
-COMPONENTS = ("head", "neuron")
+COMPONENTS = ("head", "neuron", "block")
+BLOCKS = ("attention", "mlp")  # a block scan's units in each layer, in this order
 
 
 @dataclass(frozen=True)
 class Component:
-    name: str            # head | neuron
+    name: str            # head | neuron | block
     layout: H.HeadLayout  # for neurons: n_heads = groups per layer, head_dim = neurons per group
     group: int | None = None  # neurons per group (neuron only)
 
@@ -36,12 +41,15 @@ class Component:
         """Scale each unit of the given layers (factors[layer]: [units] or [rows, units])."""
         if self.name == "head":
             return H.scaled_heads(model, factors)
+        if self.name == "block":
+            return _scaled_blocks(model, factors)
         return H.scaled_inputs({l: self.target(model, l) for l in factors}, factors, self.layout.n_heads, self.group)
 
     def record(self) -> dict:
         """What heads.json says of the units (a run's rows are layers x units x languages)."""
         return {"name": self.name, "units_per_layer": self.layout.n_heads, "unit_width": self.layout.head_dim,
-                **({"neurons_per_group": self.group} if self.name == "neuron" else {})}
+                **({"neurons_per_group": self.group} if self.name == "neuron" else {}),
+                **({"units": list(BLOCKS)} if self.name == "block" else {})}
 
 
 def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Component:
@@ -50,11 +58,14 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
     layout = H.head_layout(model)
     if name == "head":
         return Component("head", layout)
-    if name != "neuron":
+    if name not in COMPONENTS:
         raise LangheadsError(f"unknown --component '{name}'; choose one of {', '.join(COMPONENTS)}")
     adapter = H.adapter_for(model)
     if adapter.mlp_out is None:
-        raise LangheadsError(f"--component neuron: {layout.model_type} {adapter.mlp_note}")
+        raise LangheadsError(f"--component {name}: {layout.model_type} {adapter.mlp_note}")
+    if name == "block":  # unit width: the MLP's, for the record (attention's is heads x head size)
+        width = adapter.mlp_width(get(H.decoder_layers(model)[0], adapter.mlp_out))
+        return Component("block", H.HeadLayout(layout.model_type, layout.n_layers, 2, 2, width))
     widths = {adapter.mlp_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)}
     if len(widths) != 1:
         raise LangheadsError(f"--component neuron: the layers' MLPs differ in width ({sorted(widths)}); "
@@ -70,3 +81,17 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
 def _divisor_near(width: int, group: int) -> int:
     return min((d for d in range(1, width + 1) if width % d == 0), key=lambda d: (abs(d - group), d))
 
+
+@contextlib.contextmanager
+def _scaled_blocks(model: nn.Module, factors: dict):
+    """factors[layer]: [2] or [rows, 2], the layer's attention then its MLP, each scaled whole."""
+    heads = H.head_layout(model)
+    adapter = H.adapter_for(model)
+    with contextlib.ExitStack() as stack:
+        for layer, f in factors.items():
+            attention, mlp = f[..., 0:1], f[..., 1:2]  # [.., 1]: one unit as wide as the whole input
+            stack.enter_context(H.scaled_inputs({layer: H.output_projection(model, layer)}, {layer: attention}, 1,
+                                                heads.n_heads * heads.head_dim))
+            proj = get(H.decoder_layers(model)[layer], adapter.mlp_out)
+            stack.enter_context(H.scaled_inputs({layer: proj}, {layer: mlp}, 1, adapter.mlp_width(proj)))
+        yield

@@ -74,12 +74,15 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
 
 
 def _named_units(scores: pd.DataFrame, component: dict) -> pd.DataFrame:
-    """scores.csv's rows with what each unit is: component head (layer, head), or neuron (the
-    group's index in the head column, its neurons first-last in `neurons`)."""
+    """scores.csv's rows with what each unit is: component head (layer, head), neuron (the
+    group's index in the head column, its neurons first-last in `neurons`) or block (0 or 1 in
+    the head column, attention or mlp in `block`)."""
     named = scores.assign(component=component["name"])
     if component["name"] == "neuron":
         g = component["neurons_per_group"]
         named["neurons"] = [f"{h * g}-{h * g + g - 1}" for h in named["head"]]
+    if component["name"] == "block":
+        named["block"] = [component["units"][h] for h in named["head"]]
     return named
 
 

@@ -42,7 +42,7 @@ class ScanSettings:
     method: str = option("exact", help="exact | attribution | lahis | switch (language switch rate of greedy "
                          "continuations, prompts from the selection texts)")
     component: str = option("head", help="head (attention heads) | neuron (groups of --neuron-group MLP neurons, "
-                            "each group removed as a whole)")
+                            "each group removed as a whole) | block (each layer's whole attention and whole MLP)")
     neuron_group: int = option(64, help="with --component neuron: neurons per group")
     data: str | None = option(None, help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/"
                               "answer items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal "

@@ -68,7 +68,7 @@ class ScoringMethod(ABC):
     relative: bool = True               # rel_increase = score / base (False: values are already shares)
     part: str = "scoring"               # which part of the data the scan scores on
     component = None                    # components.Component whose units are scored (None: heads)
-    components = ("head", "neuron")     # which components the method can score
+    components = ("head", "neuron", "block")  # which components the method can score
 
     def prepare(self, loaded) -> None:
         """Take what the method needs from the loaded model beyond its weights (a tokenizer)."""
