@@ -62,6 +62,22 @@ def test_two_gloo_processes_write_what_one_process_writes(deep_model, sample_dat
     assert np.abs(a["score"] - b["score"]).max() < 1e-5
 
 
+def test_an_adaptive_scan_under_two_gloo_processes_writes_what_one_process_writes(deep_model, sample_data, tmp_path):
+    """Rounds under torchrun: units shared per round, the stopping states from rank 0."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    extra = ("--adaptive", "--first-look", "2")
+    r = run_process(*_argv(deep_model, sample_data, one, "en,fr", *extra), env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "langheads", *_argv(deep_model, sample_data, two, "en,fr", *extra)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("scores.csv", "per_text.parquet"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    by_rank = {name.split("-")[0] for name in UnitStore(store_dir(two), {}).computed()}
+    assert by_rank == {"rank0", "rank1"}  # both processes scored
+
+
 def test_sigkill_then_resume_computes_only_the_missing_units(deep_model, sample_data, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_process(*_argv(deep_model, sample_data, whole), env=ONE_THREAD).returncode == 0
