@@ -100,6 +100,12 @@ def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["prune", "--scan", str(out), "--keep", "en", "--out", str(tmp_path / "p")]) == 2
     assert "prune removes heads" in capsys.readouterr().err
+    heads = tmp_path / "heads"
+    langheads.scan_model(heads, model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en", "fr"],
+                         bootstrap=20, progress=False)
+    assert main(["compare", str(out), str(heads)]) == 2
+    assert "different units (A: neuron groups of 16; B: heads)" in capsys.readouterr().err
+    assert main(["report", str(out), "--out", str(tmp_path / "page")]) == 0  # a neuron run's page is drawn
 
 
 @pytest.mark.parametrize("argv, message", [

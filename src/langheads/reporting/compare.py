@@ -43,6 +43,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
     run_a, run_b = read_run(run_a), read_run(run_b)
     if run_a.model_hash != run_b.model_hash:
         raise LangheadsError("the two runs scanned different models")
+    units = [run.info.get("component", {"name": "head"}) for run in (run_a, run_b)]
+    if units[0] != units[1]:
+        raise LangheadsError(f"the two runs scanned different units (A: {_units(units[0])}; B: {_units(units[1])}): "
+                             "compare two runs of the same --component")
     a, b = run_a.scores, run_b.scores
     shared = [lang for lang in run_a.languages if lang in run_b.languages]
     if not shared:
@@ -62,3 +66,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
     table = pd.DataFrame(rows)
     table.attrs.update(languages_a=run_a.languages, languages_b=run_b.languages)
     return table
+
+
+def _units(component: dict) -> str:
+    group = component.get("neurons_per_group")
+    return component["name"] + (f" groups of {group}" if group else "") + "s" * (not group)
