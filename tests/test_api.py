@@ -16,6 +16,8 @@ from langheads.cli import main
     (lambda: langheads.EvaluateSettings(model="m", languages=["en"], qa="cloze", judge="http://x"),
      "--judge needs --judge-model"),
     (lambda: langheads.EvaluateSettings(model="m", languages=["en"], mask="x"), "--mask takes layer.head"),
+    (lambda: langheads.ScanSettings(method="lape"), "--method lape scores neurons only, not --component head"),
+    (lambda: langheads.ScanSettings(component="layer"), "unknown --component 'layer'"),
     (lambda: langheads.ExportSettings(model="m", gguf="out.bin"), "--gguf must name a .gguf file"),
     (lambda: langheads.ExportSettings(model="m", gguf="o.gguf", type="q1"), "unknown GGUF type 'q1'"),
     (lambda: langheads.ExportSettings(model="m", gguf="o.gguf", llama_cpp=True), "--llama-cpp is a kind of --check"),

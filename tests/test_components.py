@@ -156,3 +156,27 @@ def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path):
     assert len(scores) == 4 * 2 * 2 and set(scores.block) == {"attention", "mlp"}
     assert (scores.loc[scores["head"] == 0, "block"] == "attention").all()
     assert json.loads((out / "heads.json").read_text())["component"]["units"] == ["attention", "mlp"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3", "gpt2", "bloom", "xglm", "apertus"])
+def test_lape_counts_active_neurons_by_hand(arch):
+    """The share of a group's (token, neuron) activations above zero, against the activation
+    module's output captured directly, one text at a time."""
+    from langheads import heads as H
+    from langheads.archs.base import get
+    from langheads.scoring import Lape
+
+    model = synthetic.tiny(arch)
+    ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS[:4])
+    component = component_for(model, "neuron", 16)
+    out = Lape().score_language(model, component.layout, nll.make_batches(ids, 4096), len(ids))
+    act = get(H.decoder_layers(model)[1], H.adapter_for(model).mlp_act)
+    for t in (0, 3):
+        seen = []
+        handle = act.register_forward_hook(lambda m, a, o: seen.append(o[0]))
+        with torch.no_grad():
+            model(input_ids=torch.tensor([ids[t]]))
+        handle.remove()
+        share = (seen[0] > 0).double().view(len(ids[t]), -1, 16).mean(dim=(0, 2)).numpy()  # [groups]
+        assert np.allclose(out.values[1, :, t], share), (arch, t)
+    assert 0 < out.values.mean() < 1

@@ -121,6 +121,7 @@ class Adapter:
     head_major_kwargs: tuple[str, ...] = ()  # layer inputs laid out [batch * heads, ...] (BLOOM's ALiBi)
     mlp_out = "mlp.down_proj"         # in a layer: the MLP's output projection, whose input holds its neurons
     mlp_note = ""                     # why a neuron scan is refused, where mlp_out is None
+    mlp_act = "mlp.act_fn"            # in a layer: the activation applied to the neurons' pre-activations (LAPE)
 
     # --- reading a config ---
     def layout(self, config) -> HeadLayout:

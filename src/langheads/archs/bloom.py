@@ -49,6 +49,7 @@ class Bloom(TransformerH):
     attention = "self_attention"
     out_proj = "dense"
     mlp_out = "mlp.dense_4h_to_h"
+    mlp_act = "mlp.gelu_impl"
     head_major_kwargs = ("alibi",)
     gguf = GGUFFamily("bloom", norm_plus_one=False, permute_qk=False)
 

@@ -17,6 +17,7 @@ class Falcon(TransformerH):
     attention = "self_attention"
     out_proj = "dense"
     mlp_out = "mlp.dense_4h_to_h"
+    mlp_act = "mlp.act"
 
     gguf = GGUFFamily("falcon", norm_plus_one=False, permute_qk=False)
 

@@ -15,6 +15,7 @@ class GPT2(TransformerH):
     attention = "attn"
     out_proj = "c_proj"
     mlp_out = "mlp.c_proj"
+    mlp_act = "mlp.act"
 
     def mlp_width(self, proj) -> int:
         return proj.weight.shape[0]  # Conv1D keeps its weight as [in, out]

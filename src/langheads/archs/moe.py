@@ -12,6 +12,7 @@ class _FusedExperts(Adapter):
     rows; down [experts, hidden, width]); llama.cpp reads them as three stacked tensors."""
 
     mlp_out = None
+    mlp_act = None
     mlp_note = ("its experts run in one fused module, so no hook sees one expert's neurons: scan its heads "
                 "(--component head)")
 

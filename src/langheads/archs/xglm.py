@@ -14,6 +14,7 @@ class XGLM(Adapter):
     final_norm = "model.layer_norm"
     out_proj = "out_proj"
     mlp_out = "fc2"
+    mlp_act = "activation_fn"
 
     def layout(self, config) -> HeadLayout:
         n = config.attention_heads

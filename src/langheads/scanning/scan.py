@@ -40,7 +40,8 @@ class ScanSettings:
     languages: list[str] = option(factory=lambda: ["en", "hi", "fr", "de", "es", "zh", "ar", "ru"],
                                   help="comma-separated ISO 639-1 codes")
     method: str = option("exact", help="exact | attribution | lahis | switch (language switch rate of greedy "
-                         "continuations, prompts from the selection texts)")
+                         "continuations, prompts from the selection texts) | lape (neurons: activation "
+                         "probability, forward only)")
     component: str = option("head", help="head (attention heads) | neuron (groups of --neuron-group MLP neurons, "
                             "each group removed as a whole) | block (each layer's whole attention and whole MLP)")
     neuron_group: int = option(64, help="with --component neuron: neurons per group")
