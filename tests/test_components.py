@@ -89,6 +89,7 @@ def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
                  "--component", "neuron", "--neuron-group", "16", "--bootstrap", "50", "--quiet",
                  "--out", str(out)]) == 0
+    assert "18 neuron groups, 2 languages" in capsys.readouterr().out
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 3 * 6 * 2 and set(scores.component) == {"neuron"}
     assert scores.loc[scores["head"] == 5, "neurons"].eq("80-95").all()

@@ -114,10 +114,25 @@ def sample_note(result) -> str | None:
             ") cover less often than their stated 95%: treat their kinds as provisional")
 
 
+def unit_name(component: dict, layer: int, unit: int) -> str:
+    """L3H1 (a head), L3N128-191 (a neuron group), L3 mlp (a block)."""
+    if component["name"] == "neuron":
+        g = component["neurons_per_group"]
+        return f"L{layer}N{unit * g}-{unit * g + g - 1}"
+    if component["name"] == "block":
+        return f"L{layer} {component['units'][unit]}"
+    return f"L{layer}H{unit}"
+
+
+NOUNS = {"head": "heads", "neuron": "neuron groups", "block": "blocks"}
+
+
 def summary(result, per_language: int = 3) -> str:
     s = result.plan.settings
     counts = count_kinds(result.heads)
-    lines = [f"{len(result.heads)} heads, {len(s.languages)} languages; rule: {result.rule['text']}"]
+    component = result.plan.component.record() if result.plan.component else {"name": "head"}
+    noun = NOUNS[component["name"]]
+    lines = [f"{len(result.heads)} {noun}, {len(s.languages)} languages; rule: {result.rule['text']}"]
     if "false_matters_bound" in result.rule:
         lines.append(f"intervals: {result.rule['n_intervals']}; {result.rule['false_matters_bound']}")
     lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -136,9 +151,10 @@ def summary(result, per_language: int = 3) -> str:
     for lang in s.languages:
         own = [h for h in result.heads if h["kind"] == "language-specific" and h["languages"] == [lang]]
         own.sort(key=lambda h: -rel[(h["layer"], h["head"], lang)])
-        shown = ", ".join(f"L{h['layer']}H{h['head']} (+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)"
-                          for h in own[:per_language])
-        lines.append(f"  {lang}: {len(own)} specific head(s)" + (f"; strongest {shown}" if own else ""))
+        shown = ", ".join(f"{unit_name(component, h['layer'], h['head'])} "
+                          f"(+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)" for h in own[:per_language])
+        lines.append(f"  {lang}: {len(own)} specific {noun if len(own) != 1 else noun[:-1]}"
+                     + (f"; strongest {shown}" if own else ""))
     return "\n".join(lines)
 
 
