@@ -324,6 +324,17 @@ def _check_length(encoded: list[tuple[list[int], int]], items, limit: int | None
                              f"{limit}: shorten its context or leave it out")
 
 
+def _units_line(plan: Plan) -> str:
+    """What the scan's units are: the heads, or the neuron groups or blocks of each layer."""
+    u = plan.layout
+    if plan.component is None or plan.component.name == "head":
+        return (f"{u.n_layers} layers x {u.n_heads} heads ({u.n_kv_heads} KV heads, head size {u.head_dim}) = "
+                f"{u.n_total} heads")
+    if plan.component.name == "neuron":
+        return (f"{u.n_layers} layers x {u.n_heads} groups of {u.head_dim} MLP neurons = {u.n_total} neuron groups")
+    return f"{u.n_layers} layers x 2 blocks (attention, mlp) = {u.n_total} blocks"
+
+
 def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
     s = plan.settings
     gflops = plan.flops() / 1e9
@@ -331,8 +342,7 @@ def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
     place = f"{s.device}" + (f", device map {s.device_map}" if s.device_map else "") + \
         (f", {s.load_in} (bitsandbytes)" if s.load_in else "")
     lines = [
-        f"model {plan.loaded.model_id}: {plan.layout.n_layers} layers x {plan.layout.n_heads} heads "
-        f"({plan.layout.n_kv_heads} KV heads, head size {plan.layout.head_dim}) = {plan.layout.n_total} heads",
+        f"model {plan.loaded.model_id}: {_units_line(plan)}",
         f"method {s.method} on {place} ({s.dtype}); {len(plan.work)} languages from {plan.corpus.source}:",
     ]
     for w in plan.work:
