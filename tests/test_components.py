@@ -107,6 +107,8 @@ def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     assert main(["compare", str(out), str(heads)]) == 2
     assert "different units (A: neuron groups of 16; B: heads)" in capsys.readouterr().err
     assert main(["report", str(out), "--out", str(tmp_path / "page")]) == 0  # a neuron run's page is drawn
+    page = (tmp_path / "page" / "report.html").read_text()
+    assert "Kinds of neuron groups" in page and "Top neuron groups per language" in page
 
 
 @pytest.mark.parametrize("argv, message", [

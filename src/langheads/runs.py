@@ -185,6 +185,11 @@ class Run:
         return units_per_layer(self.info)
 
     @property
+    def units(self) -> str:
+        """What the run's units are, in words: heads, neuron groups or blocks."""
+        return NOUNS[self.info.get("component", {}).get("name", "head")]
+
+    @property
     def method(self) -> str:
         return self.info["method"]["name"]
 

@@ -330,9 +330,10 @@ def _text_note(run: Run) -> str:
 
 def _intro(page: Page, run: Run, note: str) -> None:
     info, langs, model = run.info, run.languages, run.info["model"]
+    units = "" if run.units == "heads" else f"; units: {model['layers'] * run.n_heads} {run.units}"
     page.text(f"Model {model['id']} ({model['architecture']}, {model['layers']} layers x {model['heads']} heads, "
-              f"sha256 {model['sha256'][:12]}); method {run.method}; {len(langs)} languages: {', '.join(langs)}; "
-              f"{note}.")
+              f"sha256 {model['sha256'][:12]}); method {run.method}{units}; {len(langs)} languages: "
+              f"{', '.join(langs)}; {note}.")
     page.text(f"Kinds by the rule: {info['rule']['text']}.")
     if "false_matters_bound" in info["rule"]:
         bound = info["rule"]["false_matters_bound"]
@@ -340,12 +341,12 @@ def _intro(page: Page, run: Run, note: str) -> None:
 
 
 def _kinds_section(page: Page, run: Run, note: str) -> None:
-    info, model = run.info, run.info["model"]
-    page.heading("Kinds of heads")
-    page.table("counts", pd.DataFrame([{"kind": k, "heads": v} for k, v in info["counts"].items()]))
+    info, u = run.info, run.units
+    page.heading(f"Kinds of {u}")
+    page.table("counts", pd.DataFrame([{"kind": k, u: v} for k, v in info["counts"].items()]))
     page.figure("kinds", kinds_map(run),
-                f"Kind of each of the {model['layers'] * model['heads']} heads, by the rule above ({info['rule']['name']}), "
-                f"from {note}. Specific heads take their language's colour.")
+                f"Kind of each of the {run.n_layers * run.n_heads} {u}, by the rule above ({info['rule']['name']}), "
+                f"from {note}. Specific {u} take their language's colour.")
 
 
 def _sample_section(page: Page, run: Run) -> None:
@@ -360,23 +361,24 @@ def _sample_section(page: Page, run: Run) -> None:
 
 
 def _importance_sections(page: Page, run: Run, note: str) -> None:
-    langs, model = run.languages, run.info["model"]
-    page.heading("Head importance per language")
+    langs, model, u = run.languages, run.info["model"], run.units
+    unit = u[:-1]
+    page.heading(f"{u[0].upper()}{unit[1:]} importance per language")
     page.figure("heatmap", heatmap_figure(run.scores, langs, model["id"]),
-                f"Relative increase of mean token NLL when each head alone is removed ({run.method}), per "
-                f"layer x head, one colour scale for all languages (clipped at the 99th percentile); "
+                f"Relative increase of mean token NLL when each {unit} alone is removed ({run.method}), per "
+                f"layer x {unit}, one colour scale for all languages (clipped at the 99th percentile); "
                 f"{HATCH_NOTE}. {note}.")
-    page.heading("Which languages share heads")
+    page.heading(f"Which languages share {u}")
     fig, order, corr = similarity(run)
     page.figure("similarity", fig,
-                f"Pearson correlation between languages' head-importance vectors (relative NLL increase over all "
-                f"{model['layers'] * model['heads']} heads), languages ordered by average-linkage clustering on "
+                f"Pearson correlation between languages' {unit}-importance vectors (relative NLL increase over all "
+                f"{run.n_layers * run.n_heads} {u}), languages ordered by average-linkage clustering on "
                 f"1 - correlation (dendrogram on top). Order: {', '.join(order)}.")
     page.table("similarity", pd.DataFrame(corr, columns=langs).assign(language=langs)[["language", *langs]],
                {lang: (lambda v: f"{v:.2f}") for lang in langs})
-    page.heading("Top heads per language")
+    page.heading(f"Top {u} per language")
     fig, table = top_heads(run)
-    page.figure("top_heads", fig, f"The 5 heads whose removal raises each language's NLL most, with 95% bootstrap "
+    page.figure("top_heads", fig, f"The 5 {u} whose removal raises each language's NLL most, with 95% bootstrap "
                                   f"intervals over texts. {note}.")
     page.table("top_heads", table, {"rel_increase": pct, "rel_ci_low": pct, "rel_ci_high": pct})
 
