@@ -183,3 +183,46 @@ def test_lape_counts_active_neurons_by_hand(arch):
         share = (seen[0] > 0).double().view(len(ids[t]), -1, 16).mean(dim=(0, 2)).numpy()  # [groups]
         assert np.allclose(out.values[1, :, t], share), (arch, t)
     assert 0 < out.values.mean() < 1
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen3", "apertus"])
+def test_neurons_removed_from_the_weights_equal_the_masked_model_and_reload(arch, tiny_dirs, tmp_path):
+    """Uneven MLP widths: the pruned model equals the masked original within 1e-5 x the largest
+    logit, is smaller by exactly the removed rows and columns, and reloads through its manifest."""
+    from langheads import heads as H
+    from langheads.edit.neurons import save_without_neurons
+    from langheads.manifest import read_manifest
+
+    loaded = langheads.load_model(str(tiny_dirs[arch]))
+    model = loaded.model
+    ids = torch.tensor([nll.tokenize(loaded.tokenizer, TEXTS[:1])[0]])
+    removed = {0: list(range(32)), 2: [5, 17, *range(40, 48)]}  # 32 and 10 of 96 neurons
+    width = H.adapter_for(model).mlp_width(component_for(model, "neuron", 16).target(model, 0))
+    targets = {l: component_for(model, "neuron", 16).target(model, l) for l in removed}
+    factors = {l: torch.ones(width) for l in removed}
+    for l, gone in removed.items():
+        factors[l][gone] = 0.0
+    before = sum(p.numel() for p in model.parameters())
+    with torch.no_grad(), H.scaled_inputs(targets, factors, width, 1):  # one unit per neuron
+        masked = model(input_ids=ids).logits
+    save_without_neurons(loaded, removed, tmp_path / "pruned")
+    with torch.no_grad():
+        pruned = model(input_ids=ids).logits
+    assert (pruned - masked).abs().max() <= 1e-5 * masked.abs().max()
+    per_neuron = len(H.adapter_for(model).mlp_in) + 1  # a row of each input projection, a column of down
+    hidden = model.config.hidden_size
+    assert before - sum(p.numel() for p in model.parameters()) == 42 * per_neuron * hidden
+    again = langheads.load_model(str(tmp_path / "pruned"))
+    with torch.no_grad():
+        reloaded = again.model(input_ids=ids).logits
+    assert torch.equal(reloaded, pruned)
+    assert read_manifest(tmp_path / "pruned").edits[-1]["widths"] == {"0": 64, "2": 86}
+    assert "42 MLP neurons removed" in read_manifest(tmp_path / "pruned").describe()
+
+
+def test_neuron_removal_is_refused_where_the_mlp_is_fused(tiny_dirs, tmp_path):
+    from langheads.edit.neurons import save_without_neurons
+
+    with pytest.raises(LangheadsError, match="separate gate/up"):
+        save_without_neurons(langheads.load_model(str(tiny_dirs["phi3"])), {0: [1]}, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -4,6 +4,7 @@ transformers once kept `config.pruned_heads` and replayed it at load; this gener
 into a versioned list of edits, in the order they were made:
   {"op": "remove_heads", "removed": {layer: [heads]}, "layers": {layer: shape}, "uniform": bool}
   {"op": "trim_vocab", "kept_ids": [original ids, in order], "original_size": V}
+  {"op": "remove_neurons", "removed": {layer: [MLP neurons]}, "widths": {layer: neurons kept}}
 The loader replays the head edits (layers may keep different head counts, which no stock
 config can say); vocabulary edits are in config.json already (vocab_size), so a folder with
 only those loads with plain transformers. The exporter reads the same record. `records` keeps
@@ -21,7 +22,7 @@ from .folders import new_folder, read_versioned_json
 
 MANIFEST_FILE = "langheads.json"
 FORMAT_VERSION = 1
-OPS = ("remove_heads", "trim_vocab")
+OPS = ("remove_heads", "trim_vocab", "remove_neurons")
 
 
 @dataclass
@@ -39,6 +40,11 @@ class Manifest:
                     out.setdefault(int(layer), []).extend(heads)
         return {l: sorted(h) for l, h in sorted(out.items())}
 
+    def removed_neurons(self) -> dict[int, list[int]]:
+        """Every removed MLP neuron, by layer (original numbering)."""
+        e = next((e for e in self.edits if e["op"] == "remove_neurons"), None)
+        return {} if e is None else {int(l): sorted(n) for l, n in sorted(e["removed"].items(), key=lambda x: int(x[0]))}
+
     def head_edit(self) -> dict | None:
         return next((e for e in self.edits if e["op"] == "remove_heads"), None)
 
@@ -53,7 +59,8 @@ class Manifest:
     def needs_replay(self) -> bool:
         """True when the folder's config cannot describe its shapes (uneven head removal)."""
         e = self.head_edit()
-        return e is not None and not e.get("uniform", False) and any(e["removed"].values())
+        heads = e is not None and not e.get("uniform", False) and any(e["removed"].values())
+        return heads or any(self.removed_neurons().values())
 
     def describe(self) -> str:
         """One line: what was done to which model (written into exports)."""
@@ -61,6 +68,9 @@ class Manifest:
         removed = self.removed_heads()
         if removed:
             parts.append(f"{sum(map(len, removed.values()))} attention heads removed")
+        neurons = self.removed_neurons()
+        if neurons:
+            parts.append(f"{sum(map(len, neurons.values()))} MLP neurons removed")
         kept = self.kept_ids()
         if kept is not None:
             first = next(e for e in self.edits if e["op"] == "trim_vocab")
@@ -74,6 +84,8 @@ class Manifest:
             raise ValueError(f"unknown edit {edit['op']}")
         if edit["op"] == "remove_heads" and self.head_edit() is not None:
             raise LangheadsError("this model's heads were pruned already; prune the original model instead")
+        if edit["op"] == "remove_neurons" and self.removed_neurons():
+            raise LangheadsError("this model's neurons were pruned already; prune the original model instead")
         records = dict(self.records)
         if record is not None:
             records[edit["op"]] = record

@@ -195,8 +195,8 @@ def _from_folder(folder: Path, dtype: torch.dtype, place: Placement):
 
 
 def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
-    """A folder written by `langheads prune` or `trim`: load, replay the head edits, then load
-    the pruned layers' attention weights.
+    """A folder written by `langheads prune` or `trim`: load, replay the head and neuron edits,
+    then load the pruned layers' attention and MLP weights.
 
     Layers may keep different numbers of heads, which the stock config cannot say; the config
     keeps the original counts and the manifest lists the removed heads per layer. transformers
@@ -215,16 +215,21 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     if not place.plain:
         raise LangheadsError(f"{folder}: a model with heads removed loads whole on one device, without "
                              "--device-map or --load-in")
-    removed = manifest.removed_heads()
+    removed, neurons = manifest.removed_heads(), manifest.removed_neurons()
     model, info = _with_other_shapes(folder, dtype)
     adapter = adapter_for(model)
-    prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed)
+    prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed) + \
+        tuple(f"{adapter.layers}.{layer}.{path}." for layer in neurons for path in (*adapter.mlp_in, adapter.mlp_out))
     # Only the replayed layers' attention may be missing, unexpected or of another shape.
     off = [k if isinstance(k, str) else k[0] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
            for k in info.get(kind, []) if not (k if isinstance(k, str) else k[0]).startswith(prefixes)]
     if off:
         raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {sorted(off)[0]})")
     remove_heads_(model, removed)
+    if neurons:
+        from .edit.neurons import remove_neurons_
+
+        remove_neurons_(model, neurons)
     model.load_state_dict(_pruned_attention(folder, model, prefixes), strict=False)
     return model.to(device=place.device, dtype=dtype).eval(), pretrained(AutoTokenizer, folder)
 
@@ -244,7 +249,7 @@ def _with_other_shapes(folder: Path, dtype: torch.dtype):
 
 
 def _pruned_attention(folder: Path, model, prefixes: tuple[str, ...]) -> dict:
-    """The pruned layers' attention tensors from the safetensors files (no pickle), each of the
+    """The pruned layers' attention (and MLP) tensors from the safetensors files (no pickle), each of the
     shape the replayed model expects."""
     from safetensors import safe_open
 

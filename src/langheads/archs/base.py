@@ -122,6 +122,7 @@ class Adapter:
     mlp_out = "mlp.down_proj"         # in a layer: the MLP's output projection, whose input holds its neurons
     mlp_note = ""                     # why a neuron scan is refused, where mlp_out is None
     mlp_act = "mlp.act_fn"            # in a layer: the activation applied to the neurons' pre-activations (LAPE)
+    mlp_in: tuple[str, ...] | None = ("mlp.gate_proj", "mlp.up_proj")  # projections with a row per neuron
 
     # --- reading a config ---
     def layout(self, config) -> HeadLayout:

@@ -50,6 +50,7 @@ class Bloom(TransformerH):
     out_proj = "dense"
     mlp_out = "mlp.dense_4h_to_h"
     mlp_act = "mlp.gelu_impl"
+    mlp_in = None  # physical neuron removal is written for separate gate/up projections only
     head_major_kwargs = ("alibi",)
     gguf = GGUFFamily("bloom", norm_plus_one=False, permute_qk=False)
 

@@ -18,6 +18,7 @@ class Falcon(TransformerH):
     out_proj = "dense"
     mlp_out = "mlp.dense_4h_to_h"
     mlp_act = "mlp.act"
+    mlp_in = None  # physical neuron removal is written for separate gate/up projections only
 
     gguf = GGUFFamily("falcon", norm_plus_one=False, permute_qk=False)
 

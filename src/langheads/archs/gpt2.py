@@ -16,6 +16,7 @@ class GPT2(TransformerH):
     out_proj = "c_proj"
     mlp_out = "mlp.c_proj"
     mlp_act = "mlp.act"
+    mlp_in = None  # physical neuron removal is written for separate gate/up projections only
 
     def mlp_width(self, proj) -> int:
         return proj.weight.shape[0]  # Conv1D keeps its weight as [in, out]

@@ -20,6 +20,7 @@ _PER_HEAD_NORM = re.compile(r"(.*\.[qk]_layernorm)\.norms\.(\d+)\.(\w+)")  # Sta
 class Apertus(Adapter):
     family = "apertus"
     model_types = ("apertus",)
+    mlp_in = ("mlp.up_proj",)  # no gate: down(act(up(x)))
     gguf_note = "llama.cpp's apertus graph reads xIELU activation parameters per layer, not written yet"
 
 

@@ -13,6 +13,7 @@ class _FusedExperts(Adapter):
 
     mlp_out = None
     mlp_act = None
+    mlp_in = None  # physical neuron removal is written for separate gate/up projections only
     mlp_note = ("its experts run in one fused module, so no hook sees one expert's neurons: scan its heads "
                 "(--component head)")
 

@@ -13,6 +13,7 @@ from .base import Adapter, GGUFFamily, linear, projection_input, rows
 
 class Phi3(Adapter):
     mlp_act = "mlp.activation_fn"
+    mlp_in = None  # physical neuron removal is written for separate gate/up projections only
     family = "phi3"
     model_types = ("phi3",)
     gguf = GGUFFamily("phi3", norm_plus_one=False, permute_qk=False)  # fused qkv and gate_up, as llama.cpp reads them

@@ -15,6 +15,7 @@ class XGLM(Adapter):
     out_proj = "out_proj"
     mlp_out = "fc2"
     mlp_act = "activation_fn"
+    mlp_in = None  # physical neuron removal is written for separate gate/up projections only
 
     def layout(self, config) -> HeadLayout:
         n = config.attention_heads

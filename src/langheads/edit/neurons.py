@@ -1,0 +1,55 @@
+"""Removing MLP neurons from the weights: a neuron is a row of each input projection (gate and
+up) and a column of the output projection (down), so removing it is slicing those, and the
+model computes exactly what masking the neuron (zeroing its slice of down's input) computes.
+Layers may keep different widths; the manifest's `remove_neurons` edit lists the removed
+neurons per layer and the loader replays it (models._from_edited_folder)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import heads as H
+from ..archs.base import get, linear
+from ..errors import LangheadsError
+from ..manifest import write_model_folder
+
+
+def _set(layer, dotted: str, module) -> None:
+    owner, _, name = dotted.rpartition(".")
+    setattr(get(layer, owner) if owner else layer, name, module)
+
+
+def remove_neurons_(model, removed: dict[int, list[int]]) -> dict:
+    """Slice the removed neurons out of each listed layer's MLP in place; the manifest edit."""
+    adapter = H.adapter_for(model)
+    if adapter.mlp_in is None or adapter.mlp_out is None:
+        raise LangheadsError(f"{H.head_layout(model).model_type}: removing MLP neurons from the weights is written "
+                             "for MLPs with separate gate/up and down projections; scan its neurons, or prune heads")
+    widths = {}
+    for l, gone in removed.items():
+        layer = H.decoder_layers(model)[l]
+        width = adapter.mlp_width(get(layer, adapter.mlp_out))
+        keep = torch.tensor(sorted(set(range(width)) - set(gone)))
+        if len(keep) == 0:
+            raise LangheadsError(f"layer {l}: every MLP neuron would go; remove the whole block instead")
+        for path in adapter.mlp_in:
+            proj = get(layer, path)
+            bias = None if proj.bias is None else proj.bias.data[keep]
+            _set(layer, path, linear(proj.weight.data[keep], bias))      # [kept, hidden]
+        down = get(layer, adapter.mlp_out)
+        _set(layer, adapter.mlp_out, linear(down.weight.data[:, keep], down.bias))  # [hidden, kept]
+        widths[str(l)] = len(keep)
+    return {"op": "remove_neurons", "removed": {str(l): sorted(g) for l, g in sorted(removed.items())},
+            "widths": widths}
+
+
+def save_without_neurons(loaded, removed: dict[int, list[int]], out: Path, record: dict | None = None,
+                         overwrite: bool = False) -> Path:
+    """Remove the neurons from `loaded`'s model (in place) and write a folder load_model reloads."""
+    before = sum(p.numel() for p in loaded.model.parameters())
+    edit = remove_neurons_(loaded.model, removed)
+    after = sum(p.numel() for p in loaded.model.parameters())
+    record = {**(record or {}), "saved": {"parameters_before": before, "parameters_after": after}}
+    manifest = loaded.base_manifest().with_edit(edit, record)
+    return write_model_folder(loaded.model, loaded.tokenizer.save_pretrained, Path(out), manifest, overwrite)
