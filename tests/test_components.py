@@ -99,8 +99,6 @@ def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     run = langheads.read_run(out)
     assert run.n_heads == 6 and run.grid("en").shape == (3, 6)
     capsys.readouterr()
-    assert main(["prune", "--scan", str(out), "--keep", "en", "--out", str(tmp_path / "p")]) == 2
-    assert "prune removes heads" in capsys.readouterr().err
     heads = tmp_path / "heads"
     langheads.scan_model(heads, model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en", "fr"],
                          bootstrap=20, progress=False)
@@ -151,7 +149,7 @@ def test_block_ablation_equals_zeroed_projections(arch):
             assert np.abs(out.values[layer, unit] - (ablated - reference)).max() < 1e-4, (layer, unit)
 
 
-def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path):
+def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path, capsys):
     out = tmp_path / "blocks"
     assert main(["scan", "--model", str(tiny_dirs["gemma3"]), "--data", str(sample_data), "--languages", "en,hi",
                  "--component", "block", "--bootstrap", "50", "--quiet", "--out", str(out)]) == 0
@@ -159,6 +157,9 @@ def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path):
     assert len(scores) == 4 * 2 * 2 and set(scores.block) == {"attention", "mlp"}
     assert (scores.loc[scores["head"] == 0, "block"] == "attention").all()
     assert json.loads((out / "heads.json").read_text())["component"]["units"] == ["attention", "mlp"]
+    capsys.readouterr()
+    assert main(["prune", "--scan", str(out), "--keep", "en", "--out", str(tmp_path / "p")]) == 2
+    assert "not blocks yet" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize("arch", ["llama", "phi3", "gpt2", "bloom", "xglm", "apertus"])
@@ -226,3 +227,29 @@ def test_neuron_removal_is_refused_where_the_mlp_is_fused(tiny_dirs, tmp_path):
     with pytest.raises(LangheadsError, match="separate gate/up"):
         save_without_neurons(langheads.load_model(str(tiny_dirs["phi3"])), {0: [1]}, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_prune_a_neuron_scan_within_the_budget(tiny_dirs, sample_data, tmp_path, capsys):
+    """prune walks a neuron scan's groups, re-measures the kept language, removes the chosen
+    neurons from the weights; the folder reloads and is smaller by what the summary says."""
+    run, out = tmp_path / "neurons", tmp_path / "pruned"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr,hi",
+                 "--component", "neuron", "--neuron-group", "16", "--bootstrap", "50", "--quiet",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", "3", "--out", str(out), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "removed 3 neuron groups (48 MLP neurons)" in said
+    from langheads.manifest import read_manifest
+
+    manifest = read_manifest(out)
+    neurons = manifest.removed_neurons()
+    assert sum(map(len, neurons.values())) == 48
+    before = sum(p.numel() for p in langheads.load_model(str(tiny_dirs["llama"])).model.parameters())
+    after = sum(p.numel() for p in langheads.load_model(str(out)).model.parameters())
+    assert before - after == 48 * 3 * 64 and f"{48 * 3 * 64:,} parameters saved" in said
+    record = manifest.records["remove_neurons"]
+    assert record["kept"] == ["en"] and len(record["curve"]) == 4
+    assert main(["prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out",
+                 str(tmp_path / "budget"), "--quiet"]) == 0
+    assert max(read_manifest(tmp_path / "budget").records["remove_neurons"]["curve"][-1]["rel_kept"].values()) <= 0.5

@@ -131,8 +131,16 @@ def cmd_prune(args) -> None:
     result, record = api.prune(from_args(PruneSettings, args), Path(args.out), args.overwrite,
                                progress=not args.quiet)
     last = result.curve[-1]
-    print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
-    print(describe(record["saved"]))
+    if "neurons_per_group" in record:  # a neuron scan's pruning
+        g, saved = record["neurons_per_group"], record["saved"]
+        print(f"removed {len(result.removed)} neuron groups ({len(result.removed) * g} MLP neurons): "
+              + " ".join(f"L{l}N{u * g}-{u * g + g - 1}" for l, u in result.removed))
+        cut = saved["parameters_before"] - saved["parameters_after"]
+        print(f"{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); "
+              f"{2 * cut:,} FLOP per token fewer in the MLPs")
+    else:
+        print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
+        print(describe(record["saved"]))
     print(f"stopped: {result.stopped}")
     print("selection-text NLL change: " + ", ".join(
         f"{lang} {last['nll'][lang] / result.curve[0]['nll'][lang] - 1:+.2%}" for lang in last["nll"]))

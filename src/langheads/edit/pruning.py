@@ -15,7 +15,7 @@ on; with a head count, the walk stops once that many heads are removed.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,12 +24,12 @@ from .. import heads as H
 from .. import nll
 from . import savings
 from ..archs import adapter_for
-from ..corpus import scan_corpus
 from ..errors import LangheadsError
 from ..manifest import read_manifest, write_model_folder
 from ..models import DTYPES, LoadedModel, load_model
 from ..options import option
 from ..runs import read_run
+from .candidates import PruneResult, candidate_tiers, dropped, head_harm, ordered, selection_tokens
 from .surgery import remove_heads_
 
 
@@ -66,24 +66,6 @@ class PruneSettings:
 def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str]) -> list[tuple[int, int]]:
     """Heads that matter for no kept language, in the order they may be removed."""
     return ordered(candidate_tiers(heads, drop), head_harm(scores, keep))
-
-
-def ordered(tiers: dict, harm: dict) -> list[tuple[int, int]]:
-    """Candidates by tier, then least harmful first."""
-    return sorted(tiers, key=lambda h: (tiers[h], harm[h]))
-
-
-def candidate_tiers(heads: list[dict], drop: list[str]) -> dict[tuple[int, int], int]:
-    """Heads that matter for no kept language: 0 if they matter only for dropped languages,
-    1 if they matter for none (miscellaneous)."""
-    return {(h["layer"], h["head"]): 0 if h["languages"] else 1 for h in heads
-            if not h["languages"] or set(h["languages"]) <= set(drop)}
-
-
-def head_harm(scores, keep: list[str]) -> dict[tuple[int, int], float]:
-    """Per head: its largest relative NLL increase over the kept languages (the scan's)."""
-    rel = scores[scores.language.isin(keep)].groupby(["layer", "head"])["rel_increase"].max()
-    return {(int(l), int(h)): float(v) for (l, h), v in rel.items()}
 
 
 def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> list[tuple[tuple[int, int], ...]]:
@@ -130,35 +112,12 @@ class Candidates:
         return min(options, key=rank) if options else None
 
 
-def selection_tokens(loaded: LoadedModel, info: dict, languages: list[str]) -> dict[str, list[list[int]]]:
-    s = info["settings"]
-    corpus = scan_corpus(s["data"], s.get("data_lang"), s.get("signal", "text"))  # the scan's own texts
-    return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"],
-                               H.position_limit(loaded.model))
-            for lang in languages}
-
-
-@dataclass
-class PruneResult:
-    removed: list[tuple[int, int]]
-    curve: list[dict] = field(default_factory=list)  # per step: head, NLL per language, rel per kept language
-    rejected: list[dict] = field(default_factory=list)  # candidates that would have broken the budget
-    stopped: str = ""
-
-
 def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True, run=None) -> tuple[PruneResult, list[str]]:
     """The heads to remove, and the dropped languages (given, or every other scanned one);
     `run`: the scan, when the caller has read it already."""
     run = run or read_run(settings.scan)
     info, scores, scanned = run.info, run.scores, run.languages
-    unknown = [lang for lang in settings.keep + (settings.drop or []) if lang not in scanned]
-    if unknown:
-        raise LangheadsError(f"not in the scan: {','.join(unknown)} (scanned: {','.join(scanned)})")
-    if not settings.keep:
-        raise LangheadsError("--keep needs at least one language")
-    drop = settings.drop if settings.drop is not None else [l for l in scanned if l not in settings.keep]
-    if set(drop) & set(settings.keep):
-        raise LangheadsError("a language cannot be both kept and dropped")
+    drop = dropped(settings, run)
     candidates = Candidates(H.head_layout(loaded.model), savings.HeadCosts.of(loaded.model),
                             head_harm(scores, settings.keep), candidate_tiers(info["heads"], drop))
     tokens = selection_tokens(loaded, info, scanned)
@@ -294,9 +253,12 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
 def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) -> tuple[PruneResult, dict]:
     run = read_run(settings.scan)
     info = run.info
-    if "component" in info:
-        raise LangheadsError(f"{settings.scan} scanned {info['component']['name']} units; prune removes heads, so "
-                             "give it a head scan (neurons and blocks are not removed physically yet)")
+    component = info.get("component", {}).get("name", "head")
+    if component == "block":
+        raise LangheadsError(f"{settings.scan} scanned whole blocks; prune removes heads (a head scan) or neuron "
+                             "groups (a neuron scan), not blocks yet")
+    if component == "neuron":
+        return _prune_neurons(settings, run, out, overwrite, progress)
     trimming = settings.trim_vocab or settings.max_vocab is not None
     if trimming:
         from .vocab import choose_vocab, texts_for_trimming
@@ -317,6 +279,17 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) 
               "curve": result.curve, "selection_texts": "selection part of " + info["corpus"]["source"]}
     save_pruned(loaded, result.removed, out, record, settings.dtype, settings.uniform, overwrite, choice)
     return result, read_manifest(out).records["remove_heads"]  # the record as written, savings counted
+
+
+def _prune_neurons(settings: PruneSettings, run, out: Path, overwrite: bool, progress: bool):
+    from .neuron_pruning import prune_neurons
+
+    drop = dropped(settings, run)
+    loaded = load_model(run.info["settings"]["model"])
+    loaded.require_plain("pruning")
+    if loaded.model_hash != run.info["model"]["sha256"]:
+        raise LangheadsError("the scan's model has changed since the scan (hash differs)")
+    return prune_neurons(loaded, settings, run, drop, out, overwrite, progress)
 
 
 def _parameters(model) -> int:

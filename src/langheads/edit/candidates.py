@@ -1,0 +1,59 @@
+"""What every pruning walk shares, whatever it removes (heads or neuron groups): the dropped
+languages, the candidates (units that matter for no kept language) in tiers and by harm to the
+kept languages, the selection texts the walk re-measures on, and the walk's result."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import heads as H
+from .. import nll
+from ..corpus import scan_corpus
+from ..errors import LangheadsError
+
+
+@dataclass
+class PruneResult:
+    removed: list[tuple[int, int]]
+    curve: list[dict] = field(default_factory=list)  # per step: head, NLL per language, rel per kept language
+    rejected: list[dict] = field(default_factory=list)  # candidates that would have broken the budget
+    stopped: str = ""
+
+
+def dropped(settings, run) -> list[str]:
+    """The dropped languages (given, or every other scanned one), the kept ones checked."""
+    scanned = run.languages
+    unknown = [lang for lang in settings.keep + (settings.drop or []) if lang not in scanned]
+    if unknown:
+        raise LangheadsError(f"not in the scan: {','.join(unknown)} (scanned: {','.join(scanned)})")
+    if not settings.keep:
+        raise LangheadsError("--keep needs at least one language")
+    drop = settings.drop if settings.drop is not None else [l for l in scanned if l not in settings.keep]
+    if set(drop) & set(settings.keep):
+        raise LangheadsError("a language cannot be both kept and dropped")
+    return drop
+
+
+def ordered(tiers: dict, harm: dict) -> list[tuple[int, int]]:
+    """Candidates by tier, then least harmful first."""
+    return sorted(tiers, key=lambda h: (tiers[h], harm[h]))
+
+
+def candidate_tiers(heads: list[dict], drop: list[str]) -> dict[tuple[int, int], int]:
+    """Heads that matter for no kept language: 0 if they matter only for dropped languages,
+    1 if they matter for none (miscellaneous)."""
+    return {(h["layer"], h["head"]): 0 if h["languages"] else 1 for h in heads
+            if not h["languages"] or set(h["languages"]) <= set(drop)}
+
+
+def head_harm(scores, keep: list[str]) -> dict[tuple[int, int], float]:
+    """Per head: its largest relative NLL increase over the kept languages (the scan's)."""
+    rel = scores[scores.language.isin(keep)].groupby(["layer", "head"])["rel_increase"].max()
+    return {(int(l), int(h)): float(v) for (l, h), v in rel.items()}
+
+
+def selection_tokens(loaded, info: dict, languages: list[str]) -> dict[str, list[list[int]]]:
+    s = info["settings"]
+    corpus = scan_corpus(s["data"], s.get("data_lang"), s.get("signal", "text"))  # the scan's own texts
+    return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"],
+                               H.position_limit(loaded.model))
+            for lang in languages}
