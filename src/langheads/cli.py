@@ -133,8 +133,10 @@ def cmd_prune(args) -> None:
     last = result.curve[-1]
     if "neurons_per_group" in record:  # a neuron scan's pruning
         g, saved = record["neurons_per_group"], record["saved"]
+        names = [f"L{l}N{u * g}-{u * g + g - 1}" for l, u in result.removed]
+        more = f" and {len(names) - 12} more (the manifest lists them)" if len(names) > 12 else ""
         print(f"removed {len(result.removed)} neuron groups ({len(result.removed) * g} MLP neurons): "
-              + " ".join(f"L{l}N{u * g}-{u * g + g - 1}" for l, u in result.removed))
+              + " ".join(names[:12]) + more)
         cut = saved["parameters_before"] - saved["parameters_after"]
         print(f"{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); "
               f"{2 * cut:,} FLOP per token fewer in the MLPs")
