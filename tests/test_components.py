@@ -253,3 +253,6 @@ def test_prune_a_neuron_scan_within_the_budget(tiny_dirs, sample_data, tmp_path,
     assert main(["prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out",
                  str(tmp_path / "budget"), "--quiet"]) == 0
     assert max(read_manifest(tmp_path / "budget").records["remove_neurons"]["curve"][-1]["rel_kept"].values()) <= 0.5
+    from langheads.evaluation.certificate import deployment_of
+
+    assert deployment_of(str(out)) == (["en"], 0.02)  # evaluate's certificate reads a neuron pruning's record

@@ -90,7 +90,7 @@ def test_attribution_tracks_exact_on_small_effects():
 def test_lahis_score():
     values = np.array([[[-1.0, -3.0, 2.0, 0.0]]])  # one head, four texts
     assert Lahis().aggregate(values)[0, 0] == pytest.approx(np.mean([1, 3, 2, 0]) * 0.5)
-    assert set(METHODS) == {"exact", "attribution", "lahis", "switch"}
+    assert set(METHODS) == {"exact", "attribution", "lahis", "switch", "lape"}
 
 
 def test_compiled_fast_path_matches_eager():
