@@ -6,8 +6,8 @@ from .models import load_model  # noqa: E402
 from .runs import load_run, read_run  # noqa: E402
 
 
-from .api import (EvaluateSettings, ExportSettings, PruneSettings, ReportSettings, ScanSettings,  # noqa: E402
-                  TrimSettings, evaluate, export, plan, prune, report, scan, trim)
+from .api import (EvaluateSettings, ExportSettings, HealSettings, PruneSettings, ReportSettings,  # noqa: E402
+                  ScanSettings, TrimSettings, evaluate, export, heal, plan, prune, report, scan, trim)
 
 
 def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=None, **settings):
@@ -17,5 +17,5 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=No
 
 
 __all__ = ["LangheadsError", "load_model", "load_run", "read_run", "scan_model", "__version__", "scan", "plan",
-           "prune", "trim", "export", "evaluate", "report", "ScanSettings", "PruneSettings", "TrimSettings",
-           "ExportSettings", "EvaluateSettings", "ReportSettings"]
+           "prune", "trim", "heal", "export", "evaluate", "report", "ScanSettings", "PruneSettings", "TrimSettings",
+           "HealSettings", "ExportSettings", "EvaluateSettings", "ReportSettings"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .deploy.export import ExportSettings, export
+from .edit.heal import HealSettings, heal
 from .edit.pruning import PruneSettings, prune
 from .edit.vocab import TrimSettings, trim
 from .evaluation.run import EvaluateSettings, evaluate
@@ -72,5 +73,5 @@ def plan(settings: ScanSettings, n_ranks: int = 1) -> str:
     return describe_plan(plan_scan(settings, ranks=Ranks()), n_ranks)
 
 
-__all__ = ["scan", "plan", "prune", "trim", "export", "evaluate", "report", "ScanSettings", "PruneSettings",
-           "TrimSettings", "ExportSettings", "EvaluateSettings", "ReportSettings"]
+__all__ = ["scan", "plan", "prune", "trim", "heal", "export", "evaluate", "report", "ScanSettings", "PruneSettings",
+           "TrimSettings", "HealSettings", "ExportSettings", "EvaluateSettings", "ReportSettings"]

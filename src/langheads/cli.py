@@ -171,6 +171,16 @@ def cmd_trim(args) -> None:
     print(f"wrote {args.out}/")
 
 
+def cmd_heal(args) -> None:
+    from . import api
+    from .edit.heal import HealSettings
+    from .options import from_args
+
+    done = api.heal(from_args(HealSettings, args), Path(args.out), args.overwrite, progress=not args.quiet)
+    print(f"healed {done['steps']} steps on {done['texts']} texts: distillation loss (KL to the original) "
+          f"{done['loss_before']:.4f} -> {done['loss_after']:.4f}; wrote {args.out}/")
+
+
 def cmd_export(args) -> None:
     from . import api
     from .deploy.export import ExportSettings
@@ -303,6 +313,7 @@ _COMMANDS = [
     ("prune", ".edit.pruning.PruneSettings", "model folder to write", _quiet),
     ("trim", ".edit.vocab.TrimSettings", "model folder to write", lambda s: None),
     ("export", ".deploy.export.ExportSettings", None, lambda s: None),
+    ("heal", ".edit.heal.HealSettings", "model folder to write", _quiet),
     ("evaluate", ".evaluation.run.EvaluateSettings", "evaluation folder to create", lambda s: None),
     ("report", ".reporting.report.ReportSettings", "report folder to create", lambda s: None),
 ]
@@ -311,6 +322,7 @@ _HELP = {
     "prune": "remove the heads the kept languages do not need and save the smaller model",
     "trim": "keep only the vocabulary the kept languages use (model and tokenizer together)",
     "export": "write a model folder as GGUF for llama.cpp",
+    "heal": "distil an edited model towards the original on kept-language text (optional recovery)",
     "evaluate": "before/after on the report texts: NLL with intervals, generation check",
     "report": "one self-contained HTML page of a run (and a pruned model, an evaluation, a second run)",
 }

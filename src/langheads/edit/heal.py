@@ -1,0 +1,180 @@
+"""Recovery after an edit: distil the edited model towards the original's next-token
+distributions on kept-language text (`langheads heal`).
+
+The loss is KL(original || edited) at every predicted position, averaged over positions. The
+text is the user's `--data` (the kept languages' texts), or, by default, what the original
+model itself writes greedily from the first tokens of each kept language's *selection* texts
+(never the report texts, on which `evaluate` makes its claims). Training is full fine-tuning,
+or LoRA adapters (`--lora R`, peft) merged into the weights at the end; a step and a time
+budget bound it, a checkpoint beside the output after every `--checkpoint-every` steps makes
+it resumable (the same command continues), and the manifest records the run. A model with
+uneven shapes (heads or neurons removed) keeps its manifest edits: only the weights change.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import LangheadsError
+from ..options import option
+
+
+@dataclass
+class HealSettings:
+    """Everything `langheads heal` is told; every option defined once, here."""
+    model: str = option(positional=True, metavar="MODEL_DIR", help="the edited model folder (pruned, trimmed)")
+    baseline: str = option("default", help="the original model whose next-token distributions are the target")
+    keep: list[str] = option(factory=lambda: ["en"], help="the kept languages whose text the model is healed on")
+    data: str | None = option(None, help="text to heal on (a folder or JSONL, its texts of the kept languages); "
+                              "default: the original's own greedy continuations of the selection texts")
+    steps: int = option(100, help="at most this many optimizer steps")
+    minutes: float | None = option(None, help="stop after this many minutes (checkpointed, resumable)")
+    lr: float = option(1e-4, help="learning rate (AdamW)")
+    lora: int | None = option(None, metavar="R", help="train LoRA adapters of rank R (peft) instead of every weight")
+    batch_texts: int = option(4, help="texts per step")
+    prompt_tokens: int = option(16, help="default data: tokens of each selection text given as the prompt")
+    new_tokens: int = option(48, help="default data: tokens the original writes after each prompt")
+    checkpoint_every: int = option(25, help="steps between checkpoints")
+    seed: int = option(0, help="seeds the order of the texts")
+
+    def __post_init__(self):
+        from .. import checks
+
+        checks.languages(self, "keep")
+        for name in ("steps", "batch_texts", "prompt_tokens", "new_tokens", "checkpoint_every"):
+            checks.count(self, name)
+        checks.count(self, "lora", optional=True)
+        checks.count(self, "seed", minimum=0)
+        checks.number(self, "lr", 0.0, low_open=True)
+        if self.minutes is not None:
+            checks.number(self, "minutes", 0.0, low_open=True)
+
+
+def training_ids(settings: HealSettings, teacher) -> list[list[int]]:
+    """Token ids to heal on: the user's texts, or the original's continuations of the
+    selection texts' first tokens (each prompt + its continuation)."""
+    from .. import nll
+    from ..corpus import load_corpus
+
+    corpus = load_corpus(settings.data)
+    if settings.data is not None:
+        texts = [t.text for lang in settings.keep for t in corpus.texts(lang)]
+        return [ids for ids in nll.tokenize(teacher.tokenizer, texts, 256) if len(ids) > 1]
+    prompts = [ids[: settings.prompt_tokens] for lang in settings.keep
+               for ids in nll.tokenize(teacher.tokenizer, [t.text for t in corpus.texts(lang, "selection")])]
+    from ..generate import greedy_each
+
+    said = greedy_each(teacher, prompts, settings.new_tokens)
+    return [p + teacher.tokenizer(s, add_special_tokens=False)["input_ids"] for p, s in zip(prompts, said)]
+
+
+def distillation_loss(student, teacher, ids: list[list[int]]) -> torch.Tensor:
+    """Mean over texts of the mean per-position KL(teacher || student), each text alone."""
+    losses = []
+    for row in ids:
+        x = torch.tensor([row], device=next(student.parameters()).device)
+        with torch.no_grad():
+            target = torch.log_softmax(teacher(input_ids=x).logits[0, :-1].float(), dim=-1)  # [T-1, vocab]
+        got = torch.log_softmax(student(input_ids=x).logits[0, :-1].float(), dim=-1)
+        losses.append(torch.nn.functional.kl_div(got, target, log_target=True, reduction="batchmean"))
+    return torch.stack(losses).mean()
+
+
+def heal(settings: HealSettings, out, overwrite: bool = False, progress: bool = True) -> dict:
+    """Library entry point for `langheads heal`: train, then write the healed model folder
+    (the edited folder's manifest and tokenizer, new weights, a `heal` record)."""
+    from ..folders import claim
+    from ..models import load_model
+
+    with claim(Path(out), overwrite, "model"):
+        student, teacher = load_model(settings.model), load_model(settings.baseline)
+        if student.manifest is None:
+            raise LangheadsError(f"{settings.model}: not an edited model folder (no langheads.json); heal "
+                                 "recovers a pruned or trimmed model towards its original")
+        if student.manifest.source.get("sha256") not in (None, teacher.model_hash):
+            raise LangheadsError(f"--baseline {settings.baseline} is not the model {settings.model} was edited from")
+        ids = training_ids(settings, teacher)
+        record = _train(settings, student.model, teacher.model, ids, Path(out), progress)
+        _save(student, Path(out), record, overwrite)
+    return record
+
+
+def _train(s: HealSettings, student, teacher, ids, out: Path, progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    model = _trainable(student, s.lora)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr)
+    ckpt = out.with_name(out.name + ".heal-checkpoint.pt")
+    step = _resume(ckpt, model, opt, s)
+    before = float(distillation_loss(model, teacher, ids).detach())
+    order = torch.Generator().manual_seed(s.seed)
+    start = time.monotonic()
+    bar = tqdm(total=s.steps, initial=step, desc="heal (steps)", disable=not progress)
+    while step < s.steps and (s.minutes is None or time.monotonic() - start < 60 * s.minutes):
+        batch = [ids[i] for i in torch.randperm(len(ids), generator=order)[: s.batch_texts]]
+        loss = distillation_loss(model, teacher, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % s.checkpoint_every == 0:
+            _checkpoint(ckpt, model, opt, step, s)
+    bar.close()
+    after = float(distillation_loss(model, teacher, ids).detach())
+    if s.lora:
+        student = model.merge_and_unload()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    ckpt.unlink(missing_ok=True)
+    return {"settings": asdict(s), "steps": step, "texts": len(ids), "loss_before": before, "loss_after": after,
+            "loss": "mean per-position KL(original || edited) on the heal texts", "model": student}
+
+
+def _trainable(model, lora: int | None):
+    if lora is None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model.train()
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise LangheadsError("--lora needs peft: pip install 'langheads[heal]'") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return get_peft_model(model, LoraConfig(r=lora, lora_alpha=2 * lora, target_modules="all-linear")).train()
+
+
+def _key(s: HealSettings) -> dict:
+    return {k: v for k, v in asdict(s).items() if k not in ("steps", "minutes", "checkpoint_every")}
+
+
+def _checkpoint(path: Path, model, opt, step: int, s: HealSettings) -> None:
+    from ..folders import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save({"step": step, "key": _key(s), "model": model.state_dict(), "optimizer": opt.state_dict()}, tmp)
+
+
+def _resume(path: Path, model, opt, s: HealSettings) -> int:
+    """The step a checkpoint of the same run reached (0 without one)."""
+    if not path.exists():
+        return 0
+    saved = torch.load(path, weights_only=True)
+    if saved.get("key") != _key(s):
+        raise LangheadsError(f"{path} is a checkpoint of another heal run; remove it or use the same settings")
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    return int(saved["step"])
+
+
+def _save(student, out: Path, record: dict, overwrite: bool) -> None:
+    from ..manifest import Manifest, write_model_folder
+
+    model = record.pop("model")
+    manifest = student.manifest
+    healed = Manifest(manifest.source, manifest.edits, {**manifest.records, "heal": dict(record)})
+    write_model_folder(model.eval(), student.tokenizer.save_pretrained, out, healed, overwrite)
