@@ -252,7 +252,10 @@ def test_prune_a_neuron_scan_within_the_budget(tiny_dirs, sample_data, tmp_path,
     assert record["kept"] == ["en"] and len(record["curve"]) == 4
     assert main(["prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out",
                  str(tmp_path / "budget"), "--quiet"]) == 0
-    assert max(read_manifest(tmp_path / "budget").records["remove_neurons"]["curve"][-1]["rel_kept"].values()) <= 0.5
+    walked = read_manifest(tmp_path / "budget").records["remove_neurons"]
+    for step in walked["curve"][1:]:  # every removal made: the interval's bad end within the budget
+        assert max(step["rel_kept_upper"].values()) <= 0.5 and step["rel_kept_upper"]["en"] >= step["rel_kept"]["en"]
+    assert all(max(r["rel_kept_upper"].values()) > 0.5 for r in walked["rejected"])
     from langheads.evaluation.certificate import deployment_of
 
     assert deployment_of(str(out)) == (["en"], 0.02)  # evaluate's certificate reads a neuron pruning's record

@@ -6,9 +6,11 @@ matter only for dropped languages first, then the miscellaneous ones, each tier 
 to the kept languages first. Every group of a layer saves the same parameters (a row of each
 input projection and a column of the output projection per neuron), so harm per parameter
 orders them as harm does. After each candidate the kept languages are re-measured on their
-selection texts with every chosen group masked; a group that would raise a kept language by
-more than the budget is not removed and the walk goes on; every layer keeps at least one
-group (with `--heads N`, here a number of groups, it stops once N are removed).
+selection texts with every chosen group masked; a group whose removal could raise a kept
+language by more than the budget (by the upper end of the paired 95% bootstrap interval over
+its selection texts: the one-at-a-time walk otherwise fits those few texts) is not removed
+and the walk goes on; every layer keeps at least one group (with `--heads N`, here a number
+of groups, it stops once N are removed).
 """
 from __future__ import annotations
 
@@ -33,12 +35,16 @@ def choose_groups(loaded, settings, run, drop: list[str], progress: bool = True)
     tokens = selection_tokens(loaded, run.info, run.languages)
     pad = loaded.tokenizer.pad_token_id or 0
 
-    def measure(removed, languages):
+    def per_text(removed, languages):
         with component.scaled(loaded.model, _factors(component, removed)):
-            return {lang: float(nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens,
-                                                 settings.chunk_tokens, pad).mean()) for lang in languages}
+            return {lang: nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens,
+                                           pad).double().numpy() for lang in languages}
 
-    base = measure([], run.languages)
+    def measure(removed, languages):
+        return {lang: float(v.mean()) for lang, v in per_text(removed, languages).items()}
+
+    base_texts = per_text([], run.languages)
+    base = {lang: float(v.mean()) for lang, v in base_texts.items()}
     result = PruneResult([], [{"step": 0, "groups": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
                                "parameters_saved": 0}])
     per_group = _parameters_per_group(loaded.model, component)
@@ -48,21 +54,34 @@ def choose_groups(loaded, settings, run, drop: list[str], progress: bool = True)
             break
         if sum(l == unit[0] for l, _ in result.removed) == component.layout.n_heads - 1:
             continue  # a layer keeps one group at least: a whole MLP is a block, not neurons
-        now = measure(result.removed + [unit], settings.keep)
+        texts = per_text(result.removed + [unit], settings.keep)
+        now = {lang: float(v.mean()) for lang, v in texts.items()}
         rel = {l: now[l] / base[l] - 1 for l in settings.keep}
-        if settings.heads is None and max(rel.values()) > settings.max_increase:
-            result.rejected.append({"group": list(unit), "after_step": len(result.removed), "rel_kept": rel})
+        bad = {l: _bad_end(base_texts[l], texts[l]) for l in settings.keep}  # the 95% interval's upper end
+        if settings.heads is None and max(bad.values()) > settings.max_increase:
+            result.rejected.append({"group": list(unit), "after_step": len(result.removed), "rel_kept": rel,
+                                    "rel_kept_upper": bad})
             continue
         result.removed.append(unit)
         now.update(measure(result.removed, others))
         result.curve.append({"step": len(result.removed), "groups": [list(unit)], "nll": now, "rel_kept": rel,
+                             "rel_kept_upper": bad,
                              "parameters_saved": per_group * len(result.removed)})
     result.stopped = (f"removed the {settings.heads} groups asked for" if settings.heads is not None and
                       len(result.removed) == settings.heads else
                       f"tried all {len(order)} candidate groups (groups that matter for no kept language): "
-                      f"{len(result.removed)} removed, {len(result.rejected)} not removed because they would raise "
-                      f"a kept language by more than {settings.max_increase:.2%}")
+                      f"{len(result.removed)} removed, {len(result.rejected)} not removed because they could raise "
+                      f"a kept language by more than {settings.max_increase:.2%} (the upper end of its 95% "
+                      "interval over the selection texts)")
     return result, component
+
+
+def _bad_end(before, after) -> float:
+    """The upper end of the paired 95% bootstrap interval of the relative NLL change over the
+    selection texts: a removal is judged by what the texts allow, not by their mean alone."""
+    from ..bootstrap import paired_interval
+
+    return float(paired_interval(before, after, 0, 400)[1][1])
 
 
 def _factors(component: Component, removed: list[tuple[int, int]]) -> dict[int, torch.Tensor]:
