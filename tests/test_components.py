@@ -252,6 +252,9 @@ def test_prune_a_neuron_scan_within_the_budget(tiny_dirs, sample_data, tmp_path,
     assert record["kept"] == ["en"] and len(record["curve"]) == 4
     assert main(["prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out",
                  str(tmp_path / "budget"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["prune", "--scan", str(run), "--keep", "en", "--trim-vocab", "--out", str(tmp_path / "t")]) == 2
+    assert "go with head pruning" in capsys.readouterr().err and not (tmp_path / "t").exists()
     walked = read_manifest(tmp_path / "budget").records["remove_neurons"]
     for step in walked["curve"][1:]:  # every removal made: the interval's bad end within the budget
         assert max(step["rel_kept_upper"].values()) <= 0.5 and step["rel_kept_upper"]["en"] >= step["rel_kept"]["en"]

@@ -78,3 +78,19 @@ def test_heal_refuses_an_unedited_model(tiny_dirs, tmp_path, capsys):
     assert main(["heal", str(tiny_dirs["llama"]), "--baseline", str(tiny_dirs["llama"]), "--out",
                  str(tmp_path / "h")]) == 2
     assert "not an edited model folder" in capsys.readouterr().err
+
+
+def test_heal_refuses_bad_input_before_any_model_loads(models, sample_data, tmp_path, monkeypatch, capsys):
+    import langheads.models
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(langheads.models, "load_model", no_load)
+    original, edited = models
+    assert main(["heal", str(edited), "--baseline", str(original), "--keep", "de", "--data", str(sample_data),
+                 "--out", str(tmp_path / "h")]) == 2
+    assert "no data for language 'de'" in capsys.readouterr().err
+    assert main(["heal", str(original), "--baseline", str(original), "--out", str(tmp_path / "h")]) == 2
+    assert "not an edited model folder" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()

@@ -124,7 +124,7 @@ def cmd_compare(args) -> None:
 def cmd_prune(args) -> None:
     from . import api
     from .edit.pruning import PruneSettings
-    from .edit.savings import describe
+    from .edit.savings import describe, describe_neurons
     from .manifest import read_manifest
     from .options import from_args
 
@@ -132,14 +132,7 @@ def cmd_prune(args) -> None:
                                progress=not args.quiet)
     last = result.curve[-1]
     if "neurons_per_group" in record:  # a neuron scan's pruning
-        g, saved = record["neurons_per_group"], record["saved"]
-        names = [f"L{l}N{u * g}-{u * g + g - 1}" for l, u in result.removed]
-        more = f" and {len(names) - 12} more (the manifest lists them)" if len(names) > 12 else ""
-        print(f"removed {len(result.removed)} neuron groups ({len(result.removed) * g} MLP neurons): "
-              + " ".join(names[:12]) + more)
-        cut = saved["parameters_before"] - saved["parameters_after"]
-        print(f"{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); "
-              f"{2 * cut:,} FLOP per token fewer in the MLPs")
+        print(describe_neurons(record))
     else:
         print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
         print(describe(record["saved"]))

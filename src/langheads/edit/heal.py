@@ -53,13 +53,21 @@ class HealSettings:
             checks.number(self, "minutes", 0.0, low_open=True)
 
 
-def training_ids(settings: HealSettings, teacher) -> list[list[int]]:
-    """Token ids to heal on: the user's texts, or the original's continuations of the
-    selection texts' first tokens (each prompt + its continuation)."""
-    from .. import nll
+def heal_corpus(settings: HealSettings):
+    """The corpus to heal on, read (and its kept languages checked) before any model loads."""
     from ..corpus import load_corpus
 
     corpus = load_corpus(settings.data)
+    for lang in settings.keep:
+        corpus.texts(lang, None if settings.data is not None else "selection")  # refuses a missing language
+    return corpus
+
+
+def training_ids(settings: HealSettings, teacher, corpus) -> list[list[int]]:
+    """Token ids to heal on: the user's texts, or the original's continuations of the
+    selection texts' first tokens (each prompt + its continuation)."""
+    from .. import nll
+
     if settings.data is not None:
         texts = [t.text for lang in settings.keep for t in corpus.texts(lang)]
         return [ids for ids in nll.tokenize(teacher.tokenizer, texts, 256) if len(ids) > 1]
@@ -87,16 +95,18 @@ def heal(settings: HealSettings, out, overwrite: bool = False, progress: bool = 
     """Library entry point for `langheads heal`: train, then write the healed model folder
     (the edited folder's manifest and tokenizer, new weights, a `heal` record)."""
     from ..folders import claim
+    from ..manifest import read_manifest
     from ..models import load_model
 
     with claim(Path(out), overwrite, "model"):
-        student, teacher = load_model(settings.model), load_model(settings.baseline)
-        if student.manifest is None:
+        if not Path(settings.model).is_dir() or read_manifest(settings.model) is None:
             raise LangheadsError(f"{settings.model}: not an edited model folder (no langheads.json); heal "
                                  "recovers a pruned or trimmed model towards its original")
+        corpus = heal_corpus(settings)
+        student, teacher = load_model(settings.model), load_model(settings.baseline)
         if student.manifest.source.get("sha256") not in (None, teacher.model_hash):
             raise LangheadsError(f"--baseline {settings.baseline} is not the model {settings.model} was edited from")
-        ids = training_ids(settings, teacher)
+        ids = training_ids(settings, teacher, corpus)
         record = _train(settings, student.model, teacher.model, ids, Path(out), progress)
         _save(student, Path(out), record, overwrite)
     return record

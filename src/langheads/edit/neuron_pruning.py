@@ -40,11 +40,8 @@ def choose_groups(loaded, settings, run, drop: list[str], progress: bool = True)
             return {lang: nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens,
                                            pad).double().numpy() for lang in languages}
 
-    def measure(removed, languages):
-        return {lang: float(v.mean()) for lang, v in per_text(removed, languages).items()}
-
     base_texts = per_text([], run.languages)
-    base = {lang: float(v.mean()) for lang, v in base_texts.items()}
+    base = _means(base_texts)
     result = PruneResult([], [{"step": 0, "groups": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
                                "parameters_saved": 0}])
     per_group = _parameters_per_group(loaded.model, component)
@@ -55,7 +52,7 @@ def choose_groups(loaded, settings, run, drop: list[str], progress: bool = True)
         if sum(l == unit[0] for l, _ in result.removed) == component.layout.n_heads - 1:
             continue  # a layer keeps one group at least: a whole MLP is a block, not neurons
         texts = per_text(result.removed + [unit], settings.keep)
-        now = {lang: float(v.mean()) for lang, v in texts.items()}
+        now = _means(texts)
         rel = {l: now[l] / base[l] - 1 for l in settings.keep}
         bad = {l: _bad_end(base_texts[l], texts[l]) for l in settings.keep}  # the 95% interval's upper end
         if settings.heads is None and max(bad.values()) > settings.max_increase:
@@ -63,7 +60,7 @@ def choose_groups(loaded, settings, run, drop: list[str], progress: bool = True)
                                     "rel_kept_upper": bad})
             continue
         result.removed.append(unit)
-        now.update(measure(result.removed, others))
+        now.update(_means(per_text(result.removed, others)))
         result.curve.append({"step": len(result.removed), "groups": [list(unit)], "nll": now, "rel_kept": rel,
                              "rel_kept_upper": bad,
                              "parameters_saved": per_group * len(result.removed)})
@@ -74,6 +71,11 @@ def choose_groups(loaded, settings, run, drop: list[str], progress: bool = True)
                       f"a kept language by more than {settings.max_increase:.2%} (the upper end of its 95% "
                       "interval over the selection texts)")
     return result, component
+
+
+def _means(per_text: dict) -> dict[str, float]:
+    """Each language's mean NLL over its selection texts."""
+    return {lang: float(v.mean()) for lang, v in per_text.items()}
 
 
 def _bad_end(before, after) -> float:
@@ -102,14 +104,19 @@ def _parameters_per_group(model, component: Component) -> int:
     return component.group * (per_neuron + get(layer, adapter.mlp_out).weight.shape[0])
 
 
-def prune_neurons(loaded, settings, run, drop: list[str], out: Path, overwrite: bool, progress: bool):
-    """Walk, remove the chosen groups' neurons, save; (result, the manifest's record)."""
-    from ..manifest import read_manifest
-    from .neurons import save_without_neurons
-
+def check_neuron_settings(settings) -> None:
+    """What a neuron pruning cannot do, refused before any model loads."""
     if settings.uniform or settings.trim_vocab or settings.max_vocab is not None:
         raise LangheadsError("--uniform, --trim-vocab and --max-vocab go with head pruning; prune the neurons, "
                              "then `langheads trim` the saved folder")
+
+
+def prune_neurons(loaded, settings, run, drop: list[str], out: Path, overwrite: bool, progress: bool):
+    """Walk, remove the chosen groups' neurons, save; (result, the manifest's record). The
+    caller has refused what a neuron pruning cannot do (check_neuron_settings)."""
+    from ..manifest import read_manifest
+    from .neurons import save_without_neurons
+
     result, component = choose_groups(loaded, settings, run, drop, progress)
     g = component.group
     neurons: dict[int, list[int]] = {}

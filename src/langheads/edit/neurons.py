@@ -13,6 +13,7 @@ from .. import heads as H
 from ..archs.base import get, linear
 from ..errors import LangheadsError
 from ..manifest import write_model_folder
+from .savings import parameters
 
 
 def _set(layer, dotted: str, module) -> None:
@@ -47,9 +48,9 @@ def remove_neurons_(model, removed: dict[int, list[int]]) -> dict:
 def save_without_neurons(loaded, removed: dict[int, list[int]], out: Path, record: dict | None = None,
                          overwrite: bool = False) -> Path:
     """Remove the neurons from `loaded`'s model (in place) and write a folder load_model reloads."""
-    before = sum(p.numel() for p in loaded.model.parameters())
+    before = parameters(loaded.model)
     edit = remove_neurons_(loaded.model, removed)
-    after = sum(p.numel() for p in loaded.model.parameters())
+    after = parameters(loaded.model)
     record = {**(record or {}), "saved": {"parameters_before": before, "parameters_after": after}}
     manifest = loaded.base_manifest().with_edit(edit, record)
     return write_model_folder(loaded.model, loaded.tokenizer.save_pretrained, Path(out), manifest, overwrite)

@@ -231,9 +231,9 @@ def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, 
 
     if dtype not in DTYPES:
         raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
-    layout, before = H.head_layout(loaded.model), _parameters(loaded.model)
+    layout, before = H.head_layout(loaded.model), savings.parameters(loaded.model)
     edit = remove_heads_edit(loaded.model, removed, uniform)
-    record = {**record, "saved": savings.measured(before, _parameters(loaded.model), layout, removed)}
+    record = {**record, "saved": savings.measured(before, savings.parameters(loaded.model), layout, removed)}
     manifest = loaded.base_manifest().with_edit(edit, {**record, "dtype": dtype})
     save_tokenizer = loaded.tokenizer.save_pretrained
     if vocab_choice is not None:
@@ -282,8 +282,9 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) 
 
 
 def _prune_neurons(settings: PruneSettings, run, out: Path, overwrite: bool, progress: bool):
-    from .neuron_pruning import prune_neurons
+    from .neuron_pruning import check_neuron_settings, prune_neurons
 
+    check_neuron_settings(settings)
     drop = dropped(settings, run)
     loaded = load_model(run.info["settings"]["model"])
     loaded.require_plain("pruning")
@@ -291,6 +292,3 @@ def _prune_neurons(settings: PruneSettings, run, out: Path, overwrite: bool, pro
         raise LangheadsError("the scan's model has changed since the scan (hash differs)")
     return prune_neurons(loaded, settings, run, drop, out, overwrite, progress)
 
-
-def _parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())

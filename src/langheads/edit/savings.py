@@ -16,6 +16,23 @@ from .. import heads as H
 from .surgery import layer_plan
 
 
+def parameters(model) -> int:
+    """Every parameter the model holds (what a saved folder's weights count)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe_neurons(record: dict) -> str:
+    """One line: the neuron groups a neuron pruning removed and what that saved (counted on
+    the saved weights; an MLP parameter is one multiply-add, 2 FLOP, per token)."""
+    g, saved = record["neurons_per_group"], record["saved"]
+    names = [f"L{l}N{u * g}-{u * g + g - 1}" for l, u in record["removed_groups"]]
+    more = f" and {len(names) - 12} more (the manifest lists them)" if len(names) > 12 else ""
+    cut = saved["parameters_before"] - saved["parameters_after"]
+    return (f"removed {len(names)} neuron groups ({len(names) * g} MLP neurons): " + " ".join(names[:12]) + more
+            + f"\n{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of "
+            f"{saved['parameters_before']:,}); {2 * cut:,} FLOP per token fewer in the MLPs")
+
+
 @dataclass(frozen=True)
 class HeadCosts:
     """Parameters of one query slot (its rows of q, its columns of o) and of one KV head (its

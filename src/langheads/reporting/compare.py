@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LangheadsError
-from ..runs import read_run
+from ..runs import NOUNS, read_run
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,4 +70,4 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
 
 def _units(component: dict) -> str:
     group = component.get("neurons_per_group")
-    return component["name"] + (f" groups of {group}" if group else "") + "s" * (not group)
+    return NOUNS[component["name"]] + (f" of {group}" if group else "")
