@@ -300,3 +300,41 @@ def test_uneven_llama_prunings_run_in_llama_cpp_through_deci(tmp_path, capsys):
     assert main(["export", str(tmp_path / "empty"), "--gguf", str(tmp_path / "e.gguf")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "still adds the output projection's bias" in err[0] and not (tmp_path / "e.gguf").exists()
+
+
+def test_pruned_mlps_and_layers_run_in_llama_cpp(tmp_path, capsys):
+    """Uneven MLP widths and a layer that lost its MLP (but kept attention) run through deci
+    (the latter with a zero stand-in MLP: deci skips a layer's residual add without one); a
+    Gemma 3 with a layer removed and one MLP width runs on llama.cpp's own gemma3 graph; uneven
+    widths on Gemma 3 are refused in one line."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    import gguf
+
+    from langheads.edit.blocks import save_without_body
+
+    folder = synthetic.save_tiny("llama", tmp_path / "l", tokenizer="byte_fallback", attention_bias=False)
+    save_without_body(load_model(str(folder)), {}, {2: list(range(40))}, {1: {"mlp"}}, tmp_path / "cut", {})
+    pruned = load_model(str(tmp_path / "cut"))
+    assert export.layer_widths(pruned.model) == [96, 0, 56]
+    path = export.export_gguf(pruned, tmp_path / "c.gguf", "f32")
+    fields = gguf.GGUFReader(str(path)).fields
+    assert fields["general.architecture"].contents() == "deci"
+    assert fields["deci.feed_forward_length"].contents() == [96, export.STAND_IN, 56]
+    gap = export.llama_cpp_gap(pruned, path, TEXTS)
+    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
+
+    gemma = synthetic.save_tiny("gemma3", tmp_path / "g", tokenizer="byte_fallback")
+    even = {l: list(range(l, l + 32)) for l in range(4)}
+    save_without_body(load_model(str(gemma)), {}, even, {1: {"attention", "mlp"}}, tmp_path / "even", {})
+    pruned = load_model(str(tmp_path / "even"))
+    path = export.export_gguf(pruned, tmp_path / "e.gguf", "f32")
+    fields = gguf.GGUFReader(str(path)).fields
+    assert fields["general.architecture"].contents() == "gemma3" and fields["gemma3.block_count"].contents() == 3
+    gap = export.llama_cpp_gap(pruned, path, TEXTS)
+    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
+
+    save_without_body(load_model(str(gemma)), {}, {2: list(range(32))}, {}, tmp_path / "uneven", {})
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layers keep different MLP widths" in err[0] and not (tmp_path / "u.gguf").exists()

@@ -20,6 +20,7 @@ import torch
 
 from .. import heads as H
 from ..archs import FAMILIES, adapter_for
+from ..archs.base import get
 from ..errors import LangheadsError
 from ..folders import atomic_file, check_out_file
 from ..options import comma_list, option
@@ -116,11 +117,35 @@ def layer_heads(model) -> list[tuple[int, int] | None]:
     return [adapter.head_counts(adapter.attention_of(layer), layout) for layer in H.decoder_layers(model)]
 
 
-def graph_for(family, counts: list, layout, hidden: int) -> str:
+def layer_widths(model) -> list[int] | None:
+    """Per layer, the MLP's width as the weights hold it (0: its MLP removed); None where the
+    family's MLP is not one projection pair (mixture of experts: the config's width)."""
+    adapter = adapter_for(model)
+    if adapter.mlp_out is None:
+        return None
+    return [adapter.mlp_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)]
+
+
+STAND_IN = 32  # neurons of the zero MLP written for a removed MLP where the layer keeps its attention
+
+
+def gguf_widths(counts: list, widths: list[int] | None) -> list[int] | None:
+    """The MLP widths llama.cpp is told. Its deci graph skips the rest of a layer that has no
+    MLP, the attention's output included (src/models/deci.cpp: `if (n_ff == 0) continue;` comes
+    before the residual add), so a layer that keeps attention and lost its MLP is written with
+    a zero MLP of STAND_IN neurons (exact: its output projection is zero)."""
+    if widths is None:
+        return None
+    return [STAND_IN if w == 0 and c is not None else w for c, w in zip(counts, widths)]
+
+
+def graph_for(family, counts: list, layout, hidden: int, widths: list[int] | None = None) -> str:
     """llama.cpp's architecture for this model: the family's own where every layer keeps the same
-    heads (and the graph allows their query width), else `deci` (per-layer head counts, 0 = no
-    attention) for Llama and Mistral; else the one-line refusal, saying what would export."""
-    if None not in counts and len(set(counts)) == 1:
+    heads (and the graph allows their query width) and the same MLP width, else `deci` (per-layer
+    head counts and MLP widths, 0 = no attention or no MLP) for Llama and Mistral; else the
+    one-line refusal, saying what would export."""
+    even_mlp = widths is None or (len(set(widths)) == 1 and widths[0] > 0)
+    if None not in counts and len(set(counts)) == 1 and even_mlp:
         if counts[0][0] * layout.head_dim == hidden or family.narrow_q:
             return family.arch
         raise LangheadsError(f"llama.cpp's {family.arch} graph sizes the query projection by the hidden size ({hidden}), "
@@ -129,14 +154,20 @@ def graph_for(family, counts: list, layout, hidden: int) -> str:
     if family.deci:
         return "deci"
     shown = ", ".join(f"L{i}: " + ("none" if c is None else f"{c[0]}q/{c[1]}kv") for i, c in enumerate(counts[:6]))
-    why = ("a layer has no attention heads left" if None in counts else f"layers keep different numbers of heads "
-           f"({shown} ...)")
-    raise LangheadsError(f"{why}, and llama.cpp's {family.arch} graph uses one head count for every layer (only its "
-                         "deci graph, for Llama and Mistral, takes one per layer); export a pruning with --uniform, or the "
-                         "vocabulary alone (`langheads trim`)")
+    if None in counts:
+        why = "a layer has no attention heads left"
+    elif len(set(counts)) > 1:
+        why = f"layers keep different numbers of heads ({shown} ...)"
+    else:
+        why = (f"layers keep different MLP widths ({', '.join(f'L{i}: {w}' for i, w in enumerate(widths[:6]))} ...)"
+               if 0 not in widths else "a layer has no MLP left")
+    raise LangheadsError(f"{why}, and llama.cpp's {family.arch} graph uses one head count and one MLP width for "
+                         "every layer (only its deci graph, for Llama and Mistral, takes one per layer); export a "
+                         "pruning with --uniform, one that removes whole layers, or the vocabulary alone "
+                         "(`langheads trim`)")
 
 
-def _write_metadata(w, loaded, counts: list, arch: str, file_type, pre: str | None) -> None:
+def _write_metadata(w, loaded, counts: list, widths, arch: str, file_type, pre: str | None) -> None:
     model, tokenizer = loaded.model, loaded.tokenizer
     config = H.text_config(model)
     layout = H.head_layout(model)
@@ -148,15 +179,15 @@ def _write_metadata(w, loaded, counts: list, arch: str, file_type, pre: str | No
     w.add_context_length(getattr(config, "max_position_embeddings", None) or 2048)
     w.add_embedding_length(config.hidden_size)
     w.add_block_count(config.num_hidden_layers)
-    ffn = adapter.gguf_ffn_length(config)
-    if arch == "deci":  # one value per layer; 0 heads = no attention in that layer
+    widths = gguf_widths(counts, widths) or [adapter.gguf_ffn_length(config)] * config.num_hidden_layers
+    if arch == "deci":  # one value per layer; 0 heads = no attention, 0 width = no MLP in that layer
         w.add_head_count([c[0] if c else 0 for c in counts])
         w.add_head_count_kv([c[1] if c else 0 for c in counts])
-        w.add_feed_forward_length([ffn] * config.num_hidden_layers)
+        w.add_feed_forward_length(widths)
     else:
         w.add_head_count(counts[0][0])
         w.add_head_count_kv(counts[0][1])
-        w.add_feed_forward_length(ffn)
+        w.add_feed_forward_length(widths[0])
     w.add_key_length(layout.head_dim)
     w.add_value_length(layout.head_dim)
     if getattr(config, "rms_norm_eps", None) is not None:
@@ -193,24 +224,24 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False, p
     if family is None:
         runs = sorted(t for a in FAMILIES if a.gguf for t in a.model_types)
         raise LangheadsError(f"GGUF export supports {', '.join(runs)}, not {H.text_config(loaded.model).model_type}")
-    counts = layer_heads(loaded.model)
-    arch = graph_for(family, counts, H.head_layout(loaded.model), H.text_config(loaded.model).hidden_size)
+    counts, widths = layer_heads(loaded.model), layer_widths(loaded.model)
+    arch = graph_for(family, counts, H.head_layout(loaded.model), H.text_config(loaded.model).hidden_size, widths)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:  # only a whole file ever has the user's name (Ctrl-C, a crash)
-        _write_gguf(tmp, loaded, arch, counts, kind if kind in OWN_TYPES else "f32", pre)
+        _write_gguf(tmp, loaded, arch, counts, widths, kind if kind in OWN_TYPES else "f32", pre)
         if kind in LLAMA_CPP_TYPES:
             quantize_with_llama_cpp(tmp, kind)
     return out
 
 
-def _write_gguf(path: Path, loaded, arch: str, counts: list, kind: str, pre: str | None) -> None:
+def _write_gguf(path: Path, loaded, arch: str, counts: list, widths, kind: str, pre: str | None) -> None:
     import gguf
 
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
     w = gguf.GGUFWriter(str(path), arch)
-    _write_metadata(w, loaded, counts, arch, file_type, pre)
-    for name, data in _gguf_tensors(loaded.model, arch, counts):
+    _write_metadata(w, loaded, counts, widths, arch, file_type, pre)
+    for name, data in _gguf_tensors(loaded.model, arch, counts, widths):
         qtype = _ggml_type(name, data, kind)
         if qtype == gguf.GGMLQuantizationType.F16:
             data = data.astype(np.float16)
@@ -223,10 +254,10 @@ def _write_gguf(path: Path, loaded, arch: str, counts: list, kind: str, pre: str
     w.close()
 
 
-def _gguf_tensors(model, arch: str, counts: list):
+def _gguf_tensors(model, arch: str, counts: list, widths=None):
     """(llama.cpp name, float32 array) for every weight, in the family's layout: norms as 1 + w
     where the model computes x * (1 + w), q/k rows permuted to llama.cpp's rotary layout (with
-    each layer's own head counts), nothing for a layer's removed attention."""
+    each layer's own head counts), nothing for a layer's removed attention or removed MLP."""
     import gguf
 
     adapter = adapter_for(model)
@@ -241,6 +272,9 @@ def _gguf_tensors(model, arch: str, counts: list):
         if (tied and name == "lm_head.weight") or (layer is not None and counts[layer] is None and
                                                     _removed_attention(name, adapter, tensor)):
             continue
+        if layer is not None and widths is not None and widths[layer] == 0 and \
+                _removed_mlp(name, adapter, tensor, keep_norm=counts[layer] is not None):
+            continue
         base, suffix = name.rsplit(".", 1)
         new = names.get_name(base)
         if new is None:
@@ -251,6 +285,17 @@ def _gguf_tensors(model, arch: str, counts: list):
         if family.permute_qk and base.endswith(("q_proj", "k_proj")):
             t = _permute(t, counts[layer][0 if base.endswith("q_proj") else 1])
         yield f"{new}.{suffix}", t.numpy()
+    yield from _stand_in_mlps(model, counts, widths)
+
+
+def _stand_in_mlps(model, counts: list, widths):
+    """The zero MLPs of gguf_widths, by llama.cpp's tensor names (numpy shapes [out, in])."""
+    hidden = H.text_config(model).hidden_size
+    for layer, (c, w) in enumerate(zip(counts, widths or [])):
+        if w == 0 and c is not None:
+            yield f"blk.{layer}.ffn_gate.weight", np.zeros((STAND_IN, hidden), np.float32)
+            yield f"blk.{layer}.ffn_up.weight", np.zeros((STAND_IN, hidden), np.float32)
+            yield f"blk.{layer}.ffn_down.weight", np.zeros((hidden, STAND_IN), np.float32)
 
 
 def _removed_attention(name: str, adapter, tensor) -> bool:
@@ -262,6 +307,17 @@ def _removed_attention(name: str, adapter, tensor) -> bool:
                                  "bias, which llama.cpp's deci graph cannot add")
         return True
     return name.endswith(f"{adapter.attention_norm}.weight")
+
+
+def _removed_mlp(name: str, adapter, tensor, keep_norm: bool) -> bool:
+    """Whether `name` belongs to a layer's removed MLP (0 wide; its pre-MLP norm too, unless
+    a stand-in MLP reads it); a bias it would have to add is refused."""
+    if name.endswith(f"{adapter.mlp_out}.bias"):
+        if tensor.abs().max().item() != 0:
+            raise LangheadsError("GGUF export: a layer with its MLP removed still adds the output projection's "
+                                 "bias, which llama.cpp's deci graph cannot add")
+        return True
+    return tensor.numel() == 0 or (not keep_norm and name.endswith(f"{adapter.mlp_norm}.weight"))
 
 
 def quantize_with_llama_cpp(path: Path, kind: str, threads: int = 0) -> None:
