@@ -7,7 +7,7 @@ import torch
 
 from langheads import heads as H
 from langheads import archs, models, synthetic
-from langheads.edit import pruning, surgery
+from langheads.edit import candidates, pruning, surgery
 from langheads.errors import LangheadsError
 from langheads.manifest import read_manifest
 
@@ -230,9 +230,9 @@ def test_savings_count_what_the_saved_model_loses():
     assert savings.slots_saved(phi, [(0, 0), (0, 2)]) == (2, 0)       # one per group: the width drops
     assert savings.slots_saved(phi, [(0, 0), (0, 1)]) == (2, 1)       # a whole group, its KV head too
     assert savings.slots_saved(phi, [(0, 0), (1, 2)]) == (0, 0)       # scattered over layers: nothing
-    moves = pruning.moves(phi, [(0, 1), (0, 3), (0, 0), (1, 2)], set())
+    moves = candidates.moves(phi, [(0, 1), (0, 3), (0, 0), (1, 2)], set())
     assert moves == [((0, 0), (0, 1)), ((0, 1), (0, 3))]  # the rest of group 0; one per group, least harm first
-    assert pruning.moves(phi, [(0, 0)], set()) == []     # a lone head of a group of two is no move
+    assert candidates.moves(phi, [(0, 0)], set()) == []     # a lone head of a group of two is no move
 
 
 def test_prune_saves_parameters_on_grouped_attention(tmp_path, sample_data):

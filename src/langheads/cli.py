@@ -124,15 +124,15 @@ def cmd_compare(args) -> None:
 def cmd_prune(args) -> None:
     from . import api
     from .edit.pruning import PruneSettings
-    from .edit.savings import describe, describe_neurons
+    from .edit.savings import describe, describe_body
     from .manifest import read_manifest
     from .options import from_args
 
     result, record = api.prune(from_args(PruneSettings, args), Path(args.out), args.overwrite,
                                progress=not args.quiet)
     last = result.curve[-1]
-    if "neurons_per_group" in record:  # a neuron scan's pruning
-        print(describe_neurons(record))
+    if "removed_units" in record:  # a walk over neuron groups or blocks, or across scans
+        print(describe_body(record))
     else:
         print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
         print(describe(record["saved"]))

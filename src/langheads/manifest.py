@@ -5,6 +5,9 @@ into a versioned list of edits, in the order they were made:
   {"op": "remove_heads", "removed": {layer: [heads]}, "layers": {layer: shape}, "uniform": bool}
   {"op": "trim_vocab", "kept_ids": [original ids, in order], "original_size": V}
   {"op": "remove_neurons", "removed": {layer: [MLP neurons]}, "widths": {layer: neurons kept}}
+  {"op": "remove_layers", "kept_layers": [original layers, in order], "original_layers": N}
+(a `remove_layers` edit comes first; the layer numbers of the edits after it are the saved
+model's, `kept_layers` maps them back)
 The loader replays the head edits (layers may keep different head counts, which no stock
 config can say); vocabulary edits are in config.json already (vocab_size), so a folder with
 only those loads with plain transformers. The exporter reads the same record. `records` keeps
@@ -22,7 +25,7 @@ from .folders import new_folder, read_versioned_json
 
 MANIFEST_FILE = "langheads.json"
 FORMAT_VERSION = 1
-OPS = ("remove_heads", "trim_vocab", "remove_neurons")
+OPS = ("remove_heads", "trim_vocab", "remove_neurons", "remove_layers")
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Manifest:
     records: dict = field(default_factory=dict)      # op -> what led to it
 
     def removed_heads(self) -> dict[int, list[int]]:
-        """Every removed query head, by layer (original numbering)."""
+        """Every removed query head, by layer (the saved model's numbering)."""
         out: dict[int, list[int]] = {}
         for e in self.edits:
             if e["op"] == "remove_heads":
@@ -40,13 +43,28 @@ class Manifest:
                     out.setdefault(int(layer), []).extend(heads)
         return {l: sorted(h) for l, h in sorted(out.items())}
 
-    def removed_neurons(self) -> dict[int, list[int]]:
-        """Every removed MLP neuron, by layer (original numbering)."""
+    def removed_neurons(self, replay: bool = False) -> dict[int, list[int]]:
+        """Every removed MLP neuron, by layer (the saved model's numbering); `replay`: only those
+        the config cannot say (uneven widths)."""
         e = next((e for e in self.edits if e["op"] == "remove_neurons"), None)
+        if e is not None and replay and e.get("uniform"):
+            return {}
         return {} if e is None else {int(l): sorted(n) for l, n in sorted(e["removed"].items(), key=lambda x: int(x[0]))}
+
+    def pruning_record(self) -> dict:
+        """Why the body was edited: the pruning's record (kept languages, budget, curve), or {}."""
+        for op in ("remove_heads", "remove_neurons", "remove_layers"):
+            if self.records.get(op, {}).get("kept"):
+                return self.records[op]
+        return {}
 
     def head_edit(self) -> dict | None:
         return next((e for e in self.edits if e["op"] == "remove_heads"), None)
+
+    def kept_layers(self) -> list[int] | None:
+        """The original layers the saved model keeps, in order (None: no layer removed)."""
+        e = next((e for e in self.edits if e["op"] == "remove_layers"), None)
+        return None if e is None else e["kept_layers"]
 
     def kept_ids(self) -> list[int] | None:
         """The original ids of the kept vocabulary, new id = position (None: not trimmed)."""
@@ -60,11 +78,15 @@ class Manifest:
         """True when the folder's config cannot describe its shapes (uneven head removal)."""
         e = self.head_edit()
         heads = e is not None and not e.get("uniform", False) and any(e["removed"].values())
-        return heads or any(self.removed_neurons().values())
+        return heads or any(self.removed_neurons(replay=True).values())
 
     def describe(self) -> str:
         """One line: what was done to which model (written into exports)."""
         parts = []
+        layers = self.kept_layers()
+        if layers is not None:
+            first = next(e for e in self.edits if e["op"] == "remove_layers")
+            parts.append(f"{first['original_layers'] - len(layers)} of {first['original_layers']} layers removed")
         removed = self.removed_heads()
         if removed:
             parts.append(f"{sum(map(len, removed.values()))} attention heads removed")
@@ -84,6 +106,9 @@ class Manifest:
             raise ValueError(f"unknown edit {edit['op']}")
         if edit["op"] == "remove_heads" and self.head_edit() is not None:
             raise LangheadsError("this model's heads were pruned already; prune the original model instead")
+        if edit["op"] == "remove_layers" and (self.kept_layers() is not None or self.head_edit() or
+                                              self.removed_neurons()):
+            raise LangheadsError("this model's body was edited already; prune the original model instead")
         if edit["op"] == "remove_neurons" and self.removed_neurons():
             raise LangheadsError("this model's neurons were pruned already; prune the original model instead")
         records = dict(self.records)

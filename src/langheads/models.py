@@ -215,7 +215,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     if not place.plain:
         raise LangheadsError(f"{folder}: a model with heads removed loads whole on one device, without "
                              "--device-map or --load-in")
-    removed, neurons = manifest.removed_heads(), manifest.removed_neurons()
+    removed, neurons = manifest.removed_heads(), manifest.removed_neurons(replay=True)
     model, info = _with_other_shapes(folder, dtype)
     adapter = adapter_for(model)
     prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed) + \
@@ -229,7 +229,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     if neurons:
         from .edit.neurons import remove_neurons_
 
-        remove_neurons_(model, neurons)
+        remove_neurons_(model, neurons, whole=True)
     model.load_state_dict(_pruned_attention(folder, model, prefixes), strict=False)
     return model.to(device=place.device, dtype=dtype).eval(), pretrained(AutoTokenizer, folder)
 

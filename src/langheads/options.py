@@ -18,10 +18,11 @@ PARSERS = {"int": int, "float": float, "str": str, "list[str]": comma_list}
 
 
 def option(default=MISSING, *, help: str, factory=None, flag: str | None = None, metavar: str | None = None,
-           positional: bool = False):
+           positional: bool = False, repeat: bool = False):
     """A settings field that is also a command-line option (flag: --the-field-name), or, with
-    `positional`, an argument given by place (the field's name in the usage)."""
-    meta = {"help": help, "flag": flag, "metavar": metavar, "positional": positional}
+    `positional`, an argument given by place (the field's name in the usage); `repeat`: a
+    list[str] whose flag may be given several times, one value each."""
+    meta = {"help": help, "flag": flag, "metavar": metavar, "positional": positional, "repeat": repeat}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -42,6 +43,10 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
             continue
         required = f.default is MISSING and f.default_factory is MISSING
         default = None if required else f.default if f.default is not MISSING else f.default_factory()
+        if f.metadata.get("repeat"):
+            parser.add_argument(flag, dest=f.name, action="append", type=str, default=default, required=required,
+                                metavar=f.metadata["metavar"], help=f.metadata["help"])
+            continue
         parser.add_argument(flag, dest=f.name, type=PARSERS[kind], default=default, required=required,
                             metavar=f.metadata["metavar"], help=f.metadata["help"])
 

@@ -76,7 +76,13 @@ def projection_input(weight: torch.Tensor, slots: list[int | None], head_dim: in
 
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    """An nn.Linear holding `weight` [out, in] and `bias` (a removed MLP's are 0 wide)."""
+    import warnings
+
+    with torch.device("meta"), warnings.catch_warnings():  # no random init of weights that are overwritten
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # a removed MLP: 0 wide
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=weight.dtype)
+    layer = layer.to_empty(device=weight.device)
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None:
@@ -113,6 +119,7 @@ class Adapter:
     attention = "self_attn"
     out_proj = "o_proj"
     attention_norm = "input_layernorm"  # the norm before attention (no use once a layer's attention is gone)
+    mlp_norm = "post_attention_layernorm"  # the norm before the MLP (no use once a layer's MLP is gone)
     pruning_exact = True              # physical removal computes what masking computes
     pruning_note = ""                 # why not, when it is not
     gguf: GGUFFamily | None = None    # how llama.cpp runs it (None: export not supported)
@@ -121,6 +128,7 @@ class Adapter:
     head_major_kwargs: tuple[str, ...] = ()  # layer inputs laid out [batch * heads, ...] (BLOOM's ALiBi)
     mlp_out = "mlp.down_proj"         # in a layer: the MLP's output projection, whose input holds its neurons
     mlp_note = ""                     # why a neuron scan is refused, where mlp_out is None
+    per_layer_config = ("layer_types", "no_rope_layers")  # config lists with one entry per layer
     mlp_act = "mlp.act_fn"            # in a layer: the activation applied to the neurons' pre-activations (LAPE)
     mlp_in: tuple[str, ...] | None = ("mlp.gate_proj", "mlp.up_proj")  # projections with a row per neuron
 
@@ -209,6 +217,10 @@ class Adapter:
     def uniform_config(self, config, n_heads: int) -> dict:
         """Config keys that say a uniform pruning's new head count."""
         return {"num_attention_heads": n_heads, "head_dim": self.layout(config).head_dim}
+
+    def uniform_mlp_config(self, config, width: int) -> dict | None:
+        """Config keys that say one MLP width for every layer (None: the config cannot say it)."""
+        return {"intermediate_size": width} if getattr(config, "intermediate_size", None) else None
 
     def kv_bytes_per_token(self, model, layout: HeadLayout, layers) -> int:
         """Bytes the KV cache grows by per token: K and V of every kept KV head in every layer."""

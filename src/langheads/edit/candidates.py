@@ -57,3 +57,21 @@ def selection_tokens(loaded, info: dict, languages: list[str]) -> dict[str, list
     return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"],
                                H.position_limit(loaded.model))
             for lang in languages}
+
+
+def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> list[tuple[tuple[int, int], ...]]:
+    """Every removal of candidate heads (of `order`, least harmful first) that saves query
+    slots on top of `removed`: per layer, the rest of one KV group, or the k-th least harmful
+    candidate of each of the widest groups."""
+    out = []
+    for layer in sorted({l for l, _ in order}):
+        kept = [h for h in range(layout.n_heads) if (layer, h) not in removed]
+        groups = {g: [h for h in kept if h // layout.group_size == g] for g in {h // layout.group_size for h in kept}}
+        ours = {g: [h for l, h in order if l == layer and (l, h) not in removed and h // layout.group_size == g]
+                for g in groups}
+        out += [tuple((layer, h) for h in members) for g, members in groups.items() if set(members) <= set(ours[g])]
+        width = max((len(v) for v in groups.values()), default=0)
+        widest = [g for g in sorted(groups) if len(groups[g]) == width]
+        for k in range(min((len(ours[g]) for g in widest), default=0)):
+            out.append(tuple((layer, ours[g][k]) for g in widest))
+    return list(dict.fromkeys(tuple(sorted(m)) for m in out))

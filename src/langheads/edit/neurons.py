@@ -21,8 +21,9 @@ def _set(layer, dotted: str, module) -> None:
     setattr(get(layer, owner) if owner else layer, name, module)
 
 
-def remove_neurons_(model, removed: dict[int, list[int]]) -> dict:
-    """Slice the removed neurons out of each listed layer's MLP in place; the manifest edit."""
+def remove_neurons_(model, removed: dict[int, list[int]], whole: bool = False) -> dict:
+    """Slice the removed neurons out of each listed layer's MLP in place; the manifest edit.
+    `whole`: a layer may lose every neuron (its MLP removed as a block: width 0)."""
     adapter = H.adapter_for(model)
     if adapter.mlp_in is None or adapter.mlp_out is None:
         raise LangheadsError(f"{H.head_layout(model).model_type}: removing MLP neurons from the weights is written "
@@ -31,8 +32,8 @@ def remove_neurons_(model, removed: dict[int, list[int]]) -> dict:
     for l, gone in removed.items():
         layer = H.decoder_layers(model)[l]
         width = adapter.mlp_width(get(layer, adapter.mlp_out))
-        keep = torch.tensor(sorted(set(range(width)) - set(gone)))
-        if len(keep) == 0:
+        keep = torch.tensor(sorted(set(range(width)) - set(gone)), dtype=torch.long)
+        if len(keep) == 0 and not whole:
             raise LangheadsError(f"layer {l}: every MLP neuron would go; remove the whole block instead")
         for path in adapter.mlp_in:
             proj = get(layer, path)
@@ -42,7 +43,18 @@ def remove_neurons_(model, removed: dict[int, list[int]]) -> dict:
         _set(layer, adapter.mlp_out, linear(down.weight.data[:, keep], down.bias))  # [hidden, kept]
         widths[str(l)] = len(keep)
     return {"op": "remove_neurons", "removed": {str(l): sorted(g) for l, g in sorted(removed.items())},
-            "widths": widths}
+            "widths": widths, "uniform": _say_uniform_width(model), **({"whole_blocks": True} if whole else {})}
+
+
+def _say_uniform_width(model) -> bool:
+    """Where every layer now has one MLP width and the config can say it, say it there (plain
+    transformers then loads the folder, and every llama.cpp graph takes it); whether it did."""
+    adapter, config = H.adapter_for(model), H.text_config(model)
+    widths = {adapter.mlp_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)}
+    keys = adapter.uniform_mlp_config(config, min(widths)) if len(widths) == 1 and min(widths) > 0 else None
+    for key, value in (keys or {}).items():
+        setattr(config, key, value)
+    return keys is not None
 
 
 def save_without_neurons(loaded, removed: dict[int, list[int]], out: Path, record: dict | None = None,

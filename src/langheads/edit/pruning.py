@@ -18,25 +18,23 @@ import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from .. import heads as H
 from .. import nll
 from . import savings
-from ..archs import adapter_for
 from ..errors import LangheadsError
 from ..manifest import read_manifest, write_model_folder
 from ..models import DTYPES, LoadedModel, load_model
 from ..options import option
 from ..runs import read_run
-from .candidates import PruneResult, candidate_tiers, dropped, head_harm, ordered, selection_tokens
-from .surgery import remove_heads_
+from .candidates import PruneResult, candidate_tiers, dropped, head_harm, moves, ordered, selection_tokens
+from .surgery import remove_heads_edit
 
 
 @dataclass
 class PruneSettings:
     """Every setting of a pruning; the CLI's `prune` options are generated from these fields."""
-    scan: str = option(help="a run folder from `langheads scan`")
+    scan: list[str] = option(help="a run folder from `langheads scan`; again for another component's scan of "
+                                  "the same model (heads, neurons, blocks: one walk across them)", repeat=True)
     keep: list[str] = option(help="languages the deployment serves, e.g. en,hi")
     drop: list[str] | None = option(None, help="languages it need not serve (default: every other scanned language)")
     max_increase: float = option(0.02, help="budget: largest relative NLL rise of a kept language")
@@ -52,6 +50,10 @@ class PruneSettings:
     def __post_init__(self):
         from .. import checks
 
+        if isinstance(self.scan, str):  # the library's one-scan form
+            self.scan = [self.scan]
+        if not self.scan:
+            raise LangheadsError("--scan needs a run folder")
         checks.languages(self, "keep")
         if self.drop is not None:
             checks.languages(self, "drop")
@@ -66,24 +68,6 @@ class PruneSettings:
 def candidate_order(scores, heads: list[dict], keep: list[str], drop: list[str]) -> list[tuple[int, int]]:
     """Heads that matter for no kept language, in the order they may be removed."""
     return ordered(candidate_tiers(heads, drop), head_harm(scores, keep))
-
-
-def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> list[tuple[tuple[int, int], ...]]:
-    """Every removal of candidate heads (of `order`, least harmful first) that saves query
-    slots on top of `removed`: per layer, the rest of one KV group, or the k-th least harmful
-    candidate of each of the widest groups."""
-    out = []
-    for layer in sorted({l for l, _ in order}):
-        kept = [h for h in range(layout.n_heads) if (layer, h) not in removed]
-        groups = {g: [h for h in kept if h // layout.group_size == g] for g in {h // layout.group_size for h in kept}}
-        ours = {g: [h for l, h in order if l == layer and (l, h) not in removed and h // layout.group_size == g]
-                for g in groups}
-        out += [tuple((layer, h) for h in members) for g, members in groups.items() if set(members) <= set(ours[g])]
-        width = max((len(v) for v in groups.values()), default=0)
-        widest = [g for g in sorted(groups) if len(groups[g]) == width]
-        for k in range(min((len(ours[g]) for g in widest), default=0)):
-            out.append(tuple((layer, ours[g][k]) for g in widest))
-    return list(dict.fromkeys(tuple(sorted(m)) for m in out))
 
 
 @dataclass
@@ -115,7 +99,7 @@ class Candidates:
 def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True, run=None) -> tuple[PruneResult, list[str]]:
     """The heads to remove, and the dropped languages (given, or every other scanned one);
     `run`: the scan, when the caller has read it already."""
-    run = run or read_run(settings.scan)
+    run = run or read_run(settings.scan[0])
     info, scores, scanned = run.info, run.scores, run.languages
     drop = dropped(settings, run)
     candidates = Candidates(H.head_layout(loaded.model), savings.HeadCosts.of(loaded.model),
@@ -180,47 +164,6 @@ def _why_stopped(settings, order, result, tried: int) -> str:
             f"made because they would raise a kept language by more than {settings.max_increase:.2%}")
 
 
-def _uniform_config(model, removed: dict[int, list[int]]):
-    """The stock config with fewer query heads, or a LangheadsError saying why not."""
-    from transformers import AutoModelForCausalLM
-
-    layout = H.head_layout(model)
-    per_group = [[sum(1 for h in removed.get(l, []) if h // layout.group_size == g) for g in range(layout.n_kv_heads)]
-                 for l in range(layout.n_layers)]
-    if len({c for row in per_group for c in row}) != 1:
-        raise LangheadsError("--uniform needs the same number of query heads removed from every KV group of every "
-                             "layer; this choice removes " + ", ".join(str(row) for row in per_group[:4]) + " ...")
-    new_heads = layout.n_heads - per_group[0][0] * layout.n_kv_heads
-    if new_heads == 0:
-        raise LangheadsError("--uniform would remove every head")
-    keys = adapter_for(model).uniform_config(H.text_config(model), new_heads)
-    old = H.text_config(model)
-    try:
-        config = old.__class__.from_dict({**old.to_dict(), **keys})
-        with torch.device("meta"):
-            AutoModelForCausalLM.from_config(config)
-    except Exception as e:  # the installed transformers refuses these head counts
-        reason = str(getattr(e, "__cause__", None) or e).strip().splitlines()[-1]
-        raise LangheadsError(f"--uniform: transformers cannot express {new_heads} query heads for this model "
-                             f"({reason}); save without --uniform") from None
-    return config
-
-
-def remove_heads_edit(model, removed: list[tuple[int, int]], uniform: bool = False) -> dict:
-    """Remove the heads physically, in place; returns the manifest edit that says so."""
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in removed:
-        by_layer.setdefault(layer, []).append(head)
-    config = _uniform_config(model, by_layer) if uniform else None
-    shapes = remove_heads_(model, by_layer)
-    if config is not None:
-        model.config = config
-    return {"op": "remove_heads", "uniform": uniform,
-            "removed": {str(l): sorted(h) for l, h in sorted(by_layer.items())},
-            "layers": {str(l): v for l, v in shapes.items()},
-            "padding_heads": sum(v["padding_heads"] for v in shapes.values())}
-
-
 def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, record: dict,
                 dtype: str = "float32", uniform: bool = False, overwrite: bool = False,
                 vocab_choice=None) -> Path:
@@ -251,28 +194,15 @@ def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress:
 
 
 def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) -> tuple[PruneResult, dict]:
-    run = read_run(settings.scan)
+    runs = [read_run(s) for s in settings.scan]
+    run = runs[0]
     info = run.info
     component = info.get("component", {}).get("name", "head")
-    if component == "block":
-        raise LangheadsError(f"{settings.scan} scanned whole blocks; prune removes heads (a head scan) or neuron "
-                             "groups (a neuron scan), not blocks yet")
-    if component == "neuron":
-        return _prune_neurons(settings, run, out, overwrite, progress)
-    trimming = settings.trim_vocab or settings.max_vocab is not None
-    if trimming:
-        from .vocab import choose_vocab, texts_for_trimming
-
-        texts, extra = texts_for_trimming(settings.keep, info["settings"]["data"], settings.vocab_texts)
-    loaded = load_model(info["settings"]["model"])
-    loaded.require_plain("pruning")
-    if loaded.model_hash != info["model"]["sha256"]:
-        raise LangheadsError("the scan's model has changed since the scan (hash differs)")
-    # The vocabulary is chosen on the unedited tokenizer, with the scripts measured on the scan's data.
-    choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra,
-                          rows=loaded.model.get_input_embeddings().num_embeddings) if trimming else None
+    if len(runs) > 1 or component != "head":
+        return _prune_body(settings, runs, out, overwrite, progress)
+    loaded, choice = _model_and_vocab(settings, run)
     result, drop = choose(loaded, settings, progress, run)
-    record = {"scan": str(Path(settings.scan).resolve()), "model": info["model"], "kept": settings.keep,
+    record = {"scan": str(Path(settings.scan[0]).resolve()), "model": info["model"], "kept": settings.keep,
               "dropped": drop, "settings": asdict(settings),
               "removed_heads": [list(x) for x in result.removed], "stopped": result.stopped,
               "rejected": result.rejected,
@@ -281,14 +211,29 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool) 
     return result, read_manifest(out).records["remove_heads"]  # the record as written, savings counted
 
 
-def _prune_neurons(settings: PruneSettings, run, out: Path, overwrite: bool, progress: bool):
-    from .neuron_pruning import check_neuron_settings, prune_neurons
+def _prune_body(settings: PruneSettings, runs: list, out: Path, overwrite: bool, progress: bool):
+    """A walk over neuron groups or blocks, or across scans (edit/body_pruning.py)."""
+    from .body_pruning import check_runs, prune_body
 
-    check_neuron_settings(settings)
-    drop = dropped(settings, run)
+    check_runs(runs, settings)
+    drop = dropped(settings, runs[0])
+    loaded, choice = _model_and_vocab(settings, runs[0])
+    return prune_body(loaded, settings, runs, drop, out, overwrite, progress, choice)
+
+
+def _model_and_vocab(settings: PruneSettings, run):
+    """The scan's model, checked unchanged, and the vocabulary to keep (None: not trimming),
+    chosen on the unedited tokenizer with the scripts measured on the scan's data."""
+    choice = None
+    if settings.trim_vocab or settings.max_vocab is not None:
+        from .vocab import choose_vocab, texts_for_trimming
+
+        texts, extra = texts_for_trimming(settings.keep, run.info["settings"]["data"], settings.vocab_texts)
     loaded = load_model(run.info["settings"]["model"])
     loaded.require_plain("pruning")
     if loaded.model_hash != run.info["model"]["sha256"]:
         raise LangheadsError("the scan's model has changed since the scan (hash differs)")
-    return prune_neurons(loaded, settings, run, drop, out, overwrite, progress)
-
+    if settings.trim_vocab or settings.max_vocab is not None:
+        choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra,
+                              rows=loaded.model.get_input_embeddings().num_embeddings)
+    return loaded, choice

@@ -21,16 +21,21 @@ def parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def describe_neurons(record: dict) -> str:
-    """One line: the neuron groups a neuron pruning removed and what that saved (counted on
-    the saved weights; an MLP parameter is one multiply-add, 2 FLOP, per token)."""
-    g, saved = record["neurons_per_group"], record["saved"]
-    names = [f"L{l}N{u * g}-{u * g + g - 1}" for l, u in record["removed_groups"]]
-    more = f" and {len(names) - 12} more (the manifest lists them)" if len(names) > 12 else ""
+def describe_body(record: dict) -> str:
+    """One line: what a walk across components removed and what that saved, counted on the
+    saved weights (2 FLOP per token per parameter of a projection)."""
+    units = record["removed_units"]
+    count = {name: sum(1 for u in units if u[0] == name) for name in ("head", "neuron", "block")}
+    g = record["neurons_per_group"]
+    blocks = " ".join(f"L{l}{'A' if b == 0 else 'M'}" for n, l, b in units if n == "block")
+    parts = [f"{count['head']} heads"] * bool(count["head"]) + \
+        [f"{count['neuron']} neuron groups ({count['neuron'] * g} MLP neurons)"] * bool(count["neuron"]) + \
+        [f"{count['block']} blocks ({blocks}; A: a layer's attention, M: its MLP)"] * bool(count["block"])
+    saved = record["saved"]
     cut = saved["parameters_before"] - saved["parameters_after"]
-    return (f"removed {len(names)} neuron groups ({len(names) * g} MLP neurons): " + " ".join(names[:12]) + more
-            + f"\n{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of "
-            f"{saved['parameters_before']:,}); {2 * cut:,} FLOP per token fewer in the MLPs")
+    return (f"removed {', '.join(parts) or 'nothing'}\n{cut:,} parameters saved "
+            f"({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); {2 * cut:,} FLOP per "
+            "token fewer in the projections")
 
 
 @dataclass(frozen=True)

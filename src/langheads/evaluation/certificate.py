@@ -29,7 +29,7 @@ def deployment_of(model: str | None) -> tuple[list[str] | None, float | None]:
     manifest = read_manifest(model) if model and Path(model).is_dir() else None
     if manifest is None:
         return None, None
-    heads = manifest.records.get("remove_heads") or manifest.records.get("remove_neurons") or {}
+    heads = manifest.pruning_record()
     vocab = manifest.records.get("trim_vocab", {})
     kept = heads.get("kept") or list(vocab.get("scripts", {})) or None
     return kept, heads.get("settings", {}).get("max_increase")

@@ -1,0 +1,309 @@
+"""One pruning walk across components: the candidates of every given scan (heads, neuron
+groups, whole blocks), least harmful to the kept languages per parameter saved first.
+
+A *unit* is (component, layer, index): ("head", l, h), ("neuron", l, group), ("block", l, 0 |
+1: attention | MLP). Each scan gives its candidates (units that matter for no kept language,
+by its rule) in tiers (matter only for dropped languages, then for none) with their harm (the
+scan's largest relative rise over the kept languages). A *move* saves parameters in the saved
+model: a head move as in the head walk (one head from each of a layer's widest KV groups, or
+the rest of a group); one neuron group (a layer keeps one group at least: a whole MLP is a
+block); one block. What a move saves is counted on what the saved model would hold (a layer
+left with neither block is dropped, its norms with it). Moves go by tier, then by harm per
+parameter saved. After each move tried, the kept languages are re-measured on their selection
+texts with everything chosen masked; a move whose paired 95% interval's upper end would raise
+a kept language by more than the budget is not made, and the walk goes on.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import heads as H
+from .. import nll
+from ..components import Component, component_for
+from ..errors import LangheadsError
+from . import savings
+from .candidates import PruneResult, candidate_tiers, head_harm, selection_tokens
+
+NAMES = {"head": "heads", "neuron": "neurons", "block": "blocks"}
+
+
+@dataclass
+class Source:
+    """One scan's candidates for the walk."""
+    component: Component
+    tiers: dict[tuple[int, int], int]
+    harm: dict[tuple[int, int], float]
+
+    @classmethod
+    def of(cls, model, run, keep: list[str], drop: list[str]) -> "Source":
+        c = run.info.get("component", {"name": "head"})
+        component = component_for(model, c["name"], c.get("neurons_per_group", 64))
+        return cls(component, candidate_tiers(run.info["heads"], drop), head_harm(run.scores, keep))
+
+
+@dataclass
+class Chosen:
+    """What the walk has chosen so far, by component (original layer numbering)."""
+    heads: set = field(default_factory=set)    # (layer, head)
+    groups: set = field(default_factory=set)   # (layer, group)
+    blocks: set = field(default_factory=set)   # (layer, 0 attention | 1 mlp)
+
+    def plus(self, move) -> "Chosen":
+        new = Chosen(set(self.heads), set(self.groups), set(self.blocks))
+        for name, layer, unit in move:
+            {"head": new.heads, "neuron": new.groups, "block": new.blocks}[name].add((layer, unit))
+        return new
+
+    def units(self) -> int:
+        return len(self.heads) + len(self.groups) + len(self.blocks)
+
+
+class Body:
+    """The model's shapes, what the walk's choices save and how they are masked."""
+
+    def __init__(self, model, group: int):
+        from ..archs.base import get
+
+        self.model, self.group = model, group
+        self.layout = H.head_layout(model)
+        self.costs = savings.HeadCosts.of(model)
+        adapter, layers = H.adapter_for(model), H.decoder_layers(model)
+        mlp = [(get(layer, adapter.mlp_out), [get(layer, p) for p in adapter.mlp_in or ()]) for layer in layers]
+        self.width = [adapter.mlp_width(out) for out, _ in mlp]
+        self.per_neuron = [out.weight.shape[0] + sum(p.weight.shape[1] + (p.bias is not None) for p in ins)
+                           for out, ins in mlp]
+        self.rest = [savings.parameters(layer) - savings.parameters(adapter.attention_of(layer)) -
+                     self.per_neuron[i] * self.width[i] - _bias(mlp[i][0]) for i, layer in enumerate(layers)]
+
+    def as_removal(self, chosen: Chosen) -> tuple[dict, dict, dict]:
+        """(heads, neurons, blocks) by layer, as edit.blocks removes them."""
+        heads: dict[int, list[int]] = {}
+        for l, h in chosen.heads:
+            heads.setdefault(l, []).append(h)
+        neurons: dict[int, list[int]] = {}
+        for l, g in chosen.groups:
+            neurons.setdefault(l, []).extend(range(g * self.group, g * self.group + self.group))
+        blocks: dict[int, set[str]] = {}
+        for l, b in chosen.blocks:
+            blocks.setdefault(l, set()).add(("attention", "mlp")[b])
+        return heads, neurons, blocks
+
+    def saved(self, chosen: Chosen) -> int:
+        """Parameters the saved model would not hold (q/k/v/o biases left out, as for heads)."""
+        from .blocks import body_plan
+
+        gone, heads, neurons = body_plan(self.model, *self.as_removal(chosen))
+        pairs = [(l, h) for l, hs in heads.items() for h in hs] + \
+            [(l, h) for l in gone for h in range(self.layout.n_heads)]
+        mlp = sum(self.per_neuron[l] * len(n) for l, n in neurons.items())
+        return savings.parameters_saved(self.layout, self.costs, pairs) + mlp + \
+            sum(self.per_neuron[l] * self.width[l] + self.rest[l] for l in gone)
+
+    def masked(self, chosen: Chosen, components: dict[str, Component]):
+        """Everything chosen masked at once (each at the input of its output projection)."""
+        stack = contextlib.ExitStack()
+        if chosen.heads:
+            stack.enter_context(H.masked_heads(self.model, sorted(chosen.heads)))
+        for name, units in (("neuron", chosen.groups), ("block", chosen.blocks)):
+            if units:
+                c = components[name]
+                factors: dict[int, torch.Tensor] = {}
+                for layer, unit in units:
+                    factors.setdefault(layer, torch.ones(c.layout.n_heads))[unit] = 0.0
+                stack.enter_context(c.scaled(self.model, factors))
+        return stack
+
+
+def _bias(proj) -> int:
+    return 0 if getattr(proj, "bias", None) is None else proj.bias.numel()
+
+
+def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, uniform: bool = False) -> list[tuple]:
+    """Every move on top of `chosen` (see the module doc), each a tuple of units. `uniform`:
+    only moves that keep every layer alike (one group from every layer; a whole layer)."""
+    from .candidates import moves
+
+    gone_attention = {l for l, b in chosen.blocks if b == 0}
+    gone_mlp = {l for l, b in chosen.blocks if b == 1}
+    out: list[tuple] = []
+    if "head" in sources:
+        s = sources["head"]
+        order = sorted((h for h in s.tiers if h[0] not in gone_attention), key=lambda h: (s.tiers[h], s.harm[h]))
+        out += [tuple(("head", l, h) for l, h in m) for m in moves(body.layout, order, chosen.heads)]
+    if "neuron" in sources:
+        out += _group_moves(body, sources["neuron"], chosen, gone_mlp, uniform)
+    if "block" in sources:
+        blocks = [(l, b) for l, b in sources["block"].tiers if (l, b) not in chosen.blocks]
+        if uniform:  # both blocks of a layer at once, where the layer then leaves the stack
+            from .blocks import adds_nothing
+
+            out += [(("block", l, 0), ("block", l, 1)) for l, b in blocks
+                    if b == 0 and (l, 1) in blocks and adds_nothing(body.model, l)]
+        else:
+            out += [(("block", l, b),) for l, b in blocks]
+    return out
+
+
+def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, uniform: bool) -> list[tuple]:
+    """One neuron group (a layer keeps one at least), or with `uniform` the least harmful
+    candidate group left in every layer at once."""
+    groups = source.component.layout.n_heads
+    left = {l: groups - sum(1 for x, _ in chosen.groups if x == l) for l in range(body.layout.n_layers)}
+    free = sorted(((l, g) for l, g in source.tiers if (l, g) not in chosen.groups and l not in gone_mlp
+                   and left[l] > 1), key=lambda u: (source.tiers[u], source.harm[u]))
+    if not uniform:
+        return [(("neuron", l, g),) for l, g in free]
+    first = {}
+    for l, g in free:
+        first.setdefault(l, g)
+    layers = [l for l in range(body.layout.n_layers) if l not in gone_mlp]
+    return [tuple(("neuron", l, first[l]) for l in layers)] if layers and all(l in first for l in layers) else []
+
+
+def next_move(body: Body, sources: dict[str, Source], chosen: Chosen, tried: set, room: int | None = None,
+              uniform: bool = False):
+    """The untried move that comes first: lowest tier, then least harm per parameter saved;
+    `room`: at most this many units."""
+    now = body.saved(chosen)
+
+    def rank(move):
+        gain = body.saved(chosen.plus(move)) - now
+        tier = max(sources[n].tiers[(l, u)] for n, l, u in move)
+        harm = sum(max(sources[n].harm[(l, u)], 0.0) for n, l, u in move)
+        return (tier, harm / gain if gain > 0 else float("inf"), move)
+
+    options = [m for m in candidate_moves(body, sources, chosen, uniform)
+               if m not in tried and (room is None or len(m) <= room)]
+    options = [m for m in options if body.saved(chosen.plus(m)) > now]
+    return min(options, key=rank) if options else None
+
+
+def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -> tuple[PruneResult, Body, Chosen]:
+    """Make moves until the budget or the moves run out; the result's curve has every move made."""
+    from tqdm.auto import tqdm
+
+    sources = _sources(loaded.model, runs, settings.keep, drop)
+    components = {n: s.component for n, s in sources.items()}
+    group = components["neuron"].group if "neuron" in components else 64
+    body = Body(loaded.model, group)
+    first = runs[0]
+    tokens = selection_tokens(loaded, first.info, first.languages)
+    pad = loaded.tokenizer.pad_token_id or 0
+
+    def per_text(chosen, languages):
+        with body.masked(chosen, components):
+            return {lang: nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens,
+                                           pad).double().numpy() for lang in languages}
+
+    base_texts = per_text(Chosen(), first.languages)
+    base = _means(base_texts)
+    others = [lang for lang in first.languages if lang not in settings.keep]
+    result = PruneResult([], [{"step": 0, "units": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
+                               "parameters_saved": 0}])
+    chosen, tried = Chosen(), set()
+    bar = tqdm(desc="prune (moves tried)", unit="move", disable=not progress)
+    while (move := next_move(body, sources, chosen, tried, _room(settings, chosen), settings.uniform)) is not None:
+        tried.add(move)
+        bar.update(1)
+        trial = chosen.plus(move)
+        texts = per_text(trial, settings.keep)
+        rel = {l: float(texts[l].mean() / base[l] - 1) for l in settings.keep}
+        bad = {l: _bad_end(base_texts[l], texts[l]) for l in settings.keep}
+        if settings.heads is None and max(bad.values()) > settings.max_increase:
+            result.rejected.append({"units": [list(u) for u in move], "after_step": len(result.curve) - 1,
+                                    "rel_kept": rel, "rel_kept_upper": bad})
+            continue
+        chosen = trial
+        result.removed += list(move)
+        now = {**_means(texts), **_means(per_text(chosen, others))}
+        result.curve.append({"step": len(result.curve), "units": [list(u) for u in move], "nll": now, "rel_kept": rel,
+                             "rel_kept_upper": bad, "parameters_saved": body.saved(chosen)})
+    bar.close()
+    result.stopped = _why_stopped(settings, sources, tried, result)
+    return result, body, chosen
+
+
+def _room(settings, chosen: Chosen) -> int | None:
+    return None if settings.heads is None else settings.heads - chosen.units()
+
+
+def _why_stopped(settings, sources: dict, tried: set, result: PruneResult) -> str:
+    if settings.heads is not None:
+        return (f"removed {len(result.removed)} of the {settings.heads} units asked for (no further move of at most "
+                f"{settings.heads - len(result.removed)} candidates saves parameters)"
+                if len(result.removed) < settings.heads else f"removed the {settings.heads} units asked for")
+    return (f"tried {len(tried)} moves of the candidates ({', '.join(NAMES[n] for n in sources)} that "
+                      f"matter for no kept language): {len(result.curve) - 1} made, {len(result.rejected)} not made "
+                      f"because they could raise a kept language by more than {settings.max_increase:.2%} (the "
+                      "upper end of its 95% interval over the selection texts)")
+
+
+def _means(per_text: dict) -> dict[str, float]:
+    """Each language's mean NLL over its selection texts."""
+    return {lang: float(v.mean()) for lang, v in per_text.items()}
+
+
+def _bad_end(before, after) -> float:
+    """The upper end of the paired 95% bootstrap interval of the relative NLL change over the
+    selection texts: a removal is judged by what the texts allow, not by their mean alone (a
+    one-at-a-time walk otherwise fits its few selection texts)."""
+    from ..bootstrap import paired_interval
+
+    return float(paired_interval(before, after, 0, 400)[1][1])
+
+
+def _sources(model, runs: list, keep: list[str], drop: list[str]) -> dict[str, Source]:
+    sources: dict[str, Source] = {}
+    for run in runs:
+        source = Source.of(model, run, keep, drop)
+        if source.component.name in sources:
+            raise LangheadsError(f"two scans of {NAMES[source.component.name]}; give one scan per component")
+        sources[source.component.name] = source
+    return sources
+
+
+def check_runs(runs: list, settings) -> None:
+    """What a walk across scans needs, refused before any model loads: one model, the same
+    languages and texts (the selection texts are re-measured), one scan per component."""
+    first = runs[0].info
+    for run in runs[1:]:
+        if run.info["model"]["sha256"] != first["model"]["sha256"]:
+            raise LangheadsError(f"{run.folder} scanned another model than {runs[0].folder}")
+        for key in ("data", "data_lang", "signal", "max_tokens", "seed"):
+            if run.info["settings"].get(key) != first["settings"].get(key):
+                raise LangheadsError(f"{run.folder} and {runs[0].folder} differ in --{key.replace('_', '-')}: "
+                                     "a walk across scans re-measures one set of selection texts")
+    for run in runs:
+        missing = [lang for lang in settings.keep if lang not in run.languages]
+        if missing:
+            raise LangheadsError(f"{run.folder} did not scan {','.join(missing)} (kept languages must be in every scan)")
+    names = [r.info.get("component", {}).get("name", "head") for r in runs]
+    if len(set(names)) != len(names):
+        raise LangheadsError("two scans of the same component; give one scan per component")
+    if settings.uniform and "head" in names:
+        raise LangheadsError("--uniform with a head scan goes with that scan alone (the head walk); with neuron "
+                             "groups and blocks it keeps every layer alike")
+
+
+def prune_body(loaded, settings, runs: list, drop: list[str], out: Path, overwrite: bool, progress: bool,
+               vocab_choice=None):
+    """Walk, remove what was chosen from the weights, save; (result, the manifest's record)."""
+    from ..manifest import read_manifest
+    from ..models import DTYPES
+    from .blocks import save_without_body
+
+    result, body, chosen = walk(loaded, settings, runs, drop, progress)
+    heads, neurons, blocks = body.as_removal(chosen)
+    record = {"scans": [str(Path(r.folder).resolve()) for r in runs], "model": runs[0].info["model"],
+              "kept": settings.keep, "dropped": drop, "settings": asdict(settings),
+              "removed_units": [list(u) for u in result.removed], "neurons_per_group": body.group,
+              "stopped": result.stopped, "rejected": result.rejected, "curve": result.curve,
+              "parameters_saved_estimate": body.saved(chosen),
+              "selection_texts": "selection part of " + runs[0].info["corpus"]["source"]}
+    loaded.model.to(DTYPES[settings.dtype])
+    save_without_body(loaded, heads, neurons, blocks, out, record, overwrite, vocab_choice)
+    return result, read_manifest(out).pruning_record()

@@ -1,0 +1,188 @@
+"""Whole blocks and layers removed from the weights, and one pruning walk across components."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import langheads
+from langheads import heads as H
+from langheads import nll
+from langheads.cli import main
+from langheads.components import component_for
+from langheads.manifest import read_manifest
+
+from .conftest import SAMPLE
+
+TEXT = SAMPLE["en"][0]
+
+
+def _zero_output_biases(model, layer: int) -> None:
+    for proj in (H.output_projection(model, layer), component_for(model, "block").target(model, layer)):
+        if getattr(proj, "bias", None) is not None:
+            proj.bias.data.zero_()
+
+
+def _masked_logits(model, ids, blocks: dict, heads: list, neurons: dict):
+    """The original model with the blocks, heads and neurons masked (the reference)."""
+    factors = {l: torch.tensor([0.0 if "attention" in b else 1.0, 0.0 if "mlp" in b else 1.0]) for l, b in blocks.items()}
+    width = H.adapter_for(model).mlp_width(component_for(model, "block").target(model, 0))
+    neuron_factors = {l: torch.ones(width).index_fill_(0, torch.tensor(n), 0.0) for l, n in neurons.items()}
+    targets = {l: component_for(model, "block").target(model, l) for l in neurons}
+    with torch.no_grad(), component_for(model, "block").scaled(model, factors), H.masked_heads(model, heads), \
+            H.scaled_inputs(targets, neuron_factors, width, 1):
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen3", "mistral"])
+def test_blocks_removed_from_the_weights_equal_the_masked_model_and_reload(arch, tiny_dirs, tmp_path):
+    """A layer without attention and MLP leaves the stack (the config says so), a layer's
+    attention or MLP alone goes as a block, with heads and neurons of other layers: the saved
+    model equals the masked original within 1e-5 x the largest logit and reloads."""
+    from langheads.edit.blocks import save_without_body
+
+    loaded = langheads.load_model(str(tiny_dirs[arch]))
+    model = loaded.model
+    _zero_output_biases(model, 0)  # so that layer 0 without its blocks adds nothing
+    ids = torch.tensor([nll.tokenize(loaded.tokenizer, [TEXT])[0]])
+    blocks = {0: {"attention", "mlp"}, 1: {"mlp"}, 2: {"attention"}}
+    heads, neurons = [(1, 0)], {2: list(range(10, 30))}
+    masked = _masked_logits(model, ids, blocks, heads, neurons)
+    layers = H.text_config(model).num_hidden_layers
+    save_without_body(loaded, {1: [0]}, neurons, blocks, tmp_path / "cut", {"why": "test"})
+    with torch.no_grad():
+        pruned = model(input_ids=ids).logits
+    assert (pruned - masked).abs().max() <= 1e-5 * masked.abs().max()
+    manifest = read_manifest(tmp_path / "cut")
+    assert manifest.kept_layers() == list(range(1, layers))
+    assert [e["op"] for e in manifest.edits] == ["remove_layers", "remove_heads", "remove_neurons"]
+    assert manifest.removed_neurons()[0] == list(range(96))  # layer 1 (now 0): its whole MLP
+    again = langheads.load_model(str(tmp_path / "cut"))
+    assert H.text_config(again.model).num_hidden_layers == layers - 1
+    with torch.no_grad():
+        assert torch.equal(again.model(input_ids=ids).logits, pruned)
+        # the KV cache follows the renumbered layers: greedy generation with the cache runs
+        out = again.model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape[1] == ids.shape[1] + 4
+
+
+def test_a_dropped_layer_alone_loads_with_plain_transformers(tiny_dirs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from langheads.edit.blocks import save_without_body
+
+    loaded = langheads.load_model(str(tiny_dirs["gemma3"]))
+    model = loaded.model
+    _zero_output_biases(model, 1)
+    ids = torch.tensor([nll.tokenize(loaded.tokenizer, [TEXT])[0]])
+    masked = _masked_logits(model, ids, {1: {"attention", "mlp"}}, [], {})
+    types = list(H.text_config(model).layer_types)
+    save_without_body(loaded, {}, {}, {1: {"attention", "mlp"}}, tmp_path / "cut", {"why": "test"})
+    assert not read_manifest(tmp_path / "cut").needs_replay()
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "cut", dtype=torch.float32).eval()
+    assert plain.config.layer_types == types[:1] + types[2:]  # each kept layer keeps its window
+    with torch.no_grad():
+        logits = plain(input_ids=ids).logits
+    assert (logits - masked).abs().max() <= 1e-5 * masked.abs().max()
+
+
+def test_a_layer_whose_projections_add_a_bias_stays(tiny_dirs, tmp_path):
+    """Without heads and neurons a layer still adds its output projections' biases, as the
+    masked model does: it stays in the stack."""
+    from langheads.edit.blocks import save_without_body
+
+    loaded = langheads.load_model(str(tiny_dirs["llama"]))  # random biases
+    ids = torch.tensor([nll.tokenize(loaded.tokenizer, [TEXT])[0]])
+    masked = _masked_logits(loaded.model, ids, {0: {"attention", "mlp"}}, [], {})
+    save_without_body(loaded, {}, {}, {0: {"attention", "mlp"}}, tmp_path / "cut", {"why": "test"})
+    again = langheads.load_model(str(tmp_path / "cut"))
+    assert again.manifest.kept_layers() is None
+    with torch.no_grad():
+        logits = again.model(input_ids=ids).logits
+    assert (logits - masked).abs().max() <= 1e-5 * masked.abs().max()
+
+
+@pytest.fixture(scope="module")
+def three_scans(tiny_dirs, sample_data, tmp_path_factory):
+    """A head, a neuron-group and a block scan of one tiny Llama (en, fr, hi)."""
+    root = tmp_path_factory.mktemp("scans")
+    for component in ("head", "neuron", "block"):
+        assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages",
+                     "en,fr,hi", "--component", component, "--neuron-group", "16", "--bootstrap", "50", "--quiet",
+                     "--out", str(root / component)]) == 0
+    return {c: str(root / c) for c in ("head", "neuron", "block")}
+
+
+def test_prune_walks_heads_neurons_and_blocks_in_one_walk(three_scans, tiny_dirs, tmp_path, capsys):
+    """Every move made stays within the budget by its interval's upper end, the parameters
+    saved grow with each move and equal what the saved folder lost, the folder reloads and
+    equals the original with the chosen units masked."""
+    out = tmp_path / "all"
+    capsys.readouterr()
+    assert main(["prune", "--scan", three_scans["head"], "--scan", three_scans["neuron"], "--scan",
+                 three_scans["block"], "--keep", "en", "--max-increase", "0.03", "--out", str(out), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    record = read_manifest(out).pruning_record()
+    assert record["kept"] == ["en"] and len(record["scans"]) == 3
+    steps = record["curve"][1:]
+    assert steps, "the walk made no move"
+    assert all(max(s["rel_kept_upper"].values()) <= 0.03 for s in steps)
+    assert all(max(r["rel_kept_upper"].values()) > 0.03 for r in record["rejected"])
+    saved = [s["parameters_saved"] for s in record["curve"]]
+    assert saved == sorted(saved) and len(set(saved)) == len(saved)  # every move saved something
+    before = sum(p.numel() for p in langheads.load_model(str(tiny_dirs["llama"])).model.parameters())
+    again = langheads.load_model(str(out))
+    after = sum(p.numel() for p in again.model.parameters())
+    assert f"{before - after:,} parameters saved" in said
+    units = record["removed_units"]
+    kinds = {u[0] for u in units}
+    assert kinds == {"head", "neuron", "block"}  # this tiny model loses some of each within 3%
+    assert len(units) == sum(len(s["units"]) for s in steps)
+    # the saved model computes what the original with every chosen unit masked computes
+    original = langheads.load_model(str(tiny_dirs["llama"]))
+    ids = torch.tensor([nll.tokenize(original.tokenizer, [TEXT])[0]])
+    blocks: dict = {}
+    for _, l, b in (u for u in units if u[0] == "block"):
+        blocks.setdefault(l, set()).add(("attention", "mlp")[b])
+    neurons: dict = {}
+    for _, l, g in (u for u in units if u[0] == "neuron"):
+        neurons.setdefault(l, []).extend(range(16 * g, 16 * g + 16))
+    masked = _masked_logits(original.model, ids, blocks, [(l, h) for n, l, h in units if n == "head"], neurons)
+    with torch.no_grad():
+        logits = again.model(input_ids=ids).logits
+    assert (logits - masked).abs().max() <= 1e-5 * masked.abs().max(), kinds
+
+
+def test_a_head_scan_with_uniform_goes_alone(three_scans, tmp_path, capsys):
+    assert main(["prune", "--scan", three_scans["head"], "--scan", three_scans["block"], "--keep", "en", "--uniform",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--uniform with a head scan goes with that scan alone" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_uniform_neuron_and_block_pruning_loads_with_plain_transformers(three_scans, tmp_path, capsys):
+    """--uniform: one group from every layer at a time, whole layers only: the saved config says
+    every shape (one MLP width), so plain transformers loads it, with the vocabulary trimmed."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "u"
+    assert main(["prune", "--scan", three_scans["neuron"], "--scan", three_scans["block"], "--keep", "en",
+                 "--uniform", "--heads", "6", "--trim-vocab", "--out", str(out), "--quiet"]) == 0
+    manifest = read_manifest(out)
+    assert not manifest.needs_replay()
+    units = manifest.pruning_record()["removed_units"]
+    layers = {u[1] for u in units if u[0] == "neuron"}
+    per_layer = [sum(1 for u in units if u[0] == "neuron" and u[1] == l) for l in layers]
+    assert len(set(per_layer)) <= 1 and len(units) <= 6  # as many groups from every layer it touched
+    plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    ours = langheads.load_model(str(out))
+    assert "trim_vocab" in [e["op"] for e in manifest.edits]
+    assert not any(u[0] == "block" for u in units)  # this Llama's layers add biases: no layer can leave
+    ids = torch.tensor([nll.tokenize(ours.tokenizer, [TEXT])[0]])
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids).logits, ours.model(input_ids=ids).logits)
+
+
+def test_two_scans_of_one_component_are_refused(three_scans, tmp_path, capsys):
+    assert main(["prune", "--scan", three_scans["block"], "--scan", three_scans["block"], "--keep", "en",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "one scan per component" in capsys.readouterr().err
