@@ -186,3 +186,17 @@ def test_two_scans_of_one_component_are_refused(three_scans, tmp_path, capsys):
     assert main(["prune", "--scan", three_scans["block"], "--scan", three_scans["block"], "--keep", "en",
                  "--out", str(tmp_path / "x")]) == 2
     assert "one scan per component" in capsys.readouterr().err
+
+
+def test_a_walk_that_removes_nothing_still_writes_its_record(tiny_dirs, tmp_path):
+    """A walk whose every move was refused writes the model unchanged, with the record of what
+    it tried (the CLI's summary reads it), and no edit."""
+    from langheads.edit.blocks import save_without_body
+    from langheads.edit.savings import describe_body
+
+    record = {"kept": ["en"], "removed_units": [], "neurons_per_group": 16, "rejected": [{"units": [["block", 0, 1]]}]}
+    save_without_body(langheads.load_model(str(tiny_dirs["llama"])), {}, {}, {}, tmp_path / "none", record)
+    manifest = read_manifest(tmp_path / "none")
+    assert manifest.edits == [] and manifest.pruning_record()["rejected"] == record["rejected"]
+    said = describe_body(manifest.pruning_record())
+    assert said.startswith("removed nothing") and "\n0 parameters saved" in said

@@ -53,7 +53,7 @@ class Manifest:
 
     def pruning_record(self) -> dict:
         """Why the body was edited: the pruning's record (kept languages, budget, curve), or {}."""
-        for op in ("remove_heads", "remove_neurons", "remove_layers"):
+        for op in ("remove_heads", "remove_neurons", "remove_layers", "prune"):
             if self.records.get(op, {}).get("kept"):
                 return self.records[op]
         return {}
@@ -115,6 +115,10 @@ class Manifest:
         if record is not None:
             records[edit["op"]] = record
         return Manifest(self.source, self.edits + [edit], records)
+
+    def with_record(self, key: str, record: dict) -> "Manifest":
+        """The same edits with one more record (a pruning that removed nothing says why here)."""
+        return Manifest(self.source, list(self.edits), {**self.records, key: record})
 
     def to_json(self) -> str:
         return json.dumps({"format_version": FORMAT_VERSION, "source": self.source, "edits": self.edits,

@@ -108,6 +108,8 @@ def save_without_body(loaded, heads: dict, neurons: dict, blocks: dict, out: Pat
     manifest = loaded.base_manifest()
     for i, edit in enumerate(edits):
         manifest = manifest.with_edit(edit, record if i == len(edits) - 1 else None)
+    if not edits:  # nothing was removed: the record still says what was tried
+        manifest = manifest.with_record("prune", record)
     save_tokenizer = loaded.tokenizer.save_pretrained
     if vocab_choice is not None:
         manifest, save_tokenizer = apply_trim(loaded, vocab_choice, manifest)
