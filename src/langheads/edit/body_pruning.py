@@ -169,16 +169,16 @@ def next_move(body: Body, sources: dict[str, Source], chosen: Chosen, tried: set
     """The untried move that comes first: lowest tier, then least harm per parameter saved;
     `room`: at most this many units."""
     now = body.saved(chosen)
-
-    def rank(move):
-        gain = body.saved(chosen.plus(move)) - now
-        tier = max(sources[n].tiers[(l, u)] for n, l, u in move)
-        harm = sum(max(sources[n].harm[(l, u)], 0.0) for n, l, u in move)
-        return (tier, harm / gain if gain > 0 else float("inf"), move)
-
     options = [m for m in candidate_moves(body, sources, chosen, uniform)
                if m not in tried and (room is None or len(m) <= room)]
-    options = [m for m in options if body.saved(chosen.plus(m)) > now]
+    gains = {m: body.saved(chosen.plus(m)) - now for m in options}  # counted once per move and step
+
+    def rank(move):
+        tier = max(sources[n].tiers[(l, u)] for n, l, u in move)
+        harm = sum(max(sources[n].harm[(l, u)], 0.0) for n, l, u in move)
+        return (tier, harm / gains[move], move)
+
+    options = [m for m in options if gains[m] > 0]  # a move that saves nothing is no move
     return min(options, key=rank) if options else None
 
 
