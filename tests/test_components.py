@@ -1,5 +1,6 @@
 """Neuron groups through the same engine as heads: the fast path against zeroed weights on
 every family with one MLP output projection, a scan end to end, and the refusals."""
+import contextlib
 import json
 
 import numpy as np
@@ -16,47 +17,55 @@ from langheads.scoring import ExactAblation, GradientAttribution
 
 from .conftest import SAMPLE
 
-MOE = ("mixtral", "qwen3_moe")
 TEXTS = SAMPLE["en"][:3] + SAMPLE["hi"][:3] + ["x", "ab"]
 
 
-def _zeroed(proj, first: int, stop: int):
-    """A copy of the projection's weight with the group's input columns zeroed (what removing
-    the group does to the weights)."""
-    w = proj.weight.detach().clone()
-    if type(proj).__name__ == "Conv1D":  # GPT-2 keeps [in, out]
-        w[first:stop] = 0
+@contextlib.contextmanager
+def _zeroed_group(component, model, layer: int, unit: int):
+    """The group's neurons removed from the weights while inside the block: their input columns
+    of the MLP output projection zeroed, or of their expert's slice of a mixture's stacked down."""
+    proj, g = component.target(model, layer), component.group
+    if component.experts:
+        expert, group = divmod(unit, component.layout.n_heads // component.experts)
+        weight, index = proj.down_proj, (expert, slice(None), slice(group * g, group * g + g))  # [experts, hidden, width]
+    elif type(proj).__name__ == "Conv1D":  # GPT-2 keeps [in, out]
+        weight, index = proj.weight, slice(unit * g, unit * g + g)
     else:
-        w[:, first:stop] = 0
-    return w
+        weight, index = proj.weight, (slice(None), slice(unit * g, unit * g + g))
+    kept = weight.data.clone()
+    weight.data[index] = 0
+    try:
+        yield
+    finally:
+        weight.data = kept
 
 
-@pytest.mark.parametrize("arch", [a for a in synthetic.ARCHS if a not in MOE])
+@pytest.mark.parametrize("arch", synthetic.ARCHS)
 def test_neuron_group_ablation_equals_zeroed_weights(arch):
+    """Every family, mixtures of experts included (a group of one expert's neurons)."""
     model = synthetic.tiny(arch)
     ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS)
     component = component_for(model, "neuron", 16)
-    layout = component.layout  # [layers, groups]: 96 or 256 neurons in groups of 16
+    layout = component.layout  # [layers, groups]: 96 or 256 neurons in groups of 16 (MoE: 4 experts x 96 or 32)
     method = ExactAblation(chunk_tokens=5, batch_tokens=160)
     method.component = component
     out = method.score_language(model, layout, nll.make_batches(ids, 40), len(ids))
     reference = nll.reference_nll(model, ids).double().numpy()
+    units = (0, layout.n_heads // (component.experts or 2), layout.n_heads - 1)  # MoE: expert 0, 1 and the last
     for layer in (0, layout.n_layers - 1):
-        for group in (0, layout.n_heads - 1):
-            proj = component.target(model, layer)
-            kept = proj.weight.data
-            proj.weight.data = _zeroed(proj, group * 16, group * 16 + 16)
-            try:
+        for unit in units:
+            with _zeroed_group(component, model, layer, unit):
                 ablated = nll.reference_nll(model, ids).double().numpy()
-            finally:
-                proj.weight.data = kept
-            assert np.abs(out.values[layer, group] - (ablated - reference)).max() < 1e-4, (layer, group)
+            assert np.abs(out.values[layer, unit] - (ablated - reference)).max() < 1e-4, (layer, unit)
     assert not np.allclose(out.values, 0)  # the groups do something
 
 
-def test_neuron_attribution_is_minus_the_gate_gradient():
+@pytest.mark.parametrize("arch", ["llama", "mixtral"])
+def test_neuron_attribution_is_minus_the_gate_gradient(arch):
     """First order: a group's attribution predicts the NLL change of scaling it by 1 - eps."""
-    model = synthetic.tiny("llama", dtype=torch.float64)  # a finite difference needs the digits
+    model = synthetic.tiny(arch, dtype=torch.float64)  # a finite difference needs the digits
+    if arch == "mixtral":
+        model.set_experts_implementation("eager")  # transformers' grouped matmul takes no float64
     ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS[:4])
     component = component_for(model, "neuron", 16)
     method = GradientAttribution()
@@ -121,12 +130,28 @@ def test_neuron_scan_refusals(argv, message, tiny_dirs, sample_data, tmp_path, c
     assert not (tmp_path / "x").exists()
 
 
-def test_moe_neurons_are_refused_in_one_line():
-    with pytest.raises(LangheadsError, match="fused module"):
-        component_for(synthetic.tiny("mixtral"), "neuron", 16)
+def test_moe_neuron_scan_names_experts_and_prune_refuses_before_walking(tiny_dirs, sample_data, tmp_path, capsys):
+    out = tmp_path / "experts"
+    assert main(["scan", "--model", str(tiny_dirs["qwen3_moe"]), "--data", str(sample_data), "--languages", "en",
+                 "--component", "neuron", "--neuron-group", "16", "--bootstrap", "20", "--quiet",
+                 "--out", str(out)]) == 0
+    info = json.loads((out / "heads.json").read_text())
+    assert info["component"] == {"name": "neuron", "units_per_layer": 8, "unit_width": 16, "neurons_per_group": 16,
+                                 "experts": 4}  # 4 experts x 32 neurons, expert-major
+    scores = pd.read_csv(out / "scores.csv")
+    assert scores.loc[scores["head"] == 3, "neurons"].eq("E1:16-31").all()
+    from langheads.runs import unit_name
+
+    assert unit_name(info["component"], 2, 7) == "L2E3N16-31"
+    capsys.readouterr()
+    assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "1", "--out", str(tmp_path / "p")]) == 2
+    assert "one expert cannot lose neurons alone" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(LangheadsError, match="does not divide the MLP width of each expert 32"):
+        component_for(synthetic.tiny("qwen3_moe"), "neuron", 64)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "falcon"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "falcon", "mixtral"])
 def test_block_ablation_equals_zeroed_projections(arch):
     """A layer's whole attention (or MLP) removed equals its output projection's weight zeroed."""
     model = synthetic.tiny(arch)
@@ -140,12 +165,13 @@ def test_block_ablation_equals_zeroed_projections(arch):
 
     for layer in (0, component.layout.n_layers - 1):
         for unit, proj in enumerate((H.output_projection(model, layer), component.target(model, layer))):
-            kept = proj.weight.data
-            proj.weight.data = torch.zeros_like(kept)
+            weight = proj.down_proj if component.target(model, layer) is proj and arch == "mixtral" else proj.weight
+            kept = weight.data
+            weight.data = torch.zeros_like(kept)  # a mixture: every expert's down projection
             try:
                 ablated = nll.reference_nll(model, ids).double().numpy()
             finally:
-                proj.weight.data = kept
+                weight.data = kept
             assert np.abs(out.values[layer, unit] - (ablated - reference)).max() < 1e-4, (layer, unit)
 
 
@@ -189,6 +215,33 @@ def test_lape_counts_active_neurons_by_hand(arch):
         share = (seen[0] > 0).double().view(len(ids[t]), -1, 16).mean(dim=(0, 2)).numpy()  # [groups]
         assert np.allclose(out.values[1, :, t], share), (arch, t)
     assert 0 < out.values.mean() < 1
+
+
+def test_lape_counts_an_experts_active_neurons_by_hand():
+    """In a mixture of experts, a neuron is active on a token where the router chose its expert
+    and act(gate) > 0: computed here from the experts module's input and the stacked weights."""
+    from langheads.scoring import Lape
+
+    model = synthetic.tiny("qwen3_moe")
+    ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS[:4])
+    component = component_for(model, "neuron", 16)
+    out = Lape().score_language(model, component.layout, nll.make_batches(ids, 4096), len(ids))
+    experts = component.target(model, 1)
+    for t in (0, 3):
+        seen = []
+        handle = experts.register_forward_pre_hook(lambda m, args: seen.append(args[:2]))
+        with torch.no_grad():
+            model(input_ids=torch.tensor([ids[t]]))
+        handle.remove()
+        hidden, chosen = seen[0]                                    # [tokens, hidden], [tokens, top-k]
+        width = experts.intermediate_dim
+        gate = torch.einsum("th,eih->tei", hidden, experts.gate_up_proj[:, :width].detach())  # [tokens, experts, width]
+        routed = torch.zeros(gate.shape[:2], dtype=torch.bool).scatter_(1, chosen, True)      # [tokens, experts]
+        active = (experts.act_fn(gate) > 0) & routed[..., None]
+        share = active.double().view(len(ids[t]), -1, 16).mean(dim=(0, 2)).numpy()  # [experts x groups]
+        assert np.allclose(out.values[1, :, t], share), t
+        assert routed.sum(dim=1).eq(2).all() and 0 < share.max()
+    assert 0 < out.values.mean() < 0.5  # at most the chosen 2 of 4 experts' neurons are active
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen3", "apertus"])

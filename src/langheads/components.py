@@ -4,7 +4,9 @@ it is exact:
 
 - a head: its slice of the attention output projection's input (the heads' outputs side by side);
 - a neuron group: `group` consecutive intermediate neurons, a slice of the input of the MLP's
-  output projection (down_proj, c_proj, dense_4h_to_h, fc2: `archs/` names it per family);
+  output projection (down_proj, c_proj, dense_4h_to_h, fc2: `archs/` names it per family); in a
+  mixture of experts, `group` neurons of one expert, scaled inside the experts' own loop
+  (`archs/moe.py`), a layer's groups expert-major;
 - a block: a layer's whole attention (all of its output projection's input: every head) or its
   whole MLP (all of the MLP output projection's input: every neuron); unit 0 and 1 of a layer.
 
@@ -30,6 +32,7 @@ class Component:
     name: str            # head | neuron | block
     layout: H.HeadLayout  # for neurons: n_heads = groups per layer, head_dim = neurons per group
     group: int | None = None  # neurons per group (neuron only)
+    experts: int | None = None  # experts per layer (a mixture of experts' neurons), groups expert-major
 
     def target(self, model: nn.Module, layer: int) -> nn.Module:
         """The module whose input holds layer `layer`'s units."""
@@ -43,12 +46,14 @@ class Component:
             return H.scaled_heads(model, factors)
         if self.name == "block":
             return _scaled_blocks(model, factors)
-        return H.scaled_inputs({l: self.target(model, l) for l in factors}, factors, self.layout.n_heads, self.group)
+        return _neuron_scaler(model)({l: self.target(model, l) for l in factors}, factors, self.layout.n_heads,
+                                     self.group)
 
     def record(self) -> dict:
         """What heads.json says of the units (a run's rows are layers x units x languages)."""
         return {"name": self.name, "units_per_layer": self.layout.n_heads, "unit_width": self.layout.head_dim,
                 **({"neurons_per_group": self.group} if self.name == "neuron" else {}),
+                **({"experts": self.experts} if self.experts else {}),
                 **({"units": list(BLOCKS)} if self.name == "block" else {})}
 
 
@@ -62,7 +67,7 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
         raise LangheadsError(f"unknown --component '{name}'; choose one of {', '.join(COMPONENTS)}")
     adapter = H.adapter_for(model)
     if adapter.mlp_out is None:
-        raise LangheadsError(f"--component {name}: {layout.model_type} {adapter.mlp_note}")
+        raise LangheadsError(f"--component {name}: {layout.model_type} has no MLP output projection langheads knows")
     if name == "block":  # unit width: the MLP's, for the record (attention's is heads x head size)
         width = adapter.mlp_width(get(H.decoder_layers(model)[0], adapter.mlp_out))
         return Component("block", H.HeadLayout(layout.model_type, layout.n_layers, 2, 2, width))
@@ -70,12 +75,19 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
     if len(widths) != 1:
         raise LangheadsError(f"--component neuron: the layers' MLPs differ in width ({sorted(widths)}); "
                              "a neuron scan needs one width")
-    width = widths.pop()
-    if width % group:
-        raise LangheadsError(f"--neuron-group {group} does not divide the MLP width {width}; choose a divisor "
-                             f"(e.g. {_divisor_near(width, group)})")
+    proj = get(H.decoder_layers(model)[0], adapter.mlp_out)
+    width, per_expert = widths.pop(), adapter.expert_width(proj)
+    if per_expert % group:
+        each = " of each expert" if adapter.experts else ""
+        raise LangheadsError(f"--neuron-group {group} does not divide the MLP width{each} {per_expert}; choose a "
+                             f"divisor (e.g. {_divisor_near(per_expert, group)})")
     units = H.HeadLayout(layout.model_type, layout.n_layers, width // group, width // group, group)
-    return Component("neuron", units, group)
+    return Component("neuron", units, group, width // per_expert if adapter.experts else None)
+
+
+def _neuron_scaler(model: nn.Module):
+    """What scales slices of a layer's neurons: the output projection's input, or the family's own."""
+    return H.adapter_for(model).neuron_scaler or H.scaled_inputs
 
 
 def _divisor_near(width: int, group: int) -> int:
@@ -93,5 +105,5 @@ def _scaled_blocks(model: nn.Module, factors: dict):
             stack.enter_context(H.scaled_inputs({layer: H.output_projection(model, layer)}, {layer: attention}, 1,
                                                 heads.n_heads * heads.head_dim))
             proj = get(H.decoder_layers(model)[layer], adapter.mlp_out)
-            stack.enter_context(H.scaled_inputs({layer: proj}, {layer: mlp}, 1, adapter.mlp_width(proj)))
+            stack.enter_context(_neuron_scaler(model)({layer: proj}, {layer: mlp}, 1, adapter.mlp_width(proj)))
         yield

@@ -79,8 +79,7 @@ def _named_units(scores: pd.DataFrame, component: dict) -> pd.DataFrame:
     the head column, attention or mlp in `block`)."""
     named = scores.assign(component=component["name"])
     if component["name"] == "neuron":
-        g = component["neurons_per_group"]
-        named["neurons"] = [f"{h * g}-{h * g + g - 1}" for h in named["head"]]
+        named["neurons"] = [neurons_of(component, h) for h in named["head"]]
     if component["name"] == "block":
         named["block"] = [component["units"][h] for h in named["head"]]
     return named
@@ -114,11 +113,22 @@ def sample_note(result) -> str | None:
             ") cover less often than their stated 95%: treat their kinds as provisional")
 
 
+def neurons_of(component: dict, unit: int) -> str:
+    """A neuron group's neurons, first-last (128-191), or its expert's and its own in the expert
+    (E1:0-15) in a mixture of experts, whose units are expert-major."""
+    g, experts = component["neurons_per_group"], component.get("experts")
+    if not experts:
+        return f"{unit * g}-{unit * g + g - 1}"
+    per_expert = component["units_per_layer"] // experts
+    first = unit % per_expert * g
+    return f"E{unit // per_expert}:{first}-{first + g - 1}"
+
+
 def unit_name(component: dict, layer: int, unit: int) -> str:
-    """L3H1 (a head), L3N128-191 (a neuron group), L3 mlp (a block)."""
+    """L3H1 (a head), L3N128-191 (a neuron group), L3E1N0-15 (one of expert 1's), L3 mlp (a block)."""
     if component["name"] == "neuron":
-        g = component["neurons_per_group"]
-        return f"L{layer}N{unit * g}-{unit * g + g - 1}"
+        expert, _, neurons = neurons_of(component, unit).rpartition(":")  # expert: "" without experts
+        return f"L{layer}{expert}N{neurons}"
     if component["name"] == "block":
         return f"L{layer} {component['units'][unit]}"
     return f"L{layer}H{unit}"

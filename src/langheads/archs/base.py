@@ -127,10 +127,14 @@ class Adapter:
     per_head_norms: tuple[str, ...] = ()  # attention submodules whose weight is [heads, head_dim]
     head_major_kwargs: tuple[str, ...] = ()  # layer inputs laid out [batch * heads, ...] (BLOOM's ALiBi)
     mlp_out = "mlp.down_proj"         # in a layer: the MLP's output projection, whose input holds its neurons
-    mlp_note = ""                     # why a neuron scan is refused, where mlp_out is None
+    experts = False                   # the MLP is a mixture of experts (units: every expert's neurons)
+    neuron_scaler = None              # scales neuron groups where not at mlp_out's input (heads.scaled_inputs)
+    activation_tap = None             # sees the activations where no mlp_act module does (LAPE)
     per_layer_config = ("layer_types", "no_rope_layers")  # config lists with one entry per layer
     mlp_act = "mlp.act_fn"            # in a layer: the activation applied to the neurons' pre-activations (LAPE)
     mlp_in: tuple[str, ...] | None = ("mlp.gate_proj", "mlp.up_proj")  # projections with a row per neuron
+    removal_note = ("removing MLP neurons from the weights is written for MLPs with separate gate/up and down "
+                    "projections; scan its neurons, or prune heads")  # where mlp_in is None
 
     # --- reading a config ---
     def layout(self, config) -> HeadLayout:
@@ -149,6 +153,10 @@ class Adapter:
     def mlp_width(self, proj: nn.Module) -> int:
         """The MLP's intermediate neurons: the output projection's input features."""
         return proj.weight.shape[1]
+
+    def expert_width(self, proj: nn.Module) -> int:
+        """The neurons of one expert (a neuron group lies within one): the whole MLP's here."""
+        return self.mlp_width(proj)
 
     def position_limit(self, config) -> int | None:
         """The longest sequence the model can read at all (learned absolute positions), or None

@@ -1,21 +1,110 @@
 """Mixtures of experts whose attention is llama-like: Mixtral, Qwen3-MoE (q/k norms over one
 head's dimensions, shared by all heads). Heads are cut as in any llama-like layer; the experts
-are untouched (routing sees the changed hidden states, as the masked model does)."""
+are untouched by a head pruning (routing sees the changed hidden states, as the masked model does).
+
+Neurons: transformers 5 runs a layer's experts in one module over stacked weights, so no hook
+sees one expert's neurons. While a neuron scan (or LAPE) needs them, the experts module runs
+`experts_forward` instead: transformers' own eager loop over the chosen experts, with the
+neurons' activations scaled (or counted) per token between act(gate) * up and down. A layer's
+units are expert-major: expert e's neurons are units e x width .. (e + 1) x width - 1."""
 from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
 
 from ..errors import LangheadsError
 from .base import Adapter, GGUFFamily, refuse_sliding_window
+
+
+def experts_forward(experts: nn.Module, hidden: torch.Tensor, top_k_index: torch.Tensor,
+                    top_k_weights: torch.Tensor, scale: torch.Tensor | None = None, tap=None) -> torch.Tensor:
+    """transformers' eager MoE expert loop (MixtralExperts.forward). hidden: [tokens, hidden];
+    scale: [tokens, experts, width] factors on each token's neurons; tap(expert, token_idx,
+    activations [tokens of the expert, width]) sees the activations before down."""
+    final = torch.zeros_like(hidden)
+    with torch.no_grad():
+        mask = nn.functional.one_hot(top_k_index, num_classes=experts.num_experts + 1).permute(2, 1, 0)
+        hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero()  # [experts, top-k, tokens] -> used experts
+    for expert in hit[:, 0].tolist():
+        if expert == experts.num_experts:
+            continue
+        top_k_pos, token_idx = torch.where(mask[expert])
+        gate, up = nn.functional.linear(hidden[token_idx], experts.gate_up_proj[expert]).chunk(2, dim=-1)
+        act = experts.act_fn(gate) * up                                 # [tokens of the expert, width]
+        if tap is not None:
+            tap(expert, token_idx, experts.act_fn(gate))
+        if scale is not None:
+            act = act * scale[token_idx, expert].to(act.dtype)
+        out = nn.functional.linear(act, experts.down_proj[expert]) * top_k_weights[token_idx, top_k_pos, None]
+        final.index_add_(0, token_idx, out.to(final.dtype))
+    return final
+
+
+@contextlib.contextmanager
+def _replaced_forwards(modules: dict, make):
+    """Run modules[layer] with make(layer, module)'s forward while inside the block."""
+    try:
+        for layer, module in modules.items():
+            module.forward = make(layer, module)
+        yield
+    finally:
+        for module in modules.values():
+            module.__dict__.pop("forward", None)
+
+
+def scaled_experts(modules: dict, factors: dict, n_units: int, width: int):
+    """heads.scaled_inputs for a layer's experts: factors[layer] ([units] or [rows, units], rows
+    the batch rows) scale `n_units` equal slices of the layer's experts' neurons, expert-major."""
+    def make(layer, experts):
+        def forward(hidden, top_k_index, top_k_weights):
+            f = factors[layer].to(device=hidden.device)
+            f = f.view(1, n_units) if f.dim() == 1 else f                 # [rows, units]
+            per_neuron = f.repeat_interleave(width, dim=1).view(f.shape[0], experts.num_experts, -1)
+            rows = torch.arange(hidden.shape[0], device=hidden.device) // (hidden.shape[0] // f.shape[0])
+            return experts_forward(experts, hidden, top_k_index, top_k_weights, scale=per_neuron[rows])
+        return forward
+
+    return _replaced_forwards(modules, make)
+
+
+def tapped_experts(modules: dict, taps: dict):
+    """Call taps[layer](activations [tokens, experts x width], 0 where an expert was not chosen)
+    once per forward of each layer's experts (LAPE counts the positive ones)."""
+    def make(layer, experts):
+        def forward(hidden, top_k_index, top_k_weights):
+            seen = hidden.new_zeros(hidden.shape[0], experts.num_experts, experts.intermediate_dim)
+
+            def tap(expert, token_idx, act):
+                seen[token_idx, expert] = act.to(seen.dtype)
+
+            out = experts_forward(experts, hidden, top_k_index, top_k_weights, tap=tap)
+            taps[layer](seen.view(hidden.shape[0], -1))
+            return out
+        return forward
+
+    return _replaced_forwards(modules, make)
 
 
 class _FusedExperts(Adapter):
     """transformers 5 fuses each layer's experts ([experts, 2 x width, hidden], gate rows then up
     rows; down [experts, hidden, width]); llama.cpp reads them as three stacked tensors."""
 
-    mlp_out = None
-    mlp_act = None
-    mlp_in = None  # physical neuron removal is written for separate gate/up projections only
-    mlp_note = ("its experts run in one fused module, so no hook sees one expert's neurons: scan its heads "
-                "(--component head)")
+    mlp_out = "mlp.experts"  # the module over all experts; its units are every expert's neurons
+    mlp_act = None           # one activation module serves every expert: LAPE taps experts_forward
+    mlp_in = None
+    experts = True
+    removal_note = ("a layer's experts are stored as one [experts, width, hidden] tensor, so one expert cannot "
+                    "lose neurons alone; scan its neurons and blocks, prune its heads")
+    neuron_scaler = staticmethod(scaled_experts)
+    activation_tap = staticmethod(tapped_experts)
+
+    def mlp_width(self, experts: nn.Module) -> int:
+        return experts.num_experts * experts.intermediate_dim
+
+    def expert_width(self, experts: nn.Module) -> int:
+        return experts.intermediate_dim
 
     def gguf_state(self, model):
         for name, tensor in model.state_dict().items():

@@ -121,7 +121,7 @@ def layer_widths(model) -> list[int] | None:
     """Per layer, the MLP's width as the weights hold it (0: its MLP removed); None where the
     family's MLP is not one projection pair (mixture of experts: the config's width)."""
     adapter = adapter_for(model)
-    if adapter.mlp_out is None:
+    if adapter.mlp_out is None or adapter.experts:
         return None
     return [adapter.mlp_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)]
 

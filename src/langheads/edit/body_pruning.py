@@ -41,6 +41,9 @@ class Source:
     @classmethod
     def of(cls, model, run, keep: list[str], drop: list[str]) -> "Source":
         c = run.info.get("component", {"name": "head"})
+        adapter = H.adapter_for(model)
+        if c["name"] != "head" and adapter.mlp_in is None:  # refused before the walk, not after it
+            raise LangheadsError(f"{run.folder}: {H.head_layout(model).model_type}: {adapter.removal_note}")
         component = component_for(model, c["name"], c.get("neurons_per_group", 64))
         return cls(component, candidate_tiers(run.info["heads"], drop), head_harm(run.scores, keep))
 

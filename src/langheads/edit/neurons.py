@@ -26,8 +26,7 @@ def remove_neurons_(model, removed: dict[int, list[int]], whole: bool = False) -
     `whole`: a layer may lose every neuron (its MLP removed as a block: width 0)."""
     adapter = H.adapter_for(model)
     if adapter.mlp_in is None or adapter.mlp_out is None:
-        raise LangheadsError(f"{H.head_layout(model).model_type}: removing MLP neurons from the weights is written "
-                             "for MLPs with separate gate/up and down projections; scan its neurons, or prune heads")
+        raise LangheadsError(f"{H.head_layout(model).model_type}: {adapter.removal_note}")
     widths = {}
     for l, gone in removed.items():
         layer = H.decoder_layers(model)[l]

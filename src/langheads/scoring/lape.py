@@ -6,12 +6,15 @@ languages) are language-specific. Forward only: one pass per batch gives every l
 
 Per text and neuron group, the value is the share of (token, neuron) pairs of the group that
 are active on the text's tokens; a group's score is its mean over texts, the language's
-activation probability of the group. The values are shares, so they are not divided by the
+activation probability of the group (in a mixture of experts, a neuron of an expert the
+router did not choose for a token is inactive on it). The values are shares, so they are not divided by the
 base NLL (rel_increase = score), and the interval rule's kinds read "active on more than the
 threshold's share of tokens", not LAPE's entropy rule: use a lape run to rank groups
 (`langheads compare` against an exact run), not for its kinds.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -36,21 +39,35 @@ class Lape(ScoringMethod):
             next(model.parameters()).device)  # [rows, T] real tokens
 
         def keep(layer):
-            def hook(module, args, out):
+            def count(out):
                 active = (out > 0) & valid[..., None]                       # [rows, T, width]
                 per_group = active.view(*active.shape[:2], -1, group).sum(dim=(1, 3))  # [rows, groups]
                 counts[layer] = per_group.double() / (valid.sum(dim=1, keepdim=True) * group)
-            return hook
+            return count
 
-        adapter = H.adapter_for(model)
-        handles = [get(layer, adapter.mlp_act).register_forward_hook(keep(i))
-                   for i, layer in enumerate(H.decoder_layers(model)) if i in layers]
-        try:
+        with _watched(model, {i: keep(i) for i in layers}, valid.shape):
             hidden = nll.trace(model, batch).final_hidden
-        finally:
-            for handle in handles:
-                handle.remove()
         base = nll.nll_from_hidden(model, hidden, batch.input_ids, batch.lengths, self.chunk_tokens,
                                    starts=batch.starts)
         values = torch.stack([counts[l] for l in layers]).permute(0, 2, 1)  # [layers, groups, rows]
         return UnitScores(base.double().cpu().numpy(), values.cpu().numpy())
+
+
+@contextlib.contextmanager
+def _watched(model, counts: dict, shape: tuple):
+    """Call counts[layer](activations [rows, T, width]) on each listed layer's forward: a hook
+    on the family's activation module, or its own tap (a mixture of experts' loop)."""
+    adapter = H.adapter_for(model)
+    layers = {i: layer for i, layer in enumerate(H.decoder_layers(model)) if i in counts}
+    if adapter.activation_tap is not None:
+        taps = {i: (lambda c: lambda act: c(act.view(*shape, -1)))(counts[i]) for i in layers}
+        with adapter.activation_tap({i: get(layer, adapter.mlp_out) for i, layer in layers.items()}, taps):
+            yield
+        return
+    handles = [get(layer, adapter.mlp_act).register_forward_hook((lambda c: lambda m, a, out: c(out))(counts[i]))
+               for i, layer in layers.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
