@@ -150,6 +150,13 @@ def test_prune_walks_heads_neurons_and_blocks_in_one_walk(three_scans, tiny_dirs
     with torch.no_grad():
         logits = again.model(input_ids=ids).logits
     assert (logits - masked).abs().max() <= 1e-5 * masked.abs().max(), kinds
+    # the report draws such a pruning: its moves, what each layer lost, what it saved
+    page = tmp_path / "page"
+    assert main(["report", three_scans["head"], "--prune", str(out), "--out", str(page)]) == 0
+    html = (page / "report.html").read_text()
+    assert f"{before - after:,} parameters saved" in html and f"{len(steps)} moves" in html
+    assert f"{16 * sum(1 for u in units if u[0] == 'neuron')} MLP neurons" in html
+    assert (page / "figures" / "prune_removed.svg").exists()
 
 
 def test_a_head_scan_with_uniform_goes_alone(three_scans, tmp_path, capsys):

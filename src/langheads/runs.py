@@ -298,11 +298,24 @@ class PrunedFolder:
     """A model folder written by `langheads prune`: what was removed and what it cost."""
     folder: Path
     manifest: object       # manifest.Manifest
-    record: dict           # the remove_heads record: scan, kept, dropped, curve, settings
+    record: dict           # the pruning's record: scan(s), kept, dropped, curve, settings
+
+    @property
+    def body(self) -> bool:
+        """A walk across components (heads, neuron groups, blocks), not the head walk."""
+        return "removed_units" in self.record
+
+    @property
+    def units(self) -> list[tuple[str, int, int]]:
+        """(component, layer, unit) removed, in the order chosen."""
+        if self.body:
+            return [tuple(u) for u in self.record["removed_units"]]
+        return [("head", *x) for x in self.record["removed_heads"]]
 
     @property
     def removed(self) -> list[tuple[int, int]]:
-        return [tuple(x) for x in self.record["removed_heads"]]
+        """The heads removed (layer, head)."""
+        return [(layer, unit) for name, layer, unit in self.units if name == "head"]
 
     @property
     def kept(self) -> list[str]:
@@ -326,10 +339,11 @@ def read_pruned(folder: str | Path) -> PrunedFolder:
 
     folder = Path(folder)
     manifest = read_manifest(folder)
-    record = manifest.records.get("remove_heads") if manifest is not None else None
-    if not record or not all(k in record for k in ("removed_heads", "kept", "dropped", "curve", "settings")):
+    record = manifest.pruning_record() if manifest is not None else None
+    if not record or not all(k in record for k in ("kept", "dropped", "curve", "settings")) or \
+            not ("removed_heads" in record or "removed_units" in record):
         raise LangheadsError(f"{folder}: not a model folder written by `langheads prune` (its langheads.json has "
-                             "no record of removed heads)")
+                             "no record of a pruning)")
     return PrunedFolder(folder, manifest, record)
 
 

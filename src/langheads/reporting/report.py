@@ -142,7 +142,7 @@ def prune_curve(pruned: PrunedFolder):
     if pruned.budget is not None:
         ax.axhline(100 * pruned.budget, color="#c33", linewidth=1, linestyle=":",
                    label=f"budget +{100 * pruned.budget:.1f}%")
-    ax.set_xlabel("heads removed")
+    ax.set_xlabel("moves made" if pruned.body else "heads removed")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("NLL change (%)")
     ax.legend(fontsize=6, ncol=2, frameon=False)
@@ -160,6 +160,33 @@ def removed_grid(pruned: PrunedFolder, n_layers: int, n_heads: int):
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(f"{len(pruned.removed)} heads removed", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def body_removed(pruned: PrunedFolder, n_layers: int):
+    """Per layer: heads and MLP neurons a walk across components removed, and its whole blocks."""
+    plt = pyplot()
+    units, g = pruned.units, pruned.record.get("neurons_per_group") or 0
+    layers = np.arange(n_layers)
+    heads = np.bincount([l for n, l, _ in units if n == "head"], minlength=n_layers)
+    neurons = g * np.bincount([l for n, l, _ in units if n == "neuron"], minlength=n_layers)
+    blocks = np.zeros((n_layers, 2))
+    for n, l, b in units:
+        if n == "block":
+            blocks[l, b] = 1
+    fig, axes = plt.subplots(1, 3, figsize=(7.2, 0.16 * n_layers + 1.6), gridspec_kw={"width_ratios": [2, 2, 1]})
+    bars = ((axes[0], heads, f"{heads.sum()} heads"), (axes[1], neurons, f"{neurons.sum():,} MLP neurons"))
+    for ax, counts, title in bars:
+        ax.barh(layers, counts, color="#c33")
+        ax.set_title(title, fontsize=8)
+    axes[2].imshow(blocks, cmap="Reds", vmin=0, vmax=1.4, aspect="auto", interpolation="nearest")
+    axes[2].set_xticks([0, 1], ["attention", "MLP"], fontsize=7)
+    axes[2].set_title(f"{int(blocks.sum())} blocks", fontsize=8)
+    for ax in axes:  # layer 0 on top, as in the other grids
+        ax.set_ylim(n_layers - 0.5, -0.5)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    axes[0].set_ylabel("layer")
     fig.tight_layout()
     return fig
 
@@ -385,6 +412,8 @@ def _importance_sections(page: Page, run: Run, note: str) -> None:
 
 def _pruning_section(page: Page, pruned: PrunedFolder, run: Run) -> None:
     page.heading(f"Pruning: keep {','.join(pruned.kept)}, drop {','.join(pruned.dropped)}")
+    if pruned.body:
+        return _body_pruning(page, pruned, run)
     steps = len(pruned.curve) - 1
     saved = pruned.record.get("saved")
     page.figure("prune_curve", prune_curve(pruned),
@@ -394,6 +423,24 @@ def _pruning_section(page: Page, pruned: PrunedFolder, run: Run) -> None:
                 + f"Stopped: {pruned.record.get('stopped', '?')}.")
     page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
                 f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
+    _prune_table(page, pruned)
+
+
+def _body_pruning(page: Page, pruned: PrunedFolder, run: Run) -> None:
+    """A walk across components: its curve, what it removed per layer and what that saved."""
+    from ..edit.savings import describe_body
+
+    scans = pruned.record.get("scans", [])
+    page.figure("prune_curve", prune_curve(pruned),
+                f"NLL change on the selection texts (never the scoring or report texts), move by move in the "
+                f"order chosen across the components of {len(scans)} scans; {len(pruned.curve) - 1} moves. "
+                f"{describe_body(pruned.record).replace(chr(10), '; ')}. Stopped: {pruned.record.get('stopped', '?')}.")
+    page.figure("prune_removed", body_removed(pruned, run.n_layers),
+                f"What {pruned.folder.name} lost per layer (original numbering): heads, MLP neurons, whole blocks.")
+    _prune_table(page, pruned)
+
+
+def _prune_table(page: Page, pruned: PrunedFolder) -> None:
     last, first = pruned.curve[-1]["nll"], pruned.curve[0]["nll"]
     page.table("prune", pd.DataFrame([{"language": lang, "role": "kept" if lang in pruned.kept else "dropped",
                                        "NLL change": last[lang] / first[lang] - 1} for lang in first]),
