@@ -1,6 +1,7 @@
 """Neuron groups through the same engine as heads: the fast path against zeroed weights on
 every family with one MLP output projection, a scan end to end, and the refusals."""
 import contextlib
+import importlib.util
 import json
 
 import numpy as np
@@ -130,25 +131,59 @@ def test_neuron_scan_refusals(argv, message, tiny_dirs, sample_data, tmp_path, c
     assert not (tmp_path / "x").exists()
 
 
-def test_moe_neuron_scan_names_experts_and_prune_refuses_before_walking(tiny_dirs, sample_data, tmp_path, capsys):
-    out = tmp_path / "experts"
-    assert main(["scan", "--model", str(tiny_dirs["qwen3_moe"]), "--data", str(sample_data), "--languages", "en",
+@pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral"])
+def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch, sample_data, tmp_path, capsys):
+    """Units name their expert; prune takes the same number of groups from every expert of
+    every layer (--uniform; refused without it before the walk), the config says the new expert
+    width (plain transformers loads it), the model equals the masked original, the summary's
+    FLOPs count the chosen experts only, and llama.cpp runs the export."""
+    from transformers import AutoModelForCausalLM
+
+    from langheads.deploy import export
+    from langheads.manifest import read_manifest
+    from langheads.runs import unit_name
+
+    out, pruned = tmp_path / "experts", tmp_path / "pruned"
+    folder = synthetic.save_tiny(arch, tmp_path / arch, tokenizer={"qwen3_moe": "qwen2", "mixtral": "byte_fallback"}[arch],
+                                 **({"norm_topk_prob": True} if arch == "qwen3_moe" else {}))  # as llama.cpp runs it
+    assert main(["scan", "--model", str(folder), "--data", str(sample_data), "--languages", "en,fr",
                  "--component", "neuron", "--neuron-group", "16", "--bootstrap", "20", "--quiet",
                  "--out", str(out)]) == 0
     info = json.loads((out / "heads.json").read_text())
-    assert info["component"] == {"name": "neuron", "units_per_layer": 8, "unit_width": 16, "neurons_per_group": 16,
-                                 "experts": 4}  # 4 experts x 32 neurons, expert-major
+    width = {"qwen3_moe": 32, "mixtral": 96}[arch]  # one expert's neurons; 4 experts, 2 chosen per token
+    assert info["component"] == {"name": "neuron", "units_per_layer": 4 * width // 16, "unit_width": 16,
+                                 "neurons_per_group": 16, "experts": 4}
     scores = pd.read_csv(out / "scores.csv")
-    assert scores.loc[scores["head"] == 3, "neurons"].eq("E1:16-31").all()
-    from langheads.runs import unit_name
-
-    assert unit_name(info["component"], 2, 7) == "L2E3N16-31"
+    per = width // 16
+    assert scores.loc[scores["head"] == per + 1, "neurons"].eq("E1:16-31").all()
+    assert unit_name(info["component"], 2, 4 * per - 1) == f"L2E3N{width - 16}-{width - 1}"
     capsys.readouterr()
-    assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "1", "--out", str(tmp_path / "p")]) == 2
-    assert "one expert cannot lose neurons alone" in capsys.readouterr().err
-    assert not (tmp_path / "p").exists()
-    with pytest.raises(LangheadsError, match="does not divide the MLP width of each expert 32"):
-        component_for(synthetic.tiny("qwen3_moe"), "neuron", 64)
+    assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "12", "--out", str(pruned)]) == 2
+    assert "neurons leave with --uniform only" in capsys.readouterr().err and not pruned.exists()
+    assert main(["prune", "--scan", str(out), "--keep", "en", "--uniform", "--heads", "12", "--max-increase", "1",
+                 "--out", str(pruned), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    units = read_manifest(pruned).pruning_record()["removed_units"]
+    assert len(units) == 12 and sorted((l, g // per) for _, l, g in units) == [(l, e) for l in range(3) for e in range(4)]
+    cut = 3 * 4 * 16 * 3 * 64  # layers x experts x neurons x (gate row, up row, down column) x hidden
+    assert f"{cut:,} parameters saved" in said and f"{cut:,} FLOP per token fewer" in said  # 2 x cut x 2 of 4 experts
+    original = langheads.load_model(str(folder)).model
+    plain = AutoModelForCausalLM.from_pretrained(pruned, dtype=torch.float32)
+    assert sum(p.numel() for p in original.parameters()) - sum(p.numel() for p in plain.parameters()) == cut
+    component = component_for(original, "neuron", 16)
+    factors = {l: torch.ones(component.layout.n_heads).index_fill_(0, torch.tensor([g for _, x, g in units if x == l]),
+                                                                   0.0) for l in range(3)}
+    ids = torch.tensor([nll.tokenize(langheads.load_model(str(folder)).tokenizer, [SAMPLE["en"][0]])[0]])
+    with torch.no_grad(), component.scaled(original, factors):
+        masked = original(input_ids=ids).logits
+    with torch.no_grad():
+        assert (plain(input_ids=ids).logits - masked).abs().max() <= 1e-5 * masked.abs().max()
+    if importlib.util.find_spec("llama_cpp"):  # the llamacpp extra
+        loaded = langheads.load_model(str(pruned))
+        gap = export.llama_cpp_gap(loaded, export.export_gguf(loaded, tmp_path / "m.gguf", "f32"), SAMPLE["en"][:2])
+        assert gap["same_tokens"] == 2 and gap["max_logprob_gap"] < 2e-3
+    with pytest.raises(LangheadsError, match=f"does not divide the MLP width of each expert {width}"):
+        component_for(original, "neuron", 64 if arch == "qwen3_moe" else 36)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "falcon", "mixtral"])

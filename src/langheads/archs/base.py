@@ -75,6 +75,11 @@ def projection_input(weight: torch.Tensor, slots: list[int | None], head_dim: in
     return picked, source
 
 
+def _set(layer: nn.Module, dotted: str, module: nn.Module) -> None:
+    owner, _, name = dotted.rpartition(".")
+    setattr(get(layer, owner) if owner else layer, name, module)
+
+
 def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An nn.Linear holding `weight` [out, in] and `bias` (a removed MLP's are 0 wide)."""
     import warnings
@@ -157,6 +162,31 @@ class Adapter:
     def expert_width(self, proj: nn.Module) -> int:
         """The neurons of one expert (a neuron group lies within one): the whole MLP's here."""
         return self.mlp_width(proj)
+
+    def neuron_removal(self) -> str:
+        """How neurons leave the weights: 'any' (layers keep different widths, the manifest
+        replays them), 'uniform' (one width everywhere, which the config says) or 'none'."""
+        return "none" if self.mlp_in is None else "any"
+
+    def neuron_parameters(self, layer: nn.Module) -> int:
+        """Parameters one MLP neuron holds: its column of the output projection, its row (and
+        bias) of each input projection."""
+        ins = [get(layer, p) for p in self.mlp_in or ()]
+        return get(layer, self.mlp_out).weight.shape[0] + sum(p.weight.shape[1] + (p.bias is not None) for p in ins)
+
+    def cut_mlp(self, layer: nn.Module, keep: torch.Tensor) -> None:
+        """Keep only the MLP neurons `keep` ([kept] indices, sorted) of one layer, in place."""
+        for path in self.mlp_in:
+            proj = get(layer, path)
+            bias = None if proj.bias is None else proj.bias.data[keep]
+            _set(layer, path, linear(proj.weight.data[keep], bias))      # [kept, hidden]
+        down = get(layer, self.mlp_out)
+        _set(layer, self.mlp_out, linear(down.weight.data[:, keep], down.bias))  # [hidden, kept]
+
+    def active_share(self, config) -> float | None:
+        """The share of the MLP's parameters one token runs through where that is not all of
+        them (a mixture of experts: chosen experts / experts); None: all."""
+        return None
 
     def position_limit(self, config) -> int | None:
         """The longest sequence the model can read at all (learned absolute positions), or None

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily, refuse_sliding_window
+from .base import Adapter, GGUFFamily, get, refuse_sliding_window
 
 
 def experts_forward(experts: nn.Module, hidden: torch.Tensor, top_k_index: torch.Tensor,
@@ -95,16 +95,50 @@ class _FusedExperts(Adapter):
     mlp_act = None           # one activation module serves every expert: LAPE taps experts_forward
     mlp_in = None
     experts = True
-    removal_note = ("a layer's experts are stored as one [experts, width, hidden] tensor, so one expert cannot "
-                    "lose neurons alone; scan its neurons and blocks, prune its heads")
+    removal_note = ("a layer's experts are stored as one [experts, width, hidden] tensor and its config says one "
+                    "expert width, so neurons leave with --uniform only (the same number from every expert of "
+                    "every layer; whole layers), or prune its heads")
     neuron_scaler = staticmethod(scaled_experts)
     activation_tap = staticmethod(tapped_experts)
+    width_key = "intermediate_size"  # the config's one expert width
 
     def mlp_width(self, experts: nn.Module) -> int:
         return experts.num_experts * experts.intermediate_dim
 
     def expert_width(self, experts: nn.Module) -> int:
         return experts.intermediate_dim
+
+    def neuron_removal(self) -> str:
+        return "uniform"
+
+    def neuron_parameters(self, layer: nn.Module) -> int:
+        experts = get(layer, self.mlp_out)
+        return 3 * experts.hidden_dim  # its gate and up rows, its down column (no biases)
+
+    def cut_mlp(self, layer: nn.Module, keep: torch.Tensor) -> None:
+        """keep: indices into the experts' neurons side by side; every expert keeps as many."""
+        experts = get(layer, self.mlp_out)
+        width = experts.intermediate_dim
+        expert_of = keep // width                                        # keep is expert-major
+        per_expert = [keep[expert_of == e] - e * width for e in range(experts.num_experts)]
+        if len({len(k) for k in per_expert}) != 1:
+            raise LangheadsError(f"every expert of a layer keeps as many neurons (one [experts, width, hidden] "
+                                 f"tensor); these keep {[len(k) for k in per_expert]}")
+        kept = torch.stack(per_expert)                                   # [experts, kept]
+        gate_up = experts.gate_up_proj.data                              # [experts, 2 x width, hidden]
+        rows = torch.cat([kept, kept + width], dim=1)                    # gate rows, then up rows
+        experts.gate_up_proj = nn.Parameter(torch.stack([gate_up[e, r] for e, r in enumerate(rows)]))
+        experts.down_proj = nn.Parameter(torch.stack([experts.down_proj.data[e][:, k] for e, k in enumerate(kept)]))
+        experts.intermediate_dim = kept.shape[1]
+
+    def uniform_mlp_config(self, config, width: int) -> dict | None:
+        return {self.width_key: width // self.expert_count(config)}
+
+    def active_share(self, config) -> float | None:
+        return config.num_experts_per_tok / self.expert_count(config)
+
+    def expert_count(self, config) -> int:
+        return config.num_local_experts
 
     def gguf_state(self, model):
         for name, tensor in model.state_dict().items():
@@ -133,6 +167,10 @@ class Mixtral(_FusedExperts):
 class Qwen3Moe(_FusedExperts):
     family = "qwen3_moe"
     model_types = ("qwen3_moe",)
+    width_key = "moe_intermediate_size"
+
+    def expert_count(self, config) -> int:
+        return config.num_experts
     gguf = GGUFFamily("qwen3moe", norm_plus_one=False, permute_qk=False, narrow_q=True)
 
     def gguf_metadata(self, w, config, layout) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import heads as H
 from ..archs.base import get
 from ..manifest import write_model_folder
-from .savings import parameters
+from .savings import active_parameters, parameters
 
 BLOCKS = ("attention", "mlp")
 
@@ -102,9 +102,10 @@ def save_without_body(loaded, heads: dict, neurons: dict, blocks: dict, out: Pat
     reloads; `record` (why) goes with the last edit, with the parameters before and after."""
     from .vocab import apply_trim
 
-    before = parameters(loaded.model)
+    before, active = parameters(loaded.model), active_parameters(loaded.model)
     edits = remove_body_(loaded.model, heads, neurons, blocks)
-    record = {**record, "saved": {"parameters_before": before, "parameters_after": parameters(loaded.model)}}
+    record = {**record, "saved": {"parameters_before": before, "parameters_after": parameters(loaded.model),
+                                  "flops_per_token": 2 * (active - active_parameters(loaded.model))}}
     manifest = loaded.base_manifest()
     for i, edit in enumerate(edits):
         manifest = manifest.with_edit(edit, record if i == len(edits) - 1 else None)

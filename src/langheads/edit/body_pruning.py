@@ -39,11 +39,12 @@ class Source:
     harm: dict[tuple[int, int], float]
 
     @classmethod
-    def of(cls, model, run, keep: list[str], drop: list[str]) -> "Source":
+    def of(cls, model, run, keep: list[str], drop: list[str], uniform: bool = False) -> "Source":
         c = run.info.get("component", {"name": "head"})
-        adapter = H.adapter_for(model)
-        if c["name"] != "head" and adapter.mlp_in is None:  # refused before the walk, not after it
-            raise LangheadsError(f"{run.folder}: {H.head_layout(model).model_type}: {adapter.removal_note}")
+        removal = H.adapter_for(model).neuron_removal()
+        if c["name"] != "head" and (removal == "none" or removal == "uniform" and not uniform):  # before the walk
+            raise LangheadsError(f"{run.folder}: {H.head_layout(model).model_type}: "
+                                 f"{H.adapter_for(model).removal_note}")
         component = component_for(model, c["name"], c.get("neurons_per_group", 64))
         return cls(component, candidate_tiers(run.info["heads"], drop), head_harm(run.scores, keep))
 
@@ -75,12 +76,11 @@ class Body:
         self.layout = H.head_layout(model)
         self.costs = savings.HeadCosts.of(model)
         adapter, layers = H.adapter_for(model), H.decoder_layers(model)
-        mlp = [(get(layer, adapter.mlp_out), [get(layer, p) for p in adapter.mlp_in or ()]) for layer in layers]
-        self.width = [adapter.mlp_width(out) for out, _ in mlp]
-        self.per_neuron = [out.weight.shape[0] + sum(p.weight.shape[1] + (p.bias is not None) for p in ins)
-                           for out, ins in mlp]
+        out = [get(layer, adapter.mlp_out) for layer in layers]
+        self.width = [adapter.mlp_width(o) for o in out]
+        self.per_neuron = [adapter.neuron_parameters(layer) for layer in layers]
         self.rest = [savings.parameters(layer) - savings.parameters(adapter.attention_of(layer)) -
-                     self.per_neuron[i] * self.width[i] - _bias(mlp[i][0]) for i, layer in enumerate(layers)]
+                     self.per_neuron[i] * self.width[i] - _bias(out[i]) for i, layer in enumerate(layers)]
 
     def as_removal(self, chosen: Chosen) -> tuple[dict, dict, dict]:
         """(heads, neurons, blocks) by layer, as edit.blocks removes them."""
@@ -153,18 +153,26 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
 
 def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, uniform: bool) -> list[tuple]:
     """One neuron group (a layer keeps one at least), or with `uniform` the least harmful
-    candidate group left in every layer at once."""
-    groups = source.component.layout.n_heads
-    left = {l: groups - sum(1 for x, _ in chosen.groups if x == l) for l in range(body.layout.n_layers)}
+    candidate group left in every layer at once (in a mixture of experts: in every expert of
+    every layer, each keeping one)."""
+    c = source.component
+    per_slot = c.layout.n_heads // (c.experts or 1)  # groups of a layer, or of one expert
+
+    def slot(l, g):
+        return l, g // per_slot
+
+    left: dict = {}
+    for l, g in chosen.groups:
+        left[slot(l, g)] = left.get(slot(l, g), per_slot) - 1
     free = sorted(((l, g) for l, g in source.tiers if (l, g) not in chosen.groups and l not in gone_mlp
-                   and left[l] > 1), key=lambda u: (source.tiers[u], source.harm[u]))
+                   and left.get(slot(l, g), per_slot) > 1), key=lambda u: (source.tiers[u], source.harm[u]))
     if not uniform:
         return [(("neuron", l, g),) for l, g in free]
     first = {}
     for l, g in free:
-        first.setdefault(l, g)
-    layers = [l for l in range(body.layout.n_layers) if l not in gone_mlp]
-    return [tuple(("neuron", l, first[l]) for l in layers)] if layers and all(l in first for l in layers) else []
+        first.setdefault(slot(l, g), g)
+    slots = [(l, e) for l in range(body.layout.n_layers) if l not in gone_mlp for e in range(c.experts or 1)]
+    return [tuple(("neuron", l, first[(l, e)]) for l, e in slots)] if slots and all(s in first for s in slots) else []
 
 
 def next_move(body: Body, sources: dict[str, Source], chosen: Chosen, tried: set, room: int | None = None,
@@ -189,7 +197,7 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
     """Make moves until the budget or the moves run out; the result's curve has every move made."""
     from tqdm.auto import tqdm
 
-    sources = _sources(loaded.model, runs, settings.keep, drop)
+    sources = _sources(loaded.model, runs, settings.keep, drop, settings.uniform)
     components = {n: s.component for n, s in sources.items()}
     group = components["neuron"].group if "neuron" in components else 64
     body = Body(loaded.model, group)
@@ -259,10 +267,10 @@ def _bad_end(before, after) -> float:
     return float(paired_interval(before, after, 0, 400)[1][1])
 
 
-def _sources(model, runs: list, keep: list[str], drop: list[str]) -> dict[str, Source]:
+def _sources(model, runs: list, keep: list[str], drop: list[str], uniform: bool = False) -> dict[str, Source]:
     sources: dict[str, Source] = {}
     for run in runs:
-        source = Source.of(model, run, keep, drop)
+        source = Source.of(model, run, keep, drop, uniform)
         if source.component.name in sources:
             raise LangheadsError(f"two scans of {NAMES[source.component.name]}; give one scan per component")
         sources[source.component.name] = source

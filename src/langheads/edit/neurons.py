@@ -10,22 +10,17 @@ from pathlib import Path
 import torch
 
 from .. import heads as H
-from ..archs.base import get, linear
+from ..archs.base import get
 from ..errors import LangheadsError
 from ..manifest import write_model_folder
 from .savings import parameters
-
-
-def _set(layer, dotted: str, module) -> None:
-    owner, _, name = dotted.rpartition(".")
-    setattr(get(layer, owner) if owner else layer, name, module)
 
 
 def remove_neurons_(model, removed: dict[int, list[int]], whole: bool = False) -> dict:
     """Slice the removed neurons out of each listed layer's MLP in place; the manifest edit.
     `whole`: a layer may lose every neuron (its MLP removed as a block: width 0)."""
     adapter = H.adapter_for(model)
-    if adapter.mlp_in is None or adapter.mlp_out is None:
+    if adapter.neuron_removal() == "none":
         raise LangheadsError(f"{H.head_layout(model).model_type}: {adapter.removal_note}")
     widths = {}
     for l, gone in removed.items():
@@ -34,15 +29,13 @@ def remove_neurons_(model, removed: dict[int, list[int]], whole: bool = False) -
         keep = torch.tensor(sorted(set(range(width)) - set(gone)), dtype=torch.long)
         if len(keep) == 0 and not whole:
             raise LangheadsError(f"layer {l}: every MLP neuron would go; remove the whole block instead")
-        for path in adapter.mlp_in:
-            proj = get(layer, path)
-            bias = None if proj.bias is None else proj.bias.data[keep]
-            _set(layer, path, linear(proj.weight.data[keep], bias))      # [kept, hidden]
-        down = get(layer, adapter.mlp_out)
-        _set(layer, adapter.mlp_out, linear(down.weight.data[:, keep], down.bias))  # [hidden, kept]
+        adapter.cut_mlp(layer, keep)
         widths[str(l)] = len(keep)
+    uniform = _say_uniform_width(model)
+    if adapter.neuron_removal() == "uniform" and not uniform:
+        raise LangheadsError(f"{H.head_layout(model).model_type}: {adapter.removal_note}")
     return {"op": "remove_neurons", "removed": {str(l): sorted(g) for l, g in sorted(removed.items())},
-            "widths": widths, "uniform": _say_uniform_width(model), **({"whole_blocks": True} if whole else {})}
+            "widths": widths, "uniform": uniform, **({"whole_blocks": True} if whole else {})}
 
 
 def _say_uniform_width(model) -> bool:

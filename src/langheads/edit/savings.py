@@ -21,6 +21,19 @@ def parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def active_parameters(model) -> int:
+    """Parameters one token runs through: all of them, but for a mixture of experts' experts
+    the chosen share (archs' active_share)."""
+    from ..archs.base import get
+
+    adapter, total = H.adapter_for(model), parameters(model)
+    share = adapter.active_share(H.text_config(model))
+    if share is None:
+        return total
+    experts = sum(parameters(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model))
+    return total - round(experts * (1 - share))
+
+
 def describe_body(record: dict) -> str:
     """One line: what a walk across components removed and what that saved, counted on the
     saved weights (2 FLOP per token per parameter of a projection)."""
@@ -33,8 +46,9 @@ def describe_body(record: dict) -> str:
         [f"{count['block']} blocks ({blocks}; A: a layer's attention, M: its MLP)"] * bool(count["block"])
     saved = record["saved"]
     cut = saved["parameters_before"] - saved["parameters_after"]
+    flops = saved.get("flops_per_token", 2 * cut)  # a mixture of experts runs a token through its chosen experts
     return (f"removed {', '.join(parts) or 'nothing'}\n{cut:,} parameters saved "
-            f"({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); {2 * cut:,} FLOP per "
+            f"({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); {flops:,} FLOP per "
             "token fewer in the projections")
 
 
