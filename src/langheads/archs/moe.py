@@ -19,10 +19,10 @@ from .base import Adapter, GGUFFamily, get, refuse_sliding_window
 
 
 def experts_forward(experts: nn.Module, hidden: torch.Tensor, top_k_index: torch.Tensor,
-                    top_k_weights: torch.Tensor, scale: torch.Tensor | None = None, tap=None) -> torch.Tensor:
+                    top_k_weights: torch.Tensor, scale=None, tap=None) -> torch.Tensor:
     """transformers' eager MoE expert loop (MixtralExperts.forward). hidden: [tokens, hidden];
-    scale: [tokens, experts, width] factors on each token's neurons; tap(expert, token_idx,
-    activations [tokens of the expert, width]) sees the activations before down."""
+    scale(expert, token_idx): [tokens of the expert, width] factors on their neurons;
+    tap(expert, token_idx, act(gate) [tokens of the expert, width]) sees the activations."""
     final = torch.zeros_like(hidden)
     with torch.no_grad():
         mask = nn.functional.one_hot(top_k_index, num_classes=experts.num_experts + 1).permute(2, 1, 0)
@@ -36,7 +36,7 @@ def experts_forward(experts: nn.Module, hidden: torch.Tensor, top_k_index: torch
         if tap is not None:
             tap(expert, token_idx, experts.act_fn(gate))
         if scale is not None:
-            act = act * scale[token_idx, expert].to(act.dtype)
+            act = act * scale(expert, token_idx).to(act.dtype)
         out = nn.functional.linear(act, experts.down_proj[expert]) * top_k_weights[token_idx, top_k_pos, None]
         final.index_add_(0, token_idx, out.to(final.dtype))
     return final
@@ -61,23 +61,25 @@ def scaled_experts(modules: dict, factors: dict, n_units: int, width: int):
         def forward(hidden, top_k_index, top_k_weights):
             f = factors[layer].to(device=hidden.device)
             f = f.view(1, n_units) if f.dim() == 1 else f                 # [rows, units]
-            per_neuron = f.repeat_interleave(width, dim=1).view(f.shape[0], experts.num_experts, -1)
-            rows = torch.arange(hidden.shape[0], device=hidden.device) // (hidden.shape[0] // f.shape[0])
-            return experts_forward(experts, hidden, top_k_index, top_k_weights, scale=per_neuron[rows])
+            per_neuron = f.repeat_interleave(width, dim=1).view(f.shape[0], experts.num_experts, -1)  # [rows, E, width]
+            row_of = torch.arange(hidden.shape[0], device=hidden.device) // (hidden.shape[0] // f.shape[0])  # [tokens]
+            return experts_forward(experts, hidden, top_k_index, top_k_weights,
+                                   scale=lambda expert, token_idx: per_neuron[row_of[token_idx], expert])
         return forward
 
     return _replaced_forwards(modules, make)
 
 
 def tapped_experts(modules: dict, taps: dict):
-    """Call taps[layer](activations [tokens, experts x width], 0 where an expert was not chosen)
-    once per forward of each layer's experts (LAPE counts the positive ones)."""
+    """Call taps[layer](active [tokens, experts x width]: act(gate) > 0, False where the expert
+    was not chosen) once per forward of each layer's experts (what LAPE counts)."""
     def make(layer, experts):
         def forward(hidden, top_k_index, top_k_weights):
-            seen = hidden.new_zeros(hidden.shape[0], experts.num_experts, experts.intermediate_dim)
+            seen = torch.zeros(hidden.shape[0], experts.num_experts, experts.intermediate_dim, dtype=torch.bool,
+                               device=hidden.device)
 
             def tap(expert, token_idx, act):
-                seen[token_idx, expert] = act.to(seen.dtype)
+                seen[token_idx, expert] = act > 0
 
             out = experts_forward(experts, hidden, top_k_index, top_k_weights, tap=tap)
             taps[layer](seen.view(hidden.shape[0], -1))

@@ -56,7 +56,8 @@ class Lape(ScoringMethod):
 @contextlib.contextmanager
 def _watched(model, counts: dict, shape: tuple):
     """Call counts[layer](activations [rows, T, width]) on each listed layer's forward: a hook
-    on the family's activation module, or its own tap (a mixture of experts' loop)."""
+    on the family's activation module, or its own tap (a mixture of experts' loop, which gives
+    act > 0 as booleans: all that is counted)."""
     adapter = H.adapter_for(model)
     layers = {i: layer for i, layer in enumerate(H.decoder_layers(model)) if i in counts}
     if adapter.activation_tap is not None:
