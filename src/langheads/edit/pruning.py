@@ -40,7 +40,9 @@ class PruneSettings:
     max_increase: float = option(0.02, help="budget: largest relative NLL rise of a kept language")
     heads: int | None = option(None, help="remove this many heads instead of using the budget")
     dtype: str = option("float32", help="float32 | bfloat16 | float16 for the saved weights")
-    uniform: bool = option(False, help="the same number of heads from every KV group of every layer")
+    uniform: bool = option(False, help="keep every layer alike, so the config says the shapes: the same number of "
+                           "heads from every KV group of every layer; with neuron and block scans one group from "
+                           "every layer (every expert of a mixture) at a time, whole layers only")
     batch_tokens: int = 4096
     chunk_tokens: int = 1024
     trim_vocab: bool = option(False, help="then keep only the kept languages' vocabulary (exact)")
