@@ -25,16 +25,17 @@ def experts_forward(experts: nn.Module, hidden: torch.Tensor, top_k_index: torch
     tap(expert, token_idx, act(gate) [tokens of the expert, width]) sees the activations."""
     final = torch.zeros_like(hidden)
     with torch.no_grad():
-        mask = nn.functional.one_hot(top_k_index, num_classes=experts.num_experts + 1).permute(2, 1, 0)
-        hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero()  # [experts, top-k, tokens] -> used experts
+        mask = nn.functional.one_hot(top_k_index, num_classes=experts.num_experts + 1).permute(2, 1, 0)  # [E+1, k, tokens]
+        hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero()  # [experts chosen by some token, 1]
     for expert in hit[:, 0].tolist():
         if expert == experts.num_experts:
             continue
         top_k_pos, token_idx = torch.where(mask[expert])
         gate, up = nn.functional.linear(hidden[token_idx], experts.gate_up_proj[expert]).chunk(2, dim=-1)
-        act = experts.act_fn(gate) * up                                 # [tokens of the expert, width]
+        activated = experts.act_fn(gate)                                # [tokens of the expert, width]
         if tap is not None:
-            tap(expert, token_idx, experts.act_fn(gate))
+            tap(expert, token_idx, activated)
+        act = activated * up
         if scale is not None:
             act = act * scale(expert, token_idx).to(act.dtype)
         out = nn.functional.linear(act, experts.down_proj[expert]) * top_k_weights[token_idx, top_k_pos, None]
