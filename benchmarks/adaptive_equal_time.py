@@ -26,12 +26,11 @@ from langheads.scanning.scan import bootstrap_scores
 from langheads.scoring import METHODS
 
 
-def open_on_first(per_text: pd.DataFrame, languages: list[str], n: int, threshold: float, seed: int,
-                  n_boot: int) -> int:
-    """Pairs whose full-scan interval on the first n texts of each language straddles the threshold."""
+def open_on_first(data: dict, n: int, threshold: float, seed: int, n_boot: int) -> int:
+    """Pairs whose full-scan interval on the first n texts of each language straddles the
+    threshold; data[lang] = (base [texts], values [layers, heads, texts])."""
     method, count = METHODS["exact"](), 0
-    for lang in languages:
-        base, values = arrays(per_text, lang)                         # [texts], [layers, heads, texts]
+    for lang, (base, values) in data.items():
         s = bootstrap_scores(method, lang, base[:n], values[..., :n], seed, n_boot, threshold=threshold)
         count += int(((s.rel_ci_low <= threshold) & (s.rel_ci_high > threshold)).sum())
     return count
@@ -54,12 +53,13 @@ def main() -> None:
     print(f"adaptive, up to {args.budget} texts: {t_adaptive:.0f} s", flush=True)
     settings = full.plan.settings
     per_text = pd.read_parquet(work / "full" / "per_text.parquet")
+    data = {lang: arrays(per_text, lang) for lang in languages}
     n_pairs = len(full.scores)
     print(f"\n{full.plan.loaded.model_id}; {len(languages)} languages, {n_pairs} head-language pairs, texts cut to "
           f"{args.tokens} tokens; work in {work}")
     print(f"\n{'scan':34} {'seconds':>8} {'undecided':>10}")
     for n in range(2, args.budget + 1):
-        left = open_on_first(per_text, languages, n, settings.threshold, settings.seed, settings.bootstrap)
+        left = open_on_first(data, n, settings.threshold, settings.seed, settings.bootstrap)
         print(f"{f'full exact, first {n} texts':34} {t_full * n / args.budget:8.0f} {left:10}"
               + ("  (measured)" if n == args.budget else "  (time: x n / budget)"))
     triples = adaptive.rule["adaptive"]["pair_texts_scored"]

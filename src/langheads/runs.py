@@ -113,22 +113,28 @@ def sample_note(result) -> str | None:
             ") cover less often than their stated 95%: treat their kinds as provisional")
 
 
-def neurons_of(component: dict, unit: int) -> str:
-    """A neuron group's neurons, first-last (128-191), or its expert's and its own in the expert
-    (E1:0-15) in a mixture of experts, whose units are expert-major."""
+def _group_span(component: dict, unit: int) -> tuple[int | None, int, int]:
+    """(expert or None, first, last neuron in it) of a neuron group; a mixture of experts'
+    units are expert-major."""
     g, experts = component["neurons_per_group"], component.get("experts")
     if not experts:
-        return f"{unit * g}-{unit * g + g - 1}"
-    per_expert = component["units_per_layer"] // experts
-    first = unit % per_expert * g
-    return f"E{unit // per_expert}:{first}-{first + g - 1}"
+        return None, unit * g, unit * g + g - 1
+    expert, group = divmod(unit, component["units_per_layer"] // experts)
+    return expert, group * g, group * g + g - 1
+
+
+def neurons_of(component: dict, unit: int) -> str:
+    """A neuron group's neurons, first-last (128-191), or its expert and its neurons in the
+    expert (E1:0-15)."""
+    expert, first, last = _group_span(component, unit)
+    return f"{first}-{last}" if expert is None else f"E{expert}:{first}-{last}"
 
 
 def unit_name(component: dict, layer: int, unit: int) -> str:
     """L3H1 (a head), L3N128-191 (a neuron group), L3E1N0-15 (one of expert 1's), L3 mlp (a block)."""
     if component["name"] == "neuron":
-        expert, _, neurons = neurons_of(component, unit).rpartition(":")  # expert: "" without experts
-        return f"L{layer}{expert}N{neurons}"
+        expert, first, last = _group_span(component, unit)
+        return f"L{layer}{'' if expert is None else f'E{expert}'}N{first}-{last}"
     if component["name"] == "block":
         return f"L{layer} {component['units'][unit]}"
     return f"L{layer}H{unit}"

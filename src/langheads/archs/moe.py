@@ -171,10 +171,10 @@ class Qwen3Moe(_FusedExperts):
     family = "qwen3_moe"
     model_types = ("qwen3_moe",)
     width_key = "moe_intermediate_size"
+    gguf = GGUFFamily("qwen3moe", norm_plus_one=False, permute_qk=False, narrow_q=True)
 
     def expert_count(self, config) -> int:
         return config.num_experts
-    gguf = GGUFFamily("qwen3moe", norm_plus_one=False, permute_qk=False, narrow_q=True)
 
     def gguf_metadata(self, w, config, layout) -> None:
         if not config.norm_topk_prob or config.mlp_only_layers or config.decoder_sparse_step != 1:

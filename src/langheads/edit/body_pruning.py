@@ -41,10 +41,10 @@ class Source:
     @classmethod
     def of(cls, model, run, keep: list[str], drop: list[str], uniform: bool = False) -> "Source":
         c = run.info.get("component", {"name": "head"})
-        removal = H.adapter_for(model).neuron_removal()
+        adapter = H.adapter_for(model)
+        removal = adapter.neuron_removal()
         if c["name"] != "head" and (removal == "none" or removal == "uniform" and not uniform):  # before the walk
-            raise LangheadsError(f"{run.folder}: {H.head_layout(model).model_type}: "
-                                 f"{H.adapter_for(model).removal_note}")
+            raise LangheadsError(f"{run.folder}: {H.head_layout(model).model_type}: {adapter.removal_note}")
         component = component_for(model, c["name"], c.get("neurons_per_group", 64))
         return cls(component, candidate_tiers(run.info["heads"], drop), head_harm(run.scores, keep))
 

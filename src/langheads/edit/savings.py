@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import heads as H
+from ..archs.base import get
 from .surgery import layer_plan
 
 
@@ -24,8 +25,6 @@ def parameters(model) -> int:
 def active_parameters(model) -> int:
     """Parameters one token runs through: all of them, but for a mixture of experts' experts
     the chosen share (archs' active_share)."""
-    from ..archs.base import get
-
     adapter, total = H.adapter_for(model), parameters(model)
     share = adapter.active_share(H.text_config(model))
     if share is None:

@@ -61,11 +61,11 @@ def _watched(model, counts: dict, shape: tuple):
     adapter = H.adapter_for(model)
     layers = {i: layer for i, layer in enumerate(H.decoder_layers(model)) if i in counts}
     if adapter.activation_tap is not None:
-        taps = {i: (lambda c: lambda act: c(act.view(*shape, -1)))(counts[i]) for i in layers}
+        taps = {i: lambda act, count=counts[i]: count(act.view(*shape, -1)) for i in layers}
         with adapter.activation_tap({i: get(layer, adapter.mlp_out) for i, layer in layers.items()}, taps):
             yield
         return
-    handles = [get(layer, adapter.mlp_act).register_forward_hook((lambda c: lambda m, a, out: c(out))(counts[i]))
+    handles = [get(layer, adapter.mlp_act).register_forward_hook(lambda m, a, out, count=counts[i]: count(out))
                for i, layer in layers.items()]
     try:
         yield
