@@ -132,7 +132,8 @@ def test_neuron_scan_refusals(argv, message, tiny_dirs, sample_data, tmp_path, c
 
 
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral"])
-def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch, sample_data, tmp_path, capsys):
+def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch, sample_data, tmp_path, capsys,
+                                                                           monkeypatch):
     """Units name their expert; prune takes the same number of groups from every expert of
     every layer (--uniform; refused without it before the walk), the config says the new expert
     width (plain transformers loads it), the model equals the masked original, the summary's
@@ -158,7 +159,9 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     assert scores.loc[scores["head"] == per + 1, "neurons"].eq("E1:16-31").all()
     assert unit_name(info["component"], 2, 4 * per - 1) == f"L2E3N{width - 16}-{width - 1}"
     capsys.readouterr()
-    assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "12", "--out", str(pruned)]) == 2
+    with monkeypatch.context() as m:  # refused from the scan's record, before any model loads
+        m.setattr("langheads.edit.pruning.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+        assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "12", "--out", str(pruned)]) == 2
     assert "neurons leave with --uniform only" in capsys.readouterr().err and not pruned.exists()
     assert main(["prune", "--scan", str(out), "--keep", "en", "--uniform", "--heads", "12", "--max-increase", "1",
                  "--out", str(pruned), "--quiet"]) == 0

@@ -23,6 +23,7 @@ import torch
 
 from .. import heads as H
 from .. import nll
+from ..archs import REGISTRY
 from ..components import Component, component_for
 from ..errors import LangheadsError
 from . import savings
@@ -39,12 +40,8 @@ class Source:
     harm: dict[tuple[int, int], float]
 
     @classmethod
-    def of(cls, model, run, keep: list[str], drop: list[str], uniform: bool = False) -> "Source":
+    def of(cls, model, run, keep: list[str], drop: list[str]) -> "Source":
         c = run.info.get("component", {"name": "head"})
-        adapter = H.adapter_for(model)
-        removal = adapter.neuron_removal()
-        if c["name"] != "head" and (removal == "none" or removal == "uniform" and not uniform):  # before the walk
-            raise LangheadsError(f"{run.folder}: {H.head_layout(model).model_type}: {adapter.removal_note}")
         component = component_for(model, c["name"], c.get("neurons_per_group", 64))
         return cls(component, candidate_tiers(run.info["heads"], drop), head_harm(run.scores, keep))
 
@@ -197,7 +194,7 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
     """Make moves until the budget or the moves run out; the result's curve has every move made."""
     from tqdm.auto import tqdm
 
-    sources = _sources(loaded.model, runs, settings.keep, drop, settings.uniform)
+    sources = _sources(loaded.model, runs, settings.keep, drop)
     components = {n: s.component for n, s in sources.items()}
     group = components["neuron"].group if "neuron" in components else 64
     body = Body(loaded.model, group)
@@ -267,10 +264,10 @@ def _bad_end(before, after) -> float:
     return float(paired_interval(before, after, 0, 400)[1][1])
 
 
-def _sources(model, runs: list, keep: list[str], drop: list[str], uniform: bool = False) -> dict[str, Source]:
+def _sources(model, runs: list, keep: list[str], drop: list[str]) -> dict[str, Source]:
     sources: dict[str, Source] = {}
     for run in runs:
-        source = Source.of(model, run, keep, drop, uniform)
+        source = Source.of(model, run, keep, drop)
         if source.component.name in sources:
             raise LangheadsError(f"two scans of {NAMES[source.component.name]}; give one scan per component")
         sources[source.component.name] = source
@@ -298,6 +295,10 @@ def check_runs(runs: list, settings) -> None:
     if settings.uniform and "head" in names:
         raise LangheadsError("--uniform with a head scan goes with that scan alone (the head walk); with neuron "
                              "groups and blocks it keeps every layer alike")
+    adapter = REGISTRY.get(first["model"].get("architecture"))  # the family, from the scan: no model loaded yet
+    removal = adapter.neuron_removal() if adapter else "any"    # unknown here: remove_neurons_ still refuses
+    if set(names) - {"head"} and (removal == "none" or removal == "uniform" and not settings.uniform):
+        raise LangheadsError(f"{runs[0].folder}: {first['model']['architecture']}: {adapter.removal_note}")
 
 
 def prune_body(loaded, settings, runs: list, drop: list[str], out: Path, overwrite: bool, progress: bool,
