@@ -132,14 +132,15 @@ def test_neuron_scan_refusals(argv, message, tiny_dirs, sample_data, tmp_path, c
 
 
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral"])
-def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch, sample_data, tmp_path, capsys,
-                                                                           monkeypatch):
-    """Units name their expert; prune takes the same number of groups from every expert of
-    every layer (--uniform; refused without it before the walk), the config says the new expert
-    width (plain transformers loads it), the model equals the masked original, the summary's
-    FLOPs count the chosen experts only, and llama.cpp runs the export."""
+def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch, sample_data, tmp_path, capsys):
+    """Units name their expert; prune takes one group from every expert of one layer per move
+    (layers may then differ: load_model replays them, the model equals the masked original, the
+    GGUF export refuses), or with --uniform from every expert of every layer: the config says
+    the new expert width (plain transformers loads it), the model equals the masked original, the
+    summary's FLOPs count the chosen experts only, and llama.cpp runs the export."""
     from transformers import AutoModelForCausalLM
 
+    from langheads import heads as H
     from langheads.deploy import export
     from langheads.manifest import read_manifest
     from langheads.runs import unit_name
@@ -158,11 +159,33 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     per = width // 16
     assert scores.loc[scores["head"] == per + 1, "neurons"].eq("E1:16-31").all()
     assert unit_name(info["component"], 2, 4 * per - 1) == f"L2E3N{width - 16}-{width - 1}"
+    original = langheads.load_model(str(folder)).model
+    component = component_for(original, "neuron", 16)
+    ids = torch.tensor([nll.tokenize(langheads.load_model(str(folder)).tokenizer, [SAMPLE["en"][0]])[0]])
+
+    def masked_logits(units):
+        factors = {l: torch.ones(component.layout.n_heads).index_fill_(
+            0, torch.tensor([g for _, x, g in units if x == l], dtype=torch.long), 0.0) for l in range(3)}
+        with torch.no_grad(), component.scaled(original, factors):
+            return original(input_ids=ids).logits
+
+    # without --uniform a move takes one group from each expert of one layer: layers may differ
+    assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "8", "--max-increase", "1",
+                 "--out", str(tmp_path / "per-layer"), "--quiet"]) == 0
+    units = read_manifest(tmp_path / "per-layer").pruning_record()["removed_units"]
+    moves = [units[:4], units[4:]]
+    assert len(units) == 8 and all(len({l for _, l, _ in m}) == 1 and sorted(g // per for *_, g in m) == [0, 1, 2, 3]
+                                   for m in moves)
+    reloaded = langheads.load_model(str(tmp_path / "per-layer")).model
+    widths = [layer.mlp.experts.intermediate_dim for layer in H.decoder_layers(reloaded)]
+    assert sorted(widths) == sorted([width - 16 * sum(l == x for _, l, _ in units) // 4 for x in range(3)])
+    want = masked_logits(units)
+    with torch.no_grad():
+        assert (reloaded(input_ids=ids).logits - want).abs().max() <= 1e-5 * want.abs().max()
+    assert len(set(widths)) > 1  # two moves, three layers
+    with pytest.raises(LangheadsError, match="experts keep different widths"):  # llama.cpp reads one expert width
+        export.export_gguf(langheads.load_model(str(tmp_path / "per-layer")), tmp_path / "uneven.gguf", "f32")
     capsys.readouterr()
-    with monkeypatch.context() as m:  # refused from the scan's record, before any model loads
-        m.setattr("langheads.edit.pruning.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
-        assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "12", "--out", str(pruned)]) == 2
-    assert "neurons leave with --uniform only" in capsys.readouterr().err and not pruned.exists()
     assert main(["prune", "--scan", str(out), "--keep", "en", "--uniform", "--heads", "12", "--max-increase", "1",
                  "--out", str(pruned), "--quiet"]) == 0
     said = capsys.readouterr().out
@@ -170,15 +193,9 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     assert len(units) == 12 and sorted((l, g // per) for _, l, g in units) == [(l, e) for l in range(3) for e in range(4)]
     cut = 3 * 4 * 16 * 3 * 64  # layers x experts x neurons x (gate row, up row, down column) x hidden
     assert f"{cut:,} parameters saved" in said and f"{cut:,} FLOP per token fewer" in said  # 2 x cut x 2 of 4 experts
-    original = langheads.load_model(str(folder)).model
     plain = AutoModelForCausalLM.from_pretrained(pruned, dtype=torch.float32)
     assert sum(p.numel() for p in original.parameters()) - sum(p.numel() for p in plain.parameters()) == cut
-    component = component_for(original, "neuron", 16)
-    factors = {l: torch.ones(component.layout.n_heads).index_fill_(0, torch.tensor([g for _, x, g in units if x == l]),
-                                                                   0.0) for l in range(3)}
-    ids = torch.tensor([nll.tokenize(langheads.load_model(str(folder)).tokenizer, [SAMPLE["en"][0]])[0]])
-    with torch.no_grad(), component.scaled(original, factors):
-        masked = original(input_ids=ids).logits
+    masked = masked_logits(units)
     with torch.no_grad():
         assert (plain(input_ids=ids).logits - masked).abs().max() <= 1e-5 * masked.abs().max()
     if importlib.util.find_spec("llama_cpp"):  # the llamacpp extra

@@ -141,7 +141,10 @@ def write_model_folder(model, save_tokenizer, out: Path, manifest: Manifest, ove
     """Write weights (safetensors), config, tokenizer and the manifest; the folder appears at
     `out` only when whole (folders.new_folder). `save_tokenizer(folder)` writes the tokenizer files."""
     with new_folder(out, overwrite, "model") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # shapes the config cannot say are replayed on the model's own tensors (models.py), so
+        # such a folder keeps them as the model names them (transformers would otherwise write a
+        # mixture of experts back as one tensor per expert)
+        model.save_pretrained(tmp, safe_serialization=True, save_original_format=not manifest.needs_replay())
         save_tokenizer(tmp)
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return out

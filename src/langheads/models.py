@@ -219,7 +219,7 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     model, info = _with_other_shapes(folder, dtype)
     adapter = adapter_for(model)
     prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed) + \
-        tuple(f"{adapter.layers}.{layer}.{path}." for layer in neurons for path in (*adapter.mlp_in, adapter.mlp_out))
+        tuple(f"{adapter.layers}.{layer}.{path}." for layer in neurons for path in (*(adapter.mlp_in or ()), adapter.mlp_out))
     # Only the replayed layers' attention may be missing, unexpected or of another shape.
     off = [k if isinstance(k, str) else k[0] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
            for k in info.get(kind, []) if not (k if isinstance(k, str) else k[0]).startswith(prefixes)]

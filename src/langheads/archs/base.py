@@ -165,7 +165,8 @@ class Adapter:
 
     def neuron_removal(self) -> str:
         """How neurons leave the weights: 'any' (layers keep different widths, the manifest
-        replays them), 'uniform' (one width everywhere, which the config says) or 'none'."""
+        replays them), 'experts-alike' (each expert of a layer keeps as many; layers may
+        differ) or 'none'."""
         return "none" if self.mlp_in is None else "any"
 
     def neuron_parameters(self, layer: nn.Module) -> int:

@@ -98,9 +98,8 @@ class _FusedExperts(Adapter):
     mlp_act = None           # one activation module serves every expert: LAPE taps experts_forward
     mlp_in = None
     experts = True
-    removal_note = ("a layer's experts are stored as one [experts, width, hidden] tensor and its config says one "
-                    "expert width, so neurons leave with --uniform only (the same number from every expert of "
-                    "every layer; whole layers), or prune its heads")
+    removal_note = ("a layer's experts are stored as one [experts, width, hidden] tensor, so every expert of a "
+                    "layer keeps as many neurons (a move takes one group from each)")
     neuron_scaler = staticmethod(scaled_experts)
     activation_tap = staticmethod(tapped_experts)
     width_key = "intermediate_size"  # the config's one expert width
@@ -112,7 +111,7 @@ class _FusedExperts(Adapter):
         return experts.intermediate_dim
 
     def neuron_removal(self) -> str:
-        return "uniform"
+        return "experts-alike"
 
     def neuron_parameters(self, layer: nn.Module) -> int:
         experts = get(layer, self.mlp_out)

@@ -126,6 +126,18 @@ def layer_widths(model) -> list[int] | None:
     return [adapter.mlp_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)]
 
 
+def _check_expert_widths(model, family) -> None:
+    """A mixture of experts exports where every layer's experts keep one width (the config's)."""
+    adapter = adapter_for(model)
+    if not adapter.experts:
+        return
+    widths = [adapter.expert_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)]
+    if len(set(widths)) > 1:
+        raise LangheadsError(f"layers' experts keep different widths ({', '.join(f'L{i}: {w}' for i, w in enumerate(widths[:6]))}"
+                             f" ...), and llama.cpp's {family.arch} graph reads one expert width for every layer; "
+                             "export a pruning with --uniform, or use the folder with langheads.load_model")
+
+
 STAND_IN = 32  # neurons of the zero MLP written for a removed MLP where the layer keeps its attention
 
 
@@ -225,6 +237,7 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False, p
         runs = sorted(t for a in FAMILIES if a.gguf for t in a.model_types)
         raise LangheadsError(f"GGUF export supports {', '.join(runs)}, not {H.text_config(loaded.model).model_type}")
     counts, widths = layer_heads(loaded.model), layer_widths(loaded.model)
+    _check_expert_widths(loaded.model, family)
     arch = graph_for(family, counts, H.head_layout(loaded.model), H.text_config(loaded.model).hidden_size, widths)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:  # only a whole file ever has the user's name (Ctrl-C, a crash)

@@ -150,8 +150,9 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
 
 def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, uniform: bool) -> list[tuple]:
     """One neuron group (a layer keeps one at least), or with `uniform` the least harmful
-    candidate group left in every layer at once (in a mixture of experts: in every expert of
-    every layer, each keeping one)."""
+    candidate group left in every layer at once. In a mixture of experts every expert of a
+    layer keeps as many neurons (one stacked tensor), so a move takes the least harmful group
+    left in each expert of one layer (with `uniform`: of every layer), each keeping one."""
     c = source.component
     per_slot = c.layout.n_heads // (c.experts or 1)  # groups of a layer, or of one expert
 
@@ -163,13 +164,15 @@ def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, unif
         left[slot(l, g)] = left.get(slot(l, g), per_slot) - 1
     free = sorted(((l, g) for l, g in source.tiers if (l, g) not in chosen.groups and l not in gone_mlp
                    and left.get(slot(l, g), per_slot) > 1), key=lambda u: (source.tiers[u], source.harm[u]))
-    if not uniform:
+    if not uniform and not c.experts:
         return [(("neuron", l, g),) for l, g in free]
     first = {}
     for l, g in free:
         first.setdefault(slot(l, g), g)
-    slots = [(l, e) for l in range(body.layout.n_layers) if l not in gone_mlp for e in range(c.experts or 1)]
-    return [tuple(("neuron", l, first[(l, e)]) for l, e in slots)] if slots and all(s in first for s in slots) else []
+    layers = [l for l in range(body.layout.n_layers) if l not in gone_mlp]
+    per_move = [layers] if uniform else [[l] for l in layers]  # the layers one move cuts alike
+    slots = [[(l, e) for l in ls for e in range(c.experts or 1)] for ls in per_move]
+    return [tuple(("neuron", l, first[(l, e)]) for l, e in s) for s in slots if s and all(x in first for x in s)]
 
 
 def next_move(body: Body, sources: dict[str, Source], chosen: Chosen, tried: set, room: int | None = None,
@@ -297,7 +300,7 @@ def check_runs(runs: list, settings) -> None:
                              "groups and blocks it keeps every layer alike")
     adapter = REGISTRY.get(first["model"].get("architecture"))  # the family, from the scan: no model loaded yet
     removal = adapter.neuron_removal() if adapter else "any"    # unknown here: remove_neurons_ still refuses
-    if set(names) - {"head"} and (removal == "none" or removal == "uniform" and not settings.uniform):
+    if set(names) - {"head"} and removal == "none":
         raise LangheadsError(f"{runs[0].folder}: {first['model']['architecture']}: {adapter.removal_note}")
 
 

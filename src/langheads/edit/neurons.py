@@ -32,8 +32,6 @@ def remove_neurons_(model, removed: dict[int, list[int]], whole: bool = False) -
         adapter.cut_mlp(layer, keep)
         widths[str(l)] = len(keep)
     uniform = _say_uniform_width(model)
-    if adapter.neuron_removal() == "uniform" and not uniform:
-        raise LangheadsError(f"{H.head_layout(model).model_type}: {adapter.removal_note}")
     return {"op": "remove_neurons", "removed": {str(l): sorted(g) for l, g in sorted(removed.items())},
             "widths": widths, "uniform": uniform, **({"whole_blocks": True} if whole else {})}
 
