@@ -2,7 +2,9 @@
 
 For each rarity source (word frequencies, the tokenizer's own order, the corpus's decision
 texts) and each size, the default model is trimmed in memory and measured on the report texts,
-which played no part in any choice. Each line's change is against the untrimmed model.
+which played no part in any choice. Each line's change is against the untrimmed model. As
+`choose_vocab` does, the tokens the kept languages' decision texts use go first (`--no-first`:
+rarity alone).
 
     python benchmarks/vocab_curve.py --keep en,hi --sizes 128000,96000,64000,48000,32000
 """
@@ -20,7 +22,7 @@ def main() -> None:
     from langheads.corpus import load_corpus
     from langheads.evaluation.evaluate import text_losses
     from langheads.edit.vocab import (TokenizerFile, choose_vocab, decision_texts, rarity_counts, shrink,
-                                 trim_model_, trimmed_tokenizer)
+                                      trim_model_, trimmed_tokenizer, used_tokens)
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
@@ -28,6 +30,8 @@ def main() -> None:
     p.add_argument("--sizes", default="128000,96000,64000,48000,32000")
     p.add_argument("--rarity", default="wordfreq,texts,order")
     p.add_argument("--out", help="also write the table here (markdown)")
+    p.add_argument("--no-first", action="store_true", help="rank every token by rarity alone (as before "
+                   "2026-12-03), not the decision texts' tokens first")
     args = p.parse_args()
     keep = args.keep.split(",")
     original = load_model(args.model)
@@ -60,10 +64,11 @@ def main() -> None:
 
     measure(exact, "exact")
     texts = [t for lang in keep for t in decisions[lang]]
+    used = used_tokens(tf, keep, decisions)  # first, as choose_vocab takes them (--no-first: not)
     for rarity in args.rarity.split(","):
         source, counts = rarity_counts(tf, keep, rarity, texts if rarity == "texts" else None)
         for size in [int(s) for s in args.sizes.split(",")]:
-            measure(shrink(tf, exact, counts, size, source), rarity)
+            measure(shrink(tf, exact, counts, size, source, first=set() if args.no_first else used), rarity)
     if args.out:
         import pandas as pd
 

@@ -118,6 +118,21 @@ def test_max_vocab_is_closed_under_merges():
         vocab.choose_vocab(tok, ["en", "hi"], synthetic.TRAINING_TEXT, max_vocab=10, vocab_texts=texts)
 
 
+def test_max_vocab_keeps_the_tokens_the_kept_languages_texts_use_first():
+    """A word list (here: French text as the rarity source) misses a domain's own words; the
+    tokens the kept languages' decision texts use go before any ranked by rarity."""
+    tok = synthetic.trained_tokenizer("byte_fallback")
+    tf = vocab.TokenizerFile.of(tok)
+    T = synthetic.TRAINING_TEXT
+    used = set(tf.encode_counts(T["en"][2:]))  # "The cat sat on the mat and looked at the rain in 1948."
+    with_it = vocab.choose_vocab(tok, ["en", "hi"], {"en": T["en"], "hi": T["hi"]}, max_vocab=500, vocab_texts=T["fr"])
+    without = vocab.choose_vocab(tok, ["en", "hi"], {"en": T["en"][:2], "hi": T["hi"]}, max_vocab=500,
+                                 vocab_texts=T["fr"])
+    assert used <= set(with_it.kept_ids) and len(used - set(without.kept_ids)) > 5
+    cut = vocab.trimmed_tokenizer(tok, with_it.kept_ids)
+    assert cut.convert_ids_to_tokens(cut(T["en"][2])["input_ids"]) == tok.convert_ids_to_tokens(tok(T["en"][2])["input_ids"])
+
+
 def test_scripts_are_measured_per_language():
     shares = vocab.language_scripts({"ja": ["日本語のテキストです。カタカナ"], "en": ["Plain text, café."]})
     assert set(shares["ja"]) == {"HAN", "HIRAGANA", "KATAKANA"} and shares["en"] == {"LATIN": 1.0}

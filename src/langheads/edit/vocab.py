@@ -346,7 +346,12 @@ def choose_vocab(tokenizer, keep: list[str], texts_by_lang: dict[str, list[str]]
     if max_vocab is None or max_vocab >= len(exact.kept_ids):
         return exact
     rarity, counts = rarity_counts(tf, keep, rarity, vocab_texts)
-    return shrink(tf, exact, counts, max_vocab, rarity)
+    return shrink(tf, exact, counts, max_vocab, rarity, first=used_tokens(tf, keep, texts_by_lang))
+
+
+def used_tokens(tf: TokenizerFile, keep: list[str], texts_by_lang: dict[str, list[str]]) -> set[int]:
+    """The ids the kept languages' texts use (the decision texts: never the report part)."""
+    return set(tf.encode_counts([text for lang in keep for text in texts_by_lang[lang]]))
 
 
 RARITIES = ("auto", "texts", "wordfreq", "order")
@@ -368,16 +373,19 @@ def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
     raise LangheadsError(f"unknown rarity source '{rarity}'; choose auto, texts, wordfreq or order")
 
 
-def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str) -> VocabChoice:
+def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str,
+           first: set[int] = frozenset()) -> VocabChoice:
     """At most `max_vocab` of the exact choice's ids: special, added, byte and single-character
     tokens always (a dropped character costs several byte tokens wherever it occurs: U+2010,
-    the hyphen of UDHR's English, or Hindi's nukta letters), then by rank, each token with the
-    parts its merge needs."""
+    the hyphen of UDHR's English, or Hindi's nukta letters), then the tokens `first` (those the
+    kept languages' decision texts use: a word list misses a domain's own words, such as UDHR's
+    "arbitrarily"), then by rank; each token with the parts its merge needs."""
     if max_vocab >= len(exact.kept_ids):
         return exact
     always = [i for i in exact.kept_ids if i in tf.added or tf.is_byte(i) or len(tf.surface(i)) == 1]
     fixed = set(always)
     rest = ranked_ids(tf, [i for i in exact.kept_ids if i not in fixed], counts)
+    rest = [i for i in rest if i in first] + [i for i in rest if i not in first]
     chosen = close_under_merges(tf, always, rest, max_vocab)
     return VocabChoice(chosen, tf.size, exact.scripts, f"max-vocab {max_vocab}", rarity,
                        {**exact.reasons, "dropped as rarest": len(exact.kept_ids) - len(chosen)})
