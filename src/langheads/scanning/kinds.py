@@ -68,10 +68,18 @@ class IntervalRule:
     def agnostic_min(self, n_languages: int) -> int:
         return max(1, math.ceil(self.agnostic_share * n_languages - 1e-9))
 
+    def kind_of(self, n: int, n_languages: int) -> str:
+        """The kind of a head that matters for n of n_languages languages."""
+        if n == 0:
+            return "miscellaneous"
+        if n == 1:
+            return "language-specific"
+        return "language-agnostic" if n >= self.agnostic_min(n_languages) else "language-group"
+
     def matters(self, scores: pd.DataFrame) -> pd.Series:
         """Per row of scores: does this head matter for this language? An adaptive scan's
-        early calls (column stopped: matters | futile) stand; pairs it scored on every text
-        (stopped: last) get the interval."""
+        early calls (column stopped: matters | below | futile) stand, only "matters"
+        counting; pairs it scored on every text (stopped: last) get the interval."""
         called = scores["rel_ci_low"] > self.threshold
         if "stopped" in scores:
             called = called.where(scores["stopped"] == "last", scores["stopped"] == "matters")
@@ -80,21 +88,12 @@ class IntervalRule:
     def classify(self, scores: pd.DataFrame, languages: list[str]) -> list[dict]:
         """One entry per head: layer, head, kind, the languages it matters for."""
         out = []
-        agnostic = self.agnostic_min(len(languages))
         scores = scores.assign(_matters=self.matters(scores))
         for (layer, head), rows in scores.groupby(["layer", "head"], sort=True):
             yes = dict(zip(rows["language"], rows["_matters"]))
             matters = [lang for lang in languages if yes[lang]]
-            n = len(matters)
-            if n == 0:
-                kind = "miscellaneous"
-            elif n == 1:
-                kind = "language-specific"
-            elif n >= agnostic:
-                kind = "language-agnostic"
-            else:
-                kind = "language-group"
-            out.append({"layer": int(layer), "head": int(head), "kind": kind, "languages": matters})
+            out.append({"layer": int(layer), "head": int(head), "kind": self.kind_of(len(matters), len(languages)),
+                        "languages": matters})
         return out
 
 

@@ -73,7 +73,7 @@ class ScanSettings:
     adaptive: bool = option(False, help="exact only: score texts in rounds and stop each head-language pair once "
                             "its call is settled (a sequential test; docs/scan.md)")
     first_look: int = option(2, help="with --adaptive: texts scored before the first look")
-    early_alpha: float = option(0.01, help="with --adaptive: what early 'matters' calls may add to the chance of a "
+    early_alpha: float = option(0.005, help="with --adaptive: what early 'matters' calls may add to the chance of a "
                                 "false 'matters', over all looks")
     futility: float = option(0.05, help="with --adaptive: stop a pair as 'does not matter' when its chance of "
                              "'matters' after the last text is below this")

@@ -45,7 +45,7 @@ class StoppingRule:
     max_texts: int = 8
     first: int = 2            # the first look, after this many texts
     step: int = 1             # texts per round after the first look
-    early_alpha: float = 0.01
+    early_alpha: float = 0.005
     futility: float = 0.05
     statistic: str = "difference"   # difference: x = d - threshold b | ratio: x = d / b - threshold
 
