@@ -6,8 +6,9 @@ import torch
 import langheads
 from langheads import nll
 from langheads.cli import main
+from langheads.errors import LangheadsError
 from langheads.corpus import load_corpus
-from langheads.edit.heal import HealSettings, distillation_loss
+from langheads.edit.heal import HealSettings, distillation_loss, in_student_tokens
 from langheads.edit.neurons import save_without_neurons
 from langheads.manifest import read_manifest
 
@@ -94,3 +95,54 @@ def test_heal_refuses_bad_input_before_any_model_loads(models, sample_data, tmp_
     assert main(["heal", str(original), "--baseline", str(original), "--out", str(tmp_path / "h")]) == 2
     assert "not an edited model folder" in capsys.readouterr().err
     assert not (tmp_path / "h").exists()
+
+
+def test_heal_a_trimmed_vocabulary(tmp_path):
+    """A model with a trimmed vocabulary (here also an MLP cut, so there is something to heal)
+    reads the heal texts in its own tokens and the original the same strings; the target is the
+    original's distribution over the kept tokens. Untrimmed, the loss over every id equals the
+    plain one; trimmed, healing lowers it and the folder keeps its vocabulary."""
+    import json
+
+    from langheads import synthetic
+
+    synthetic.save_tiny("llama", tmp_path / "orig", tokenizer="byte_fallback")
+    scaled = langheads.load_model(str(tmp_path / "orig"))
+    with torch.no_grad():  # weights scaled up, so that its next-token distributions are not flat
+        for name, p in scaled.model.named_parameters():
+            if "norm" not in name:
+                p.mul_(4.0)
+    scaled.model.save_pretrained(tmp_path / "base")
+    scaled.tokenizer.save_pretrained(tmp_path / "base")
+    save_without_neurons(langheads.load_model(str(tmp_path / "base")), {0: list(range(0, 96, 2))}, tmp_path / "pruned")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
+                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
+                    encoding="utf-8")
+    assert main(["trim", "--model", str(tmp_path / "pruned"), "--keep", "en", "--data", str(data),
+                 "--out", str(tmp_path / "trim")]) == 0
+    trimmed, teacher = langheads.load_model(str(tmp_path / "trim")), langheads.load_model(str(tmp_path / "base"))
+    kept = read_manifest(tmp_path / "trim").kept_ids()
+    assert len(kept) < len(teacher.tokenizer)
+    ids = nll.tokenize(teacher.tokenizer, synthetic.TRAINING_TEXT["en"], 64)
+    with torch.no_grad():
+        every = list(range(teacher.model.get_input_embeddings().num_embeddings))
+        assert torch.isclose(distillation_loss(teacher.model, teacher.model, ids, every),
+                             distillation_loss(teacher.model, teacher.model, ids), atol=1e-6)
+    hi = nll.tokenize(teacher.tokenizer, synthetic.TRAINING_TEXT["hi"][:1], 64)[0]  # tokens the trim dropped
+    assert not set(hi) <= set(kept)
+    got = in_student_tokens([hi], teacher, trimmed, kept)[0]  # the same text in the student's own tokens
+    assert trimmed.tokenizer.decode(got, skip_special_tokens=True) == teacher.tokenizer.decode(hi, skip_special_tokens=True)
+    settings = HealSettings(model=str(tmp_path / "trim"), baseline=str(tmp_path / "base"), keep=["en"], steps=20,
+                            lr=1e-3, data=str(data))
+    record = langheads.heal(settings, tmp_path / "healed", progress=False)
+    assert record["loss_after"] < 0.9 * record["loss_before"]
+    healed = langheads.load_model(str(tmp_path / "healed"))
+    assert len(healed.tokenizer) == len(kept) == healed.model.get_input_embeddings().num_embeddings
+    # a trimmed vocabulary alone equals the original over the kept tokens: healing can only hurt
+    assert main(["trim", "--model", str(tmp_path / "base"), "--keep", "en", "--data", str(data),
+                 "--out", str(tmp_path / "trim-only")]) == 0
+    with pytest.raises(LangheadsError, match="raised the distillation loss"):
+        langheads.heal(HealSettings(model=str(tmp_path / "trim-only"), baseline=str(tmp_path / "base"), keep=["en"],
+                                    steps=5, lr=1e-3, data=str(data)), tmp_path / "worse", progress=False)
+    assert not (tmp_path / "worse").exists() and not (tmp_path / "worse.heal-checkpoint.pt").exists()

@@ -9,6 +9,9 @@ or LoRA adapters (`--lora R`, peft) merged into the weights at the end; a step a
 budget bound it, a checkpoint beside the output after every `--checkpoint-every` steps makes
 it resumable (the same command continues), and the manifest records the run. A model with
 uneven shapes (heads or neurons removed) keeps its manifest edits: only the weights change.
+A model with a trimmed vocabulary reads each text in its own tokens and the original reads the
+same token strings (their original ids); the target is the original's distribution over the
+kept tokens only (renormalised), so both sides predict the same things.
 """
 from __future__ import annotations
 
@@ -79,13 +82,18 @@ def training_ids(settings: HealSettings, teacher, corpus) -> list[list[int]]:
     return [p + teacher.tokenizer(s, add_special_tokens=False)["input_ids"] for p, s in zip(prompts, said)]
 
 
-def distillation_loss(student, teacher, ids: list[list[int]]) -> torch.Tensor:
-    """Mean over texts of the mean per-position KL(teacher || student), each text alone."""
+def distillation_loss(student, teacher, ids: list[list[int]], kept: list[int] | None = None) -> torch.Tensor:
+    """Mean over texts of the mean per-position KL(teacher || student), each text alone. ids:
+    the student's token ids; kept: a trimmed student's original ids (student id i is original
+    id kept[i]), so the teacher reads kept[ids] and its target is its distribution over kept."""
+    device = next(student.parameters()).device
+    index = None if kept is None else torch.tensor(kept, device=device)
     losses = []
     for row in ids:
-        x = torch.tensor([row], device=next(student.parameters()).device)
+        x = torch.tensor([row], device=device)                                     # [1, T] student ids
         with torch.no_grad():
-            target = torch.log_softmax(teacher(input_ids=x).logits[0, :-1].float(), dim=-1)  # [T-1, vocab]
+            logits = teacher(input_ids=x if index is None else index[x]).logits[0, :-1].float()  # [T-1, vocab]
+            target = torch.log_softmax(logits if index is None else logits[:, index], dim=-1)   # [T-1, student vocab]
         got = torch.log_softmax(student(input_ids=x).logits[0, :-1].float(), dim=-1)
         losses.append(torch.nn.functional.kl_div(got, target, log_target=True, reduction="batchmean"))
     return torch.stack(losses).mean()
@@ -106,26 +114,43 @@ def heal(settings: HealSettings, out, overwrite: bool = False, progress: bool = 
         student, teacher = load_model(settings.model), load_model(settings.baseline)
         if student.manifest.source.get("sha256") not in (None, teacher.model_hash):
             raise LangheadsError(f"--baseline {settings.baseline} is not the model {settings.model} was edited from")
-        ids = training_ids(settings, teacher, corpus)
-        record = _train(settings, student.model, teacher.model, ids, Path(out), progress)
+        kept = student.manifest.kept_ids()
+        ids = in_student_tokens(training_ids(settings, teacher, corpus), teacher, student, kept)
+        record = _train(settings, student.model, teacher.model, ids, kept, Path(out), progress)
         _save(student, Path(out), record, overwrite)
     return record
 
 
-def _train(s: HealSettings, student, teacher, ids, out: Path, progress: bool) -> dict:
+def in_student_tokens(ids: list[list[int]], teacher, student, kept: list[int] | None) -> list[list[int]]:
+    """The heal texts (the original's ids) as the student's ids: the same tokens where it kept
+    them all, else the text as the student's own tokenizer writes it."""
+    if kept is None:
+        return ids
+    new_id = {old: new for new, old in enumerate(kept)}
+    out = []
+    for row in ids:
+        if all(i in new_id for i in row):
+            out.append([new_id[i] for i in row])
+        else:
+            text = teacher.tokenizer.decode(row, skip_special_tokens=True)
+            out.append(student.tokenizer(text)["input_ids"])
+    return [row for row in out if len(row) > 1]
+
+
+def _train(s: HealSettings, student, teacher, ids, kept, out: Path, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     model = _trainable(student, s.lora)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr)
     ckpt = out.with_name(out.name + ".heal-checkpoint.pt")
     step = _resume(ckpt, model, opt, s)
-    before = float(distillation_loss(model, teacher, ids).detach())
+    before = float(distillation_loss(model, teacher, ids, kept).detach())
     order = torch.Generator().manual_seed(s.seed)
     start = time.monotonic()
     bar = tqdm(total=s.steps, initial=step, desc="heal (steps)", disable=not progress)
     while step < s.steps and (s.minutes is None or time.monotonic() - start < 60 * s.minutes):
         batch = [ids[i] for i in torch.randperm(len(ids), generator=order)[: s.batch_texts]]
-        loss = distillation_loss(model, teacher, batch)
+        loss = distillation_loss(model, teacher, batch, kept)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -134,12 +159,16 @@ def _train(s: HealSettings, student, teacher, ids, out: Path, progress: bool) ->
         if step % s.checkpoint_every == 0:
             _checkpoint(ckpt, model, opt, step, s)
     bar.close()
-    after = float(distillation_loss(model, teacher, ids).detach())
+    after = float(distillation_loss(model, teacher, ids, kept).detach())
+    ckpt.unlink(missing_ok=True)
+    if after > before:  # Adam's steps are as large at the target as far from it: nothing healed
+        raise LangheadsError(f"healing raised the distillation loss on its texts ({before:.4f} -> {after:.4f}); "
+                             "nothing written. A model this close to the original (a trimmed vocabulary alone "
+                             "changes nothing over the kept tokens) has nothing to heal; else try a lower --lr")
     if s.lora:
         student = model.merge_and_unload()
     for p in student.parameters():
         p.requires_grad_(False)
-    ckpt.unlink(missing_ok=True)
     return {"settings": asdict(s), "steps": step, "texts": len(ids), "loss_before": before, "loss_after": after,
             "loss": "mean per-position KL(original || edited) on the heal texts", "model": student}
 
