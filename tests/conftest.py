@@ -70,6 +70,14 @@ def sample_jsonl(tmp_path_factory) -> Path:
     return path
 
 
+def training_jsonl(path: Path) -> Path:
+    """synthetic.TRAINING_TEXT (every language, each text 8 times) as a JSONL corpus at `path`."""
+    path.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
+                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
+                    encoding="utf-8")
+    return path
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`langheads ...` in this process (cli.main), with its stdout, stderr and exit code
     captured as a user's terminal would show them; `env`: variables set while it runs."""

@@ -12,6 +12,8 @@ from langheads.edit.heal import HealSettings, distillation_loss, in_student_toke
 from langheads.edit.neurons import save_without_neurons
 from langheads.manifest import read_manifest
 
+from .conftest import training_jsonl
+
 
 @pytest.fixture(scope="module")
 def models(tiny_dirs, tmp_path_factory):
@@ -102,8 +104,6 @@ def test_heal_a_trimmed_vocabulary(tmp_path):
     reads the heal texts in its own tokens and the original the same strings; the target is the
     original's distribution over the kept tokens. Untrimmed, the loss over every id equals the
     plain one; trimmed, healing lowers it and the folder keeps its vocabulary."""
-    import json
-
     from langheads import synthetic
 
     synthetic.save_tiny("llama", tmp_path / "orig", tokenizer="byte_fallback")
@@ -115,10 +115,7 @@ def test_heal_a_trimmed_vocabulary(tmp_path):
     scaled.model.save_pretrained(tmp_path / "base")
     scaled.tokenizer.save_pretrained(tmp_path / "base")
     save_without_neurons(langheads.load_model(str(tmp_path / "base")), {0: list(range(0, 96, 2))}, tmp_path / "pruned")
-    data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
-                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
-                    encoding="utf-8")
+    data = training_jsonl(tmp_path / "data.jsonl")
     assert main(["trim", "--model", str(tmp_path / "pruned"), "--keep", "en", "--data", str(data),
                  "--out", str(tmp_path / "trim")]) == 0
     trimmed, teacher = langheads.load_model(str(tmp_path / "trim")), langheads.load_model(str(tmp_path / "base"))

@@ -11,6 +11,7 @@ from langheads.edit import vocab
 from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.manifest import read_manifest
+from .conftest import training_jsonl
 
 KEPT_TEXTS = synthetic.TRAINING_TEXT["en"] + synthetic.TRAINING_TEXT["hi"] + [
     "Numbers 1, 22 and 333 (and punctuation!) -- stay.", "नया पाठ, जो प्रशिक्षण में नहीं था।"]
@@ -28,10 +29,7 @@ def trimmed(request, tmp_path_factory):
     arch, style = request.param
     root = tmp_path_factory.mktemp(f"trim-{arch}")
     synthetic.save_tiny(arch, root / "orig", tokenizer=style)
-    data = root / "data.jsonl"
-    data.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
-                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
-                    encoding="utf-8")
+    data = training_jsonl(root / "data.jsonl")
     assert main(["trim", "--model", str(root / "orig"), "--keep", "en,hi", "--data", str(data),
                  "--out", str(root / "trim")]) == 0
     return load_model(str(root / "orig")), load_model(str(root / "trim")), root
