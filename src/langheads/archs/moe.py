@@ -98,8 +98,6 @@ class _FusedExperts(Adapter):
     mlp_act = None           # one activation module serves every expert: LAPE taps experts_forward
     mlp_in = None
     experts = True
-    removal_note = ("a layer's experts are stored as one [experts, width, hidden] tensor, so every expert of a "
-                    "layer keeps as many neurons (a move takes one group from each)")
     neuron_scaler = staticmethod(scaled_experts)
     activation_tap = staticmethod(tapped_experts)
     width_key = "intermediate_size"  # the config's one expert width
