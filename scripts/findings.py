@@ -31,6 +31,7 @@ def main(runs: Path, docs: Path) -> None:
     lines.append("|---|" + "---|" * len(exact.info["counts"]))
     for name, run in (("interval (ours, default)", exact), ("--fdr 0.05", fdr)):
         lines.append(f"| {name} | " + " | ".join(str(run.info["counts"].get(k, 0)) for k in exact.info["counts"]) + " |")
+    lines.extend(_adaptive_lines(exact, runs))  # its table row, a blank line, what it cost
     lines.append("")
     lines.append("LAHIS rule on the same scores: " + ", ".join(f"{k} {v}" for k, v in lahis.info["counts"].items()))
 
@@ -112,6 +113,32 @@ def main(runs: Path, docs: Path) -> None:
                      f"{100 * r.per_byte_rel_change:+.2f}% ({100 * r.per_byte_rel_ci_low:+.2f}% .. "
                      f"{100 * r.per_byte_rel_ci_high:+.2f}%) |")
     _finish(lines, runs, docs)
+
+
+def _adaptive_lines(exact, runs: Path) -> list[str]:
+    """The adaptive scan of the same map beside the full one: work, time, kinds that differ."""
+    if not (runs / "adaptive" / "heads.json").exists():
+        return [""]
+    adaptive = read_run(runs / "adaptive")
+    record = adaptive.info["rule"]["adaptive"]
+    kind = {(h["layer"], h["head"]): h["kind"] for h in exact.info["heads"]}
+    differ = [f"L{h['layer']}H{h['head']} ({kind[h['layer'], h['head']]} -> {h['kind']})"
+              for h in adaptive.info["heads"] if kind[h["layer"], h["head"]] != h["kind"]]
+    seconds = _timings(runs)
+    ratio = (f"; wall time {seconds['scan_adaptive']} s against the full scan's {seconds['scan_exact']} s "
+             f"({seconds['scan_adaptive'] / seconds['scan_exact']:.2f}x)"
+             if {"scan_adaptive", "scan_exact"} <= set(seconds) else "")
+    counts = " | ".join(str(adaptive.info["counts"].get(k, 0)) for k in exact.info["counts"])
+    return [f"| --adaptive (early-alpha {record['early_alpha']}) | {counts} |", "",
+            f"The adaptive scan scored {record['pair_texts_scored']:,} of {record['pair_texts_full']:,} "
+            f"head-language-text triples ({record['share']:.2f}){ratio}; {len(kind) - len(differ)} of {len(kind)} "
+            "heads have the full scan's kind" + (f" (differ: {', '.join(differ)})." if differ else ".")]
+
+
+def _timings(runs: Path) -> dict[str, int]:
+    path = runs / "timings.txt"
+    pairs = (line.split() for line in path.read_text().splitlines() if line.strip()) if path.exists() else ()
+    return {name: int(value) for name, value in pairs}
 
 
 def _finish(lines: list[str], runs: Path, docs: Path) -> None:

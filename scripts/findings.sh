@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates every number and figure of docs/findings.md (`make findings`):
-# an exact scan of Gemma 3 270M on 24 bundled languages, the same scores under the LAHIS and
-# FDR rules (reusing every scored unit), an attribution scan to compare methods, `--keep en,hi`
+# an exact scan of Gemma 3 270M on 24 bundled languages, the same map by the adaptive scan
+# (`--adaptive`: kinds and wall time side by side with the full scan), the full scan's scores
+# under the LAHIS and FDR rules (reusing every scored unit), an attribution scan to compare methods, `--keep en,hi`
 # pruning with vocabulary trimming, its evaluation on the report texts, the report page, and
 # docs/findings/ (FINDINGS.md with the numbers, the figures docs/findings.md shows).
 set -euo pipefail
@@ -20,6 +21,7 @@ step() {  # step NAME COMMAND...: run it, log its wall time
   echo "$name $((SECONDS - start))" >> "$OUT/timings.txt"
 }
 step scan_exact $L scan "${SCAN[@]}" --out "$OUT/exact"
+step scan_adaptive $L scan "${SCAN[@]}" --adaptive --out "$OUT/adaptive"
 step rule_lahis $L scan "${SCAN[@]}" --rule lahis --out "$OUT/exact-lahis" --store "$OUT/exact.units"
 step rule_fdr $L scan "${SCAN[@]}" --fdr 0.05 --out "$OUT/exact-fdr" --store "$OUT/exact.units"
 step scan_attribution $L scan "${SCAN[@]}" --method attribution --out "$OUT/attribution"
