@@ -31,9 +31,11 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _page(path: Path, root: Path) -> str:
-    """sha256 of a report page, with the folder it was made in written as ROOT."""
-    return hashlib.sha256(path.read_text(encoding="utf-8").replace(str(root), "ROOT").encode()).hexdigest()
+def _page(path: Path, root: Path, model_sha: str) -> str:
+    """sha256 of a report page, with the folder it was made in written as ROOT and the model's
+    hash as MODEL (the tiny model's config.json names the transformers that saved it)."""
+    page = path.read_text(encoding="utf-8").replace(str(root), "ROOT").replace(model_sha[:12], "MODEL")
+    return hashlib.sha256(page.encode()).hexdigest()
 
 
 def _weights(folder: Path) -> dict:
@@ -69,7 +71,7 @@ def produce(root: Path) -> dict:
     return {"columns": [list(scores.columns), list(per_text.columns)], "scores": scores.to_dict(orient="list"), "per_text": per_text.to_dict(orient="list"),
             "kinds": [[h["layer"], h["head"], h["kind"], h["languages"]] for h in heads["heads"]],
             "pruned": _weights(root / "pruned"), "trimmed": _weights(root / "trimmed"),
-            "gguf": _sha(root / "model.gguf"), "report": _page(root / "report" / "report.html", root)}
+            "gguf": _sha(root / "model.gguf"), "report": _page(root / "report" / "report.html", root, heads["model"]["sha256"])}
 
 
 if __name__ == "__main__":

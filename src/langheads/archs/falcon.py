@@ -86,6 +86,8 @@ class Falcon(TransformerH):
             attn.num_kv_heads = len(kv_kept)
         elif not attn.multi_query:
             attn.num_kv_heads = len(slots)
+        # transformers >= 5.25 repeats each KV head num_key_value_groups times (its attention interface)
+        attn.num_key_value_groups = attn.num_heads // self.head_counts(attn, layout)[1]
 
     def head_counts(self, attn, layout):
         if not hasattr(attn, "query_key_value"):
