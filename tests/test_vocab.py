@@ -233,3 +233,33 @@ def test_overwrite_replaces_only_a_folder_langheads_wrote(tmp_path, capsys):
     assert main(["trim", "--model", str(folder), "--keep", "en", "--out", str(out)]) == 0
     assert main(["trim", "--model", str(folder), "--keep", "en,hi", "--out", str(out), "--overwrite"]) == 0
     assert read_manifest(out).records["trim_vocab"]["scripts"].keys() == {"en", "hi"}
+
+
+def test_max_vocab_drops_placeholder_tokens_and_keeps_real_specials(tmp_path):
+    """Reserved tokens no text produces (Gemma's <unusedN>, Llama 3's reserved specials) are
+    embedding rows nothing reads: --max-vocab drops them (on the default model, 6,242 rows),
+    exact mode keeps every added token, and special tokens with a use stay."""
+    placeholders = ("<unused0>", "<unused1>", "<|reserved_special_token_0|>")
+    orig = synthetic.save_tiny("gemma3", tmp_path / "orig", tokenizer="byte_fallback",
+                               specials=placeholders + ("<start_of_turn>",))
+    data = training_jsonl(tmp_path / "data.jsonl")
+    assert main(["trim", "--model", str(orig), "--keep", "en,hi", "--data", str(data), "--max-vocab", "400",
+                 "--out", str(tmp_path / "small")]) == 0
+    assert main(["trim", "--model", str(orig), "--keep", "en,hi", "--data", str(data), "--out", str(tmp_path / "exact")]) == 0
+    original, small, exact = (load_model(str(tmp_path / name)) for name in ("orig", "small", "exact"))
+    small_vocab, exact_vocab = small.tokenizer.get_vocab(), exact.tokenizer.get_vocab()
+    assert not set(placeholders) & set(small_vocab), set(placeholders) & set(small_vocab)
+    assert set(placeholders) <= set(exact_vocab), set(placeholders) - set(exact_vocab)
+    assert {"<start_of_turn>", "<bos>", "<eos>", "<pad>"} <= set(small_vocab)
+    assert len(small_vocab) == small.model.get_input_embeddings().weight.shape[0] <= 400
+    record = read_manifest(tmp_path / "small").records["trim_vocab"]
+    assert record["reasons"]["placeholders dropped"] == 3
+    text = synthetic.TRAINING_TEXT["en"][0]
+    ids = small.tokenizer(text, return_tensors="pt")["input_ids"]
+    # the same token strings by their original ids: the original's logits at the kept ids are the trimmed model's
+    kept = torch.tensor([original.tokenizer.convert_tokens_to_ids(t) for t in small.tokenizer.convert_ids_to_tokens(ids[0])])
+    with torch.no_grad():
+        before, after = original.model(kept[None]).logits[0], small.model(ids).logits[0]
+    columns = torch.tensor([original.tokenizer.convert_tokens_to_ids(t) for t in small.tokenizer.convert_ids_to_tokens(
+        list(range(len(small_vocab))))])
+    assert _close(before[:, columns], after)

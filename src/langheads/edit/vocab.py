@@ -16,6 +16,7 @@ stays closed under the merges that build each kept token.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -156,6 +157,11 @@ class TokenizerFile:
             raise LangheadsError("vocabulary trimming needs a fast (tokenizers-based) tokenizer")
         return cls(json.loads(backend.to_str()))
 
+    def is_placeholder(self, i: int) -> bool:
+        """A reserved special token no text produces (Gemma's 6,242 `<unusedN>`, Llama 3's
+        `<|reserved_special_token_N|>`): an embedding row nothing reads."""
+        return i in self.added and self.added[i].get("special", False) and bool(PLACEHOLDER.fullmatch(self.tokens[i]))
+
     def is_byte(self, i: int) -> bool:
         """A token every text may need: a byte-fallback token, or one byte of a byte-level BPE."""
         t = self.tokens[i]
@@ -194,6 +200,10 @@ class TokenizerFile:
 
 
 # --- choosing the kept ids -------------------------------------------------------------------------
+
+# the names tokenizers give their reserved, never-produced special tokens
+PLACEHOLDER = re.compile(r"<unused\d+>|<\|reserved_special_token_\d+\|>|\[unused\d+\]")
+
 
 @dataclass
 class VocabChoice:
@@ -382,13 +392,16 @@ def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: in
     "arbitrarily"), then by rank; each token with the parts its merge needs."""
     if max_vocab >= len(exact.kept_ids):
         return exact
-    always = [i for i in exact.kept_ids if i in tf.added or tf.is_byte(i) or len(tf.surface(i)) == 1]
-    fixed = set(always)
+    placeholders = {i for i in exact.kept_ids if tf.is_placeholder(i)}
+    always = [i for i in exact.kept_ids if i not in placeholders and (i in tf.added or tf.is_byte(i)
+                                                                       or len(tf.surface(i)) == 1)]
+    fixed = set(always) | placeholders
     rest = ranked_ids(tf, [i for i in exact.kept_ids if i not in fixed], counts)
     rest = [i for i in rest if i in first] + [i for i in rest if i not in first]
     chosen = close_under_merges(tf, always, rest, max_vocab)
     return VocabChoice(chosen, tf.size, exact.scripts, f"max-vocab {max_vocab}", rarity,
-                       {**exact.reasons, "dropped as rarest": len(exact.kept_ids) - len(chosen)})
+                       {**exact.reasons, "placeholders dropped": len(placeholders),
+                        "dropped as rarest": len(exact.kept_ids) - len(chosen) - len(placeholders)})
 
 
 # --- rewriting ------------------------------------------------------------------------------------
@@ -427,9 +440,10 @@ def trim_tokenizer_json(data: dict, kept_ids: list[int]) -> dict:
         model["vocab"] = [data["model"]["vocab"][i] for i in kept_ids if i < len(data["model"]["vocab"])]
         if model.get("unk_id") is not None:
             model["unk_id"] = new_id[model["unk_id"]]
-    missing = [a["content"] for a in out.get("added_tokens", []) if a["id"] not in new_id]
+    missing = [a["content"] for a in out.get("added_tokens", []) if a["id"] not in new_id and not tf.is_placeholder(a["id"])]
     if missing:
         raise LangheadsError(f"added tokens must be kept: {missing[:3]}")
+    out["added_tokens"] = [a for a in out.get("added_tokens", []) if a["id"] in new_id]
     for a in out.get("added_tokens", []):
         a["id"] = new_id[a["id"]]
     out["post_processor"] = _remap_ids(out.get("post_processor"), new_id)
@@ -513,13 +527,25 @@ def save_trimmed_tokenizer(tokenizer, kept_ids: list[int], folder) -> None:
     data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     (folder / "tokenizer.json").write_text(json.dumps(trim_tokenizer_json(data, kept_ids), ensure_ascii=False),
                                            encoding="utf-8")
-    config_file = folder / "tokenizer_config.json"
-    if config_file.exists():
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        if isinstance(config.get("added_tokens_decoder"), dict):
-            new_id = {old: new for new, old in enumerate(kept_ids)}
-            config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in config["added_tokens_decoder"].items()}
-            config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    tokens = TokenizerFile(data).tokens
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            config = json.loads((folder / name).read_text(encoding="utf-8"))
+            config = _config_without_dropped(config, kept_ids, {tokens[i] for i in kept_ids})
+            (folder / name).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _config_without_dropped(config: dict, kept_ids: list[int], kept_tokens: set[str]) -> dict:
+    """A tokenizer config with its added-token ids renumbered and the tokens a trim dropped
+    (placeholders) gone from its special-token lists, which a reload would add back."""
+    new_id = {old: new for new, old in enumerate(kept_ids)}
+    if isinstance(config.get("added_tokens_decoder"), dict):
+        config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in config["added_tokens_decoder"].items()
+                                          if int(k) in new_id}
+    for key in ("extra_special_tokens", "additional_special_tokens"):
+        if isinstance(config.get(key), list):
+            config[key] = [t for t in config[key] if (t.get("content") if isinstance(t, dict) else t) in kept_tokens]
+    return config
 
 
 # --- the `trim` step ------------------------------------------------------------------------------
