@@ -2,6 +2,8 @@
 and (for the few slow tests) the real default model, loaded once."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -44,7 +46,8 @@ class TinyDirs(dict):
     def __missing__(self, arch: str) -> Path:
         if arch not in synthetic.ARCHS:
             raise KeyError(arch)
-        self[arch] = synthetic.save_tiny(arch, self.root / arch)
+        with contextlib.redirect_stderr(io.StringIO()):  # its save's progress bar is no test's output
+            self[arch] = synthetic.save_tiny(arch, self.root / arch)
         return self[arch]
 
 

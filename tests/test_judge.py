@@ -72,9 +72,7 @@ def test_down_endpoint_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys):
     with pytest.raises(LangheadsError, match="is not answering .* after 3 attempts; is the server up"):
         judge.rate("q", "a", "a", "en")
     assert judge.retried == 2 and judge.sent == 0
-    baseline = str(tiny_dirs["llama"])  # built lazily: its save's progress bar is not the command's output
-    capsys.readouterr()
-    assert main(["evaluate", "--baseline", baseline, "--mask", "0.0", "--languages", "en", "--qa",
+    assert main(["evaluate", "--baseline", str(tiny_dirs["llama"]), "--mask", "0.0", "--languages", "en", "--qa",
                  str(qa), "--new-tokens", "3", "--judge", f"http://127.0.0.1:{port}/v1", "--judge-model", "m",
                  "--judge-cache", str(tmp_path / "c2.jsonl"), "--out", str(tmp_path / "ev")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -385,8 +385,8 @@ def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
 
 def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str,
            first: set[int] = frozenset()) -> VocabChoice:
-    """At most `max_vocab` of the exact choice's ids: special, added, byte and single-character
-    tokens always (a dropped character costs several byte tokens wherever it occurs: U+2010,
+    """At most `max_vocab` of the exact choice's ids: placeholders never (`is_placeholder`);
+    special, added, byte and single-character tokens always (a dropped character costs several byte tokens wherever it occurs: U+2010,
     the hyphen of UDHR's English, or Hindi's nukta letters), then the tokens `first` (those the
     kept languages' decision texts use: a word list misses a domain's own words, such as UDHR's
     "arbitrarily"), then by rank; each token with the parts its merge needs."""
@@ -592,7 +592,8 @@ class TrimSettings:
     """Every setting of a trim; the CLI's `trim` options are generated from these fields."""
     keep: list[str] = option(help="languages the deployment serves, e.g. en,hi")
     model: str = option("default", help="default | a .gguf file | a model folder | a hub id")
-    max_vocab: int | None = option(None, help="keep at most this many tokens, the rarest dropped first")
+    max_vocab: int | None = option(None, help="keep at most this many tokens, the rarest dropped first "
+                                   "(placeholder tokens such as Gemma's <unusedN> always)")
     vocab_texts: str | None = option(None, help="texts to count token rarity on (same formats as --data)")
     rarity: str = option("auto", help="auto | texts | wordfreq | order (what ranks tokens for --max-vocab)")
     data: str | None = option(None, help="texts the kept languages' scripts are measured on (default: bundled UDHR)")
