@@ -136,16 +136,17 @@ def _adaptive_lines(exact, runs: Path) -> list[str]:
 
 
 def _timings(runs: Path) -> dict[str, int]:
+    """Step -> wall seconds, as scripts/findings.sh logs them (empty before any step ran)."""
     path = runs / "timings.txt"
     pairs = (line.split() for line in path.read_text().splitlines() if line.strip()) if path.exists() else ()
     return {name: int(value) for name, value in pairs}
 
 
 def _finish(lines: list[str], runs: Path, docs: Path) -> None:
-    timings = runs / "timings.txt"
-    if timings.exists():
+    seconds = _timings(runs)
+    if seconds:
         lines.append("")
-        lines.append("Wall time per step (s): " + ", ".join(line.replace(" ", " ") for line in timings.read_text().split("\n") if line))
+        lines.append("Wall time per step (s): " + ", ".join(f"{name} {value}" for name, value in seconds.items()))
     (docs / "FINDINGS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for name in ("kinds", "similarity", "heatmap", "prune_curve", "top_heads"):
         if (runs / "report" / "figures" / f"{name}.png").exists():
