@@ -386,15 +386,16 @@ def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
 def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str,
            first: set[int] = frozenset()) -> VocabChoice:
     """At most `max_vocab` of the exact choice's ids: placeholders never (`is_placeholder`);
-    special, added, byte and single-character tokens always (a dropped character costs several byte tokens wherever it occurs: U+2010,
-    the hyphen of UDHR's English, or Hindi's nukta letters), then the tokens `first` (those the
+    other special, added, byte and single-character tokens always (a dropped character costs
+    several byte tokens wherever it occurs: U+2010, the hyphen of UDHR's English, or Hindi's
+    nukta letters), then the tokens `first` (those the
     kept languages' decision texts use: a word list misses a domain's own words, such as UDHR's
     "arbitrarily"), then by rank; each token with the parts its merge needs."""
     if max_vocab >= len(exact.kept_ids):
         return exact
     placeholders = {i for i in exact.kept_ids if tf.is_placeholder(i)}
-    always = [i for i in exact.kept_ids if i not in placeholders and (i in tf.added or tf.is_byte(i)
-                                                                       or len(tf.surface(i)) == 1)]
+    always = [i for i in exact.kept_ids if i not in placeholders
+              and (i in tf.added or tf.is_byte(i) or len(tf.surface(i)) == 1)]
     fixed = set(always) | placeholders
     rest = ranked_ids(tf, [i for i in exact.kept_ids if i not in fixed], counts)
     rest = [i for i in rest if i in first] + [i for i in rest if i not in first]
