@@ -10,6 +10,7 @@ from langheads.errors import LangheadsError
 from langheads.corpus import load_corpus
 from langheads.edit.heal import HealSettings, distillation_loss, in_student_tokens
 from langheads.edit.neurons import save_without_neurons
+from langheads.evaluation.certificate import describe, heal_cautions
 from langheads.manifest import read_manifest
 
 from .conftest import training_jsonl
@@ -52,6 +53,13 @@ def test_heal_lowers_the_held_out_distillation_loss(models, tmp_path, lora):
     manifest = read_manifest(tmp_path / "healed")
     assert manifest.removed_neurons() == read_manifest(edited).removed_neurons()  # the same shapes, replayed
     assert manifest.records["heal"]["steps"] == 30 and not (tmp_path / "healed.heal-checkpoint.pt").exists()
+    # healed on the bundled corpus's selection texts: a certificate on its report texts says so, one on other text not
+    other = training_jsonl(tmp_path / "other.jsonl")
+    assert "healed on text from the bundled corpus" in heal_cautions(str(tmp_path / "healed"), None)[0]
+    assert heal_cautions(str(tmp_path / "healed"), str(other)) == [] == heal_cautions(str(edited), None)
+    cert = {"kept": ["en"], "budget": 0.02, "passed": True, "failed": [], "rows": [],
+            "cautions": heal_cautions(str(tmp_path / "healed"), None)}
+    assert "caution: the model was healed" in describe(cert)
 
 
 def test_heal_resumes_from_its_checkpoint(models, tmp_path, monkeypatch, capsys):

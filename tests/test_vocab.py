@@ -254,6 +254,11 @@ def test_max_vocab_drops_placeholder_tokens_and_keeps_real_specials(tmp_path):
     assert len(small_vocab) == small.model.get_input_embeddings().weight.shape[0] <= 400
     record = read_manifest(tmp_path / "small").records["trim_vocab"]
     assert record["reasons"]["placeholders dropped"] == 3
+    exact_reasons = read_manifest(tmp_path / "exact").records["trim_vocab"]["reasons"]
+    # each of the exact choice's tokens counted once: kept (by why), placeholders dropped or dropped as rarest
+    assert sum(record["reasons"].values()) == sum(exact_reasons.values()) == len(exact_vocab)
+    assert sum(v for k, v in record["reasons"].items() if "dropped" not in k) == len(small_vocab)
+    assert record["reasons"]["special or added"] == exact_reasons["special or added"] - 3
     text = synthetic.TRAINING_TEXT["en"][0]
     ids = small.tokenizer(text, return_tensors="pt")["input_ids"]
     # the same token strings by their original ids: the original's logits at the kept ids are the trimmed model's

@@ -221,20 +221,17 @@ class VocabChoice:
 
 def exact_ids(tf: TokenizerFile, kept_scripts: set[str]) -> tuple[list[int], dict[str, int]]:
     """Ids kept by exact mode, and how many for each reason."""
-    reasons: Counter = Counter()
-    kept = []
-    for i in range(tf.size):
+    kept = [i for i in range(tf.size) if i in tf.added or tf.is_byte(i) or set(scripts_in(tf.surface(i))) <= kept_scripts]
+    return kept, reasons_of(tf, kept)
+
+
+def reasons_of(tf: TokenizerFile, ids: list[int]) -> dict[str, int]:
+    """How many of `ids` are special or added, bytes, without letters, or in the kept scripts."""
+    def why(i: int) -> str:
         if i in tf.added:
-            why = "special or added"
-        elif tf.is_byte(i):
-            why = "byte"
-        else:
-            scripts = set(scripts_in(tf.surface(i)))
-            why = "no letters" if not scripts else "kept scripts" if scripts <= kept_scripts else None
-        if why:
-            kept.append(i)
-            reasons[why] += 1
-    return kept, dict(reasons)
+            return "special or added"
+        return "byte" if tf.is_byte(i) else "kept scripts" if scripts_in(tf.surface(i)) else "no letters"
+    return dict(Counter(why(i) for i in ids))
 
 
 @lru_cache(maxsize=1)
@@ -400,9 +397,9 @@ def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: in
     rest = ranked_ids(tf, [i for i in exact.kept_ids if i not in fixed], counts)
     rest = [i for i in rest if i in first] + [i for i in rest if i not in first]
     chosen = close_under_merges(tf, always, rest, max_vocab)
-    return VocabChoice(chosen, tf.size, exact.scripts, f"max-vocab {max_vocab}", rarity,
-                       {**exact.reasons, "placeholders dropped": len(placeholders),
-                        "dropped as rarest": len(exact.kept_ids) - len(chosen) - len(placeholders)})
+    reasons = {**reasons_of(tf, chosen), "placeholders dropped": len(placeholders),
+               "dropped as rarest": len(exact.kept_ids) - len(chosen) - len(placeholders)}
+    return VocabChoice(chosen, tf.size, exact.scripts, f"max-vocab {max_vocab}", rarity, reasons)
 
 
 # --- rewriting ------------------------------------------------------------------------------------

@@ -35,6 +35,26 @@ def deployment_of(model: str | None) -> tuple[list[str] | None, float | None]:
     return kept, heads.get("settings", {}).get("max_increase")
 
 
+def heal_cautions(model: str | None, data: str | None) -> list[str]:
+    """Why the certificate's NLL rows may be optimistic: the model was healed on text from the
+    corpus the evaluated texts come from (heal's default data, the original's continuations of
+    the bundled selection texts, and the bundled report texts are one document, UDHR). A heal
+    adapts the model to that domain: its report-text NLL can fall below the original's."""
+    from pathlib import Path
+
+    manifest = read_manifest(model) if model and Path(model).is_dir() else None
+    heal = {} if manifest is None else manifest.records.get("heal", {})
+    if not heal:
+        return []
+    healed_on = heal.get("settings", {}).get("data")
+    same = healed_on == data if healed_on is None or data is None else Path(healed_on).resolve() == Path(data).resolve()
+    if not same:
+        return []
+    corpus = "the bundled corpus (UDHR)" if data is None else data
+    return [f"the model was healed on text from {corpus}, the corpus these texts come from: a heal adapts to "
+            "its domain, so the NLL changes here can be optimistic; judge a heal on other text (--data)"]
+
+
 def certificate(result: dict, kept: list[str], budget: float) -> dict:
     """One row per evaluated language and measure: role (kept | dropped), change with its
     interval, and for kept languages whether it is within the budget."""
@@ -81,6 +101,7 @@ def _within(row: dict, budget: float) -> bool:
 def describe(cert: dict) -> str:
     lines = [f"certificate: kept {','.join(cert['kept'])}, budget {cert['budget']:.2%}: "
              + ("every kept measure within it" if cert["passed"] else "over budget: " + "; ".join(cert["failed"]))]
+    lines += [f"  caution: {c}" for c in cert.get("cautions", [])]
     for r in cert["rows"]:
         ci = "" if r["ci_low"] is None else f" (95% CI {_fmt(r, r['ci_low'])} .. {_fmt(r, r['ci_high'])})"
         verdict = {True: "within budget", False: "OVER BUDGET", None: "dropped"}[r["within_budget"]]
