@@ -49,6 +49,24 @@ def test_exact_matches_naive_loop(arch):
             assert np.abs(out.values[layer, head] - (ablated - reference)).max() < 1e-4, (layer, head)
 
 
+@pytest.mark.parametrize("arch", synthetic.ARCHS)
+def test_units_of_one_batch_scored_together_equal_one_at_a_time(arch):
+    """An adaptive round scores a batch's open heads of every layer with one loss pass
+    (score_units); the values equal score_unit's per unit, whatever the heads per layer and
+    wherever the pass is cut (chunk_tokens smaller than one copy, and larger than several)."""
+    model, layout, ids = _setup(arch)
+    batch = nll.make_batches(ids[:3], 4096)[0]
+    wanted = [(range(0, 1), [0, layout.n_heads - 1]), (range(1, 2), [1]), (range(layout.n_layers - 1, layout.n_layers),
+                                                                         list(range(layout.n_heads)))]
+    for chunk in (5, 10_000):
+        together = ExactAblation(chunk_tokens=chunk).score_units(model, layout, batch, wanted)
+        for (layers, heads), got in zip(wanted, together):
+            alone = ExactAblation(chunk_tokens=chunk).score_unit(model, layout, batch, layers, heads=heads)
+            assert got.heads == alone.heads
+            assert np.isnan(got.values).sum() == np.isnan(alone.values).sum()
+            assert np.nanmax(np.abs(got.values - alone.values)) < 1e-6, (arch, chunk, list(layers))
+
+
 def test_vocab_blocks_and_chunks_do_not_change_the_loss():
     model, layout, ids = _setup("gemma2")  # soft-capped logits
     batch = nll.make_batches(ids, 10_000)[0]

@@ -220,6 +220,14 @@ def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor],
     another component with `scaled` (its `Component.scaled`). `hidden` replaces what entered
     `start_layer` (default: the traced input, tiled).
     """
+    x = resume_hidden(model, tr, start_layer, factors, copies, hidden, scaled)
+    return copies_nll(model, tr.batch, x, copies, chunk_tokens)
+
+
+def resume_hidden(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor], copies: int,
+                  hidden: torch.Tensor | None = None, scaled=None) -> torch.Tensor:
+    """What `resume` computes before its loss: the last decoder layer's output for `copies`
+    copies of the batch, [copies * rows, T, d] (row k*rows + b is copy k of row b)."""
     rows = tr.batch.input_ids.shape[0]
     layers = H.decoder_layers(model)
     args, kwargs = tr.layer_inputs[start_layer]
@@ -236,9 +244,14 @@ def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor],
                 x = _layer_output(layers[i](x, *args_i, **kwargs_i))
             else:
                 x = _layer_output(layers[i](**{**kwargs_i, "hidden_states": x}))
-    ids = tr.batch.input_ids.repeat(copies, 1)
-    starts = None if tr.batch.starts is None else tr.batch.starts.repeat(copies)
-    return nll_from_hidden(model, x, ids, tr.batch.lengths.repeat(copies), chunk_tokens, starts=starts)
+    return x
+
+
+def copies_nll(model, batch: Batch, hidden: torch.Tensor, copies: int, chunk_tokens: int = 1024) -> torch.Tensor:
+    """Per-row NLL of `copies` copies of the batch from their last decoder layer's output."""
+    ids = batch.input_ids.repeat(copies, 1)
+    starts = None if batch.starts is None else batch.starts.repeat(copies)
+    return nll_from_hidden(model, hidden, ids, batch.lengths.repeat(copies), chunk_tokens, starts=starts)
 
 
 @torch.no_grad()

@@ -570,16 +570,9 @@ def _score_some(plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[U
     missing = ranks.from_main([i for i, (u, heads) in enumerate(todo) if not holds(finished.get(u), heads)]
                               if ranks.main else None)
     costs = [plan.unit_flops(todo[i][0]) * len(todo[i][1]) for i in missing]
-    for i in (missing[j] for j in ranks.share(costs)):
-        unit, heads = todo[i]
-        old = finished.get(unit) or store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads, overwrite)
-        need = sorted(set(heads) - set(old.heads if old and old.heads is not None else []))
-        start = time.perf_counter()
-        new = plan.method.score_unit(plan.loaded.model, plan.layout, plan.batch_of(unit), unit.layers, heads=need)
-        merged = _merge(old, new, plan.layout.n_heads)
-        store.save(unit, merged, plan.text_ids_of(unit), ranks.rank, time.perf_counter() - start)
-        finished[unit] = merged
-        bar.update(len(heads) * len(plan.batch_of(unit).index))
+    mine = [missing[j] for j in ranks.share(costs)]
+    for group in _by_batch(todo, mine):  # one batch's units together: the method may share their loss
+        _score_group(plan, store, finished, [todo[i] for i in group], overwrite, ranks.rank, bar)
     ranks.barrier()
     if ranks.main:
         for i in missing:
@@ -592,6 +585,35 @@ def _score_some(plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[U
                                      f"{store.folder} on a file system all machines share?")
         for unit, heads in (todo[i] for i in set(range(len(todo))) - set(missing)):
             bar.update(len(heads) * len(plan.batch_of(unit).index))
+
+
+def _by_batch(todo: list[tuple[Unit, list[int]]], items: list[int]) -> list[list[int]]:
+    """The items in groups of one text batch each (lang, batch), in their order."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i in items:
+        groups.setdefault((todo[i][0].lang, todo[i][0].batch), []).append(i)
+    return list(groups.values())
+
+
+def _score_group(plan: Plan, store: UnitStore, finished: dict, group: list[tuple[Unit, list[int]]], overwrite: bool,
+                 rank: int, bar) -> None:
+    """Score the heads each unit of one text batch lacks, in one call of the method, and store
+    every unit (with what an earlier attempt scored); each unit's logged time is its share of
+    the call's by its FLOPs."""
+    batch = plan.batch_of(group[0][0])
+    olds = [finished.get(u) or store.load(u, plan.text_ids_of(u), plan.layout.n_heads, overwrite) for u, _ in group]
+    needs = [sorted(set(heads) - set(old.heads if old and old.heads is not None else []))
+             for (_, heads), old in zip(group, olds)]
+    start = time.perf_counter()
+    news = plan.method.score_units(plan.loaded.model, plan.layout, batch, [(u.layers, need) for (u, _), need in
+                                                                            zip(group, needs)])
+    seconds = time.perf_counter() - start
+    flops = [plan.unit_flops(u) * max(1, len(need)) for (u, _), need in zip(group, needs)]
+    for (unit, heads), old, new, f in zip(group, olds, news, flops):
+        merged = _merge(old, new, plan.layout.n_heads)
+        store.save(unit, merged, plan.text_ids_of(unit), rank, seconds * f / sum(flops))
+        finished[unit] = merged
+        bar.update(len(heads) * len(batch.index))
 
 
 def _merge(old: UnitScores | None, new: UnitScores, n_heads: int) -> UnitScores:

@@ -85,6 +85,11 @@ class ScoringMethod(ABC):
     def score_unit(self, model, layout: HeadLayout, batch: Batch, layers: range) -> UnitScores:
         """Per-text values of every head in `layers`, for the texts of one batch."""
 
+    def score_units(self, model, layout: HeadLayout, batch: Batch, wanted: list[tuple[range, list[int]]]) -> list[UnitScores]:
+        """Several units of one text batch, each (layers, heads to score): one UnitScores each.
+        A method may share work between them (exact ablation: one output-layer pass)."""
+        return [self.score_unit(model, layout, batch, layers, heads=heads) for layers, heads in wanted]
+
     def unit_flops(self, layout: HeadLayout, batch: Batch, layers: range, body: int, head: int) -> float:
         """Rough FLOPs of one unit, given the decoder's and the output layer's parameter counts
         (for the dry run's estimate and for sharing units evenly among processes)."""

@@ -56,15 +56,61 @@ class ExactAblation(ScoringMethod):
         rows = batch.input_ids.shape[0]
         heads = list(range(layout.n_heads)) if heads is None else sorted(heads)
         values = torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64)
-        device = next(model.parameters()).device
-        per_forward = max(1, min(len(heads), self.batch_tokens // batch.n_tokens))
         for i, layer in enumerate(layers):
-            for first in range(0, len(heads), per_forward):
-                chosen = heads[first : first + per_forward]
-                factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)  # [copies, rows, heads]
-                for k, head in enumerate(chosen):
-                    factors[k, :, head] = 0.0
-                out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors.view(-1, layout.n_heads)},
+            for chosen in self._forwards(heads, batch):
+                factors = self._factors(chosen, rows, layout, next(model.parameters()).device)
+                out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors},
                                  copies=len(chosen), chunk_tokens=self.chunk_tokens, scaled=self.scaled)
                 values[i, chosen] = out.double().cpu().view(len(chosen), rows)
         return UnitScores(base_rows, values.numpy() - base_rows, None if len(heads) == layout.n_heads else heads)
+
+    @torch.no_grad()
+    def score_units(self, model, layout, batch, wanted):
+        """Several units of one batch (an adaptive round's open heads, layer by layer), their
+        copies' loss computed together once at least `chunk_tokens` positions wait: late rounds
+        hold a few open heads per layer, and an output layer of a few dozen rows runs at about
+        half the rate of one of a thousand (the loss is most of the work). Same values as
+        score_unit, row by row."""
+        tr, base_rows = self._trace(model, batch)
+        rows = batch.input_ids.shape[0]
+        values = [torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64)
+                  for layers, _ in wanted]
+        waiting, where = [], []  # last-layer outputs [copies * rows, T, d]; (unit, layer index, heads) of each
+
+        def flush():
+            hidden = torch.cat(waiting)                          # [all copies * rows, T, d]
+            copies = hidden.shape[0] // rows
+            nlls = nll.copies_nll(model, batch, hidden, copies, self.chunk_tokens).double().cpu().view(copies, rows)
+            first = 0
+            for u, i, chosen in where:
+                values[u][i, chosen] = nlls[first : first + len(chosen)]
+                first += len(chosen)
+            waiting.clear(), where.clear()
+
+        positions = int((batch.lengths - 1).sum())  # predicted positions per copy of the batch
+        for u, (layers, heads) in enumerate(wanted):
+            for i, layer in enumerate(layers):
+                for chosen in self._forwards(sorted(heads), batch):
+                    factors = self._factors(chosen, rows, layout, next(model.parameters()).device)
+                    waiting.append(nll.resume_hidden(model, tr, layer if self.reuse else 0, {layer: factors},
+                                                     copies=len(chosen), scaled=self.scaled))
+                    where.append((u, i, chosen))
+                    if sum(len(c) for _, _, c in where) * positions >= self.chunk_tokens:
+                        flush()
+        if waiting:
+            flush()
+        return [UnitScores(base_rows, v.numpy() - base_rows, None if len(heads) == layout.n_heads else sorted(heads))
+                for v, (_, heads) in zip(values, wanted)]
+
+    def _forwards(self, heads: list[int], batch) -> list[list[int]]:
+        """The heads in groups of as many copies as one forward of `batch_tokens` holds."""
+        per_forward = max(1, min(len(heads), self.batch_tokens // batch.n_tokens))
+        return [heads[first : first + per_forward] for first in range(0, len(heads), per_forward)]
+
+    @staticmethod
+    def _factors(chosen: list[int], rows: int, layout, device) -> torch.Tensor:
+        """[copies * rows, heads]: copy k removes head chosen[k] alone."""
+        factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)  # [copies, rows, heads]
+        for k, head in enumerate(chosen):
+            factors[k, :, head] = 0.0
+        return factors.view(-1, layout.n_heads)
