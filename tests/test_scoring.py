@@ -61,7 +61,7 @@ def test_units_of_one_batch_scored_together_equal_one_at_a_time(arch):
     for chunk in (5, 10_000):
         together = ExactAblation(chunk_tokens=chunk).score_units(model, layout, batch, wanted)
         for (layers, heads), got in zip(wanted, together):
-            alone = ExactAblation(chunk_tokens=chunk).score_unit(model, layout, batch, layers, heads=heads)
+            alone = ExactAblation(chunk_tokens=chunk).score_units(model, layout, batch, [(layers, heads)])[0]
             assert got.heads == alone.heads
             assert np.isnan(got.values).sum() == np.isnan(alone.values).sum()
             assert np.nanmax(np.abs(got.values - alone.values)) < 1e-6, (arch, chunk, list(layers))

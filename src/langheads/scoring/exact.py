@@ -48,29 +48,18 @@ class ExactAblation(ScoringMethod):
             self._traced = (batch, tr, base.double().cpu().numpy())
         return self._traced[1], self._traced[2]
 
-    @torch.no_grad()
     def score_unit(self, model, layout, batch, layers, heads=None):
         """`heads`: score only these heads of the layers (an adaptive scan's open pairs); the
         others' values are NaN."""
-        tr, base_rows = self._trace(model, batch)
-        rows = batch.input_ids.shape[0]
-        heads = list(range(layout.n_heads)) if heads is None else sorted(heads)
-        values = torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64)
-        for i, layer in enumerate(layers):
-            for chosen in self._forwards(heads, batch):
-                factors = self._factors(chosen, rows, layout, next(model.parameters()).device)
-                out = nll.resume(model, tr, layer if self.reuse else 0, {layer: factors},
-                                 copies=len(chosen), chunk_tokens=self.chunk_tokens, scaled=self.scaled)
-                values[i, chosen] = out.double().cpu().view(len(chosen), rows)
-        return UnitScores(base_rows, values.numpy() - base_rows, None if len(heads) == layout.n_heads else heads)
+        return self.score_units(model, layout, batch, [(layers, list(range(layout.n_heads)) if heads is None else heads)])[0]
 
     @torch.no_grad()
     def score_units(self, model, layout, batch, wanted):
-        """Several units of one batch (an adaptive round's open heads, layer by layer), their
-        copies' loss computed together once at least `chunk_tokens` positions wait: late rounds
-        hold a few open heads per layer, and an output layer of a few dozen rows runs at about
-        half the rate of one of a thousand (the loss is most of the work). Same values as
-        score_unit, row by row."""
+        """Several units of one batch, each (layers, heads), their copies' loss computed together
+        once at least `chunk_tokens` positions wait: an adaptive round's late units hold a few
+        open heads per layer, and an output layer of a few dozen rows runs at about half the rate
+        of one of a thousand (the loss is most of the work). A full scan's unit (every head of a
+        layer) fills a loss pass by itself. Values row by row as each unit alone."""
         tr, base_rows = self._trace(model, batch)
         rows = batch.input_ids.shape[0]
         values = [torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64)
