@@ -77,10 +77,11 @@ class ExactAblation(ScoringMethod):
             waiting.clear(), where.clear()
 
         positions = int((batch.lengths - 1).sum())  # predicted positions per copy of the batch
+        device = next(model.parameters()).device
         for u, (layers, heads) in enumerate(wanted):
             for i, layer in enumerate(layers):
                 for chosen in self._forwards(sorted(heads), batch):
-                    factors = self._factors(chosen, rows, layout, next(model.parameters()).device)
+                    factors = self._factors(chosen, rows, layout, device)
                     waiting.append(nll.resume_hidden(model, tr, layer if self.reuse else 0, {layer: factors},
                                                      copies=len(chosen), scaled=self.scaled))
                     where.append((u, i, chosen))
