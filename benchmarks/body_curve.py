@@ -17,6 +17,16 @@ the curve is what the scans' ranking buys; `--save SERIES SHARE DIR` writes the 
 
 `--save-uniform K DIR` writes the model without each layer's K least harmful neuron groups (by
 the neuron scan): one MLP width, so llama.cpp's own graph for the family runs it.
+
+`--on DIR` masks and scores another folder with the same body (the scans' model after
+`langheads trim --max-vocab`): each point is then the trim and the body cut together.
+`--baseline MODEL` is what the points are relative to (default: the scans' model; give the
+untrimmed original when the scans were made on a trimmed folder). NLL per byte does not depend
+on the tokenizer. `--series` and `--shares` pick the series and the checkpoints (shares of the
+body), for a close look near a budget:
+
+    python benchmarks/body_curve.py --scan N --on /tmp/v58 --series neuron --shares 0.02,0.03,0.034,0.04
+    python benchmarks/body_curve.py --scan N58 --baseline default --series neuron   # N58 scanned /tmp/v58
 """
 from __future__ import annotations
 
@@ -51,11 +61,11 @@ def report_losses(loaded, texts: dict, body, chosen, components) -> dict[str, fl
         return {lang: float(text_losses(loaded, t).per_byte.mean()) for lang, t in texts.items()}
 
 
-def walk_series(loaded, texts, body, components, order, total: int, base: dict) -> list[dict]:
+def walk_series(loaded, texts, body, components, order, total: int, base: dict, shares=SHARES) -> list[dict]:
     """Remove units in `order`; score at each checkpoint share of the body's parameters."""
     from langheads.edit.body_pruning import Chosen
 
-    chosen, points, shares = Chosen(), [], list(SHARES)
+    chosen, points, shares = Chosen(), [], sorted(shares)
     for unit in order:
         if not shares:
             break
@@ -97,6 +107,16 @@ def uniform_groups(source, k: int):
     return Chosen(groups={(l, g) for l, gs in by_layer.items() for g in gs[:k]})
 
 
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _body_shapes(model) -> list[tuple]:
+    from langheads.heads import decoder_layers
+
+    return [(n, tuple(p.shape)) for n, p in decoder_layers(model).named_parameters()]
+
+
 def _empties_a_layer(chosen, components) -> bool:
     """A neuron series keeps one group per layer (a whole MLP is the block series' unit)."""
     if "neuron" not in components:
@@ -111,7 +131,8 @@ def _empties_a_layer(chosen, components) -> bool:
 def main() -> None:
     import langheads
     from langheads.corpus import load_corpus
-    from langheads.edit.body_pruning import Body, _sources
+    from langheads.edit.body_pruning import Body, Chosen, _sources
+    from langheads.evaluation.evaluate import text_losses
     from langheads.heads import decoder_layers
     from langheads.runs import read_run
 
@@ -121,10 +142,20 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="also write the points as JSON here")
     p.add_argument("--save", nargs=3, metavar=("SERIES", "SHARE", "DIR"), help="write one point's pruned model")
     p.add_argument("--save-uniform", nargs=2, metavar=("K", "DIR"), help="write the model without K groups per layer")
+    p.add_argument("--on", help="mask and score this folder (the scans' model, vocabulary trimmed: the same body)")
+    p.add_argument("--baseline", help="what the points are relative to (default: the scans' model)")
+    p.add_argument("--series", help="comma-separated series to walk (head, neuron, block, all; default every one)")
+    p.add_argument("--shares", help="comma-separated shares of the body to score at (default "
+                   + ",".join(map(str, SHARES)) + ")")
     args = p.parse_args()
     keep = args.keep.split(",")
     runs = [read_run(s) for s in args.scan]
-    loaded = langheads.load_model(runs[0].info["settings"]["model"])
+    scanned = langheads.load_model(runs[0].info["settings"]["model"])
+    loaded = langheads.load_model(args.on) if args.on else scanned
+    original = langheads.load_model(args.baseline) if args.baseline else scanned
+    for other, name in ((loaded, args.on), (original, args.baseline)):
+        if other is not scanned and _body_shapes(other.model) != _body_shapes(scanned.model):
+            raise SystemExit(f"{name}: its transformer body is not the scanned model's")
     sources = _sources(loaded.model, runs, keep, [])
     components = {n: s.component for n, s in sources.items()}
     body = Body(loaded.model, components["neuron"].group if "neuron" in components else 64)
@@ -145,20 +176,27 @@ def main() -> None:
         return
     corpus = load_corpus(runs[0].info["settings"]["data"])
     texts = {lang: [t.text for t in corpus.texts(lang, "report")] for lang in keep}
-    from langheads.edit.body_pruning import Chosen
-
-    base = report_losses(loaded, texts, body, Chosen(), components)
-    print(f"body: {total:,} parameters of {sum(p.numel() for p in loaded.model.parameters()):,}; "
-          f"report texts: {', '.join(f'{l} {len(t)}' for l, t in texts.items())}; base NLL/byte "
-          + ", ".join(f"{l} {v:.4f}" for l, v in base.items()))
+    base = {lang: float(text_losses(original, t).per_byte.mean()) for lang, t in texts.items()}
+    before_cut = report_losses(loaded, texts, body, Chosen(), components) if loaded is not original else base
+    print(f"body: {total:,} parameters of {_count(loaded.model):,}"
+          + (f" (the baseline has {_count(original.model):,})" if loaded is not original else "")
+          + f"; report texts: {', '.join(f'{l} {len(t)}' for l, t in texts.items())}; base NLL/byte "
+          + ", ".join(f"{l} {v:.4f}" for l, v in base.items())
+          + ("; before any body cut " + ", ".join(f"{l} {before_cut[l] / base[l] - 1:+.2%}" for l in keep)
+             if loaded is not original else ""))
+    shares = [float(x) for x in args.shares.split(",")] if args.shares else SHARES
+    wanted = args.series.split(",") if args.series else None
     curves = {}
     for name, order in orders(body, sources).items():
+        if wanted and name not in wanted:
+            continue
         start = time.perf_counter()
-        curves[name] = walk_series(loaded, texts, body, components, order, total, base)
+        curves[name] = walk_series(loaded, texts, body, components, order, total, base, shares)
         print(f"\n{name} ({time.perf_counter() - start:.0f} s)\n  body share removed | parameters | units | "
-              + " | ".join(f"{l} NLL/byte" for l in keep))
+              "model / baseline | " + " | ".join(f"{l} NLL/byte" for l in keep))
         for pt in curves[name]:
-            print(f"  {pt['share']:6.1%} | {pt['saved']:>11,} | {pt['units']:>4} | "
+            left = (_count(loaded.model) - pt["saved"]) / _count(original.model)
+            print(f"  {pt['share']:6.1%} | {pt['saved']:>11,} | {pt['units']:>4} | {left:.4f}x | "
                   + " | ".join(f"{pt['rel'][l]:+7.2%}" for l in keep))
     if args.out:
         args.out.write_text(json.dumps({"total_body": total, "base": base, "curves": curves}, indent=1))
