@@ -128,14 +128,7 @@ def _empties_a_layer(chosen, components) -> bool:
     return any(n >= groups for n in per_layer.values())
 
 
-def main() -> None:
-    import langheads
-    from langheads.corpus import load_corpus
-    from langheads.edit.body_pruning import Body, Chosen, _sources
-    from langheads.evaluation.evaluate import text_losses
-    from langheads.heads import decoder_layers
-    from langheads.runs import read_run
-
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scan", action="append", required=True, help="a head, neuron or block scan of the model")
     p.add_argument("--keep", default="en,hi")
@@ -147,57 +140,83 @@ def main() -> None:
     p.add_argument("--series", help="comma-separated series to walk (head, neuron, block, all; default every one)")
     p.add_argument("--shares", help="comma-separated shares of the body to score at (default "
                    + ",".join(map(str, SHARES)) + ")")
-    args = p.parse_args()
-    keep = args.keep.split(",")
-    runs = [read_run(s) for s in args.scan]
+    return p.parse_args()
+
+
+def load_models(runs, on: str | None, baseline: str | None):
+    """(the model to cut and score, the baseline), each with the scanned model's body."""
+    import langheads
+
     scanned = langheads.load_model(runs[0].info["settings"]["model"])
-    loaded = langheads.load_model(args.on) if args.on else scanned
-    original = langheads.load_model(args.baseline) if args.baseline else scanned
-    for other, name in ((loaded, args.on), (original, args.baseline)):
+    loaded = langheads.load_model(on) if on else scanned
+    original = langheads.load_model(baseline) if baseline else scanned
+    for other, name in ((loaded, on), (original, baseline)):
         if other is not scanned and _body_shapes(other.model) != _body_shapes(scanned.model):
             raise SystemExit(f"{name}: its transformer body is not the scanned model's")
+    return loaded, original
+
+
+def save_point(args, loaded, body, components, sources, keep, total) -> None:
+    """Write the pruned model of one point (--save) or of K groups per layer (--save-uniform)."""
+    from langheads.edit.blocks import save_without_body
+
+    if args.save:
+        series, share, folder = args.save
+        chosen = chosen_at(body, components, orders(body, sources)[series], float(share), total)
+        note = f"body_curve.py: {series} series at {float(share):.1%} of the body"
+    else:
+        k, folder = args.save_uniform
+        chosen = uniform_groups(sources["neuron"], int(k))
+        note = f"body_curve.py: {k} neuron groups from every layer"
+    save_without_body(loaded, *body.as_removal(chosen), Path(folder), {"kept": keep, "note": note})
+    print(f"wrote {folder}: {chosen.units()} units, {body.saved(chosen):,} parameters")
+
+
+def print_series(name: str, seconds: float, points: list[dict], keep, kept_params: int, base_params: int) -> None:
+    print(f"\n{name} ({seconds:.0f} s)\n  body share removed | parameters | units | model / baseline | "
+          + " | ".join(f"{l} NLL/byte" for l in keep))
+    for pt in points:
+        left = (kept_params - pt["saved"]) / base_params
+        print(f"  {pt['share']:6.1%} | {pt['saved']:>11,} | {pt['units']:>4} | {left:.4f}x | "
+              + " | ".join(f"{pt['rel'][l]:+7.2%}" for l in keep))
+
+
+def main() -> None:
+    from langheads.corpus import load_corpus
+    from langheads.edit.body_pruning import Body, Chosen, _sources
+    from langheads.evaluation.evaluate import text_losses
+    from langheads.heads import decoder_layers
+    from langheads.runs import read_run
+
+    args = parse_args()
+    keep = args.keep.split(",")
+    runs = [read_run(s) for s in args.scan]
+    loaded, original = load_models(runs, args.on, args.baseline)
     sources = _sources(loaded.model, runs, keep, [])
     components = {n: s.component for n, s in sources.items()}
     body = Body(loaded.model, components["neuron"].group if "neuron" in components else 64)
     total = sum(p.numel() for p in decoder_layers(loaded.model).parameters())
     if args.save or args.save_uniform:
-        from langheads.edit.blocks import save_without_body
-
-        if args.save:
-            series, share, folder = args.save
-            chosen = chosen_at(body, components, orders(body, sources)[series], float(share), total)
-        else:
-            (k, folder), series, share = args.save_uniform, "uniform", 0.0
-            chosen = uniform_groups(sources["neuron"], int(k))
-        save_without_body(loaded, *body.as_removal(chosen), Path(folder),
-                          {"kept": keep, "note": f"body_curve.py: {series} series at {float(share):.1%} of the body"
-                           if args.save else f"body_curve.py: {k} neuron groups from every layer"})
-        print(f"wrote {folder}: {chosen.units()} units, {body.saved(chosen):,} parameters")
-        return
+        return save_point(args, loaded, body, components, sources, keep, total)
     corpus = load_corpus(runs[0].info["settings"]["data"])
     texts = {lang: [t.text for t in corpus.texts(lang, "report")] for lang in keep}
     base = {lang: float(text_losses(original, t).per_byte.mean()) for lang, t in texts.items()}
-    before_cut = report_losses(loaded, texts, body, Chosen(), components) if loaded is not original else base
+    trimmed = loaded is not original
+    before_cut = report_losses(loaded, texts, body, Chosen(), components) if trimmed else base
     print(f"body: {total:,} parameters of {_count(loaded.model):,}"
-          + (f" (the baseline has {_count(original.model):,})" if loaded is not original else "")
+          + (f" (the baseline has {_count(original.model):,})" if trimmed else "")
           + f"; report texts: {', '.join(f'{l} {len(t)}' for l, t in texts.items())}; base NLL/byte "
           + ", ".join(f"{l} {v:.4f}" for l, v in base.items())
           + ("; before any body cut " + ", ".join(f"{l} {before_cut[l] / base[l] - 1:+.2%}" for l in keep)
-             if loaded is not original else ""))
+             if trimmed else ""))
     shares = [float(x) for x in args.shares.split(",")] if args.shares else SHARES
-    wanted = args.series.split(",") if args.series else None
     curves = {}
     for name, order in orders(body, sources).items():
-        if wanted and name not in wanted:
+        if args.series and name not in args.series.split(","):
             continue
         start = time.perf_counter()
         curves[name] = walk_series(loaded, texts, body, components, order, total, base, shares)
-        print(f"\n{name} ({time.perf_counter() - start:.0f} s)\n  body share removed | parameters | units | "
-              "model / baseline | " + " | ".join(f"{l} NLL/byte" for l in keep))
-        for pt in curves[name]:
-            left = (_count(loaded.model) - pt["saved"]) / _count(original.model)
-            print(f"  {pt['share']:6.1%} | {pt['saved']:>11,} | {pt['units']:>4} | {left:.4f}x | "
-                  + " | ".join(f"{pt['rel'][l]:+7.2%}" for l in keep))
+        print_series(name, time.perf_counter() - start, curves[name], keep, _count(loaded.model), _count(original.model))
     if args.out:
         args.out.write_text(json.dumps({"total_body": total, "base": base, "curves": curves}, indent=1))
 
