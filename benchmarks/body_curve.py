@@ -201,14 +201,14 @@ def main() -> None:
     corpus = load_corpus(runs[0].info["settings"]["data"])
     texts = {lang: [t.text for t in corpus.texts(lang, "report")] for lang in keep}
     base = {lang: float(text_losses(original, t).per_byte.mean()) for lang, t in texts.items()}
-    trimmed = loaded is not original
-    before_cut = report_losses(loaded, texts, body, Chosen(), components) if trimmed else base
+    separate = loaded is not original  # the cut model is not the baseline (e.g. its vocabulary is trimmed)
+    before_cut = report_losses(loaded, texts, body, Chosen(), components) if separate else base
     print(f"body: {total:,} parameters of {_count(loaded.model):,}"
-          + (f" (the baseline has {_count(original.model):,})" if trimmed else "")
+          + (f" (the baseline has {_count(original.model):,})" if separate else "")
           + f"; report texts: {', '.join(f'{l} {len(t)}' for l, t in texts.items())}; base NLL/byte "
           + ", ".join(f"{l} {v:.4f}" for l, v in base.items())
           + ("; before any body cut " + ", ".join(f"{l} {before_cut[l] / base[l] - 1:+.2%}" for l in keep)
-             if trimmed else ""))
+             if separate else ""))
     shares = [float(x) for x in args.shares.split(",")] if args.shares else SHARES
     curves = {}
     for name, order in orders(body, sources).items():
