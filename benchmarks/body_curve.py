@@ -107,10 +107,6 @@ def uniform_groups(source, k: int):
     return Chosen(groups={(l, g) for l, gs in by_layer.items() for g in gs[:k]})
 
 
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def _body_shapes(model) -> list[tuple]:
     from langheads.heads import decoder_layers
 
@@ -137,10 +133,29 @@ def parse_args():
     p.add_argument("--save-uniform", nargs=2, metavar=("K", "DIR"), help="write the model without K groups per layer")
     p.add_argument("--on", help="mask and score this folder (the scans' model, vocabulary trimmed: the same body)")
     p.add_argument("--baseline", help="what the points are relative to (default: the scans' model)")
-    p.add_argument("--series", help="comma-separated series to walk (head, neuron, block, all; default every one)")
-    p.add_argument("--shares", help="comma-separated shares of the body to score at (default "
-                   + ",".join(map(str, SHARES)) + ")")
+    p.add_argument("--series", type=_series, help="comma-separated series to walk (head, neuron, block, all; "
+                   "default every one)")
+    p.add_argument("--shares", type=_shares, default=SHARES, help="comma-separated shares of the body to score at "
+                   "(default " + ",".join(map(str, SHARES)) + ")")
     return p.parse_args()
+
+
+def _series(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = [n for n in names if n not in ("head", "neuron", "block", "all")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown series {','.join(unknown)} (head, neuron, block, all)")
+    return names
+
+
+def _shares(text: str) -> list[float]:
+    try:
+        shares = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers, e.g. 0.01,0.05") from None
+    if not all(0 < x <= 1 for x in shares):
+        raise argparse.ArgumentTypeError(f"{text!r}: shares of the body lie in (0, 1]")
+    return shares
 
 
 def load_models(runs, on: str | None, baseline: str | None):
@@ -184,6 +199,7 @@ def print_series(name: str, seconds: float, points: list[dict], keep, kept_param
 def main() -> None:
     from langheads.corpus import load_corpus
     from langheads.edit.body_pruning import Body, Chosen, _sources
+    from langheads.edit.savings import parameters
     from langheads.evaluation.evaluate import text_losses
     from langheads.heads import decoder_layers
     from langheads.runs import read_run
@@ -195,7 +211,7 @@ def main() -> None:
     sources = _sources(loaded.model, runs, keep, [])
     components = {n: s.component for n, s in sources.items()}
     body = Body(loaded.model, components["neuron"].group if "neuron" in components else 64)
-    total = sum(p.numel() for p in decoder_layers(loaded.model).parameters())
+    total = parameters(decoder_layers(loaded.model))
     if args.save or args.save_uniform:
         return save_point(args, loaded, body, components, sources, keep, total)
     corpus = load_corpus(runs[0].info["settings"]["data"])
@@ -203,20 +219,19 @@ def main() -> None:
     base = {lang: float(text_losses(original, t).per_byte.mean()) for lang, t in texts.items()}
     separate = loaded is not original  # the cut model is not the baseline (e.g. its vocabulary is trimmed)
     before_cut = report_losses(loaded, texts, body, Chosen(), components) if separate else base
-    print(f"body: {total:,} parameters of {_count(loaded.model):,}"
-          + (f" (the baseline has {_count(original.model):,})" if separate else "")
+    print(f"body: {total:,} parameters of {parameters(loaded.model):,}"
+          + (f" (the baseline has {parameters(original.model):,})" if separate else "")
           + f"; report texts: {', '.join(f'{l} {len(t)}' for l, t in texts.items())}; base NLL/byte "
           + ", ".join(f"{l} {v:.4f}" for l, v in base.items())
           + ("; before any body cut " + ", ".join(f"{l} {before_cut[l] / base[l] - 1:+.2%}" for l in keep)
              if separate else ""))
-    shares = [float(x) for x in args.shares.split(",")] if args.shares else SHARES
     curves = {}
     for name, order in orders(body, sources).items():
-        if args.series and name not in args.series.split(","):
+        if args.series and name not in args.series:
             continue
         start = time.perf_counter()
-        curves[name] = walk_series(loaded, texts, body, components, order, total, base, shares)
-        print_series(name, time.perf_counter() - start, curves[name], keep, _count(loaded.model), _count(original.model))
+        curves[name] = walk_series(loaded, texts, body, components, order, total, base, args.shares)
+        print_series(name, time.perf_counter() - start, curves[name], keep, parameters(loaded.model), parameters(original.model))
     if args.out:
         args.out.write_text(json.dumps({"total_body": total, "base": base, "curves": curves}, indent=1))
 
