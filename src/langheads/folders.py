@@ -25,6 +25,11 @@ KINDS = {"run": "run folder", "evaluation": "evaluation folder", "report": "repo
 _OLD_MARKERS = {"scan work in progress": "store", "converted model cache entry": "cache"}
 
 
+def cache_dir() -> Path:
+    """Where langheads keeps what it fetched or converted: $LANGHEADS_CACHE, else ~/.cache/langheads."""
+    return Path(os.environ.get("LANGHEADS_CACHE") or Path.home() / ".cache" / "langheads")
+
+
 def mark(folder: Path, kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown folder kind {kind!r}")

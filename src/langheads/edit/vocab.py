@@ -25,6 +25,7 @@ from functools import lru_cache
 import torch
 
 from .. import heads as H
+from ..builtin import MODEL_HELP
 from ..errors import LangheadsError
 from ..options import option
 
@@ -589,7 +590,7 @@ def apply_trim(loaded, choice: VocabChoice, manifest):
 class TrimSettings:
     """Every setting of a trim; the CLI's `trim` options are generated from these fields."""
     keep: list[str] = option(help="languages the deployment serves, e.g. en,hi")
-    model: str = option("default", help="default | a .gguf file | a model folder | a hub id")
+    model: str = option("default", help=MODEL_HELP)
     max_vocab: int | None = option(None, help="keep at most this many tokens, the rarest dropped first "
                                    "(placeholder tokens such as Gemma's <unusedN> always)")
     vocab_texts: str | None = option(None, help="texts to count token rarity on (same formats as --data)")

@@ -23,6 +23,7 @@ from .. import nll, qa
 from ..components import COMPONENTS, Component, component_for
 from ..corpus import Corpus, language_key, scan_corpus
 from .distributed import Ranks
+from ..builtin import MODEL_HELP
 from ..errors import LangheadsError
 from .kinds import RULES
 from ..models import LoadedModel, Placement, load_model
@@ -36,7 +37,7 @@ from .sequential import CALLS, OPEN, StoppingRule
 @dataclass
 class ScanSettings:
     """Every setting of a scan; the CLI's `scan` options are generated from these fields."""
-    model: str = option("default", help="default | a .gguf file | a model folder | a hub id (org/name)")
+    model: str = option("default", help=MODEL_HELP)
     languages: list[str] = option(factory=lambda: ["en", "hi", "fr", "de", "es", "zh", "ar", "ru"],
                                   help="comma-separated ISO 639-1 codes")
     method: str = option("exact", help="exact | attribution | lahis | switch (language switch rate of greedy "
