@@ -269,9 +269,9 @@ def test_the_default_models_own_q4_k_m_runs_in_llama_cpp(default_model):
     """The package's own Q4_K_M file decodes in llama.cpp as the extra builds it (a native build
     on a CPU with AMX crashed here)."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
-    from langheads.models import _default_gguf
+    from langheads.builtin import BUILTINS
 
-    path, _ = _default_gguf()
+    path = BUILTINS["default"].path()
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=2, verbose=False)
     out = llm("All human beings are born free", max_tokens=8, temperature=0)
     assert out["usage"]["completion_tokens"] >= 1
@@ -300,6 +300,50 @@ def test_uneven_llama_prunings_run_in_llama_cpp_through_deci(tmp_path, capsys):
     assert main(["export", str(tmp_path / "empty"), "--gguf", str(tmp_path / "e.gguf")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "still adds the output projection's bias" in err[0] and not (tmp_path / "e.gguf").exists()
+
+
+# Families whose layers are Llama's up to biases, which llama.cpp's deci graph runs with per-layer
+# shapes (src/models/deci.cpp; q/k/v biases load through create_tensor_qkv): tokenizer style, sizes.
+DECI_FAMILIES = [("llama", "byte_fallback", dict(attention_bias=False)), ("mistral", "byte_fallback", {}),
+                 ("qwen2", "qwen2", {})]
+
+
+@pytest.mark.parametrize("family,style,sizes", DECI_FAMILIES, ids=[f[0] for f in DECI_FAMILIES])
+def test_every_deci_family_runs_uneven_shapes_in_llama_cpp(family, style, sizes, tmp_path):
+    """Uneven heads, a layer with no attention, uneven MLP widths and a layer with no MLP, in one
+    model: llama.cpp's deci graph gives transformers' next-token log-probabilities (biases, the
+    rotary permutation and the tied output included)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    import gguf
+
+    from langheads.edit.blocks import save_without_body
+
+    folder = synthetic.save_tiny(family, tmp_path / "m", tokenizer=style, num_hidden_layers=4, **sizes)
+    loaded = load_model(str(folder))
+    heads = {0: [0, 1], 1: [2]}
+    save_without_body(loaded, heads, {2: list(range(40))}, {1: {"mlp"}, 3: {"attention"}}, tmp_path / "cut", {})
+    pruned = load_model(str(tmp_path / "cut"))
+    counts, widths = export.layer_heads(pruned.model), export.layer_widths(pruned.model)
+    assert counts[3] is None and counts[0] != counts[2] and widths[1] == 0 and widths[2] == widths[0] - 40
+    path = export.export_gguf(pruned, tmp_path / "c.gguf", "f32", pre="qwen2" if style == "qwen2" else None)
+    assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == "deci"
+    gap = export.llama_cpp_gap(pruned, path, TEXTS)
+    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
+
+
+def test_a_uniform_qwen2_pruning_with_narrow_q_runs_through_deci(tmp_path):
+    """llama.cpp's qwen2 graph sizes q by the hidden size, so one head fewer in every layer goes
+    through deci (it was refused)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    folder = synthetic.save_tiny("qwen2", tmp_path / "q", tokenizer="qwen2")
+    loaded = load_model(str(folder))
+    layout = loaded.model.config
+    removed = [(l, h) for l in range(layout.num_hidden_layers) for h in (0, layout.num_attention_heads // 2)]
+    pruning.save_pruned(loaded, removed, tmp_path / "u", {}, uniform=True)
+    pruned = load_model(str(tmp_path / "u"))
+    path = export.export_gguf(pruned, tmp_path / "u.gguf", "f32", pre="qwen2")
+    gap = export.llama_cpp_gap(pruned, path, TEXTS)
+    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
 
 
 def test_pruned_mlps_and_layers_run_in_llama_cpp(tmp_path, capsys):

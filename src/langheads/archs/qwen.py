@@ -8,7 +8,9 @@ from .base import Adapter, GGUFFamily
 class Qwen2(Adapter):
     family = "qwen2"
     model_types = ("qwen2",)
-    gguf = GGUFFamily("qwen2", norm_plus_one=False, permute_qk=False)  # NeoX rotary: halves, as transformers
+    # NeoX rotary (halves, as transformers) in llama.cpp's qwen2 graph; uneven shapes go through
+    # deci, which loads q/k/v biases (create_tensor_qkv) and rotates pairs (rows permuted there)
+    gguf = GGUFFamily("qwen2", norm_plus_one=False, permute_qk=False, deci=True)
 
 
 class Qwen3(Adapter):

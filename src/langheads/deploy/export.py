@@ -7,8 +7,10 @@ Written with the `gguf` package. What differs from the transformers layout, per 
     rows are permuted (as llama.cpp's own converter does);
   - the tokenizer becomes llama.cpp's SentencePiece-style "llama" model: tokens, a score per
     token (higher merges first: minus the rank of the first merge that builds it) and types.
-llama.cpp's gemma3 and llama graphs use one head count for every layer, so a pruning that
-leaves layers with different head counts (or none) is refused with the reason.
+llama.cpp's family graphs use one head count for every layer; a pruning that leaves layers with
+different head counts (or none) or MLP widths goes through llama.cpp's deci graph where the
+family's layers are Llama's up to q/k/v biases (Llama, Mistral, Qwen2), and is refused with the
+reason elsewhere.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def check_type(kind: str) -> None:
 @dataclass
 class ExportSettings:
     """Everything `langheads export` is told; every option defined once, here."""
-    model: str = option(positional=True, help="default | a model folder (original, trimmed, or pruned with "
+    model: str = option(positional=True, help="a built-in model (default, qwen2.5-coder-0.5b) | a model folder (original, trimmed, or pruned with "
                         "--uniform) | a .gguf file")
     gguf: str = option(help="the .gguf file to write")
     type: str = option("f32", help="f32 | f16 | q8_0 (written here) | q4_0 | q5_0 | q4_k_s | q4_k_m | q5_k_s | "
@@ -154,12 +156,15 @@ def gguf_widths(counts: list, widths: list[int] | None) -> list[int] | None:
 def graph_for(family, counts: list, layout, hidden: int, widths: list[int] | None = None) -> str:
     """llama.cpp's architecture for this model: the family's own where every layer keeps the same
     heads (and the graph allows their query width) and the same MLP width, else `deci` (per-layer
-    head counts and MLP widths, 0 = no attention or no MLP) for Llama and Mistral; else the
+    head counts and MLP widths, 0 = no attention or no MLP) for families whose layers are Llama's up
+    to biases (Llama, Mistral, Qwen2: GGUFFamily.deci); else the
     one-line refusal, saying what would export."""
     even_mlp = widths is None or (len(set(widths)) == 1 and widths[0] > 0)
     if None not in counts and len(set(counts)) == 1 and even_mlp:
         if counts[0][0] * layout.head_dim == hidden or family.narrow_q:
             return family.arch
+        if family.deci:  # deci sizes q and o by each layer's heads
+            return "deci"
         raise LangheadsError(f"llama.cpp's {family.arch} graph sizes the query projection by the hidden size ({hidden}), "
                              f"and this pruning keeps {counts[0][0]} heads of {layout.head_dim}; export the unpruned "
                              "model with the vocabulary trimmed (`langheads trim`)")
@@ -174,7 +179,7 @@ def graph_for(family, counts: list, layout, hidden: int, widths: list[int] | Non
         why = (f"layers keep different MLP widths ({', '.join(f'L{i}: {w}' for i, w in enumerate(widths[:6]))} ...)"
                if 0 not in widths else "a layer has no MLP left")
     raise LangheadsError(f"{why}, and llama.cpp's {family.arch} graph uses one head count and one MLP width for "
-                         "every layer (only its deci graph, for Llama and Mistral, takes one per layer); export a "
+                         "every layer (only its deci graph, for Llama, Mistral and Qwen2, takes one per layer); export a "
                          "pruning with --uniform, one that removes whole layers, or the vocabulary alone "
                          "(`langheads trim`)")
 
@@ -295,7 +300,7 @@ def _gguf_tensors(model, arch: str, counts: list, widths=None):
         t = tensor.detach().float().cpu()
         if family.norm_plus_one and base.endswith("norm"):
             t = t + 1
-        if family.permute_qk and base.endswith(("q_proj", "k_proj")):
+        if (family.permute_qk or arch == "deci") and base.endswith(("q_proj", "k_proj")):  # deci rotates pairs
             t = _permute(t, counts[layer][0 if base.endswith("q_proj") else 1])
         yield f"{new}.{suffix}", t.numpy()
     yield from _stand_in_mlps(model, counts, widths)
