@@ -256,3 +256,36 @@ def test_prune_saves_parameters_on_grouped_attention(tmp_path, sample_data):
     one = read_manifest(tmp_path / "m1").records["remove_heads"]
     assert one["removed_heads"] == [] and one["saved"]["parameters_saved"] == 0
     assert "no further removal of at most 1" in one["stopped"]
+
+
+def _toy_walk(harm: list[float], budget: float, patience: int, one_move: bool):
+    """gallop over moves whose harms add up, judged against `budget`; (kept moves, judgements)."""
+    from langheads.edit.candidates import gallop
+
+    kept, tried, calls = [], set(), []
+
+    def plan(k):
+        left = [i for i in range(len(harm)) if i not in kept and i not in tried]
+        return left[: 1 if one_move else k]
+
+    def judge(batch):
+        calls.append(list(batch))
+        total = sum(harm[i] for i in kept + batch)
+        return total <= budget, total
+
+    why = gallop(plan, judge, lambda b, m: kept.extend(b), lambda m, _: tried.add(m), patience)
+    return kept, calls, why
+
+
+def test_the_batched_walk_keeps_the_budget_in_fewer_measurements():
+    """Batches double while they fit and halve when they do not; single moves are refused as
+    the one-move walk refuses them, so on additive harms both keep the same moves; the batched
+    one measures far less often; patience stops a run of refusals."""
+    harm = [0.0001] * 60 + [0.004, 0.0001, 0.03, 0.0002] + [0.05] * 40
+    one, one_calls, _ = _toy_walk(harm, 0.02, 0, one_move=True)
+    batched, calls, why = _toy_walk(harm, 0.02, 0, one_move=False)
+    assert sorted(batched) == sorted(one) and sum(harm[i] for i in batched) <= 0.02 and why == "moves"
+    assert len(one_calls) == len(harm) and len(calls) < 0.7 * len(one_calls)
+    assert max(len(c) for c in calls) >= 32  # it galloped
+    patient, patient_calls, why = _toy_walk(harm, 0.02, 5, one_move=False)
+    assert why == "patience" and sorted(patient) == sorted(one) and len(patient_calls) < len(calls)

@@ -9,9 +9,10 @@ model: a head move as in the head walk (one head from each of a layer's widest K
 the rest of a group); one neuron group (a layer keeps one group at least: a whole MLP is a
 block); one block. What a move saves is counted on what the saved model would hold (a layer
 left with neither block is dropped, its norms with it). Moves go by tier, then by harm per
-parameter saved. After each move tried, the kept languages are re-measured on their selection
-texts with everything chosen masked; a move whose paired 95% interval's upper end would raise
-a kept language by more than the budget is not made, and the walk goes on.
+parameter saved. Moves are tried in batches (candidates.gallop): the kept languages are
+re-measured on their selection texts with everything chosen masked; a batch whose paired 95%
+interval's upper end would raise a kept language by more than the budget is halved, a single
+such move is not made, and the walk goes on. The dropped languages are measured once, at the end.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from ..archs import REGISTRY
 from ..components import Component, component_for
 from ..errors import LangheadsError
 from . import savings
-from .candidates import PruneResult, candidate_tiers, head_harm, selection_tokens
+from .candidates import PruneResult, candidate_tiers, gallop, head_harm, selection_tokens
 
 NAMES = {"head": "heads", "neuron": "neurons", "block": "blocks"}
 
@@ -212,45 +213,66 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
 
     base_texts = per_text(Chosen(), first.languages)
     base = _means(base_texts)
-    others = [lang for lang in first.languages if lang not in settings.keep]
     result = PruneResult([], [{"step": 0, "units": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
                                "parameters_saved": 0}])
-    chosen, tried = Chosen(), set()
-    bar = tqdm(desc="prune (moves tried)", unit="move", disable=not progress)
-    while (move := next_move(body, sources, chosen, tried, _room(settings, chosen), settings.uniform)) is not None:
-        tried.add(move)
-        bar.update(1)
-        trial = chosen.plus(move)
+    state = {"chosen": Chosen()}
+    tried: set = set()
+
+    def plan(k):
+        chosen, batch = state["chosen"], []
+        for _ in range(1 if settings.one_move else k):
+            move = next_move(body, sources, chosen, tried, _room(settings, chosen), settings.uniform)
+            if move is None:
+                break
+            batch.append(move)
+            chosen = chosen.plus(move)
+        return batch
+
+    def judge(batch):
+        trial = state["chosen"].plus(tuple(u for move in batch for u in move))
         texts = per_text(trial, settings.keep)
         rel = {l: float(texts[l].mean() / base[l] - 1) for l in settings.keep}
         bad = {l: _bad_end(base_texts[l], texts[l]) for l in settings.keep}
-        if settings.heads is None and max(bad.values()) > settings.max_increase:
-            result.rejected.append({"units": [list(u) for u in move], "after_step": len(result.curve) - 1,
-                                    "rel_kept": rel, "rel_kept_upper": bad})
-            continue
-        chosen = trial
-        result.removed += list(move)
-        now = {**_means(texts), **_means(per_text(chosen, others))}
-        result.curve.append({"step": len(result.curve), "units": [list(u) for u in move], "nll": now, "rel_kept": rel,
-                             "rel_kept_upper": bad, "parameters_saved": body.saved(chosen)})
+        return settings.heads is not None or max(bad.values()) <= settings.max_increase, (trial, texts, rel, bad)
+
+    def accept(batch, measured):
+        trial, texts, rel, bad = measured
+        state["chosen"] = trial
+        units = [u for move in batch for u in move]
+        result.removed += units
+        result.curve.append({"step": len(result.curve), "units": [list(u) for u in units], "nll": _means(texts),
+                             "rel_kept": rel, "rel_kept_upper": bad, "parameters_saved": body.saved(trial)})
+
+    def reject(move, measured):
+        tried.add(move)
+        result.rejected.append({"units": [list(u) for u in move], "after_step": len(result.curve) - 1,
+                                "rel_kept": measured[2], "rel_kept_upper": measured[3]})
+
+    bar = tqdm(desc="prune (measurements)", unit="try", disable=not progress)
+    why = gallop(plan, judge, accept, reject, settings.patience, bar)
     bar.close()
-    result.stopped = _why_stopped(settings, sources, tried, result)
-    return result, body, chosen
+    others = [lang for lang in first.languages if lang not in settings.keep]
+    if len(result.curve) > 1:  # the dropped languages, once, for the record
+        result.curve[-1]["nll"].update(_means(per_text(state["chosen"], others)))
+    result.stopped = _why_stopped(settings, sources, tried, result, why)
+    return result, body, state["chosen"]
 
 
 def _room(settings, chosen: Chosen) -> int | None:
     return None if settings.heads is None else settings.heads - chosen.units()
 
 
-def _why_stopped(settings, sources: dict, tried: set, result: PruneResult) -> str:
+def _why_stopped(settings, sources: dict, tried: set, result: PruneResult, why: str) -> str:
     if settings.heads is not None:
         return (f"removed {len(result.removed)} of the {settings.heads} units asked for (no further move of at most "
                 f"{settings.heads - len(result.removed)} candidates saves parameters)"
                 if len(result.removed) < settings.heads else f"removed the {settings.heads} units asked for")
-    return (f"tried {len(tried)} moves of the candidates ({', '.join(NAMES[n] for n in sources)} that "
-                      f"matter for no kept language): {len(result.curve) - 1} made, {len(result.rejected)} not made "
-                      f"because they could raise a kept language by more than {settings.max_increase:.2%} (the "
-                      "upper end of its 95% interval over the selection texts)")
+    ending = (f"stopped after {settings.patience} moves in a row were refused (--patience)" if why == "patience"
+              else f"tried every move of the candidates ({', '.join(NAMES[n] for n in sources)} that matter for "
+                   "no kept language)")
+    return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} units), {len(tried)} "
+            f"moves not made because they could raise a kept language by more than {settings.max_increase:.2%} (the "
+            "upper end of its 95% interval over the selection texts)")
 
 
 def _means(per_text: dict) -> dict[str, float]:

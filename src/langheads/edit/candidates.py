@@ -75,3 +75,32 @@ def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> l
         for k in range(min((len(ours[g]) for g in widest), default=0)):
             out.append(tuple((layer, ours[g][k]) for g in widest))
     return list(dict.fromkeys(tuple(sorted(m)) for m in out))
+
+
+def gallop(plan, judge, accept, reject, patience: int = 0, bar=None) -> str:
+    """The one loop of every pruning walk: try the next `k` moves at once (planned in order as
+    if each were made), keep them all when the kept languages stay within the budget and double
+    `k`; otherwise halve `k` and try again from the same state, down to single moves, which are
+    refused one at a time as the one-move walk refuses them. A batch is judged as a whole (its
+    end state), so a batch may hold a move that a one-move walk, judging it alone at that point,
+    would have refused; the end state always keeps the budget. Returns why it stopped: "moves"
+    (none left) or "patience" (`patience` single moves refused in a row; 0: never).
+
+    plan(k) -> up to k moves; judge(moves) -> (within budget, what was measured);
+    accept(moves, measured); reject(move, measured)."""
+    k, misses = 1, 0
+    while batch := plan(k):
+        ok, measured = judge(batch)
+        if bar is not None:
+            bar.update(1)
+        if ok:
+            accept(batch, measured)
+            k, misses = 2 * len(batch), 0
+        elif len(batch) > 1:
+            k = len(batch) // 2
+        else:
+            reject(batch[0], measured)
+            k, misses = 1, misses + 1
+            if patience and misses >= patience:
+                return "patience"
+    return "moves"

@@ -6,11 +6,12 @@ sets of candidate heads of one layer whose removal saves parameters in the saved
 (savings.py): one head from each of the layer's widest KV groups (the layer's width drops by
 one), or every head left in one KV group (the group and its KV head go). A single head from a
 KV group of several is no move: the saved model would pad it back. Moves go by tier, then by
-harm to the kept languages (the scan's relative increase) per parameter saved. After each
-move every scanned language is re-measured on its *selection* texts (never the scoring texts
-the scan used, nor the report texts claims are made on). With a budget on the largest
-relative rise of a kept language, a move that would break it is not made and the walk goes
-on; with a head count, the walk stops once that many heads are removed.
+harm to the kept languages (the scan's relative increase) per parameter saved, and are tried
+in batches (candidates.gallop): the kept languages are re-measured on their *selection* texts
+(never the scoring texts the scan used, nor the report texts claims are made on) with the
+batch removed. With a budget on the largest relative rise of a kept language, a batch that
+would break it is halved and a single move that would is not made; with a head count, the
+walk stops once that many heads are removed. The dropped languages are measured once, at the end.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from ..manifest import read_manifest, write_model_folder
 from ..models import DTYPES, LoadedModel, load_model
 from ..options import option
 from ..runs import read_run
-from .candidates import PruneResult, candidate_tiers, dropped, head_harm, moves, ordered, selection_tokens
+from .candidates import PruneResult, candidate_tiers, dropped, gallop, head_harm, moves, ordered, selection_tokens
 from .surgery import remove_heads_edit
 
 
@@ -43,6 +44,9 @@ class PruneSettings:
     uniform: bool = option(False, help="keep every layer alike, so the config says the shapes: the same number of "
                            "heads from every KV group of every layer; with neuron and block scans one group from "
                            "every layer (every expert of a mixture) at a time, whole layers only")
+    patience: int = option(16, help="stop after this many moves in a row were refused by the budget (0: try "
+                           "every move)")
+    one_move: bool = option(False, help="judge one move at a time (the walk before batching; slower)")
     batch_tokens: int = 4096
     chunk_tokens: int = 1024
     trim_vocab: bool = option(False, help="then keep only the kept languages' vocabulary (exact)")
@@ -61,6 +65,7 @@ class PruneSettings:
             checks.languages(self, "drop")
         checks.number(self, "max_increase", 0.0)
         checks.count(self, "heads", optional=True)
+        checks.count(self, "patience", minimum=0)
         checks.choice(self, "dtype", list(DTYPES))
         checks.count(self, "batch_tokens")
         checks.count(self, "chunk_tokens")
@@ -114,56 +119,70 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True, 
             return {lang: float(nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens, pad).mean())
                     for lang in languages}
 
-    # A move is judged on the kept languages alone; the others are measured only for the
-    # moves actually made (the curve), not for every move tried.
+    # Moves are judged on the kept languages alone; the others are measured once, at the end.
     others = [lang for lang in scanned if lang not in settings.keep]
     base = measure([], scanned)
     result = PruneResult([], [{"step": 0, "heads": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
                                "parameters_saved": 0}])
-    _walk(candidates, settings, measure, base, others, result, progress)
+    _walk(candidates, settings, measure, base, result, progress)
+    if len(result.curve) > 1:
+        result.curve[-1]["nll"].update(measure(result.removed, others))
     return result, drop
 
 
-def _walk(candidates: Candidates, settings, measure, base, others, result, progress) -> None:
-    """Make moves until the budget, the head count or the moves run out (see the module doc)."""
+def _walk(candidates: Candidates, settings, measure, base, result, progress) -> None:
+    """Make moves, in batches (candidates.gallop), until the budget, the head count or the
+    moves run out (see the module doc)."""
     from tqdm.auto import tqdm
 
     tried: set = set()
-    bar = tqdm(desc="prune (moves tried)", unit="move", disable=not progress)
-    while True:
-        room = None if settings.heads is None else settings.heads - len(result.removed)
-        if room == 0:
-            result.stopped = f"removed the {settings.heads} heads asked for"
-            break
-        move = candidates.next_move(result.removed, tried, room)
-        if move is None:
-            result.stopped = _why_stopped(settings, candidates.order, result, len(tried))
-            break
-        tried.add(move)
-        bar.update(1)
-        trial = result.removed + list(move)
-        now = measure(trial, settings.keep)
+
+    def plan(k):
+        batch: list = []
+        for _ in range(1 if settings.one_move else k):
+            planned = [h for move in batch for h in move]
+            room = None if settings.heads is None else settings.heads - len(result.removed) - len(planned)
+            move = None if room == 0 else candidates.next_move(result.removed + planned, tried, room)
+            if move is None:
+                break
+            batch.append(move)
+        return batch
+
+    def judge(batch):
+        now = measure(result.removed + [h for move in batch for h in move], settings.keep)
         rel = {l: now[l] / base[l] - 1 for l in settings.keep}
-        if settings.heads is None and max(rel.values()) > settings.max_increase:
-            result.rejected.append({"heads": [list(h) for h in move], "after_step": len(result.removed),
-                                    "rel_kept": rel})
-            continue
-        result.removed = trial
-        now.update(measure(trial, others))
-        result.curve.append({"step": len(trial), "heads": [list(h) for h in move], "nll": {l: now[l] for l in base},
-                             "rel_kept": rel,
-                             "parameters_saved": savings.parameters_saved(candidates.layout, candidates.costs, trial)})
+        return settings.heads is not None or max(rel.values()) <= settings.max_increase, (now, rel)
+
+    def accept(batch, measured):
+        heads = [h for move in batch for h in move]
+        result.removed = result.removed + heads
+        result.curve.append({"step": len(result.removed), "heads": [list(h) for h in heads],
+                             "nll": measured[0], "rel_kept": measured[1],
+                             "parameters_saved": savings.parameters_saved(candidates.layout, candidates.costs,
+                                                                          result.removed)})
+
+    def reject(move, measured):
+        tried.add(move)
+        result.rejected.append({"heads": [list(h) for h in move], "after_step": len(result.removed),
+                                "rel_kept": measured[1]})
+
+    bar = tqdm(desc="prune (measurements)", unit="try", disable=not progress)
+    why = gallop(plan, judge, accept, reject, settings.patience, bar)
     bar.close()
+    result.stopped = _why_stopped(settings, candidates.order, result, len(tried), why)
 
 
-def _why_stopped(settings, order, result, tried: int) -> str:
+def _why_stopped(settings, order, result, refused: int, why: str) -> str:
+    if settings.heads is not None and len(result.removed) >= settings.heads:
+        return f"removed the {settings.heads} heads asked for"
     if settings.heads is not None:
         return (f"asked for {settings.heads} heads; removed {len(result.removed)}: no further removal of at most "
                 f"{settings.heads - len(result.removed)} candidate heads saves parameters (a query head alone goes "
                 "only with one from each KV group of its layer, or with the rest of its group)")
-    return (f"tried every move of the {len(order)} candidates (heads that matter for no kept language): "
-            f"{tried} moves, {len(result.curve) - 1} made ({len(result.removed)} heads), {len(result.rejected)} not "
-            f"made because they would raise a kept language by more than {settings.max_increase:.2%}")
+    ending = (f"stopped after {settings.patience} moves in a row were refused (--patience)" if why == "patience"
+              else f"tried every move of the {len(order)} candidates (heads that matter for no kept language)")
+    return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} heads), {refused} "
+            f"moves not made because they would raise a kept language by more than {settings.max_increase:.2%}")
 
 
 def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, record: dict,

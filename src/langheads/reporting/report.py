@@ -126,7 +126,8 @@ def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
 
 def prune_curve(pruned: PrunedFolder):
     """Heads removed (in the order chosen) vs each language's NLL change on the selection
-    texts; kept languages solid, dropped ones dashed; the budget as a line."""
+    texts; kept languages solid, dropped ones dashed (measured where the walk measured them:
+    before and after, in walks since batching); the budget as a line."""
     plt = pyplot()
     curve = pruned.curve
     langs = list(curve[0]["nll"])
@@ -135,9 +136,9 @@ def prune_curve(pruned: PrunedFolder):
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for lang in langs:
         base = curve[0]["nll"][lang]
-        change = [100 * (c["nll"][lang] / base - 1) for c in curve]
+        points = [(s, 100 * (c["nll"][lang] / base - 1)) for s, c in zip(steps, curve) if lang in c["nll"]]
         kept = lang in pruned.kept
-        ax.plot(steps, change, "-" if kept else "--", color=colours[lang], linewidth=1.8 if kept else 1.0,
+        ax.plot(*zip(*points), "-" if kept else "--", color=colours[lang], linewidth=1.8 if kept else 1.0,
                 label=f"{lang} ({'kept' if kept else 'dropped'})")
     if pruned.budget is not None:
         ax.axhline(100 * pruned.budget, color="#c33", linewidth=1, linestyle=":",
