@@ -267,7 +267,7 @@ def _why_stopped(settings, sources: dict, tried: set, result: PruneResult, why: 
         return (f"removed {len(result.removed)} of the {settings.heads} units asked for (no further move of at most "
                 f"{settings.heads - len(result.removed)} candidates saves parameters)"
                 if len(result.removed) < settings.heads else f"removed the {settings.heads} units asked for")
-    ending = (f"stopped after {settings.patience} moves in a row were refused (--patience)" if why == "patience"
+    ending = (f"stopped after {settings.patience} single moves were refused since the last batch of several was made (--patience)" if why == "patience"
               else f"tried every move of the candidates ({', '.join(NAMES[n] for n in sources)} that matter for "
                    "no kept language)")
     return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} units), {len(tried)} "

@@ -84,7 +84,10 @@ def gallop(plan, judge, accept, reject, patience: int = 0, bar=None) -> str:
     refused one at a time as the one-move walk refuses them. A batch is judged as a whole (its
     end state), so a batch may hold a move that a one-move walk, judging it alone at that point,
     would have refused; the end state always keeps the budget. Returns why it stopped: "moves"
-    (none left) or "patience" (`patience` single moves refused in a row; 0: never).
+    (none left) or "patience": `patience` single moves refused since the walk last made a batch
+    of two or more (0: never). Near the budget the walk goes one move at a time, each a full
+    measurement, and single moves made there (often ones that lower the selection texts' NLL by
+    chance) do not reset the count.
 
     plan(k) -> up to k moves; judge(moves) -> (within budget, what was measured);
     accept(moves, measured); reject(move, measured)."""
@@ -95,12 +98,12 @@ def gallop(plan, judge, accept, reject, patience: int = 0, bar=None) -> str:
             bar.update(1)
         if ok:
             accept(batch, measured)
-            k, misses = 2 * len(batch), 0
+            k, misses = 2 * len(batch), (0 if len(batch) > 1 else misses)
         elif len(batch) > 1:
             k = len(batch) // 2
         else:
             reject(batch[0], measured)
-            k, misses = 1, misses + 1
+            misses += 1
             if patience and misses >= patience:
                 return "patience"
     return "moves"

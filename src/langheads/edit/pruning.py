@@ -44,8 +44,8 @@ class PruneSettings:
     uniform: bool = option(False, help="keep every layer alike, so the config says the shapes: the same number of "
                            "heads from every KV group of every layer; with neuron and block scans one group from "
                            "every layer (every expert of a mixture) at a time, whole layers only")
-    patience: int = option(16, help="stop after this many moves in a row were refused by the budget (0: try "
-                           "every move)")
+    patience: int = option(16, help="stop after this many single moves were refused by the budget since the "
+                           "walk last made a batch of several (0: try every move)")
     one_move: bool = option(False, help="judge one move at a time (the walk before batching; slower)")
     batch_tokens: int = 4096
     chunk_tokens: int = 1024
@@ -179,7 +179,7 @@ def _why_stopped(settings, order, result, refused: int, why: str) -> str:
         return (f"asked for {settings.heads} heads; removed {len(result.removed)}: no further removal of at most "
                 f"{settings.heads - len(result.removed)} candidate heads saves parameters (a query head alone goes "
                 "only with one from each KV group of its layer, or with the rest of its group)")
-    ending = (f"stopped after {settings.patience} moves in a row were refused (--patience)" if why == "patience"
+    ending = (f"stopped after {settings.patience} single moves were refused since the last batch of several was made (--patience)" if why == "patience"
               else f"tried every move of the {len(order)} candidates (heads that matter for no kept language)")
     return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} heads), {refused} "
             f"moves not made because they would raise a kept language by more than {settings.max_increase:.2%}")
