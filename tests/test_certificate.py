@@ -38,3 +38,15 @@ def test_answer_metrics_against_the_budget():
                        "change": 0.1, "ci_low": 0.02, "ci_high": 0.18, "higher_is_better": False}])
     cert = certificate({"kind": "qa", "table": t}, ["en"], 0.02)
     assert [r["within_budget"] for r in cert["rows"]] == [True, False]  # F1 -1.1 points of 60 is within 2%
+
+
+def test_a_kept_language_that_was_not_measured_fails_and_so_does_another_baseline():
+    """Before: `--languages en,hi --keep de` passed with no de row; a certificate covers exactly the
+    kept languages it measured, against the model the folder was edited from."""
+    result = {**text_result([["en", 0.50, 0.50, 0.0, -0.001, 0.001, 1.0, 1.0]]), "baseline": "other",
+              "baseline_sha256": "b" * 64}
+    cert = certificate(result, ["en", "de"], 0.02)
+    assert not cert["passed"] and cert["failed"] == ["de not measured"] and "de not measured" in describe(cert)
+    assert certificate(result, ["en"], 0.02, source="b" * 64)["passed"]
+    moved = certificate(result, ["en"], 0.02, source="a" * 64)
+    assert moved["failed"] == ["the baseline other is not the model this one was edited from"]

@@ -35,6 +35,14 @@ def deployment_of(model: str | None) -> tuple[list[str] | None, float | None]:
     return kept, heads.get("settings", {}).get("max_increase")
 
 
+def edited_from(model: str | None) -> str | None:
+    """The sha256 of the model an edited folder was made from (its manifest's source), if any."""
+    from pathlib import Path
+
+    manifest = read_manifest(model) if model and Path(model).is_dir() else None
+    return None if manifest is None else manifest.source.get("sha256")
+
+
 def heal_cautions(model: str | None, data: str | None) -> list[str]:
     """Why the certificate's NLL rows may be optimistic: the model was healed on text from the
     corpus the evaluated texts come from (heal's default data, the original's continuations of
@@ -55,14 +63,19 @@ def heal_cautions(model: str | None, data: str | None) -> list[str]:
             "its domain, so the NLL changes here can be optimistic; judge a heal on other text (--data)"]
 
 
-def certificate(result: dict, kept: list[str], budget: float) -> dict:
+def certificate(result: dict, kept: list[str], budget: float, source: str | None = None) -> dict:
     """One row per evaluated language and measure: role (kept | dropped), change with its
-    interval, and for kept languages whether it is within the budget."""
+    interval, and for kept languages whether it is within the budget. It fails for a kept
+    language it did not measure, and, given the edited model's `source` (its manifest's sha256
+    of the model it was edited from), when the baseline is another model."""
     rows = _text_rows(result["table"]) if result["kind"] == "nll" else _answer_rows(result["table"])
     for row in rows:
         row["role"] = "kept" if row["language"] in kept else "dropped"
         row["within_budget"] = bool(_within(row, budget)) if row["role"] == "kept" else None
     failed = sorted({f"{r['language']} {r['measure']}" for r in rows if r["within_budget"] is False})
+    failed += [f"{lang} not measured" for lang in kept if lang not in {r["language"] for r in rows}]
+    if source is not None and result.get("baseline_sha256") not in (None, source):
+        failed.append(f"the baseline {result['baseline']} is not the model this one was edited from")
     rows = [{k: (float(v) if hasattr(v, "dtype") else v) for k, v in row.items()} for row in rows]  # JSON-ready
     return {"kept": kept, "budget": budget, "rows": rows, "passed": not failed, "failed": failed}
 

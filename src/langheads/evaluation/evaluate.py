@@ -96,7 +96,8 @@ def evaluate(model: str, baseline: str, languages: list[str], data: str | None =
             "same_language_before": float(np.mean([g["before_lang"] == lang for g in ours])),
             "same_language_after": float(np.mean([g["after_lang"] == lang for g in ours])),
         })
-    return {"kind": "nll", "model": model, "baseline": baseline, "part": "report", "table": pd.DataFrame(rows),
+    return {"kind": "nll", "model": model, "baseline": baseline, "baseline_sha256": before_model.model_hash,
+            "part": "report", "table": pd.DataFrame(rows),
             "generations": generations, "settings": {"max_tokens": max_tokens, "prompts": prompts,
                                                      "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
                                                      "seed": seed, "bootstrap": bootstrap, "data": data}}
@@ -162,7 +163,8 @@ def evaluate_qa(model: str | None, baseline: str, languages: list[str], data: st
     judged = None if judge is None else {"url": judge.url, "model": judge.model, "sent": judge.sent,
                                          "retried": judge.retried, "cached": judge.cached,
                                          "prompt": PROMPT, "cache": str(judge.cache_path)}
-    return {"kind": "qa", "model": model or baseline, "baseline": baseline, "mask": [list(m) for m in mask or []],
+    return {"kind": "qa", "model": model or baseline, "baseline": baseline, "baseline_sha256": before.model_hash,
+            "mask": [list(m) for m in mask or []],
             "judge": judged,
             "part": "report", "data": corpus.source, "table": pd.DataFrame(rows), "generations": generations,
             "settings": {"chat_template": chat_template, "new_tokens": new_tokens, "seed": seed,

@@ -119,10 +119,10 @@ def _judge(s: EvaluateSettings):
 
 def _certify(result: dict, s: EvaluateSettings) -> None:
     """The kept/dropped certificate (certificate.py), kept in the result when there are kept languages."""
-    from .certificate import certificate, heal_cautions, settle
+    from .certificate import certificate, edited_from, heal_cautions, settle
 
     kept, budget = settle(s.model, s.keep, s.budget)
     if kept:
-        result["certificate"] = certificate(result, kept, budget)
+        result["certificate"] = certificate(result, kept, budget, edited_from(s.model))
         if s.kind == "nll":
             result["certificate"]["cautions"] = heal_cautions(s.model, s.data)
