@@ -382,3 +382,30 @@ def test_pruned_mlps_and_layers_run_in_llama_cpp(tmp_path, capsys):
     assert main(["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "layers keep different MLP widths" in err[0] and not (tmp_path / "u.gguf").exists()
+
+
+def test_ctrl_c_during_quantization_keeps_the_previous_file(tmp_path):
+    """llama.cpp's quantizer runs in a child process, so Ctrl-C reaches langheads at once: the
+    quantizer stops, its half-written file goes, the file already at the path stays (it used to
+    finish, replace it and exit 0)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "m.gguf"
+    target.write_bytes(b"the user's previous file")
+    program = (
+        "import sys, time\n"
+        "from langheads.deploy import export\n"
+        "export._QUANTIZE = 'import time; open(__import__(\"sys\").argv[2], \"wb\").write(b\"half\"); time.sleep(60)'\n"
+        "print('started', flush=True)\n"
+        f"export.quantize_with_llama_cpp(__import__('pathlib').Path({str(target)!r}), 'q4_k_m')\n")
+    child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(2)
+    child.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    _, err = child.communicate(timeout=30)
+    assert time.monotonic() - start < 10 and child.returncode != 0 and "KeyboardInterrupt" in err
+    assert target.read_bytes() == b"the user's previous file" and sorted(tmp_path.iterdir()) == [target]

@@ -340,25 +340,38 @@ def _removed_mlp(name: str, adapter, tensor, keep_norm: bool) -> bool:
 
 def quantize_with_llama_cpp(path: Path, kind: str, threads: int = 0) -> None:
     """Rewrite the f32 GGUF at `path` as `kind` with llama.cpp's own quantizer (its K-quant mixes,
-    its fallbacks for rows that do not split into 256-wide blocks). The quantizer writes a
-    temporary file beside `path`, which replaces `path` only when whole."""
-    import llama_cpp
+    its fallbacks for rows that do not split into 256-wide blocks). The quantizer runs in a child
+    process (a C call in this one would hold Ctrl-C until it returned) and writes a temporary
+    file beside `path`, which replaces `path` only when whole; Ctrl-C stops it and leaves `path`."""
+    import subprocess
+    import sys
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, LLAMA_CPP_TYPES[kind])
-    params.nthread = threads
     with atomic_file(path) as tmp:
-        with _quiet_llama_cpp():
-            code = llama_cpp.llama_model_quantize(str(path).encode(), str(tmp).encode(), params)
-        if code != 0:
-            raise LangheadsError(f"llama.cpp's quantizer could not write {kind} (it returned {code})")
+        child = subprocess.Popen([sys.executable, "-c", _QUANTIZE, str(path), str(tmp), LLAMA_CPP_TYPES[kind],
+                                  str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = child.communicate()
+        except BaseException:  # Ctrl-C: stop the quantizer; atomic_file removes its half-written file
+            child.kill()
+            child.wait()
+            raise
+        if child.returncode != 0:
+            reason = (err.strip().splitlines() or [f"exit code {child.returncode}"])[-1][:200]
+            raise LangheadsError(f"llama.cpp's quantizer could not write {kind} ({reason})")
 
 
-def _quiet_llama_cpp():
-    """llama.cpp logs every tensor it quantizes to stderr; langheads prints its own summary."""
-    from llama_cpp._utils import suppress_stdout_stderr
-
-    return suppress_stdout_stderr(disable=False)
+# The child's program: llama-cpp-python's binding of llama_model_quantize (it logs every tensor
+# to stderr; only its last line is shown when it fails).
+_QUANTIZE = """
+import sys, llama_cpp
+src, dst, ftype, threads = sys.argv[1:]
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, ftype)
+params.nthread = int(threads)
+code = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
+if code != 0:
+    sys.exit(f"it returned {code}")
+"""
 
 
 # --- checks: an independent reader (transformers) and llama.cpp itself ---------------------------
