@@ -216,7 +216,8 @@ def test_every_exported_family_runs_in_llama_cpp(arch, style, sizes, tmp_path):
         assert "head" in str(e)
         return
     uniform = load_model(str(tmp_path / "u"))
-    if not adapter_for(uniform.model).gguf.narrow_q:  # its graph sizes q by the hidden size: one line
+    family = adapter_for(uniform.model).gguf
+    if not family.narrow_q and not family.deci:  # its graph sizes q by the hidden size: one line
         with pytest.raises(LangheadsError, match="sizes the query projection by the hidden size"):
             export.export_gguf(uniform, tmp_path / "u.gguf")
         return
@@ -331,21 +332,6 @@ def test_every_deci_family_runs_uneven_shapes_in_llama_cpp(family, style, sizes,
     assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
 
 
-def test_a_uniform_qwen2_pruning_with_narrow_q_runs_through_deci(tmp_path):
-    """llama.cpp's qwen2 graph sizes q by the hidden size, so one head fewer in every layer goes
-    through deci (it was refused)."""
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
-    folder = synthetic.save_tiny("qwen2", tmp_path / "q", tokenizer="qwen2")
-    loaded = load_model(str(folder))
-    layout = loaded.model.config
-    removed = [(l, h) for l in range(layout.num_hidden_layers) for h in (0, layout.num_attention_heads // 2)]
-    pruning.save_pruned(loaded, removed, tmp_path / "u", {}, uniform=True)
-    pruned = load_model(str(tmp_path / "u"))
-    path = export.export_gguf(pruned, tmp_path / "u.gguf", "f32", pre="qwen2")
-    gap = export.llama_cpp_gap(pruned, path, TEXTS)
-    assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
-
-
 def test_pruned_mlps_and_layers_run_in_llama_cpp(tmp_path, capsys):
     """Uneven MLP widths and a layer that lost its MLP (but kept attention) run through deci
     (the latter with a zero stand-in MLP: deci skips a layer's residual add without one); a
@@ -409,3 +395,20 @@ def test_ctrl_c_during_quantization_keeps_the_previous_file(tmp_path):
     _, err = child.communicate(timeout=30)
     assert time.monotonic() - start < 10 and child.returncode != 0 and "KeyboardInterrupt" in err
     assert target.read_bytes() == b"the user's previous file" and sorted(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("family,style", [("mistral", "byte_fallback"), ("qwen2", "qwen2")])
+def test_check_runs_where_the_file_can_be_read_and_ends_in_a_verdict(family, style, tmp_path, capsys):
+    """--check used to die in transformers' GGUF reader for Mistral and for every deci file: it
+    now compares in llama.cpp there, and every engine ends in one verdict line."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    folder = synthetic.save_tiny(family, tmp_path / "m", tokenizer=style)
+    pruning.save_pruned(load_model(str(folder)), [(0, 0), (0, 1), (1, 2)], tmp_path / "uneven", {})
+    capsys.readouterr()
+    args = ["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf"), "--check", "en",
+            "--data", str(_data(tmp_path))] + (["--pre", "qwen2"] if style == "qwen2" else [])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    verdict = [line for line in out.splitlines() if line.startswith("verdict")]
+    assert verdict == [verdict[0]] and verdict[0].startswith("verdict (llama.cpp): within the stated gap for f32")
+    assert "the same tokens on every text" in verdict[0]

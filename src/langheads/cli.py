@@ -195,6 +195,8 @@ def cmd_export(args) -> None:
         print(f"llama.cpp: next-token log-probability gap {gap['mean_logprob_gap']:.2e} on average, "
               f"{gap['max_logprob_gap']:.2e} at most, over {gap['tokens']} predicted tokens; same tokens on "
               f"{gap['same_tokens']} of {gap['texts']} texts")
+    for line in done.get("verdicts", []):
+        print(line)
 
 
 def cmd_evaluate(args) -> None:

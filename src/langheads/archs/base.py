@@ -47,6 +47,8 @@ class GGUFFamily:
     deci: bool = False       # uneven head counts export through llama.cpp's llama-shaped deci graph
     narrow_q: bool = False   # the graph sizes q and o by heads x head size (not by the hidden size), so a
                              # uniformly pruned model with fewer heads runs there (src/models/<arch>.cpp)
+    transformers_reads: bool = False  # transformers' GGUF reader loads this family's export (not deci files)
+                                      # and computes what the folder does (export --check uses it then)
 
 
 def get(obj, dotted: str):

@@ -52,7 +52,7 @@ class Bloom(TransformerH):
     mlp_act = "mlp.gelu_impl"
     mlp_in = None  # physical neuron removal is written for separate gate/up projections only
     head_major_kwargs = ("alibi",)
-    gguf = GGUFFamily("bloom", norm_plus_one=False, permute_qk=False)
+    gguf = GGUFFamily("bloom", norm_plus_one=False, permute_qk=False, transformers_reads=True)
 
     def gguf_state(self, model):
         """query_key_value's rows per head ([heads, 3, head size]) as llama.cpp reads them: all

@@ -9,7 +9,7 @@ from .base import Adapter, GGUFFamily
 class Gemma(Adapter):
     family = "gemma"
     model_types = ("gemma",)
-    gguf = GGUFFamily("gemma", norm_plus_one=True, permute_qk=False, narrow_q=True)
+    gguf = GGUFFamily("gemma", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 
     def postprocess_logits(self, model, logits):
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
@@ -21,7 +21,7 @@ class Gemma(Adapter):
 class Gemma2(Gemma):
     family = "gemma2"
     model_types = ("gemma2",)
-    gguf = GGUFFamily("gemma2", norm_plus_one=True, permute_qk=False, narrow_q=True)
+    gguf = GGUFFamily("gemma2", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 
     def gguf_metadata(self, w, config, layout) -> None:
         _refuse_query_scale(config, layout, "gemma2")
@@ -34,7 +34,7 @@ class Gemma2(Gemma):
 class Gemma3(Gemma):
     family = "gemma3"
     model_types = ("gemma3", "gemma3_text")
-    gguf = GGUFFamily("gemma3", norm_plus_one=True, permute_qk=False, narrow_q=True)
+    gguf = GGUFFamily("gemma3", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 
     def check_config(self, config) -> None:
         super().check_config(config)

@@ -8,7 +8,7 @@ from .base import Adapter, GGUFFamily, refuse_sliding_window
 class Llama(Adapter):
     family = "llama"
     model_types = ("llama",)
-    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, deci=True, narrow_q=True)
+    gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, deci=True, narrow_q=True, transformers_reads=True)
 
     def check_config(self, config) -> None:
         super().check_config(config)

@@ -16,7 +16,7 @@ class Phi3(Adapter):
     mlp_in = None  # physical neuron removal is written for separate gate/up projections only
     family = "phi3"
     model_types = ("phi3",)
-    gguf = GGUFFamily("phi3", norm_plus_one=False, permute_qk=False)  # fused qkv and gate_up, as llama.cpp reads them
+    gguf = GGUFFamily("phi3", norm_plus_one=False, permute_qk=False, transformers_reads=True)  # fused qkv and gate_up, as llama.cpp reads them
 
     def slice_attention(self, attn, layout, kv_kept, slots) -> None:
         D, H, KV = layout.head_dim, layout.n_heads, layout.n_kv_heads

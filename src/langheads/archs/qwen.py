@@ -10,7 +10,7 @@ class Qwen2(Adapter):
     model_types = ("qwen2",)
     # NeoX rotary (halves, as transformers) in llama.cpp's qwen2 graph; uneven shapes go through
     # deci, which loads q/k/v biases (create_tensor_qkv) and rotates pairs (rows permuted there)
-    gguf = GGUFFamily("qwen2", norm_plus_one=False, permute_qk=False, deci=True)
+    gguf = GGUFFamily("qwen2", norm_plus_one=False, permute_qk=False, deci=True, transformers_reads=True)
 
 
 class Qwen3(Adapter):

@@ -62,7 +62,9 @@ class ExportSettings:
                              "where langheads cannot tell it (llama-bpe, qwen2, gpt-2, smollm, command-r, ...)")
     check: list[str] | None = option(None, metavar="LANGS", help="compare the GGUF with the folder on these "
                                      "languages' report texts")
-    llama_cpp: bool = option(False, help="with --check: also through llama.cpp (llama-cpp-python)")
+    llama_cpp: bool = option(False, help="with --check: also through llama.cpp (llama-cpp-python); where "
+                             "transformers' GGUF reader cannot read the file (deci files, most families) the check "
+                             "runs there anyway")
     data: str | None = option(None, help="texts for --check (default: bundled UDHR)")
 
     def __post_init__(self):
@@ -100,10 +102,61 @@ def export(settings: ExportSettings, overwrite: bool = False) -> dict:
     export_gguf(loaded, out, settings.type, overwrite, pre=settings.pre)
     result = {"path": out, "bytes": out.stat().st_size, "type": settings.type}
     if settings.check:
-        result["transformers"] = transformers_gap(loaded, out, texts)
-    if settings.llama_cpp:
-        result["llama_cpp"] = llama_cpp_gap(loaded, out, texts)
+        engines = check_engines(loaded, out, settings.llama_cpp)
+        result["engines"] = engines
+        if "transformers" in engines:
+            result["transformers"] = transformers_gap(loaded, out, texts)
+        if "llama_cpp" in engines:
+            result["llama_cpp"] = llama_cpp_gap(loaded, out, texts)
+        result["verdicts"] = verdicts(result, settings.type)
     return result
+
+
+# The gaps a check calls "within": transformers' largest logit gap over the largest logit, and
+# llama.cpp's mean next-token log-probability gap, per type (f32: float arithmetic alone; the
+# rest adds the type's rounding, llama.cpp quantising activations too).
+STATED_GAPS = {"transformers": {"f32": 1e-5, "f16": 1e-2, "q8_0": 5e-2},
+               "llama_cpp": {"f32": 2e-3, "f16": 1e-2, "q8_0": 5e-2, "q6_k": 0.1, "q5_k_m": 0.15, "q5_k_s": 0.15,
+                             "q5_0": 0.2, "q4_k_m": 0.25, "q4_k_s": 0.25, "q4_0": 0.35}}
+
+
+def check_engines(loaded, path: Path, llama_cpp: bool) -> list[str]:
+    """Which engines compare the file with the folder: transformers' GGUF reader where it reads
+    the family (GGUFFamily.transformers_reads) and the file is not a deci file; llama.cpp when
+    asked, and always where transformers cannot read it (one line if it is not installed)."""
+    import gguf
+
+    arch = gguf.GGUFReader(str(path)).fields["general.architecture"].contents()
+    reads = adapter_for(loaded.model).gguf.transformers_reads and arch != "deci"
+    if reads and not llama_cpp:
+        return ["transformers"]
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LangheadsError(f"--check: transformers' GGUF reader does not read this {arch} file; the check runs in "
+                             "llama.cpp, which needs llama-cpp-python: pip install 'langheads[llamacpp]'")
+    return (["transformers"] if reads else []) + ["llama_cpp"]
+
+
+def verdicts(result: dict, kind: str) -> list[str]:
+    """One line per engine: within the stated gap or not, and where tokens differ, why."""
+    lines = []
+    for engine, key, label in (("transformers", "max_rel_logit_gap", "largest logit gap / largest logit"),
+                               ("llama_cpp", "mean_logprob_gap", "mean next-token log-probability gap")):
+        if engine not in result:
+            continue
+        gap, bound = result[engine][key], STATED_GAPS[engine].get(kind)
+        same = result[engine]["same_tokens"]
+        texts = result[engine]["texts"]
+        same_n = texts if same is True else int(same)
+        verdict = ("no gap stated for this type" if bound is None else
+                   f"{'within' if gap <= bound else 'NOT within'} the stated gap for {kind} ({gap:.2e} "
+                   f"{'<=' if gap <= bound else '>'} {bound:g}, {label})")
+        tokens = ("the same tokens on every text" if same_n == texts else
+                  f"other tokens on {texts - same_n} of {texts} texts: the GGUF's tokenizer splits them otherwise "
+                  "(its pre-tokenizer or merges), so the gap there compares different inputs")
+        lines.append(f"verdict ({engine.replace('_', '.')}): {verdict}; {tokens}")
+    return lines
 
 
 def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
