@@ -142,16 +142,16 @@ def llama_cpp_nll_per_byte(llm, texts: list[str]) -> float:
 
 
 def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tokens: int, repeats: int,
-                 timing_only: bool) -> dict:
+                 timing_only: bool, keep: list[str] = ("en", "hi")) -> dict:
     """A GGUF file in llama.cpp alone (its own tokenizer): prompt processing of `prompt_tokens`
-    and generation of `decode_tokens` at 2 threads (wall time, best of `repeats`), peak RSS, and
-    NLL per byte of each language's report texts."""
+    (the kept languages' report texts) and generation of `decode_tokens` at 2 threads (wall
+    time, best of `repeats`), peak RSS, and NLL per byte of each language's report texts."""
     from llama_cpp import Llama
 
     from langheads.corpus import load_corpus
 
     corpus = load_corpus()
-    text = " ".join(t.text for lang in ("en", "hi") for t in corpus.texts(lang, "report")) * 4
+    text = " ".join(t.text for lang in keep for t in corpus.texts(lang, "report")) * 4
     n = prompt_tokens + decode_tokens + 8  # last-position logits only, as a deployment runs
     llm = Llama(model_path=gguf, n_ctx=n, n_batch=n, verbose=False, n_threads=2)
     ids = llm.tokenize(text.encode("utf-8"), add_bos=True)[:prompt_tokens]
@@ -165,20 +165,26 @@ def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tok
     return row
 
 
-def prepare_quant(work: Path, keep: list[str], max_vocab: int, kind: str) -> dict[str, str]:
-    """label -> GGUF file: the package's own Q4_K_M, and our exports at `kind` of the original and
-    of `trim --max-vocab`, made by llama.cpp's quantizer (each written once)."""
+def prepare_quant(work: Path, keep: list[str], max_vocab: int | None, kind: str, model: str = "default",
+                  variants: list[str] = ()) -> dict[str, str]:
+    """label -> GGUF file: the built-in model's own Q4_K_M, and our exports at `kind` of the
+    original, of `trim --max-vocab` (unless None) and of each LABEL=FOLDER variant, made by
+    llama.cpp's quantizer (each written once)."""
     from langheads import load_model
+    from langheads.builtin import BUILTINS
     from langheads.deploy.export import export_gguf
-    from langheads.models import _default_gguf
     from langheads.edit.vocab import TrimSettings, trim
 
-    trimmed = work / f"vocab-{max_vocab}"
-    if not trimmed.exists():
-        trim(TrimSettings(model="default", keep=keep, max_vocab=max_vocab), trimmed)
-    files = {"package Q4_K_M": str(_default_gguf()[0])}
-    for label, folder in (("original", "default"), (f"vocab {max_vocab // 1000}k", str(trimmed))):
-        path = work / f"{Path(folder).name}.{kind}.gguf"
+    folders = [("original", model)]
+    if max_vocab is not None:
+        trimmed = work / f"{model}-vocab-{max_vocab}"
+        if not trimmed.exists():
+            trim(TrimSettings(model=model, keep=keep, max_vocab=max_vocab), trimmed)
+        folders.append((f"vocab {max_vocab // 1000}k", str(trimmed)))
+    folders += [tuple(v.split("=", 1)) for v in variants]
+    files = {"package Q4_K_M": str(BUILTINS[model].path())}
+    for label, folder in folders:
+        path = work / f"{model}-{label.replace(' ', '-')}.{kind}.gguf"
         if not path.exists():
             export_gguf(load_model(folder), path, kind)
         files[f"{label} {kind}"] = str(path)
@@ -188,9 +194,10 @@ def prepare_quant(work: Path, keep: list[str], max_vocab: int, kind: str) -> dic
 def quant_table(args, keep: list[str], languages: list[str]) -> list[str]:
     """The deployment in the format people run: one process per file and round, interleaved."""
     work = Path(args.work)
-    files = prepare_quant(work, keep, args.max_vocab, args.quant)
-    common = ["--languages", ",".join(languages), "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens",
-              str(args.decode_tokens), "--repeats", str(args.repeats)]
+    work.mkdir(parents=True, exist_ok=True)
+    files = prepare_quant(work, keep, args.max_vocab or None, args.quant, args.model, args.variant or [])
+    common = ["--languages", ",".join(languages), "--keep", ",".join(keep), "--prompt-tokens", str(args.prompt_tokens),
+              "--decode-tokens", str(args.decode_tokens), "--repeats", str(args.repeats)]
     rows: dict = {}
     for round_ in range(args.rounds):
         for label, gguf in files.items():
@@ -200,13 +207,14 @@ def quant_table(args, keep: list[str], languages: list[str]) -> list[str]:
             else:
                 keep_best(rows[label], r)
             print(f"round {round_ + 1}: measured {label}", file=sys.stderr, flush=True)
-    base = rows["package Q4_K_M"]
+    against = "package Q4_K_M" if args.against == "package" else f"original {args.quant}"
+    base = rows[against]
     dropped = [lang for lang in languages if lang not in keep]
     head = ["GGUF", "file", "peak RSS", f"prompt {args.prompt_tokens} tok/s", f"generation {args.decode_tokens} tok/s",
             "kept NLL/byte (llama.cpp)", "dropped NLL/byte (mean)"]
     lines = [f"llama.cpp (llama-cpp-python, 2 threads), each file in its own process, best of {args.repeats} timings x "
-             f"{args.rounds} interleaved rounds; (x) = against the package's own Q4_K_M; NLL per byte of the report "
-             "texts in llama.cpp itself, change against the package's file", "", " | ".join(head),
+             f"{args.rounds} interleaved rounds; (x) = against {against}; NLL per byte of the report "
+             f"texts in llama.cpp itself, change against {against}", "", " | ".join(head),
              " | ".join("---" for _ in head)]
     for label, r in rows.items():
         kept = ", ".join(f"{lang} {r['nll_per_byte'][lang]:.4f} ({r['nll_per_byte'][lang] / base['nll_per_byte'][lang] - 1:+.2%})"
@@ -225,6 +233,7 @@ def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab
     from langheads import load_model
     from langheads.edit import pruning
     from langheads.errors import LangheadsError
+    from langheads.builtin import BUILTINS
     from langheads.deploy.export import export_gguf
     from langheads.edit.vocab import TrimSettings, choose_vocab, decision_texts, trim
     from langheads.corpus import load_corpus
@@ -275,6 +284,11 @@ def main():
     p.add_argument("--measure", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     p.add_argument("--quant", metavar="TYPE", help="instead: the llama.cpp table at TYPE (e.g. q4_k_m) against the "
                    "package's own Q4_K_M file (use --prompt-tokens 512 --decode-tokens 128 --max-vocab 80000)")
+    p.add_argument("--model", default="default", help="with --quant: the built-in model (default, qwen2.5-coder-0.5b)")
+    p.add_argument("--variant", action="append", metavar="LABEL=FOLDER", help="with --quant: a pruned folder to "
+                   "export and measure too (again for more)")
+    p.add_argument("--against", choices=["package", "original"], default="package", help="with --quant: ratios "
+                   "against the package's own Q4_K_M or our export of the untouched model")
     args = p.parse_args()
     languages, keep = args.languages.split(","), args.keep.split(",")
     if args.quant and not args.measure:
@@ -286,7 +300,8 @@ def main():
     if args.measure:
         kind, spec = args.measure
         if kind == "gguf":
-            r = measure_gguf(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats, args.timing_only)
+            r = measure_gguf(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats, args.timing_only,
+                             keep)
         elif kind == "transformers":
             r = measure_transformers(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats,
                                      args.timing_only)
