@@ -249,3 +249,20 @@ def test_compare_says_which_languages_have_no_spearman():
     assert mean_spearman(table) == "mean spearman 0.500 over 1 of 2 languages; undefined (constant scores): fr"
     assert "undefined" in mean_spearman(table.assign(spearman=float("nan")))
 
+
+
+def test_a_pruning_with_uneven_layers_is_refused_by_scan_and_shown_by_info(tiny_dirs, tmp_path):
+    """What langheads wrote, langheads reads or refuses in one line: a scan of an uneven pruning
+    used to fail after loading (it reads one layout from config.json); info shows the real shapes."""
+    from langheads import load_model
+    from langheads.edit.blocks import save_without_body
+
+    from .conftest import run_cli
+
+    save_without_body(load_model(str(tiny_dirs["llama"])), {0: [0, 1]}, {1: list(range(8))}, {2: {"attention"}},
+                      tmp_path / "cut", {})
+    done = run_cli("scan", "--model", str(tmp_path / "cut"), "--languages", "en", "--out", str(tmp_path / "s"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "keep different numbers of heads or MLP neurons" in done.stderr and not (tmp_path / "s").exists()
+    info = run_cli("info", str(tmp_path / "cut")).stdout
+    assert "L0 2q/1kv" in info and "L2 no attention" in info and f"mlp {96 - 8}" in info

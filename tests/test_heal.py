@@ -83,6 +83,33 @@ def test_heal_resumes_from_its_checkpoint(models, tmp_path, monkeypatch, capsys)
     assert len(calls) == 5  # steps 4..8 only
     assert "healed 8 steps" in capsys.readouterr().out
     assert not (tmp_path / "healed.heal-checkpoint.pt").exists()
+    # the resumed run is the uninterrupted one: its starting loss, its text order, its weights
+    whole = [a if a != str(tmp_path / "healed") else str(tmp_path / "whole") for a in argv]
+    assert main(whole) == 0
+    resumed, uninterrupted = (read_manifest(tmp_path / n).records["heal"] for n in ("healed", "whole"))
+    assert resumed["loss_before"] == uninterrupted["loss_before"]
+    assert abs(resumed["loss_after"] - uninterrupted["loss_after"]) < 1e-6
+    a, b = langheads.load_model(str(tmp_path / "healed")).model, langheads.load_model(str(tmp_path / "whole")).model
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_checkpoint_of_another_model_or_a_damaged_one_is_refused(models, tmp_path, capsys):
+    """The checkpoint is keyed by the settings and both models' hashes (it was keyed by the
+    folder's path: an in-place re-pruning resumed the old pruning's weights)."""
+    original, edited = models
+    argv = ["heal", str(edited), "--baseline", str(original), "--steps", "2", "--new-tokens", "8",
+            "--out", str(tmp_path / "healed")]
+    ckpt = tmp_path / "healed.heal-checkpoint.pt"
+    torch.save({"step": 1, "key": {"model": "another"}}, ckpt)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint of another heal run" in err[0]
+    ckpt.write_bytes(b"not a checkpoint")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read the heal checkpoint" in err[0] and ckpt.exists()
+    assert main(argv[:-2] + ["--lora", "10000000", "--out", str(tmp_path / "h2")]) == 2
+    assert "--lora must be" in capsys.readouterr().err
 
 
 def test_heal_refuses_an_unedited_model(tiny_dirs, tmp_path, capsys):

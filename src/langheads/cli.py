@@ -44,6 +44,13 @@ def cmd_info(args) -> None:
     print(f"head size      {layout.head_dim}")
     print(f"family         {adapter.family} (physical pruning {'exact' if adapter.pruning_exact else 'refused'}; "
           f"GGUF export {'as ' + adapter.gguf.arch if adapter.gguf else 'not supported'})")
+    if loaded.manifest is not None and loaded.manifest.needs_replay():
+        from .deploy.export import layer_heads, layer_widths
+
+        widths = layer_widths(loaded.model) or [None] * layout.n_layers
+        shapes = ", ".join(f"L{i} " + ("no attention" if c is None else f"{c[0]}q/{c[1]}kv") +
+                           ("" if w is None else f" mlp {w}") for i, (c, w) in enumerate(zip(layer_heads(loaded.model), widths)))
+        print(f"per layer      {shapes} (as pruned; the config keeps the original counts)")
     print(f"parameters     {params:,}")
     kv = adapter.kv_bytes_per_token(loaded.model, layout, decoder_layers(loaded.model))
     print(f"KV cache       {kv:,} bytes per token ({loaded.model.dtype})")

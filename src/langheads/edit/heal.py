@@ -25,6 +25,9 @@ from ..errors import LangheadsError
 from ..options import option
 
 
+MAX_LORA = 4096  # a LoRA rank beyond this is no adapter (the door's bound; the model's own width bounds it too)
+
+
 @dataclass
 class HealSettings:
     """Everything `langheads heal` is told; every option defined once, here."""
@@ -50,6 +53,8 @@ class HealSettings:
         for name in ("steps", "batch_texts", "prompt_tokens", "new_tokens", "checkpoint_every"):
             checks.count(self, name)
         checks.count(self, "lora", optional=True)
+        if self.lora is not None:
+            checks.number(self, "lora", 1, MAX_LORA)
         checks.count(self, "seed", minimum=0)
         checks.number(self, "lr", 0.0, low_open=True)
         if self.minutes is not None:
@@ -116,7 +121,8 @@ def heal(settings: HealSettings, out, overwrite: bool = False, progress: bool = 
             raise LangheadsError(f"--baseline {settings.baseline} is not the model {settings.model} was edited from")
         kept = student.manifest.kept_ids()
         ids = in_student_tokens(training_ids(settings, teacher, corpus), teacher, student, kept)
-        record = _train(settings, student.model, teacher.model, ids, kept, Path(out), progress)
+        identity = {"model": student.model_hash, "baseline": teacher.model_hash}
+        record = _train(settings, student.model, teacher.model, ids, kept, Path(out), progress, identity)
         _save(student, Path(out), record, overwrite)
     return record
 
@@ -137,15 +143,20 @@ def in_student_tokens(ids: list[list[int]], teacher, student, kept: list[int] | 
     return [row for row in out if len(row) > 1]
 
 
-def _train(s: HealSettings, student, teacher, ids, kept, out: Path, progress: bool) -> dict:
+def _train(s: HealSettings, student, teacher, ids, kept, out: Path, progress: bool, identity: dict) -> dict:
+    """Distil; a checkpoint (keyed by the settings and both models' hashes) carries the step,
+    the weights, the optimizer, the text order's generator and the run's starting loss, so a
+    resumed run reports what an uninterrupted one does and reaches the same weights."""
     from tqdm.auto import tqdm
 
     model = _trainable(student, s.lora)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr)
     ckpt = out.with_name(out.name + ".heal-checkpoint.pt")
-    step = _resume(ckpt, model, opt, s)
-    before = float(distillation_loss(model, teacher, ids, kept).detach())
     order = torch.Generator().manual_seed(s.seed)
+    key = {**_key(s), **identity}
+    step, before = _resume(ckpt, model, opt, order, key)
+    if before is None:
+        before = float(distillation_loss(model, teacher, ids, kept).detach())
     start = time.monotonic()
     bar = tqdm(total=s.steps, initial=step, desc="heal (steps)", disable=not progress)
     while step < s.steps and (s.minutes is None or time.monotonic() - start < 60 * s.minutes):
@@ -157,7 +168,8 @@ def _train(s: HealSettings, student, teacher, ids, kept, out: Path, progress: bo
         step += 1
         bar.update(1)
         if step % s.checkpoint_every == 0:
-            _checkpoint(ckpt, model, opt, step, s)
+            _checkpoint(ckpt, {"step": step, "key": key, "loss_before": before, "order": order.get_state(),
+                               "model": model.state_dict(), "optimizer": opt.state_dict()})
     bar.close()
     after = float(distillation_loss(model, teacher, ids, kept).detach())
     ckpt.unlink(missing_ok=True)
@@ -174,6 +186,9 @@ def _train(s: HealSettings, student, teacher, ids, kept, out: Path, progress: bo
 
 
 def _trainable(model, lora: int | None):
+    width = min(p.shape[-1] for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n)
+    if lora is not None and lora > width:
+        raise LangheadsError(f"--lora {lora} is wider than the model's narrowest projection ({width}); give at most that")
     if lora is None:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -191,23 +206,33 @@ def _key(s: HealSettings) -> dict:
     return {k: v for k, v in asdict(s).items() if k not in ("steps", "minutes", "checkpoint_every")}
 
 
-def _checkpoint(path: Path, model, opt, step: int, s: HealSettings) -> None:
+def _checkpoint(path: Path, state: dict) -> None:
     from ..folders import atomic_file
 
     with atomic_file(path) as tmp:
-        torch.save({"step": step, "key": _key(s), "model": model.state_dict(), "optimizer": opt.state_dict()}, tmp)
+        torch.save(state, tmp)
 
 
-def _resume(path: Path, model, opt, s: HealSettings) -> int:
-    """The step a checkpoint of the same run reached (0 without one)."""
-    if not path.exists():
-        return 0
-    saved = torch.load(path, weights_only=True)
-    if saved.get("key") != _key(s):
-        raise LangheadsError(f"{path} is a checkpoint of another heal run; remove it or use the same settings")
+def _resume(path: Path, model, opt, order: torch.Generator, key: dict) -> tuple[int, float | None]:
+    """(step, starting loss) of a checkpoint of this very run, restored into `model`, `opt` and
+    `order`; (0, None) without one. One that cannot be read, or of another run (settings, the
+    edited model or the baseline differ), is refused in one line."""
+    if not path.exists() and not path.is_symlink():
+        return 0, None
+    try:
+        saved = torch.load(path, weights_only=True)
+        same = isinstance(saved, dict) and saved.get("key") == key
+    except Exception as e:  # damaged, not a checkpoint, a folder, or a pickle weights_only refuses
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise LangheadsError(f"cannot read the heal checkpoint {path} ({type(e).__name__}: {reason}); remove it "
+                             "to start afresh") from None
+    if not same:
+        raise LangheadsError(f"{path} is a checkpoint of another heal run (its settings, edited model or baseline "
+                             "differ); remove it or heal with the same ones")
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
-    return int(saved["step"])
+    order.set_state(saved["order"])
+    return int(saved["step"]), float(saved["loss_before"])
 
 
 def _save(student, out: Path, record: dict, overwrite: bool) -> None:

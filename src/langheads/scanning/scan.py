@@ -34,6 +34,18 @@ from ..scoring.base import Unit, UnitScores
 from .sequential import CALLS, OPEN, StoppingRule
 
 
+def refuse_uneven(spec: str) -> None:
+    """A model folder whose layers differ in shape (uneven heads or MLP widths, a layer without
+    attention) is refused in one line before it loads: the scan reads one layout from the config."""
+    from ..manifest import read_manifest
+
+    manifest = read_manifest(spec) if Path(spec).is_dir() else None
+    if manifest is not None and manifest.needs_replay():
+        raise LangheadsError(f"{spec}: its layers keep different numbers of heads or MLP neurons, and a scan reads one "
+                             "layout for every layer; scan the model it was pruned from (its manifest names it), or "
+                             "a pruning made with --uniform")
+
+
 @dataclass
 class ScanSettings:
     """Every setting of a scan; the CLI's `scan` options are generated from these fields."""
@@ -288,6 +300,7 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     part = method.part  # switch takes its prompts from the selection texts
     texts = {lang: corpus.texts(lang, part, settings.texts) for lang in settings.languages}
     settings.device = resolve_device(settings.device)
+    refuse_uneven(settings.model)
     if loaded is None:
         if settings.device_map and ranks.world > 1 and settings.device.startswith("cuda"):
             place = Placement(settings.device, settings.device_map, settings.load_in, tuple(ranks.gpu_group()))
