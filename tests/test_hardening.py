@@ -266,3 +266,22 @@ def test_a_pruning_with_uneven_layers_is_refused_by_scan_and_shown_by_info(tiny_
     assert "keep different numbers of heads or MLP neurons" in done.stderr and not (tmp_path / "s").exists()
     info = run_cli("info", str(tmp_path / "cut")).stdout
     assert "L0 2q/1kv" in info and "L2 no attention" in info and f"mlp {96 - 8}" in info
+
+
+def test_every_writer_says_a_full_disk_in_one_line(full_disk, tiny_dirs, capsys):
+    """export (gguf's writer), trim and prune (safetensors) ended in a traceback on a full disk;
+    the one way langheads writes files and folders now says what the disk said, and leaves
+    nothing behind."""
+    from langheads import load_model, synthetic
+    from langheads.edit import pruning
+
+    folder = synthetic.save_tiny("llama", full_disk.parent / "m", tokenizer="byte_fallback")
+    pruning.save_pruned(load_model(str(folder)), [(0, 0), (0, 1)], full_disk.parent / "p", {})
+    capsys.readouterr()
+    commands = [["export", str(full_disk.parent / "p"), "--gguf", str(full_disk / "p.gguf")],
+                ["trim", "--model", str(folder), "--keep", "en", "--out", str(full_disk / "t")]]
+    for argv in commands:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "Traceback" not in "".join(err) and "No space left" in err[-1], (argv, err)
+        assert sorted(p.name for p in full_disk.iterdir()) == ["filler"], argv

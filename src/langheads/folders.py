@@ -134,14 +134,42 @@ def new_folder(out: Path, overwrite: bool, kind: str):
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / "x")
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
+        disk = disk_error(e, out.parent)
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not out.exists():
             os.replace(old / "x", out)  # put the old folder back
+        if disk is not None:
+            raise disk from e
         raise
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+FULL = 1 << 20  # a file system with less free than this, when a write failed, was full
+
+
+def disk_error(e: BaseException, folder: Path) -> OSError | None:
+    """A writer's failure as the OSError(ENOSPC) it was, where the writer said it otherwise
+    (safetensors, torch.save and gguf wrap it in their own errors), so the CLI says it in one
+    line (numpy's short write is an OSError without errno); None for an OSError with its errno
+    (the CLI reads it) and for other failures. Called
+    before the half-written file is removed, while the disk is still full."""
+    import errno
+
+    if isinstance(e, KeyboardInterrupt) or (isinstance(e, OSError) and e.errno is not None):
+        return None
+    chain, cause = [], e
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    said = any("No space left" in str(c) or "os error 28" in str(c) for c in chain)
+    try:
+        full = shutil.disk_usage(folder).free < FULL
+    except OSError:
+        full = False
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder)) if said or full else None
 
 
 def _umask() -> int:
@@ -164,8 +192,11 @@ def atomic_file(path: Path, suffix: str = ""):
         yield tmp
         usual_mode(tmp)  # mkstemp's file is private (0600)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        disk = disk_error(e, path.parent)
         tmp.unlink(missing_ok=True)
+        if disk is not None:
+            raise disk from e
         raise
 
 
