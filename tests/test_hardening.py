@@ -285,3 +285,21 @@ def test_every_writer_says_a_full_disk_in_one_line(full_disk, tiny_dirs, capsys)
         err = capsys.readouterr().err.strip().splitlines()
         assert "Traceback" not in "".join(err) and "No space left" in err[-1], (argv, err)
         assert sorted(p.name for p in full_disk.iterdir()) == ["filler"], argv
+
+
+def test_a_folder_name_with_terminal_escapes_reaches_neither_the_terminal_nor_a_figure(tiny_dirs, sample_data,
+                                                                                        tmp_path):
+    """A model folder named with an escape sequence (clear the screen, set the title) reached the
+    terminal raw from scan and left the report's SVG figures invalid XML."""
+    from .conftest import run_cli
+
+    folder = tmp_path / "m\x1b[2J\x1b]0;owned\x07"
+    shutil.copytree(tiny_dirs["llama"], folder)
+    done = run_cli("scan", "--model", str(folder), "--data", str(sample_data), "--languages", "en,fr",
+                   "--bootstrap", "20", "--out", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout + done.stderr
+    assert "\\x1b[2J" in done.stdout + done.stderr  # shown, made visible
+    assert run_cli("report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")).returncode == 0
+    page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert "\x1b" not in page and "\x07" not in page

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import sys
 import time
 from pathlib import Path
 
 from .builtin import MODEL_HELP
-from .errors import LangheadsError, printable
+from .errors import LangheadsError, SafeStream, printable, terminal_safe
 from .options import add_options
 
 
@@ -98,7 +99,7 @@ def cmd_scan(args) -> None:
         return
     start = time.perf_counter()
     result = api.scan(settings, args.out, store=args.store, overwrite=args.overwrite, progress=not args.quiet,
-                      announce=lambda text: print(text, file=sys.stderr))
+                      announce=lambda text: print(terminal_safe(text), file=sys.stderr))
     if result is None:  # not rank 0: its units are in the store
         return
     from .scanning.store import store_dir
@@ -341,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a bad argument already reported in one line
         return int(e.code or 0)
     try:
-        args.run(args)
+        with contextlib.redirect_stdout(SafeStream(sys.stdout)):  # names from models and data reach it
+            args.run(args)
     except LangheadsError as e:
         print(f"langheads: error: {printable(e)}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import LangheadsError
+from ..errors import LangheadsError, printable
 from ..folders import claim, new_folder
 from ..options import option
 from ..plots import heatmap_figure, language_colours, panel_grid, pyplot
@@ -26,6 +26,12 @@ from ..edit.savings import describe as describe_savings
 KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "language-general": "#222222",
                 "miscellaneous": "#f2f2f2", "other": "#f2f2f2"}
 HATCH_NOTE = "hatched: the 95% interval includes zero"
+
+
+def _escape(text) -> str:
+    """Text for the page: control characters made visible (a folder's name may carry terminal
+    escapes, which no HTML may hold), then HTML-escaped."""
+    return html.escape(printable(text))
 
 
 def kinds_map(run: Run):
@@ -243,10 +249,10 @@ class Page:
     parts: list[str] = field(default_factory=list)
 
     def heading(self, text: str) -> None:
-        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+        self.parts.append(f"<h2>{_escape(text)}</h2>")
 
     def text(self, text: str) -> None:
-        self.parts.append(f"<p>{html.escape(text)}</p>")
+        self.parts.append(f"<p>{_escape(text)}</p>")
 
     def figure(self, name: str, fig, caption: str) -> None:
         """Save the figure as PNG and SVG, and embed the PNG in the page."""
@@ -257,20 +263,20 @@ class Page:
         plt.close(fig)
         (self.figures_dir / f"{name}.png").write_bytes(buffer.getvalue())
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
-        self.parts.append(f'<figure id="fig-{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
-                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        self.parts.append(f'<figure id="fig-{name}"><img alt="{_escape(name)}" src="data:image/png;base64,{data}">'
+                          f"<figcaption>{_escape(caption)}</figcaption></figure>")
 
     def table(self, name: str, frame: pd.DataFrame, formats: dict | None = None) -> None:
         formats = formats or {}
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+        head = "".join(f"<th>{_escape(str(c))}</th>" for c in frame.columns)
         body = []
         for row in frame.itertuples(index=False):
             cells = [formats.get(c, _plain)(v) for c, v in zip(frame.columns, row)]
-            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            body.append("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in cells) + "</tr>")
         self.parts.append(f'<table id="table-{name}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
 
     def html(self) -> str:
-        return PAGE.format(title=html.escape(self.title), body="\n".join(self.parts))
+        return PAGE.format(title=_escape(self.title), body="\n".join(self.parts))
 
 
 def _plain(v) -> str:
