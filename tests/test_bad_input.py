@@ -66,6 +66,15 @@ def _hostile(root, tiny_dirs, sample_data, scan):
         shutil.copytree(scan, damaged[name])
         csv = damaged[name] / "scores.csv"
         csv.write_text(edit(csv.read_text()))
+    heads99 = root / "heads99"
+    shutil.copytree(scan, heads99)
+    info = json.loads((heads99 / "heads.json").read_text())
+    info["heads"][0]["layer"] = 99
+    (heads99 / "heads.json").write_text(json.dumps(info))
+    damaged["heads99"] = heads99
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--component", "block", "--out", str(root / "blocks"), "--bootstrap", "20", "--quiet"]) == 0
+    damaged["blocks"] = root / "blocks"
     (root / "broken.jinja").write_text("{% if %}")
     (root / "hostile.jinja").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
     (root / "binary.jinja").write_bytes(b"\xff\xfe\x00\x81")
@@ -259,6 +268,10 @@ CASES = [
     ("compare a relabelled run", lambda w: ["compare", w["scan"], w["relabelled"]], "are not the run's en,fr"),
     ("report a layer 99 row", lambda w: ["report", w["layer99"], "--out", str(w["root"] / "r")],
      "outside the recorded"),
+    ("report a heads.json layer 99", lambda w: ["report", w["heads99"], "--out", str(w["root"] / "r")],
+     "its units are not the recorded"),
+    ("report --compare heads with blocks", lambda w: ["report", w["scan"], "--compare", w["blocks"], "--out",
+                                                      str(w["root"] / "r")], "--compare: the two runs scanned different units"),
     ("report a string layer", lambda w: ["report", w["string-layer"], "--out", str(w["root"] / "r")],
      "column layer holds something other than whole numbers"),
     ("report a relabelled run", lambda w: ["report", w["relabelled"], "--out", str(w["root"] / "r")],

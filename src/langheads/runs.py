@@ -249,9 +249,23 @@ def read_run(run_dir: str | Path) -> Run:
         raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
                              f"{model['layers']} layers x {units} units x {len(languages)} languages)")
     _check_scores(scores, path, model["layers"], units, languages)
+    _check_kinds(info["heads"], run_dir / "heads.json", model["layers"], units)
     kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
                            "kind_languages": ",".join(h["languages"])} for h in info["heads"]])
     return Run(run_dir, info, scores.merge(kinds, on=["layer", "head"], how="left"))
+
+
+def _check_kinds(heads: list, path: Path, layers: int, units: int) -> None:
+    """heads.json's kinds: one per unit of the recorded shape (a report used to end in an
+    IndexError on a layer 99)."""
+    try:
+        seen = {(h["layer"], h["head"]) for h in heads}
+        inside = all(isinstance(l, int) and isinstance(u, int) and 0 <= l < layers and 0 <= u < units for l, u in seen)
+    except (TypeError, KeyError):
+        inside = False
+    if not inside or len(seen) != len(heads) or len(seen) != layers * units:
+        raise LangheadsError(f"{path}: damaged (its units are not the recorded {layers} layers x {units} per layer, "
+                             "each once)")
 
 
 def _check_scores(scores: pd.DataFrame, path: Path, layers: int, heads: int, languages: list[str]) -> None:

@@ -41,20 +41,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise LangheadsError(f"--top must be a whole number >= 1, not {top!r}")
     run_a, run_b = read_run(run_a), read_run(run_b)
-    if run_a.model_hash != run_b.model_hash:
-        raise LangheadsError("the two runs scanned different models")
-    units = [run.info.get("component", {"name": "head"}) for run in (run_a, run_b)]
-    if units[0] != units[1]:
-        raise LangheadsError(f"the two runs scanned different units (A: {_units(units[0])}; B: {_units(units[1])}): "
-                             "compare two runs of the same --component")
+    shared = comparable(run_a, run_b)
     a, b = run_a.scores, run_b.scores
-    shared = [lang for lang in run_a.languages if lang in run_b.languages]
-    if not shared:
-        raise LangheadsError(f"the two runs share no language (A: {','.join(run_a.languages)}; B: "
-                             f"{','.join(run_b.languages)})")
-    if (run_a.n_layers, run_a.n_heads) != (run_b.n_layers, run_b.n_heads):
-        raise LangheadsError(f"the two runs' models differ in shape ({run_a.n_layers}x{run_a.n_heads} heads vs "
-                             f"{run_b.n_layers}x{run_b.n_heads})")
     rows = []
     for lang in shared:
         sa = a[a.language == lang].set_index(["layer", "head"])["score"]
@@ -66,6 +54,26 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
     table = pd.DataFrame(rows)
     table.attrs.update(languages_a=run_a.languages, languages_b=run_b.languages)
     return table
+
+
+def comparable(run_a, run_b) -> list[str]:
+    """The languages two runs share, once they are checked to be comparable (one line each
+    otherwise): the same model, the same kind of unit, the same shape; for `compare` and
+    `report --compare` alike."""
+    if run_a.model_hash != run_b.model_hash:
+        raise LangheadsError("the two runs scanned different models")
+    units = [run.info.get("component", {"name": "head"}) for run in (run_a, run_b)]
+    if units[0] != units[1]:
+        raise LangheadsError(f"the two runs scanned different units (A: {_units(units[0])}; B: {_units(units[1])}): "
+                             "compare two runs of the same --component")
+    shared = [lang for lang in run_a.languages if lang in run_b.languages]
+    if not shared:
+        raise LangheadsError(f"the two runs share no language (A: {','.join(run_a.languages)}; B: "
+                             f"{','.join(run_b.languages)})")
+    if (run_a.n_layers, run_a.n_heads) != (run_b.n_layers, run_b.n_heads):
+        raise LangheadsError(f"the two runs' models differ in shape ({run_a.n_layers}x{run_a.n_heads} heads vs "
+                             f"{run_b.n_layers}x{run_b.n_heads})")
+    return shared
 
 
 def _units(component: dict) -> str:

@@ -327,8 +327,13 @@ def write_report(run_dir, out: Path, prune_dir=None, eval_dir=None, compare_dir=
     pruned = read_pruned(prune_dir) if prune_dir else None
     ev = read_eval(eval_dir) if eval_dir else None
     other = read_run(compare_dir) if compare_dir else None
-    if other is not None and other.model_hash != run.model_hash:
-        raise LangheadsError("--compare: the two runs scanned different models")
+    if other is not None:
+        from .compare import comparable
+
+        try:
+            comparable(run, other)
+        except LangheadsError as e:
+            raise LangheadsError(f"--compare: {e}") from None
     if pruned is not None and pruned.record.get("model", {}).get("sha256") not in (None, run.model_hash):
         raise LangheadsError("--prune: that model folder was pruned from another model than this run scanned")
     with new_folder(out, overwrite, "report") as tmp:
