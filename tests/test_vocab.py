@@ -268,3 +268,14 @@ def test_max_vocab_drops_placeholder_tokens_and_keeps_real_specials(tmp_path):
     columns = torch.tensor([original.tokenizer.convert_tokens_to_ids(t) for t in small.tokenizer.convert_ids_to_tokens(
         list(range(len(small_vocab))))])
     assert _close(before[:, columns], after)
+
+
+def test_word_frequencies_of_chinese_need_no_segmenter():
+    """--max-vocab --keep en,zh failed with "No module named 'jieba'": wordfreq's word_frequency()
+    re-segments each word; the frequencies now come from the word list itself."""
+    import wordfreq
+
+    texts, weights = vocab.word_frequency_texts(["zh"], n_words=200)
+    first = wordfreq.top_n_list("zh", 1)[0]
+    assert texts[0] == " " + first and weights[0] == pytest.approx(0.85 * wordfreq.get_frequency_dict("zh")[first])
+    assert len(texts) == len(weights) >= 200 and min(weights) > 0

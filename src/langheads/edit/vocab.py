@@ -269,8 +269,11 @@ def word_frequency_texts(languages: list[str], n_words: int = 50000) -> tuple[li
     for lang in languages:
         if lang not in wordfreq.available_languages():
             raise LangheadsError(f"wordfreq has no word list for '{lang}'; give --vocab-texts")
+        # read from the word list itself: word_frequency() re-tokenizes each word, which for zh and
+        # ja needs wordfreq's optional segmenters (jieba, MeCab) and failed without them
+        frequency = wordfreq.get_frequency_dict(lang)
         for word in wordfreq.top_n_list(lang, n_words):
-            f = wordfreq.word_frequency(word, lang)
+            f = frequency[word]
             variants = {" " + word: 0.85, word: 0.05}
             if word.capitalize() != word:
                 variants.update({" " + word.capitalize(): 0.08, word.capitalize(): 0.02})
