@@ -194,23 +194,29 @@ def next_move(body: Body, sources: dict[str, Source], chosen: Chosen, tried: set
     return min(options, key=rank) if options else None
 
 
-def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -> tuple[PruneResult, Body, Chosen]:
-    """Make moves until the budget or the moves run out; the result's curve has every move made."""
-    from tqdm.auto import tqdm
-
-    sources = _sources(loaded.model, runs, settings.keep, drop)
+def _measurer(loaded, settings, runs: list, sources: dict, body: Body):
+    """per_text(chosen, languages): each language's per-text NLL on its selection texts (the
+    first scan's), with everything chosen masked."""
     components = {n: s.component for n, s in sources.items()}
-    group = components["neuron"].group if "neuron" in components else 64
-    body = Body(loaded.model, group)
-    first = runs[0]
-    tokens = selection_tokens(loaded, first.info, first.languages)
+    tokens = selection_tokens(loaded, runs[0].info, runs[0].languages)
     pad = loaded.tokenizer.pad_token_id or 0
 
     def per_text(chosen, languages):
         with body.masked(chosen, components):
             return {lang: nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens,
                                            pad).double().numpy() for lang in languages}
+    return per_text
 
+
+def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -> tuple[PruneResult, Body, Chosen]:
+    """Make moves, in batches (candidates.gallop), until the budget or the moves run out; the
+    result's curve has every batch made."""
+    from tqdm.auto import tqdm
+
+    sources = _sources(loaded.model, runs, settings.keep, drop)
+    body = Body(loaded.model, sources["neuron"].component.group if "neuron" in sources else 64)
+    per_text = _measurer(loaded, settings, runs, sources, body)
+    first = runs[0]
     base_texts = per_text(Chosen(), first.languages)
     base = _means(base_texts)
     result = PruneResult([], [{"step": 0, "units": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
