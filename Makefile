@@ -23,7 +23,7 @@ demo: setup
 		--out runs/demo --overwrite
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 test-fast: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q -m "not slow"
