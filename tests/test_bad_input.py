@@ -89,6 +89,11 @@ def _hostile(root, tiny_dirs, sample_data, scan):
     (root / "wrong.gguf").write_bytes(b"this is not a gguf file")
     (root / "squad.en.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
         {"id": "1", "question": "q", "answers": [{"text": {"nested": 1}}]}]}]}]}))
+    from langheads import load_model
+    from langheads.edit.blocks import save_without_body
+
+    save_without_body(load_model(str(tiny_dirs["llama"])), {0: [0, 1]}, {}, {2: {"attention"}}, root / "uneven", {})
+    damaged["uneven"] = root / "uneven"
     return {"model_folder": str(root / "model-folder"), "remote": str(remote), "huge": str(huge),
             **{k: str(v) for k, v in damaged.items()}}
 
@@ -272,6 +277,10 @@ CASES = [
      "its units are not the recorded"),
     ("report --compare heads with blocks", lambda w: ["report", w["scan"], "--compare", w["blocks"], "--out",
                                                       str(w["root"] / "r")], "--compare: the two runs scanned different units"),
+    ("scan an uneven pruning", lambda w: scan(w)[:1] + ["--model", w["uneven"]] + scan(w)[3:],
+     "a scan reads one layout for every layer"),
+    ("heal --lora 10000000", lambda w: ["heal", w["uneven"], "--baseline", w["model"], "--lora", "10000000", "--out",
+                                        str(w["root"] / "h")], "--lora must be a finite number in [1, 4096]"),
     ("report a string layer", lambda w: ["report", w["string-layer"], "--out", str(w["root"] / "r")],
      "column layer holds something other than whole numbers"),
     ("report a relabelled run", lambda w: ["report", w["relabelled"], "--out", str(w["root"] / "r")],
