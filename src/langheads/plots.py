@@ -9,9 +9,6 @@ import numpy as np
 import pandas as pd
 
 
-from .errors import printable
-
-
 def pyplot():
     import matplotlib
 
@@ -79,5 +76,5 @@ def heatmap_figure(scores: pd.DataFrame, languages: list[str], title: str):
     for r in range(rows):
         axes[r][0].set_ylabel("layer")
     fig.colorbar(image, ax=axes.ravel().tolist(), label="NLL increase when removed (%)", shrink=0.9)
-    fig.suptitle(printable(title), fontsize=9)  # a folder's name may hold control characters: no valid SVG
+    fig.suptitle(title, fontsize=9)  # callers make a folder's name printable (no control character in an SVG)
     return fig

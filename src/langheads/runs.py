@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import LangheadsError
+from .errors import LangheadsError, printable
 from .folders import new_folder, read_versioned_json
 from .heads import head_layout
 from .scanning.kinds import KINDS, LAHIS_KINDS
@@ -69,7 +69,7 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
             "heads": result.heads,
         }
         (staging / "heads.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        heatmap(result.scores, s.languages, staging / "heatmap.png", plan.loaded.model_id)
+        heatmap(result.scores, s.languages, staging / "heatmap.png", printable(plan.loaded.model_id))
     return out
 
 

@@ -403,7 +403,7 @@ def _importance_sections(page: Page, run: Run, note: str) -> None:
     langs, model, u = run.languages, run.info["model"], run.units
     unit = u[:-1]
     page.heading(f"{u[0].upper()}{unit[1:]} importance per language")
-    page.figure("heatmap", heatmap_figure(run.scores, langs, model["id"]),
+    page.figure("heatmap", heatmap_figure(run.scores, langs, printable(model["id"])),
                 f"Relative increase of mean token NLL when each {unit} alone is removed ({run.method}), per "
                 f"layer x {unit}, one colour scale for all languages (clipped at the 99th percentile); "
                 f"{HATCH_NOTE}. {note}.")
