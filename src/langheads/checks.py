@@ -12,13 +12,15 @@ def option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def count(settings, name: str, minimum: int = 1, optional: bool = False) -> None:
-    """An integer of at least `minimum` (None allowed when optional)."""
+def count(settings, name: str, minimum: int = 1, optional: bool = False, maximum: int | None = None) -> None:
+    """An integer of at least `minimum` and at most `maximum` (None allowed when optional)."""
     value = getattr(settings, name)
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise LangheadsError(f"{option(name)} must be a whole number >= {minimum}, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise LangheadsError(f"{option(name)} must be at most {maximum:,}, not {value:,}")
 
 
 def number(settings, name: str, low: float, high: float = math.inf, low_open: bool = False,

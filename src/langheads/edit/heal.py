@@ -50,11 +50,10 @@ class HealSettings:
         from .. import checks
 
         checks.languages(self, "keep")
-        for name in ("steps", "batch_texts", "prompt_tokens", "new_tokens", "checkpoint_every"):
-            checks.count(self, name)
-        checks.count(self, "lora", optional=True)
-        if self.lora is not None:
-            checks.number(self, "lora", 1, MAX_LORA)
+        for name, most in (("steps", 1_000_000), ("batch_texts", 4096), ("prompt_tokens", 32768),
+                           ("new_tokens", 32768), ("checkpoint_every", 1_000_000)):
+            checks.count(self, name, maximum=most)
+        checks.count(self, "lora", optional=True, maximum=MAX_LORA)
         checks.count(self, "seed", minimum=0)
         checks.number(self, "lr", 0.0, low_open=True)
         if self.minutes is not None:
