@@ -22,6 +22,7 @@ import torch
 
 from .. import heads as H
 from ..archs import FAMILIES, adapter_for
+from ..builtin import BUILTINS
 from ..archs.base import get
 from ..errors import LangheadsError
 from ..folders import atomic_file, check_out_file
@@ -53,8 +54,8 @@ def check_type(kind: str) -> None:
 @dataclass
 class ExportSettings:
     """Everything `langheads export` is told; every option defined once, here."""
-    model: str = option(positional=True, help="a built-in model (default, qwen2.5-coder-0.5b) | a model folder (original, trimmed, or pruned with "
-                        "--uniform) | a .gguf file")
+    model: str = option(positional=True, help=f"{' | '.join(BUILTINS)} (built-in) | a model folder (original, trimmed or pruned; uneven prunings of "
+                        "Llama, Mistral, Qwen2 through llama.cpp's deci graph) | a .gguf file")
     gguf: str = option(help="the .gguf file to write")
     type: str = option("f32", help="f32 | f16 | q8_0 (written here) | q4_0 | q5_0 | q4_k_s | q4_k_m | q5_k_s | "
                        "q5_k_m | q6_k (made by llama.cpp's own quantizer from our f32 file)")
@@ -148,12 +149,13 @@ def verdicts(result: dict, kind: str) -> list[str]:
         gap, bound = result[engine][key], STATED_GAPS[engine].get(kind)
         same = result[engine]["same_tokens"]
         texts = result[engine]["texts"]
-        same_n = texts if same is True else int(same)
+        same_n = texts if same is True else None if same is False else int(same)  # transformers: all or not
         verdict = ("no gap stated for this type" if bound is None else
                    f"{'within' if gap <= bound else 'NOT within'} the stated gap for {kind} ({gap:.2e} "
                    f"{'<=' if gap <= bound else '>'} {bound:g}, {label})")
+        differ = "at least one" if same_n is None else str(texts - same_n)
         tokens = ("the same tokens on every text" if same_n == texts else
-                  f"other tokens on {texts - same_n} of {texts} texts: the GGUF's tokenizer splits them otherwise "
+                  f"other tokens on {differ} of {texts} texts: the GGUF's tokenizer splits them otherwise "
                   "(its pre-tokenizer or merges), so the gap there compares different inputs")
         lines.append(f"verdict ({engine.replace('_', '.')}): {verdict}; {tokens}")
     return lines
