@@ -289,3 +289,32 @@ def test_the_batched_walk_keeps_the_budget_in_fewer_measurements():
     assert max(len(c) for c in calls) >= 32  # it galloped
     patient, patient_calls, why = _toy_walk(harm, 0.02, 5, one_move=False)
     assert why == "patience" and sorted(patient) == sorted(one) and len(patient_calls) < len(calls)
+
+
+def test_the_walk_judges_the_upper_end_of_the_interval_not_the_mean():
+    """The one acceptance rule (candidates.judged): one selection text of eight rising 12% moves
+    the mean by 1.5%, within a 2% budget, but the paired interval's upper end is far above it,
+    so the move is refused (the head walk accepted it while it judged means); an even 1.5%
+    rise on every text is accepted."""
+    import numpy as np
+
+    before = {"en": np.full(8, 2.0)}
+    one_text = {"en": np.array([2.0] * 7 + [2.24])}
+    ok, rel, upper = candidates.judged(before, one_text, 0.02)
+    assert abs(rel["en"] - 0.015) < 1e-9 and upper["en"] > 0.03 and not ok
+    ok, rel, upper = candidates.judged(before, {"en": np.full(8, 2.03)}, 0.02)
+    assert ok and abs(upper["en"] - 0.015) < 1e-9
+
+
+def test_every_step_of_a_budget_walk_keeps_the_interval_within_the_budget(tiny_dirs, sample_data, tmp_path):
+    from langheads.cli import main
+
+    run = tmp_path / "scan"
+    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
+                 "--out", str(run), "--bootstrap", "20", "--threshold", "0.5", "--quiet"]) == 0
+    assert main(["prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.01", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    record = read_manifest(tmp_path / "m").pruning_record()
+    assert all(step["rel_kept_upper"]["en"] <= 0.01 for step in record["curve"][1:])
+    assert all(r["rel_kept_upper"]["en"] > 0.01 for r in record["rejected"])
+    assert record["curve"][1:] or record["rejected"]  # the walk decided something

@@ -28,7 +28,7 @@ from ..archs import REGISTRY
 from ..components import Component, component_for
 from ..errors import LangheadsError
 from . import savings
-from .candidates import PruneResult, candidate_tiers, gallop, head_harm, selection_tokens
+from .candidates import PruneResult, candidate_tiers, gallop, head_harm, judged, means, selection_tokens
 
 NAMES = {"head": "heads", "neuron": "neurons", "block": "blocks"}
 
@@ -218,7 +218,7 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
     per_text = _measurer(loaded, settings, runs, sources, body)
     first = runs[0]
     base_texts = per_text(Chosen(), first.languages)
-    base = _means(base_texts)
+    base = means(base_texts)
     result = PruneResult([], [{"step": 0, "units": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
                                "parameters_saved": 0}])
     state = {"chosen": Chosen()}
@@ -237,16 +237,15 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
     def judge(batch):
         trial = state["chosen"].plus(tuple(u for move in batch for u in move))
         texts = per_text(trial, settings.keep)
-        rel = {l: float(texts[l].mean() / base[l] - 1) for l in settings.keep}
-        bad = {l: _bad_end(base_texts[l], texts[l]) for l in settings.keep}
-        return settings.heads is not None or max(bad.values()) <= settings.max_increase, (trial, texts, rel, bad)
+        ok, rel, bad = judged(base_texts, texts, settings.max_increase)
+        return settings.heads is not None or ok, (trial, texts, rel, bad)
 
     def accept(batch, measured):
         trial, texts, rel, bad = measured
         state["chosen"] = trial
         units = [u for move in batch for u in move]
         result.removed += units
-        result.curve.append({"step": len(result.curve), "units": [list(u) for u in units], "nll": _means(texts),
+        result.curve.append({"step": len(result.curve), "units": [list(u) for u in units], "nll": means(texts),
                              "rel_kept": rel, "rel_kept_upper": bad, "parameters_saved": body.saved(trial)})
 
     def reject(move, measured):
@@ -259,7 +258,7 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
     bar.close()
     others = [lang for lang in first.languages if lang not in settings.keep]
     if len(result.curve) > 1:  # the dropped languages, once, for the record
-        result.curve[-1]["nll"].update(_means(per_text(state["chosen"], others)))
+        result.curve[-1]["nll"].update(means(per_text(state["chosen"], others)))
     result.stopped = _why_stopped(settings, sources, tried, result, why)
     return result, body, state["chosen"]
 
@@ -279,20 +278,6 @@ def _why_stopped(settings, sources: dict, tried: set, result: PruneResult, why: 
     return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} units), {len(tried)} "
             f"moves not made because they could raise a kept language by more than {settings.max_increase:.2%} (the "
             "upper end of its 95% interval over the selection texts)")
-
-
-def _means(per_text: dict) -> dict[str, float]:
-    """Each language's mean NLL over its selection texts."""
-    return {lang: float(v.mean()) for lang, v in per_text.items()}
-
-
-def _bad_end(before, after) -> float:
-    """The upper end of the paired 95% bootstrap interval of the relative NLL change over the
-    selection texts: a removal is judged by what the texts allow, not by their mean alone (a
-    one-at-a-time walk otherwise fits its few selection texts)."""
-    from ..bootstrap import paired_interval
-
-    return float(paired_interval(before, after, 0, 400)[1][1])
 
 
 def _sources(model, runs: list, keep: list[str], drop: list[str]) -> dict[str, Source]:

@@ -77,6 +77,31 @@ def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> l
     return list(dict.fromkeys(tuple(sorted(m)) for m in out))
 
 
+def judged(before: dict, after: dict, budget: float) -> tuple[bool, dict[str, float], dict[str, float]]:
+    """The walk's one acceptance rule: a removal keeps the budget when, for every kept language,
+    the upper end of the paired 95% bootstrap interval of the relative NLL change over its
+    selection texts stays within `budget`. The mean alone is not enough: the certificate judges
+    the upper end of the same interval (on the report texts), and a walk that judges means
+    fits its few selection texts, accepting removals that a few texts pay for heavily.
+    before/after: per-text NLL by kept language. Returns (within, mean change, upper end)."""
+    rel = {lang: float(after[lang].mean() / before[lang].mean() - 1) for lang in after}
+    upper = {lang: upper_end(before[lang], after[lang]) for lang in after}
+    return max(upper.values()) <= budget, rel, upper
+
+
+def upper_end(before, after) -> float:
+    """The upper end of the paired 95% bootstrap interval of the relative NLL change (400
+    resamples, seed 0: the same texts give the same decision)."""
+    from ..bootstrap import paired_interval
+
+    return float(paired_interval(before, after, 0, 400)[1][1])
+
+
+def means(per_text: dict) -> dict[str, float]:
+    """Each language's mean NLL over its texts."""
+    return {lang: float(v.mean()) for lang, v in per_text.items()}
+
+
 def gallop(plan, judge, accept, reject, patience: int = 0, bar=None) -> str:
     """The one loop of every pruning walk: try the next `k` moves at once (planned in order as
     if each were made), keep them all when the kept languages stay within the budget and double

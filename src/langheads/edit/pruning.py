@@ -9,9 +9,10 @@ KV group of several is no move: the saved model would pad it back. Moves go by t
 harm to the kept languages (the scan's relative increase) per parameter saved, and are tried
 in batches (candidates.gallop): the kept languages are re-measured on their *selection* texts
 (never the scoring texts the scan used, nor the report texts claims are made on) with the
-batch removed. With a budget on the largest relative rise of a kept language, a batch that
-would break it is halved and a single move that would is not made; with a head count, the
-walk stops once that many heads are removed. The dropped languages are measured once, at the end.
+batch removed. A batch keeps the budget when the upper end of each kept language's paired 95%
+interval of the relative NLL rise stays within it (candidates.judged, the walk's one rule); a
+batch that would break it is halved and a single move that would is not made; with a head
+count, the walk stops once that many heads are removed. The dropped languages are measured once, at the end.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from ..manifest import read_manifest, write_model_folder
 from ..models import DTYPES, LoadedModel, load_model
 from ..options import option
 from ..runs import read_run
-from .candidates import PruneResult, candidate_tiers, dropped, gallop, head_harm, moves, ordered, selection_tokens
+from .candidates import (PruneResult, candidate_tiers, dropped, gallop, head_harm, judged, means, moves, ordered,
+                         selection_tokens)
 from .surgery import remove_heads_edit
 
 
@@ -96,7 +98,7 @@ class Candidates:
 
         def rank(move):
             gain = savings.parameters_saved(self.layout, self.costs, removed + list(move)) - now
-            return (max(self.tiers[h] for h in move), sum(self.harm[h] for h in move) / gain, move)
+            return (max(self.tiers[h] for h in move), sum(max(self.harm[h], 0.0) for h in move) / gain, move)
 
         options = [m for m in moves(self.layout, self.order, set(removed))
                    if m not in tried and (room is None or len(m) <= room)]
@@ -116,17 +118,17 @@ def choose(loaded: LoadedModel, settings: PruneSettings, progress: bool = True, 
 
     def measure(removed, languages):
         with H.masked_heads(loaded.model, removed):
-            return {lang: float(nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens, pad).mean())
-                    for lang in languages}
+            return {lang: nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens,
+                                           pad).double().numpy() for lang in languages}
 
     # Moves are judged on the kept languages alone; the others are measured once, at the end.
     others = [lang for lang in scanned if lang not in settings.keep]
     base = measure([], scanned)
-    result = PruneResult([], [{"step": 0, "heads": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
+    result = PruneResult([], [{"step": 0, "heads": [], "nll": means(base), "rel_kept": {l: 0.0 for l in settings.keep},
                                "parameters_saved": 0}])
     _walk(candidates, settings, measure, base, result, progress)
     if len(result.curve) > 1:
-        result.curve[-1]["nll"].update(measure(result.removed, others))
+        result.curve[-1]["nll"].update(means(measure(result.removed, others)))
     return result, drop
 
 
@@ -150,21 +152,21 @@ def _walk(candidates: Candidates, settings, measure, base, result, progress) -> 
 
     def judge(batch):
         now = measure(result.removed + [h for move in batch for h in move], settings.keep)
-        rel = {l: now[l] / base[l] - 1 for l in settings.keep}
-        return settings.heads is not None or max(rel.values()) <= settings.max_increase, (now, rel)
+        ok, rel, upper = judged(base, now, settings.max_increase)
+        return settings.heads is not None or ok, (means(now), rel, upper)
 
     def accept(batch, measured):
         heads = [h for move in batch for h in move]
         result.removed = result.removed + heads
         result.curve.append({"step": len(result.removed), "heads": [list(h) for h in heads],
-                             "nll": measured[0], "rel_kept": measured[1],
+                             "nll": measured[0], "rel_kept": measured[1], "rel_kept_upper": measured[2],
                              "parameters_saved": savings.parameters_saved(candidates.layout, candidates.costs,
                                                                           result.removed)})
 
     def reject(move, measured):
         tried.add(move)
         result.rejected.append({"heads": [list(h) for h in move], "after_step": len(result.removed),
-                                "rel_kept": measured[1]})
+                                "rel_kept": measured[1], "rel_kept_upper": measured[2]})
 
     bar = tqdm(desc="prune (measurements)", unit="try", disable=not progress)
     why = gallop(plan, judge, accept, reject, settings.patience, bar)
@@ -182,7 +184,8 @@ def _why_stopped(settings, order, result, refused: int, why: str) -> str:
     ending = (f"stopped after {settings.patience} single moves were refused since the last batch of several was made (--patience)" if why == "patience"
               else f"tried every move of the {len(order)} candidates (heads that matter for no kept language)")
     return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} heads), {refused} "
-            f"moves not made because they would raise a kept language by more than {settings.max_increase:.2%}")
+            f"moves not made because they could raise a kept language by more than {settings.max_increase:.2%} (the "
+            "upper end of its 95% interval over the selection texts)")
 
 
 def save_pruned(loaded: LoadedModel, removed: list[tuple[int, int]], out: Path, record: dict,
