@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from . import builtin
+from .archs import layer_index_pattern
 from .errors import LangheadsError
 from .folders import cache_dir
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
@@ -133,7 +133,6 @@ def refuse_custom_code(folder: Path, spec: str) -> None:
                                  "runs code from a model folder: use a model whose architecture transformers ships")
 
 
-_LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
 
 
 def check_weights(folder: Path, spec: str, dtype: torch.dtype, memory: bool = True) -> None:
@@ -149,12 +148,12 @@ def check_weights(folder: Path, spec: str, dtype: torch.dtype, memory: bool = Tr
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         claimed = (config.get("text_config") or config).get("num_hidden_layers") or config.get("n_layer")
-        numel, layers = 0, set()
+        numel, layers, layer_index = 0, set(), layer_index_pattern()
         for file in files:
             with safe_open(str(file), "pt") as f:
                 for key in f.keys():
                     numel += math.prod(f.get_slice(key).get_shape())
-                    layers.update(int(m) for m in _LAYER_INDEX.findall(key))
+                    layers.update(int(m) for m in layer_index.findall(key))
     except Exception:  # broken config or weights: the loader names them in its own line
         return
     if isinstance(claimed, int) and layers and claimed > max(layers) + 1:

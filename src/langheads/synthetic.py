@@ -16,90 +16,38 @@ VOCAB = 260  # 256 bytes + 4 specials
 
 
 def _config(arch: str, **sizes):
-    """The architecture's config with the features worth testing on; `sizes` override anything."""
+    """The architecture's config with the features its adapter's tiny model turns on (archs/);
+    `sizes` override anything."""
     import transformers as T
 
     s = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
              bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    if arch in _OWN_NAMES:  # families whose configs name the sizes their own way
-        s.update(sizes)
-        return _OWN_NAMES[arch](T, s, sizes, arch)
-    features = _features(T)
-    if arch not in features:
+    tiny = _TINY.get(arch)
+    if tiny is None:
         raise ValueError(f"no synthetic config for '{arch}'")
-    cls, extra = features[arch]
-    return cls(**{**s, **extra, **sizes})
+    if callable(tiny.config):  # a family whose config names the sizes its own way
+        return tiny.config(T, {**s, **sizes}, sizes, arch)
+    return getattr(T, tiny.config)(**{**s, **tiny.features, **sizes})
 
 
-def _features(T) -> dict:
-    """model type -> (config class, the features its tiny model turns on)."""
-    return {
-        "llama": (T.LlamaConfig, dict(attention_bias=True)),
-        "mistral": (T.MistralConfig, dict(sliding_window=None)),
-        "qwen2": (T.Qwen2Config, {}),
-        "qwen3": (T.Qwen3Config, {}),
-        "gemma": (T.GemmaConfig, {}),
-        "gemma2": (T.Gemma2Config, dict(sliding_window=8, final_logit_softcapping=30.0, attn_logit_softcapping=50.0)),
-        # sliding and full layers alternate; attention scaled by 1/sqrt(head_dim), as llama.cpp assumes
-        "gemma3": (T.Gemma3TextConfig, dict(num_hidden_layers=4, sliding_window=8, query_pre_attn_scalar=16,
-                                            layer_types=["sliding_attention", "full_attention"] * 2)),
-        "cohere": (T.CohereConfig, dict(logit_scale=0.5)),
-        # Command R+: per-head q/k LayerNorm weights ([heads, head_dim]) that go with their heads
-        "cohere_qknorm": (T.CohereConfig, dict(logit_scale=0.5, use_qk_norm=True)),
-        "cohere2": (T.Cohere2Config, dict(logit_scale=0.5, sliding_window=8,
-                                          layer_types=["sliding_attention", "sliding_attention", "full_attention"])),
-        "mixtral": (T.MixtralConfig, dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
-        "qwen3_moe": (T.Qwen3MoeConfig, dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                                             decoder_sparse_step=1, mlp_only_layers=[])),
-        "phi3": (T.Phi3Config, dict(pad_token_id=0)),
-        "olmo2": (T.Olmo2Config, {}),
-        "apertus": (T.ApertusConfig, {}),
-        "smollm3": (T.SmolLM3Config, dict(no_rope_layers=[1, 0, 1])),
-        "granite": (T.GraniteConfig, dict(logits_scaling=2.0, attention_multiplier=0.1, embedding_multiplier=2.0,
-                                          residual_multiplier=0.5, attention_bias=True)),
-        # per-head q/k LayerNorms (one module per head), q/k/v biases, rotary on half of each head
-        "stablelm": (T.StableLmConfig, dict(qk_layernorm=True, use_qkv_bias=True, partial_rotary_factor=0.5)),
-    }
+def _tiny_models() -> dict:
+    from .archs import FAMILIES, VARIANTS
+
+    return {name: t for adapter in FAMILIES + VARIANTS for name, t in adapter.tiny.items()}
 
 
-def _xglm(T, s, sizes, arch):
-    return T.XGLMConfig(vocab_size=s["vocab_size"], d_model=s["hidden_size"], num_layers=s["num_hidden_layers"],
-                        attention_heads=s["num_attention_heads"], ffn_dim=s["intermediate_size"],
-                        max_position_embeddings=s["max_position_embeddings"], bos_token_id=s["bos_token_id"],
-                        eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"], scale_embedding=True)
+def _not_prunable() -> list[str]:
+    from .archs import FAMILIES, VARIANTS
+
+    return [name for adapter in FAMILIES + VARIANTS if not adapter.pruning_exact for name in adapter.tiny]
 
 
-def _bloom(T, s, sizes, arch):
-    return T.BloomConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], n_layer=s["num_hidden_layers"],
-                         n_head=s["num_attention_heads"], bos_token_id=s["bos_token_id"],
-                         eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"])
-
-
-def _falcon(T, s, sizes, arch):
-    layout = (dict(new_decoder_architecture=True, num_kv_heads=s["num_key_value_heads"]) if arch == "falcon"
-              else dict(new_decoder_architecture=False, multi_query=True))
-    return T.FalconConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
-                          num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
-                          bias=sizes.get("bias", True), alibi=False, bos_token_id=s["bos_token_id"],
-                          eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"],
-                          max_position_embeddings=s["max_position_embeddings"], **layout)
-
-
-def _gpt2(T, s, sizes, arch):
-    return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
-                        n_head=s["num_attention_heads"], n_positions=s["max_position_embeddings"],
-                        bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"])
-
-
-_OWN_NAMES = {"xglm": _xglm, "bloom": _bloom, "falcon": _falcon, "falcon_mqa": _falcon, "gpt2": _gpt2}
-
-
-ARCHS = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "cohere",
-         "cohere_qknorm", "cohere2", "phi3", "olmo2", "apertus", "smollm3", "granite", "stablelm", "xglm", "bloom", "falcon", "falcon_mqa", "gpt2"]
+_TINY = _tiny_models()
+ARCHS = list(_TINY)  # every tiny model the test matrix builds, one or more per family (archs/)
 # Physical pruning is refused for these (archs/ says why); masking and scanning still work.
-NOT_PRUNABLE = ["olmo2"]
-NO_GQA = ["gpt2", "xglm", "bloom", "falcon_mqa"]  # one KV head per query head, or one for all
+NOT_PRUNABLE = _not_prunable()
+NO_GQA = [name for name, t in _TINY.items() if not t.gqa]  # one KV head per query head, or one for all
 
 # Shapes of real models for timing (random weights; the numbers are speed, not quality).
 SHAPES = {
@@ -114,7 +62,7 @@ def tiny(arch: str, seed: int = 0, dtype=torch.float32, **sizes) -> torch.nn.Mod
 
     torch.manual_seed(seed)
     config = _config(arch, **sizes)
-    config._attn_implementation = "eager" if arch in ("gemma2", "xglm", "bloom") else "sdpa"  # no SDPA path
+    config._attn_implementation = "eager" if _TINY[arch].eager else "sdpa"
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():

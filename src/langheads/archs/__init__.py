@@ -1,9 +1,11 @@
 """One adapter per architecture family (see base.py for what an adapter says), and the registry.
 
-Adding a family: a file here with an Adapter subclass, its line in FAMILIES, and its tiny
-config in synthetic.py (the test matrix then covers it).
+Adding a family: a file here with an Adapter subclass (its tiny test model in `tiny`) and its
+line in FAMILIES; the test matrix (synthetic.ARCHS) then covers it.
 """
 from __future__ import annotations
+
+import re
 
 from ..errors import LangheadsError
 from .base import Adapter, GGUFFamily, HeadLayout, NoAttention
@@ -26,6 +28,13 @@ REGISTRY: dict[str, Adapter] = {t: a for a in FAMILIES for t in a.model_types}
 # Adapters a config option selects within a family (adapter_for picks them).
 _COHERE_QK = CohereQKNorm()
 VARIANTS: list[Adapter] = [_COHERE_QK]
+
+
+def layer_index_pattern() -> re.Pattern:
+    """Matches a weight name's layer index under any family's decoder layers (model.layers.3.,
+    transformer.h.3.): what models.check_weights counts a checkpoint's layers by."""
+    names = sorted({a.layers.rsplit(".", 1)[-1] for a in FAMILIES + VARIANTS})
+    return re.compile(r"\.(?:" + "|".join(map(re.escape, names)) + r")\.(\d+)\.")
 
 
 def text_config(model_or_config):

@@ -9,7 +9,8 @@ cache costs, and how llama.cpp names the family. Nothing outside `archs/` tests 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -49,6 +50,18 @@ class GGUFFamily:
                              # uniformly pruned model with fewer heads runs there (src/models/<arch>.cpp)
     transformers_reads: bool = False  # transformers' GGUF reader loads this family's export (not deci files)
                                       # and computes what the folder does (export --check uses it then)
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """A family's tiny random-weight test model (synthetic.py builds it): its transformers config
+    class, or a builder (T, sizes, given sizes, name) for configs that name sizes their own way,
+    and the features it turns on (biases, sliding windows, soft-capping, scaling)."""
+
+    config: str | Callable
+    features: dict = field(default_factory=dict)
+    gqa: bool = True    # 4 query heads share 2 KV heads (False: one KV head per query head, or one for all)
+    eager: bool = False  # transformers has no SDPA path for the family: the tiny model runs eager attention
 
 
 def get(obj, dotted: str):
@@ -120,6 +133,7 @@ class Adapter:
 
     family: str = ""
     model_types: tuple[str, ...] = ()
+    tiny: dict[str, Tiny] = {}        # test name -> the tiny model the test matrix builds (synthetic.py)
     body = "model"                    # the decoder stack without the output layer
     layers = "model.layers"
     final_norm = "model.norm"

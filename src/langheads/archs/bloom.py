@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import GGUFFamily, HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
+from .base import GGUFFamily, HeadLayout, Tiny, TransformerH, head_size_is_tied, linear, projection_input
 
+
+
+def _tiny_config(T, s, sizes, name):
+    """BLOOM's config names its sizes its own way (n_layer, n_head)."""
+    return T.BloomConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], n_layer=s["num_hidden_layers"],
+                         n_head=s["num_attention_heads"], bos_token_id=s["bos_token_id"],
+                         eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"])
 
 class BloomNoAttention(nn.Module):
     """A BLOOM layer's attention with every head removed: the residual plus dense's bias."""
@@ -45,6 +52,7 @@ def keep_alibi_rows(attn, heads: list[int], n_heads: int) -> None:
 
 class Bloom(TransformerH):
     family = "bloom"
+    tiny = {"bloom": Tiny(_tiny_config, gqa=False, eager=True)}
     model_types = ("bloom",)
     attention = "self_attention"
     out_proj = "dense"

@@ -4,11 +4,12 @@ Aya Expanse's generation): the same with sliding-window layers."""
 from __future__ import annotations
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily
+from .base import Adapter, GGUFFamily, Tiny
 
 
 class Cohere(Adapter):
     family = "cohere"
+    tiny = {"cohere": Tiny("CohereConfig", dict(logit_scale=0.5))}
     model_types = ("cohere",)
     # Command R's tokenizer splits digits one by one, then as GPT-2: llama.cpp calls that "command-r"
     gguf = GGUFFamily("command-r", norm_plus_one=False, permute_qk=False, pre_names=(("smollm", "command-r"),))
@@ -23,6 +24,7 @@ class Cohere(Adapter):
 
 class CohereQKNorm(Cohere):
     family = "cohere (use_qk_norm)"
+    tiny = {"cohere_qknorm": Tiny("CohereConfig", dict(logit_scale=0.5, use_qk_norm=True))}
     per_head_norms = ("q_norm", "k_norm")
     gguf_note = "64 layers or more only (llama.cpp reads Command R+'s q/k norms from 64 layers on)"
 
@@ -35,6 +37,8 @@ class CohereQKNorm(Cohere):
 
 class Cohere2(Cohere):
     family = "cohere2"
+    tiny = {"cohere2": Tiny("Cohere2Config", dict(logit_scale=0.5, sliding_window=8, layer_types=[
+        "sliding_attention", "sliding_attention", "full_attention"]))}
     model_types = ("cohere2",)
     gguf = GGUFFamily("cohere2", norm_plus_one=False, permute_qk=False, pre_names=(("smollm", "command-r"),))
 

@@ -8,11 +8,24 @@ from __future__ import annotations
 import torch
 
 from ..errors import LangheadsError
-from .base import GGUFFamily, HeadLayout, TransformerH, head_size_is_tied, linear, projection_input
+from .base import GGUFFamily, HeadLayout, Tiny, TransformerH, head_size_is_tied, linear, projection_input
 
+
+
+def _tiny_config(T, s, sizes, name):
+    """Falcon's new decoder architecture with grouped KV heads, or (falcon_mqa) the old one with
+    one KV head for all query heads."""
+    layout = (dict(new_decoder_architecture=True, num_kv_heads=s["num_key_value_heads"]) if name == "falcon"
+              else dict(new_decoder_architecture=False, multi_query=True))
+    return T.FalconConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
+                          num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
+                          bias=sizes.get("bias", True), alibi=False, bos_token_id=s["bos_token_id"],
+                          eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"],
+                          max_position_embeddings=s["max_position_embeddings"], **layout)
 
 class Falcon(TransformerH):
     family = "falcon"
+    tiny = {"falcon": Tiny(_tiny_config), "falcon_mqa": Tiny(_tiny_config, gqa=False)}
     model_types = ("falcon",)
     attention = "self_attention"
     out_proj = "dense"

@@ -3,11 +3,12 @@ dimensions (Gemma 3, shared by all heads, so they need no slicing), RMSNorm as x
 from __future__ import annotations
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily
+from .base import Adapter, GGUFFamily, Tiny
 
 
 class Gemma(Adapter):
     family = "gemma"
+    tiny = {"gemma": Tiny("GemmaConfig")}
     model_types = ("gemma",)
     gguf = GGUFFamily("gemma", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 
@@ -20,6 +21,8 @@ class Gemma(Adapter):
 
 class Gemma2(Gemma):
     family = "gemma2"
+    tiny = {"gemma2": Tiny("Gemma2Config", dict(sliding_window=8, final_logit_softcapping=30.0,
+                                           attn_logit_softcapping=50.0), eager=True)}
     model_types = ("gemma2",)
     gguf = GGUFFamily("gemma2", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 
@@ -33,6 +36,8 @@ class Gemma2(Gemma):
 
 class Gemma3(Gemma):
     family = "gemma3"
+    tiny = {"gemma3": Tiny("Gemma3TextConfig", dict(  # sliding and full layers alternate; 1/sqrt(head size) as llama.cpp
+        num_hidden_layers=4, sliding_window=8, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"] * 2))}
     model_types = ("gemma3", "gemma3_text")
     gguf = GGUFFamily("gemma3", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 

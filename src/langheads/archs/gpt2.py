@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from .base import GGUFFamily, HeadLayout, NoAttention, TransformerH, head_size_is_tied, projection_input
+from .base import GGUFFamily, HeadLayout, NoAttention, Tiny, TransformerH, head_size_is_tied, projection_input
 
 _CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 
 
+
+def _tiny_config(T, s, sizes, name):
+    """GPT-2's config names its sizes its own way (n_embd, n_layer, n_head, n_positions)."""
+    return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
+                        n_head=s["num_attention_heads"], n_positions=s["max_position_embeddings"],
+                        bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"])
+
 class GPT2(TransformerH):
     family = "gpt2"
+    tiny = {"gpt2": Tiny(_tiny_config, gqa=False)}
     model_types = ("gpt2",)
     attention = "attn"
     out_proj = "c_proj"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily, refuse_sliding_window
+from .base import Adapter, GGUFFamily, Tiny, refuse_sliding_window
 
 
 class Llama(Adapter):
     family = "llama"
+    tiny = {"llama": Tiny("LlamaConfig", dict(attention_bias=True))}
     model_types = ("llama",)
     gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, deci=True, narrow_q=True, transformers_reads=True)
 
@@ -19,6 +20,7 @@ class Llama(Adapter):
 
 class Mistral(Adapter):
     family = "mistral"
+    tiny = {"mistral": Tiny("MistralConfig", dict(sliding_window=None))}
     model_types = ("mistral",)
     gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, deci=True, narrow_q=True)  # llama.cpp runs Mistral as llama
 

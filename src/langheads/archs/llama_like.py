@@ -12,13 +12,14 @@ import re
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily, head_size_is_tied
+from .base import Adapter, GGUFFamily, Tiny, head_size_is_tied
 
 _PER_HEAD_NORM = re.compile(r"(.*\.[qk]_layernorm)\.norms\.(\d+)\.(\w+)")  # StableLM: one norm module per head
 
 
 class Apertus(Adapter):
     family = "apertus"
+    tiny = {"apertus": Tiny("ApertusConfig")}
     model_types = ("apertus",)
     mlp_in = ("mlp.up_proj",)  # no gate: down(act(up(x)))
     gguf_note = "llama.cpp's apertus graph reads xIELU activation parameters per layer, not written yet"
@@ -26,6 +27,7 @@ class Apertus(Adapter):
 
 class SmolLM3(Adapter):
     family = "smollm3"
+    tiny = {"smollm3": Tiny("SmolLM3Config", dict(no_rope_layers=[1, 0, 1]))}
     model_types = ("smollm3",)
     gguf = GGUFFamily("smollm3", norm_plus_one=False, permute_qk=True, narrow_q=True)
 
@@ -40,6 +42,8 @@ class SmolLM3(Adapter):
 
 class Granite(Adapter):
     family = "granite"
+    tiny = {"granite": Tiny("GraniteConfig", dict(logits_scaling=2.0, attention_multiplier=0.1, embedding_multiplier=2.0,
+                                           residual_multiplier=0.5, attention_bias=True))}
     model_types = ("granite",)
     gguf = GGUFFamily("granite", norm_plus_one=False, permute_qk=True, narrow_q=True)
 
@@ -56,6 +60,7 @@ class Granite(Adapter):
 
 class StableLm(Adapter):
     family = "stablelm"
+    tiny = {"stablelm": Tiny("StableLmConfig", dict(qk_layernorm=True, use_qkv_bias=True, partial_rotary_factor=0.5))}
     model_types = ("stablelm",)
     gguf = GGUFFamily("stablelm", norm_plus_one=False, permute_qk=False)
 

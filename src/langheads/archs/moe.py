@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily, get, refuse_sliding_window
+from .base import Adapter, GGUFFamily, Tiny, get, refuse_sliding_window
 
 
 def experts_forward(experts: nn.Module, hidden: torch.Tensor, top_k_index: torch.Tensor,
@@ -154,6 +154,7 @@ class _FusedExperts(Adapter):
 
 class Mixtral(_FusedExperts):
     family = "mixtral"
+    tiny = {"mixtral": Tiny("MixtralConfig", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None))}
     model_types = ("mixtral",)
     gguf = GGUFFamily("llama", norm_plus_one=False, permute_qk=True, narrow_q=True)  # llama.cpp runs Mixtral as llama + experts
 
@@ -166,6 +167,8 @@ class Mixtral(_FusedExperts):
 
 class Qwen3Moe(_FusedExperts):
     family = "qwen3_moe"
+    tiny = {"qwen3_moe": Tiny("Qwen3MoeConfig", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                               decoder_sparse_step=1, mlp_only_layers=[]))}
     model_types = ("qwen3_moe",)
     width_key = "moe_intermediate_size"
     gguf = GGUFFamily("qwen3moe", norm_plus_one=False, permute_qk=False, narrow_q=True)

@@ -3,11 +3,12 @@ removing a head changes the other heads' outputs: masking is exact, physical pru
 and it is refused with that reason."""
 from __future__ import annotations
 
-from .base import Adapter, GGUFFamily
+from .base import Adapter, GGUFFamily, Tiny
 
 
 class Olmo2(Adapter):
     family = "olmo2"
+    tiny = {"olmo2": Tiny("Olmo2Config")}
     model_types = ("olmo2",)
     gguf = GGUFFamily("olmo2", norm_plus_one=False, permute_qk=False)
     pruning_exact = False

@@ -8,13 +8,14 @@ import copy
 import torch
 
 from ..errors import LangheadsError
-from .base import Adapter, GGUFFamily, linear, projection_input, rows
+from .base import Adapter, GGUFFamily, Tiny, linear, projection_input, rows
 
 
 class Phi3(Adapter):
     mlp_act = "mlp.activation_fn"
     mlp_in = None  # physical neuron removal is written for separate gate/up projections only
     family = "phi3"
+    tiny = {"phi3": Tiny("Phi3Config", dict(pad_token_id=0))}
     model_types = ("phi3",)
     gguf = GGUFFamily("phi3", norm_plus_one=False, permute_qk=False, transformers_reads=True)  # fused qkv and gate_up, as llama.cpp reads them
 

@@ -2,11 +2,12 @@
 so they need no slicing)."""
 from __future__ import annotations
 
-from .base import Adapter, GGUFFamily
+from .base import Adapter, GGUFFamily, Tiny
 
 
 class Qwen2(Adapter):
     family = "qwen2"
+    tiny = {"qwen2": Tiny("Qwen2Config")}
     model_types = ("qwen2",)
     # NeoX rotary (halves, as transformers) in llama.cpp's qwen2 graph; uneven shapes go through
     # deci, which loads q/k/v biases (create_tensor_qkv) and rotates pairs (rows permuted there)
@@ -15,5 +16,6 @@ class Qwen2(Adapter):
 
 class Qwen3(Adapter):
     family = "qwen3"
+    tiny = {"qwen3": Tiny("Qwen3Config")}
     model_types = ("qwen3",)
     gguf = GGUFFamily("qwen3", norm_plus_one=False, permute_qk=False, narrow_q=True)
