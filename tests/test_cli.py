@@ -28,7 +28,7 @@ def test_scan_outputs_and_determinism_across_processes(tiny_dirs, sample_data, t
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert "kinds: language-specific" in first.stdout
 
-    scores = langheads.load_run(tmp_path / "a")
+    scores = langheads.read_run(tmp_path / "a").scores
     assert len(scores) == 4 * 4 * 3  # layers x heads x languages
     assert {"score", "ci_low", "ci_high", "rel_increase", "kind"} <= set(scores.columns)
     assert (scores["ci_low"] <= scores["score"]).all() and (scores["score"] <= scores["ci_high"]).all()
@@ -93,7 +93,7 @@ def test_attribution_and_lahis_methods_run(tiny_dirs, sample_data, tmp_path):
         r = _scan(tiny_dirs["cohere"], sample_data, tmp_path / method, "--method", method, "--rule", rule,
                   "--lahis-min-languages", "2")
         assert r.returncode == 0, r.stderr
-        scores = langheads.load_run(tmp_path / method).set_index(["language", "layer", "head"]).sort_index()
+        scores = langheads.read_run(tmp_path / method).scores.set_index(["language", "layer", "head"]).sort_index()
         per_text = pd.read_parquet(tmp_path / method / "per_text.parquet")
         means = per_text[per_text.layer >= 0].groupby(["language", "layer", "head"]).value.mean().sort_index()
         if method == "attribution":

@@ -142,7 +142,7 @@ def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path
     run = tmp_path / "run"
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
                  "--out", str(run), "--quiet", "--bootstrap", "20"]) == 0
-    assert len(runs.load_run(run)) == 3 * 4 * 2
+    assert len(runs.read_run(run).scores) == 3 * 4 * 2
     capsys.readouterr()
     scores = (run / "scores.csv").read_text()
     cases = [

@@ -152,7 +152,7 @@ def test_prune_with_trim_vocab_then_reload(tmp_path):
     ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
     with torch.no_grad(), H.masked_heads(loaded.model, removed):
         expected = loaded.model(input_ids=ids).logits[0][:, exact.kept_ids]
-    pruning.save_pruned(loaded, removed, tmp_path / "both", {"note": "test"}, vocab_choice=exact)
+    pruning.save(loaded, tmp_path / "both", {"note": "test"}, heads=removed, vocab_choice=exact)
     back = load_model(str(tmp_path / "both"))
     assert [e["op"] for e in back.manifest.edits] == ["remove_heads", "trim_vocab"]
     with torch.no_grad():
@@ -207,10 +207,10 @@ def test_default_model_trim_is_exact(default_model, tmp_path):
 def test_evaluate_reads_each_model_with_its_own_tokenizer(trimmed):
     """Kept languages: the same tokens, and NLL per byte can only fall; a dropped script is cut
     into more (byte) tokens by the trimmed tokenizer, and per byte still compares the two."""
-    from langheads.evaluation.evaluate import evaluate
+    from langheads.evaluation.evaluate import evaluate_texts
 
     _, _, root = trimmed
-    result = evaluate(str(root / "trim"), str(root / "orig"), ["en", "hi", "zh"], str(root / "data.jsonl"),
+    result = evaluate_texts(str(root / "trim"), str(root / "orig"), ["en", "hi", "zh"], str(root / "data.jsonl"),
                       prompts=1, new_tokens=2, bootstrap=50)
     table = result["table"].set_index("language")
     for lang in ("en", "hi"):

@@ -3,7 +3,7 @@ from ._version import __version__
 
 from .errors import LangheadsError  # noqa: E402
 from .models import load_model  # noqa: E402
-from .runs import load_run, read_run  # noqa: E402
+from .runs import read_run  # noqa: E402
 
 
 from .api import (EvaluateSettings, ExportSettings, HealSettings, PruneSettings, ReportSettings,  # noqa: E402
@@ -16,6 +16,6 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=No
     return scan(ScanSettings(**settings), out_dir, store=store, overwrite=overwrite, progress=progress)
 
 
-__all__ = ["LangheadsError", "load_model", "load_run", "read_run", "scan_model", "__version__", "scan", "plan",
+__all__ = ["LangheadsError", "load_model", "read_run", "scan_model", "__version__", "scan", "plan",
            "prune", "trim", "heal", "export", "evaluate", "report", "ScanSettings", "PruneSettings", "TrimSettings",
            "HealSettings", "ExportSettings", "EvaluateSettings", "ReportSettings"]

@@ -19,7 +19,7 @@ from .errors import LangheadsError
 MARKER = ".langheads"
 # The kinds of folder langheads writes, as a user would name them. `--overwrite` replaces a
 # folder only with one of its own kind: a scan's store never replaces a model, a run never a report.
-KINDS = {"run": "run folder", "evaluation": "evaluation folder", "report": "report folder",
+FOLDER_KINDS = {"run": "run folder", "evaluation": "evaluation folder", "report": "report folder",
          "model": "model folder", "store": "scan store (finished units)", "cache": "converted-model cache entry"}
 # What markers written before kinds were recorded say (their first words after "langheads").
 _OLD_MARKERS = {"scan work in progress": "store", "converted model cache entry": "cache"}
@@ -31,20 +31,20 @@ def cache_dir() -> Path:
 
 
 def mark(folder: Path, kind: str) -> None:
-    if kind not in KINDS:
+    if kind not in FOLDER_KINDS:
         raise ValueError(f"unknown folder kind {kind!r}")
     (folder / MARKER).write_text(f"langheads {kind}\n")
 
 
 def kind_of(folder: Path) -> str | None:
-    """Which kind of langheads folder `folder` is (a key of KINDS), or None if not ours."""
+    """Which kind of langheads folder `folder` is (a key of FOLDER_KINDS), or None if not ours."""
     folder = Path(folder)
     if (folder / MARKER).is_file():
         try:
             said = (folder / MARKER).read_text(encoding="utf-8").split("\n", 1)[0].removeprefix("langheads ").strip()
         except (OSError, UnicodeDecodeError):
             return None
-        if said in KINDS:
+        if said in FOLDER_KINDS:
             return said
         return next((k for old, k in _OLD_MARKERS.items() if said.startswith(old)), None)
     if (folder / "langheads.json").is_file():
@@ -68,7 +68,7 @@ def check_replaceable(folder: Path, kind: str, option: str) -> None:
         raise LangheadsError(f"{folder} already exists and is not a folder langheads wrote (no {MARKER} or "
                              f"langheads.json); refusing to replace it: choose another {option}")
     if found != kind:
-        theirs, ours = _a(KINDS[found]), _a(KINDS[kind])
+        theirs, ours = _a(FOLDER_KINDS[found]), _a(FOLDER_KINDS[kind])
         raise LangheadsError(f"{folder} is {theirs} langheads wrote, not {ours}; --overwrite replaces only "
                              f"{ours}, so it is left in place: choose another {option}")
 

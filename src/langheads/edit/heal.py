@@ -131,7 +131,9 @@ def in_student_tokens(ids: list[list[int]], teacher, student, kept: list[int] | 
     them all, else the text as the student's own tokenizer writes it."""
     if kept is None:
         return ids
-    new_id = {old: new for new, old in enumerate(kept)}
+    from .vocab import new_ids
+
+    new_id = new_ids(kept)
     out = []
     for row in ids:
         if all(i in new_id for i in row):

@@ -408,6 +408,11 @@ def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: in
 
 # --- rewriting ------------------------------------------------------------------------------------
 
+def new_ids(kept_ids: list[int]) -> dict[int, int]:
+    """Original id -> the trimmed vocabulary's id (kept ids ascending: the new id is the position)."""
+    return {old: new for new, old in enumerate(kept_ids)}
+
+
 def _remap_ids(node, new_id: dict[int, int]):
     """Rewrite the token ids a post-processor names (TemplateProcessing's special_tokens[*].ids,
     Bert/Roberta's [token, id] pairs)."""
@@ -429,7 +434,7 @@ def _remap_ids(node, new_id: dict[int, int]):
 def trim_tokenizer_json(data: dict, kept_ids: list[int]) -> dict:
     """tokenizer.json with only `kept_ids` (renumbered in order) and the merges among them."""
     tf = TokenizerFile(data)
-    new_id = {old: new for new, old in enumerate(kept_ids)}
+    new_id = new_ids(kept_ids)
     kept_tokens = {tf.tokens[i] for i in kept_ids}
     out = json.loads(json.dumps(data))
     model = out["model"]
@@ -454,7 +459,7 @@ def trim_tokenizer_json(data: dict, kept_ids: list[int]) -> dict:
 
 def remap_special_ids(config: dict, kept_ids: list[int]) -> dict:
     """config.json / generation_config.json with bos/eos/pad/... ids renumbered."""
-    new_id = {old: new for new, old in enumerate(kept_ids)}
+    new_id = new_ids(kept_ids)
     out = dict(config)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "decoder_start_token_id",
                 "sep_token_id", "mask_token_id"):
@@ -540,7 +545,7 @@ def save_trimmed_tokenizer(tokenizer, kept_ids: list[int], folder) -> None:
 def _config_without_dropped(config: dict, kept_ids: list[int], kept_tokens: set[str]) -> dict:
     """A tokenizer config with its added-token ids renumbered and the tokens a trim dropped
     (placeholders) gone from its special-token lists, which a reload would add back."""
-    new_id = {old: new for new, old in enumerate(kept_ids)}
+    new_id = new_ids(kept_ids)
     if isinstance(config.get("added_tokens_decoder"), dict):
         config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in config["added_tokens_decoder"].items()
                                           if int(k) in new_id}

@@ -57,7 +57,7 @@ def greedy_continuations(loaded, prompts: list[list[int]], new_tokens: int) -> l
     return greedy_each(loaded, prompts, new_tokens)
 
 
-def evaluate(model: str, baseline: str, languages: list[str], data: str | None = None, max_tokens: int | None = None,
+def evaluate_texts(model: str, baseline: str, languages: list[str], data: str | None = None, max_tokens: int | None = None,
              prompts: int = 3, prompt_tokens: int = 16, new_tokens: int = 24, seed: int = 0, bootstrap: int = 1000) -> dict:
     corpus = load_corpus(data)
     texts = {lang: corpus.texts(lang, "report") for lang in languages}

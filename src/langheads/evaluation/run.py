@@ -74,7 +74,7 @@ class EvaluateSettings:
 
     @property
     def kind(self) -> str:
-        return "lm_eval" if self.lm_eval else "qa" if self.qa is not None else "nll"
+        return "lm-eval" if self.lm_eval else "qa" if self.qa is not None else "nll"
 
 
 def evaluate(settings: EvaluateSettings, out, overwrite: bool = False) -> dict:
@@ -85,7 +85,7 @@ def evaluate(settings: EvaluateSettings, out, overwrite: bool = False) -> dict:
 
     with claim(Path(out), overwrite, "evaluation"):
         result = _evaluated(settings)
-        if settings.kind != "lm_eval":
+        if settings.kind != "lm-eval":
             _certify(result, settings)
         write_eval(result, Path(out), overwrite)
     return result
@@ -93,9 +93,9 @@ def evaluate(settings: EvaluateSettings, out, overwrite: bool = False) -> dict:
 
 def _evaluated(s: EvaluateSettings) -> dict:
     from .evaluate import evaluate_lm_eval, evaluate_qa
-    from .evaluate import evaluate as evaluate_texts
+    from .evaluate import evaluate_texts
 
-    if s.kind == "lm_eval":
+    if s.kind == "lm-eval":
         return evaluate_lm_eval(s.model, s.baseline, s.lm_eval, s.lm_eval_include, s.limit, s.heads, s.seed)
     if s.kind == "nll":
         return evaluate_texts(s.model, s.baseline, s.languages, s.data, s.max_tokens, s.prompts,
