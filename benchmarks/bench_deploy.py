@@ -242,7 +242,7 @@ def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab
                f"vocab {max_vocab // 1000}k": str(work / f"vocab-{max_vocab}"), "heads+vocab": str(work / "heads-vocab")}
     record = {"note": "bench_deploy.py", "kept": keep, "removed_heads": [list(h) for h in heads]}
     if not Path(folders["heads"]).exists():
-        pruning.save_pruned(load_model("default"), heads, Path(folders["heads"]), record)
+        pruning.save(load_model("default"), Path(folders["heads"]), record, heads=heads)
     if not Path(folders["vocab exact"]).exists():
         trim(TrimSettings(model="default", keep=keep), folders["vocab exact"])
     if not Path(folders[f"vocab {max_vocab // 1000}k"]).exists():
@@ -250,7 +250,7 @@ def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab
     if not Path(folders["heads+vocab"]).exists():
         loaded = load_model("default")
         choice = choose_vocab(loaded.tokenizer, keep, decision_texts(load_corpus(), keep))
-        pruning.save_pruned(loaded, heads, Path(folders["heads+vocab"]), record, vocab_choice=choice)
+        pruning.save(loaded, Path(folders["heads+vocab"]), record, heads=heads, vocab_choice=choice)
     for label, folder in folders.items():
         gguf = work / f"{Path(folder).name}.q8_0.gguf"
         if not gguf.exists() and not (work / f"{gguf.name}.refused").exists():

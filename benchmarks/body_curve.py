@@ -4,10 +4,10 @@ only, and all three together.
 
 Each series removes units in one order, fixed before any measurement: the scans' harm to the
 kept languages (their largest relative rise on the scoring texts, below zero counted as zero)
-per parameter the saved model would lose (edit.body_pruning.Body counts it: padding, whole KV
+per parameter the saved model would lose (edit.walk.Body counts it: padding, whole KV
 groups, layers that leave the stack). At each checkpoint (a share of the body's parameters)
 the report texts are scored with everything chosen so far masked, which equals the pruned
-model (tests/test_body_pruning.py). Nothing here re-measures on the report texts to choose:
+model (tests/test_walk.py). Nothing here re-measures on the report texts to choose:
 the curve is what the scans' ranking buys; `--save SERIES SHARE DIR` writes the pruned model of one point instead (for
 `langheads heal` and `langheads evaluate`).
 
@@ -41,7 +41,7 @@ SHARES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20, 0.30)
 
 def orders(body, sources: dict) -> dict[str, list[tuple]]:
     """Per series, the units in the order they are removed (least harm per parameter first)."""
-    from langheads.edit.body_pruning import Chosen
+    from langheads.edit.walk import Chosen
 
     ranked = {}
     for name, source in sources.items():
@@ -63,7 +63,7 @@ def report_losses(loaded, texts: dict, body, chosen, components) -> dict[str, fl
 
 def walk_series(loaded, texts, body, components, order, total: int, base: dict, shares=SHARES) -> list[dict]:
     """Remove units in `order`; score at each checkpoint share of the body's parameters."""
-    from langheads.edit.body_pruning import Chosen
+    from langheads.edit.walk import Chosen
 
     chosen, points, shares = Chosen(), [], sorted(shares)
     for unit in order:
@@ -85,7 +85,7 @@ def walk_series(loaded, texts, body, components, order, total: int, base: dict, 
 
 def chosen_at(body, components, order, share: float, total: int):
     """The units of one series up to `share` of the body's parameters (as walk_series takes them)."""
-    from langheads.edit.body_pruning import Chosen
+    from langheads.edit.walk import Chosen
 
     chosen = Chosen()
     for unit in order:
@@ -99,7 +99,7 @@ def chosen_at(body, components, order, share: float, total: int):
 
 def uniform_groups(source, k: int):
     """Each layer's k least harmful neuron groups (by the scan's harm to the kept languages)."""
-    from langheads.edit.body_pruning import Chosen
+    from langheads.edit.walk import Chosen
 
     by_layer: dict[int, list] = {}
     for (l, g), harm in sorted(source.harm.items(), key=lambda x: x[1]):
@@ -173,7 +173,8 @@ def load_models(runs, on: str | None, baseline: str | None):
 
 def save_point(args, loaded, body, components, sources, keep, total) -> None:
     """Write the pruned model of one point (--save) or of K groups per layer (--save-uniform)."""
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
+    from langheads.edit.walk import as_removal
 
     if args.save:
         series, share, folder = args.save
@@ -183,7 +184,8 @@ def save_point(args, loaded, body, components, sources, keep, total) -> None:
         k, folder = args.save_uniform
         chosen = uniform_groups(sources["neuron"], int(k))
         note = f"body_curve.py: {k} neuron groups from every layer"
-    save_without_body(loaded, *body.as_removal(chosen), Path(folder), {"kept": keep, "note": note})
+    heads, neurons, blocks = as_removal(chosen.as_units(), body.group)
+    save(loaded, Path(folder), {"kept": keep, "note": note}, heads=heads, neurons=neurons, blocks=blocks)
     print(f"wrote {folder}: {chosen.units()} units, {body.saved(chosen):,} parameters")
 
 
@@ -198,8 +200,8 @@ def print_series(name: str, seconds: float, points: list[dict], keep, kept_param
 
 def main() -> None:
     from langheads.corpus import load_corpus
-    from langheads.edit.body_pruning import Body, Chosen, _sources
-    from langheads.edit.savings import parameters
+    from langheads.edit.walk import Body, Chosen, _sources
+    from langheads.heads import parameters
     from langheads.evaluation.evaluate import text_losses
     from langheads.heads import decoder_layers
     from langheads.runs import read_run

@@ -49,8 +49,7 @@ def row(arch: str, style: str, sizes: dict, root: Path) -> list[str]:
                  + gap(trimmed, export.export_gguf(trimmed, root / f"{arch}-t.gguf")))
     layers = loaded.model.config.get_text_config().num_hidden_layers
     try:
-        pruning.save_pruned(loaded, [(i, h) for i in range(layers) for h in (1, 3)], root / f"{arch}-u", {},
-                            uniform=True)
+        pruning.save(loaded, root / f"{arch}-u", {}, heads=[(i, h) for i in range(layers) for h in (1, 3)], uniform=True)
         uniform = load_model(str(root / f"{arch}-u"))
         cells.append(gap(uniform, export.export_gguf(uniform, root / f"{arch}-u.gguf")))
     except LangheadsError as e:

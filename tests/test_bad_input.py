@@ -90,9 +90,9 @@ def _hostile(root, tiny_dirs, sample_data, scan):
     (root / "squad.en.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
         {"id": "1", "question": "q", "answers": [{"text": {"nested": 1}}]}]}]}]}))
     from langheads import load_model
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
 
-    save_without_body(load_model(str(tiny_dirs["llama"])), {0: [0, 1]}, {}, {2: {"attention"}}, root / "uneven", {})
+    save(load_model(str(tiny_dirs["llama"])), root / "uneven", {}, heads={0: [0, 1]}, neurons={}, blocks={2: {"attention"}})
     damaged["uneven"] = root / "uneven"
     return {"model_folder": str(root / "model-folder"), "remote": str(remote), "huge": str(huge),
             **{k: str(v) for k, v in damaged.items()}}
@@ -168,8 +168,8 @@ CASES = [
     ("scan out exists", lambda w: scan(w)[:-3] + ["--out", w["scan"]], "already exists"),
     ("prune max-increase -0.5", lambda w: prune(w, "--max-increase", "-0.5"), "--max-increase must be"),
     ("prune max-increase nan", lambda w: prune(w, "--max-increase", "nan"), "--max-increase must be"),
-    ("prune heads -1", lambda w: prune(w, "--heads", "-1"), "--heads must be a whole number >= 1"),
-    ("prune heads 0", lambda w: prune(w, "--heads", "0"), "--heads must be"),
+    ("prune units -1", lambda w: prune(w, "--units", "-1"), "--units must be a whole number >= 1"),
+    ("prune heads 0 (the alias)", lambda w: prune(w, "--heads", "0"), "--units must be"),
     ("prune keep nothing", lambda w: prune(w)[:4] + [","] + prune(w)[5:], "--keep needs at least 1"),
     ("prune max-vocab 0", lambda w: prune(w, "--trim-vocab", "--max-vocab", "0"), "--max-vocab must be"),
     ("prune dtype", lambda w: prune(w, "--dtype", "int4"), "unknown --dtype 'int4'"),

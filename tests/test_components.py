@@ -143,7 +143,7 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     from langheads import heads as H
     from langheads.deploy import export
     from langheads.manifest import read_manifest
-    from langheads.runs import unit_name
+    from langheads.units import name
 
     out, pruned = tmp_path / "experts", tmp_path / "pruned"
     folder = synthetic.save_tiny(arch, tmp_path / arch, tokenizer={"qwen3_moe": "qwen2", "mixtral": "byte_fallback"}[arch],
@@ -158,7 +158,9 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     scores = pd.read_csv(out / "scores.csv")
     per = width // 16
     assert scores.loc[scores["head"] == per + 1, "neurons"].eq("E1:16-31").all()
-    assert unit_name(info["component"], 2, 4 * per - 1) == f"L2E3N{width - 16}-{width - 1}"
+    assert name(info["component"], 2, 4 * per - 1) == f"L2E3N{width - 16}-{width - 1}"
+    assert scores.loc[(scores["layer"] == 2) & (scores["head"] == 4 * per - 1), "unit"].eq(
+        f"L2E3N{width - 16}-{width - 1}").all()  # scores.csv names each unit as the summary does
     original = langheads.load_model(str(folder)).model
     component = component_for(original, "neuron", 16)
     ids = torch.tensor([nll.tokenize(langheads.load_model(str(folder)).tokenizer, [SAMPLE["en"][0]])[0]])
@@ -189,10 +191,12 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     assert main(["prune", "--scan", str(out), "--keep", "en", "--uniform", "--heads", "12", "--max-increase", "1",
                  "--out", str(pruned), "--quiet"]) == 0
     said = capsys.readouterr().out
-    units = read_manifest(pruned).pruning_record()["removed_units"]
+    record = read_manifest(pruned).pruning_record()
+    units = record["removed_units"]
     assert len(units) == 12 and sorted((l, g // per) for _, l, g in units) == [(l, e) for l in range(3) for e in range(4)]
     cut = 3 * 4 * 16 * 3 * 64  # layers x experts x neurons x (gate row, up row, down column) x hidden
-    assert f"{cut:,} parameters saved" in said and f"{cut:,} FLOP per token fewer" in said  # 2 x cut x 2 of 4 experts
+    assert f"{cut:,} parameters saved" in said and "36.9 kFLOP per token fewer" in said
+    assert record["saved"]["projection_flops_per_token_saved"] == cut  # 2 x cut x 2 of 4 experts
     plain = AutoModelForCausalLM.from_pretrained(pruned, dtype=torch.float32)
     assert sum(p.numel() for p in original.parameters()) - sum(p.numel() for p in plain.parameters()) == cut
     masked = masked_logits(units)
@@ -240,7 +244,7 @@ def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path, capsys):
     assert json.loads((out / "heads.json").read_text())["component"]["units"] == ["attention", "mlp"]
     capsys.readouterr()
     assert main(["prune", "--scan", str(out), "--keep", "en", "--max-increase", "0.5", "--out",
-                 str(tmp_path / "p"), "--quiet"]) == 0  # a block scan prunes whole blocks (test_body_pruning)
+                 str(tmp_path / "p"), "--quiet"]) == 0  # a block scan prunes whole blocks (test_walk)
     from langheads.manifest import read_manifest
 
     record = read_manifest(tmp_path / "p").pruning_record()
@@ -304,7 +308,7 @@ def test_neurons_removed_from_the_weights_equal_the_masked_model_and_reload(arch
     """Uneven MLP widths: the pruned model equals the masked original within 1e-5 x the largest
     logit, is smaller by exactly the removed rows and columns, and reloads through its manifest."""
     from langheads import heads as H
-    from langheads.edit.neurons import save_without_neurons
+    from langheads.edit.pruning import save
     from langheads.manifest import read_manifest
 
     loaded = langheads.load_model(str(tiny_dirs[arch]))
@@ -319,7 +323,7 @@ def test_neurons_removed_from_the_weights_equal_the_masked_model_and_reload(arch
     before = sum(p.numel() for p in model.parameters())
     with torch.no_grad(), H.scaled_inputs(targets, factors, width, 1):  # one unit per neuron
         masked = model(input_ids=ids).logits
-    save_without_neurons(loaded, removed, tmp_path / "pruned")
+    save(loaded, tmp_path / "pruned", neurons=removed)
     with torch.no_grad():
         pruned = model(input_ids=ids).logits
     assert (pruned - masked).abs().max() <= 1e-5 * masked.abs().max()
@@ -335,10 +339,10 @@ def test_neurons_removed_from_the_weights_equal_the_masked_model_and_reload(arch
 
 
 def test_neuron_removal_is_refused_where_the_mlp_is_fused(tiny_dirs, tmp_path):
-    from langheads.edit.neurons import save_without_neurons
+    from langheads.edit.pruning import save
 
     with pytest.raises(LangheadsError, match="separate gate/up"):
-        save_without_neurons(langheads.load_model(str(tiny_dirs["phi3"])), {0: [1]}, tmp_path / "x")
+        save(langheads.load_model(str(tiny_dirs["phi3"])), tmp_path / "x", neurons={0: [1]})
     assert not (tmp_path / "x").exists()
 
 

@@ -27,7 +27,7 @@ def variants(tmp_path_factory):
     assert main(["trim", "--model", str(orig), "--keep", "en,hi", "--out", str(root / "trim"),
                  "--data", str(_data(root))]) == 0
     removed = [(layer, head) for layer in range(6) for head in (1, 3)]
-    pruning.save_pruned(loaded, removed, root / "uniform", {}, uniform=True, vocab_choice=choice)
+    pruning.save(loaded, root / "uniform", {}, heads=removed, uniform=True, vocab_choice=choice)
     return {name: root / name for name in ("orig", "trim", "uniform")}
 
 
@@ -75,11 +75,11 @@ def test_llama_family_runs_in_llama_cpp(tmp_path):
 def test_what_llama_cpp_cannot_run_is_refused(tmp_path, capsys):
     folder = synthetic.save_tiny("gemma3", tmp_path / "g", tokenizer="byte_fallback", **GEMMA3)
     loaded = load_model(str(folder))
-    pruning.save_pruned(loaded, [(0, 0), (0, 1)], tmp_path / "uneven", {})  # layer 0 loses a KV group
+    pruning.save(loaded, tmp_path / "uneven", {}, heads=[(0, 0), (0, 1)])  # layer 0 loses a KV group
     assert main(["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf")]) == 2
     assert "different numbers of heads" in capsys.readouterr().err
     loaded = load_model(str(folder))
-    pruning.save_pruned(loaded, [(2, h) for h in range(4)], tmp_path / "empty", {})
+    pruning.save(loaded, tmp_path / "empty", {}, heads=[(2, h) for h in range(4)])
     with pytest.raises(LangheadsError, match="no attention heads left"):
         export.export_gguf(load_model(str(tmp_path / "empty")), tmp_path / "e.gguf")
     import json
@@ -210,8 +210,7 @@ def test_every_exported_family_runs_in_llama_cpp(arch, style, sizes, tmp_path):
     assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
     layers = loaded.model.config.get_text_config().num_hidden_layers
     try:  # one query head from each KV group of every layer (or heads 1 and 3 where heads are their own group)
-        pruning.save_pruned(loaded, [(layer, h) for layer in range(layers) for h in (1, 3)], tmp_path / "u", {},
-                            uniform=True)
+        pruning.save(loaded, tmp_path / "u", {}, heads=[(layer, h) for layer in range(layers) for h in (1, 3)], uniform=True)
     except LangheadsError as e:  # the config cannot say the new head count (GPT-2: n_embd / n_head)
         assert "head" in str(e)
         return
@@ -287,8 +286,7 @@ def test_uneven_llama_prunings_run_in_llama_cpp_through_deci(tmp_path, capsys):
     import gguf
 
     folder = synthetic.save_tiny("llama", tmp_path / "l", tokenizer="byte_fallback", attention_bias=False)
-    pruning.save_pruned(load_model(str(folder)), [(0, 0), (0, 1), (1, 2)] + [(2, h) for h in range(4)],
-                        tmp_path / "uneven", {})
+    pruning.save(load_model(str(folder)), tmp_path / "uneven", {}, heads=[(0, 0), (0, 1), (1, 2)] + [(2, h) for h in range(4)])
     pruned = load_model(str(tmp_path / "uneven"))
     assert export.layer_heads(pruned.model) == [(2, 1), (4, 2), None]
     path = export.export_gguf(pruned, tmp_path / "u.gguf", "f32")
@@ -296,7 +294,7 @@ def test_uneven_llama_prunings_run_in_llama_cpp_through_deci(tmp_path, capsys):
     gap = export.llama_cpp_gap(pruned, path, TEXTS)
     assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
     biased = synthetic.save_tiny("llama", tmp_path / "b", tokenizer="byte_fallback", attention_bias=True)
-    pruning.save_pruned(load_model(str(biased)), [(2, h) for h in range(4)], tmp_path / "empty", {})
+    pruning.save(load_model(str(biased)), tmp_path / "empty", {}, heads=[(2, h) for h in range(4)])
     capsys.readouterr()  # save_pruned's progress bar
     assert main(["export", str(tmp_path / "empty"), "--gguf", str(tmp_path / "e.gguf")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -317,12 +315,12 @@ def test_every_deci_family_runs_uneven_shapes_in_llama_cpp(family, style, sizes,
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
     import gguf
 
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
 
     folder = synthetic.save_tiny(family, tmp_path / "m", tokenizer=style, num_hidden_layers=4, **sizes)
     loaded = load_model(str(folder))
     heads = {0: [0, 1], 1: [2]}
-    save_without_body(loaded, heads, {2: list(range(40))}, {1: {"mlp"}, 3: {"attention"}}, tmp_path / "cut", {})
+    save(loaded, tmp_path / "cut", {}, heads=heads, neurons={2: list(range(40))}, blocks={1: {"mlp"}, 3: {"attention"}})
     pruned = load_model(str(tmp_path / "cut"))
     counts, widths = export.layer_heads(pruned.model), export.layer_widths(pruned.model)
     assert counts[3] is None and counts[0] != counts[2] and widths[1] == 0 and widths[2] == widths[0] - 40
@@ -340,10 +338,10 @@ def test_pruned_mlps_and_layers_run_in_llama_cpp(tmp_path, capsys):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
     import gguf
 
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
 
     folder = synthetic.save_tiny("llama", tmp_path / "l", tokenizer="byte_fallback", attention_bias=False)
-    save_without_body(load_model(str(folder)), {}, {2: list(range(40))}, {1: {"mlp"}}, tmp_path / "cut", {})
+    save(load_model(str(folder)), tmp_path / "cut", {}, heads={}, neurons={2: list(range(40))}, blocks={1: {"mlp"}})
     pruned = load_model(str(tmp_path / "cut"))
     assert export.layer_widths(pruned.model) == [96, 0, 56]
     path = export.export_gguf(pruned, tmp_path / "c.gguf", "f32")
@@ -355,7 +353,7 @@ def test_pruned_mlps_and_layers_run_in_llama_cpp(tmp_path, capsys):
 
     gemma = synthetic.save_tiny("gemma3", tmp_path / "g", tokenizer="byte_fallback")
     even = {l: list(range(l, l + 32)) for l in range(4)}
-    save_without_body(load_model(str(gemma)), {}, even, {1: {"attention", "mlp"}}, tmp_path / "even", {})
+    save(load_model(str(gemma)), tmp_path / "even", {}, heads={}, neurons=even, blocks={1: {"attention", "mlp"}})
     pruned = load_model(str(tmp_path / "even"))
     path = export.export_gguf(pruned, tmp_path / "e.gguf", "f32")
     fields = gguf.GGUFReader(str(path)).fields
@@ -363,7 +361,7 @@ def test_pruned_mlps_and_layers_run_in_llama_cpp(tmp_path, capsys):
     gap = export.llama_cpp_gap(pruned, path, TEXTS)
     assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
 
-    save_without_body(load_model(str(gemma)), {}, {2: list(range(32))}, {}, tmp_path / "uneven", {})
+    save(load_model(str(gemma)), tmp_path / "uneven", {}, heads={}, neurons={2: list(range(32))}, blocks={})
     capsys.readouterr()
     assert main(["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -403,7 +401,7 @@ def test_check_runs_where_the_file_can_be_read_and_ends_in_a_verdict(family, sty
     now compares in llama.cpp there, and every engine ends in one verdict line."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
     folder = synthetic.save_tiny(family, tmp_path / "m", tokenizer=style)
-    pruning.save_pruned(load_model(str(folder)), [(0, 0), (0, 1), (1, 2)], tmp_path / "uneven", {})
+    pruning.save(load_model(str(folder)), tmp_path / "uneven", {}, heads=[(0, 0), (0, 1), (1, 2)])
     capsys.readouterr()
     args = ["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf"), "--check", "en",
             "--data", str(_data(tmp_path))] + (["--pre", "qwen2"] if style == "qwen2" else [])

@@ -255,12 +255,11 @@ def test_a_pruning_with_uneven_layers_is_refused_by_scan_and_shown_by_info(tiny_
     """What langheads wrote, langheads reads or refuses in one line: a scan of an uneven pruning
     used to fail after loading (it reads one layout from config.json); info shows the real shapes."""
     from langheads import load_model
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
 
     from .conftest import run_cli
 
-    save_without_body(load_model(str(tiny_dirs["llama"])), {0: [0, 1]}, {1: list(range(8))}, {2: {"attention"}},
-                      tmp_path / "cut", {})
+    save(load_model(str(tiny_dirs["llama"])), tmp_path / "cut", {}, heads={0: [0, 1]}, neurons={1: list(range(8))}, blocks={2: {"attention"}})
     done = run_cli("scan", "--model", str(tmp_path / "cut"), "--languages", "en", "--out", str(tmp_path / "s"))
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "keep different numbers of heads or MLP neurons" in done.stderr and not (tmp_path / "s").exists()
@@ -276,7 +275,7 @@ def test_every_writer_says_a_full_disk_in_one_line(full_disk, tiny_dirs, capsys)
     from langheads.edit import pruning
 
     folder = synthetic.save_tiny("llama", full_disk.parent / "m", tokenizer="byte_fallback")
-    pruning.save_pruned(load_model(str(folder)), [(0, 0), (0, 1)], full_disk.parent / "p", {})
+    pruning.save(load_model(str(folder)), full_disk.parent / "p", {}, heads=[(0, 0), (0, 1)])
     capsys.readouterr()
     commands = [["export", str(full_disk.parent / "p"), "--gguf", str(full_disk / "p.gguf")],
                 ["trim", "--model", str(folder), "--keep", "en", "--out", str(full_disk / "t")]]

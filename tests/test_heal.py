@@ -9,7 +9,7 @@ from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.corpus import load_corpus
 from langheads.edit.heal import HealSettings, distillation_loss, in_student_tokens
-from langheads.edit.neurons import save_without_neurons
+from langheads.edit.pruning import save
 from langheads.evaluation.certificate import describe, heal_cautions
 from langheads.manifest import read_manifest
 
@@ -29,7 +29,7 @@ def models(tiny_dirs, tmp_path_factory):
     loaded.model.save_pretrained(root / "original")
     loaded.tokenizer.save_pretrained(root / "original")
     original = langheads.load_model(str(root / "original"))
-    save_without_neurons(original, {0: list(range(0, 96, 2)), 1: list(range(1, 96, 2))}, root / "pruned")
+    save(original, root / "pruned", neurons={0: list(range(0, 96, 2)), 1: list(range(1, 96, 2))})
     return root / "original", root / "pruned"
 
 
@@ -149,7 +149,7 @@ def test_heal_a_trimmed_vocabulary(tmp_path):
                 p.mul_(4.0)
     scaled.model.save_pretrained(tmp_path / "base")
     scaled.tokenizer.save_pretrained(tmp_path / "base")
-    save_without_neurons(langheads.load_model(str(tmp_path / "base")), {0: list(range(0, 96, 2))}, tmp_path / "pruned")
+    save(langheads.load_model(str(tmp_path / "base")), tmp_path / "pruned", neurons={0: list(range(0, 96, 2))})
     data = training_jsonl(tmp_path / "data.jsonl")
     assert main(["trim", "--model", str(tmp_path / "pruned"), "--keep", "en", "--data", str(data),
                  "--out", str(tmp_path / "trim")]) == 0

@@ -36,7 +36,7 @@ def test_pruned_model_equals_masked_and_reloads(arch, tiny_dirs, tmp_path):
     loaded = models.load_model(str(tiny_dirs[arch]))
     expected = _masked_logits(loaded.model, REMOVED)
     before = sum(p.numel() for p in loaded.model.parameters())
-    pruning.save_pruned(loaded, REMOVED, tmp_path / "p", {"note": "test"})
+    pruning.save(loaded, tmp_path / "p", {"note": "test"}, heads=REMOVED)
     assert sum(p.numel() for p in loaded.model.parameters()) < before
     with torch.no_grad():
         assert _close(loaded.model(input_ids=_ids()).logits, expected)
@@ -57,7 +57,7 @@ def test_pruned_model_equals_masked_and_reloads(arch, tiny_dirs, tmp_path):
 def test_inexact_pruning_is_refused_with_the_reason(arch, tiny_dirs, tmp_path):
     loaded = models.load_model(str(tiny_dirs[arch]))
     with pytest.raises(LangheadsError, match="not exact .*span all heads"):
-        pruning.save_pruned(loaded, REMOVED, tmp_path / "p", {})
+        pruning.save(loaded, tmp_path / "p", {}, heads=REMOVED)
     assert not (tmp_path / "p").exists()
 
 
@@ -65,7 +65,7 @@ def test_empty_choice_gives_the_original(tiny_dirs, tmp_path):
     loaded = models.load_model(str(tiny_dirs["qwen2"]))
     with torch.no_grad():
         original = loaded.model(input_ids=_ids()).logits
-    pruning.save_pruned(loaded, [], tmp_path / "p", {})
+    pruning.save(loaded, tmp_path / "p", {}, heads=[])
     with torch.no_grad():
         assert torch.equal(models.load_model(str(tmp_path / "p")).model(input_ids=_ids()).logits, original)
 
@@ -86,7 +86,7 @@ def test_uniform_reloads_with_plain_transformers(tiny_dirs, tmp_path):
     loaded = models.load_model(str(tiny_dirs["llama"]))
     removed = [(l, h) for l in range(3) for h in (1, 3)]  # one head from each KV group of each layer
     expected = _masked_logits(loaded.model, removed)
-    pruning.save_pruned(loaded, removed, tmp_path / "u", {}, uniform=True)
+    pruning.save(loaded, tmp_path / "u", {}, heads=removed, uniform=True)
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "u").eval()
     assert plain.config.num_attention_heads == 2 and plain.config.num_key_value_heads == 2
     with torch.no_grad():
@@ -97,13 +97,13 @@ def test_uniform_reloads_with_plain_transformers(tiny_dirs, tmp_path):
 def test_uniform_is_refused_with_the_reason(tmp_path):
     uneven = models.load_model(str(synthetic.save_tiny("llama", tmp_path / "m")))
     with pytest.raises(LangheadsError, match="same number of query heads"):
-        pruning.save_pruned(uneven, [(0, 1)], tmp_path / "a", {}, uniform=True)
+        pruning.save(uneven, tmp_path / "a", {}, heads=[(0, 1)], uniform=True)
     # 6 query heads in 2 groups of 3, hidden size 42: removing one per group leaves 4 heads,
     # and transformers' config validator wants the hidden size to be a multiple of the head count.
     six = models.load_model(str(synthetic.save_tiny("llama", tmp_path / "six", hidden_size=42,
                                                     num_attention_heads=6, num_key_value_heads=2)))
     with pytest.raises(LangheadsError, match="cannot express 4 query heads.*not a multiple"):
-        pruning.save_pruned(six, [(l, h) for l in range(3) for h in (0, 3)], tmp_path / "b", {}, uniform=True)
+        pruning.save(six, tmp_path / "b", {}, heads=[(l, h) for l in range(3) for h in (0, 3)], uniform=True)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -118,7 +118,7 @@ def test_candidate_order():
     rel = {(0, 0): 0.05, (0, 1): 0.003, (0, 2): 0.001, (0, 3): 0.002, (1, 0): 0.0005}
     scores = pd.DataFrame([{"layer": l, "head": h, "language": lang, "rel_increase": r}
                            for (l, h), r in rel.items() for lang in ["en", "fr", "hi"]])
-    order = pruning.candidate_order(scores, heads, keep=["en"], drop=["fr", "hi"])
+    order = candidates.ordered(candidates.candidate_tiers(heads, ["fr", "hi"]), candidates.head_harm(scores, ["en"]))
     assert order == [(0, 3), (0, 1), (1, 0), (0, 2)]  # dropped-only by harm, then miscellaneous by harm
 
 
@@ -131,7 +131,8 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     assert r.returncode == 0, r.stderr
     info = read_manifest(tmp_path / "m").records["remove_heads"]
     assert info["kept"] == ["en"] and info["dropped"] == ["fr", "hi"]
-    assert sum(len(step["heads"]) for step in info["curve"]) == len(info["removed_heads"]) == info["curve"][-1]["step"]
+    assert sum(len(step["units"]) for step in info["curve"]) == len(info["removed_units"]) == 2
+    assert {u[0] for u in info["removed_units"]} == {"head"} and info["curve"][-1]["step"] == len(info["curve"]) - 1
     assert info["saved"]["parameters_saved"] > 0  # every move saves parameters
     assert all(set(step["nll"]) == {"en", "fr", "hi"} for step in info["curve"])
     r = run_cli("prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out", str(tmp_path / "b"),
@@ -159,7 +160,7 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     assert "not in the scan: de" in run_cli("prune", "--scan", str(run), "--keep", "de", "--out", str(tmp_path / "x")).stderr
     from langheads.cli import main
 
-    assert main(["prune", "--scan", str(run), "--keep", "en,hi", "--heads", "1", "--trim-vocab",
+    assert main(["prune", "--scan", str(run), "--keep", "en,hi", "--units", "2", "--trim-vocab",
                  "--out", str(tmp_path / "t"), "--quiet"]) == 0
     trimmed = read_manifest(tmp_path / "t")
     assert [e["op"] for e in trimmed.edits] == ["remove_heads", "trim_vocab"]
@@ -185,7 +186,7 @@ def test_damaged_pruned_folder_is_named_not_loaded(tiny_dirs, tmp_path):
     refused in one error naming it (never left randomly initialised)."""
     from safetensors.torch import load_file, save_file
 
-    pruning.save_pruned(models.load_model(str(tiny_dirs["llama"])), REMOVED, tmp_path / "p", {})
+    pruning.save(models.load_model(str(tiny_dirs["llama"])), tmp_path / "p", {}, heads=REMOVED)
     [file] = (tmp_path / "p").glob("*.safetensors")
     state = load_file(file)
     for damage, name in [(lambda s: s.pop("model.norm.weight"), "model.norm.weight"),
@@ -253,9 +254,9 @@ def test_prune_saves_parameters_on_grouped_attention(tmp_path, sample_data):
     pruned = sum(p.numel() for p in models.load_model(str(tmp_path / "m2")).model.parameters())
     assert saved["heads_removed"] == 2 and saved["query_slots_saved"] == 2 and saved["padding_heads"] == 0
     assert saved["parameters_saved"] == original - pruned > 0
-    one = read_manifest(tmp_path / "m1").records["remove_heads"]
-    assert one["removed_heads"] == [] and one["saved"]["parameters_saved"] == 0
-    assert "no further removal of at most 1" in one["stopped"]
+    one = read_manifest(tmp_path / "m1").pruning_record()
+    assert one["removed_units"] == [] and one["saved"]["parameters_saved"] == 0
+    assert "no further move of at most 1" in one["stopped"]
 
 
 def _toy_walk(harm: list[float], budget: float, patience: int, one_move: bool):

@@ -1,6 +1,8 @@
 """Behaviour unchanged by refactoring: the same commands write what they wrote before it
 (tests/data/reference.json, from scripts/reference_outputs.py run on commit 46c41a1, before the
-layout, settings and entry-point changes). Weights, the GGUF file and the report page (its folder
+layout, settings and entry-point changes; its report page re-recorded after issue 33, whose
+one walk names what it removed as units: the same two heads, the pruning's caption and curve
+axis reworded). Weights, the GGUF file and the report page (its folder
 name aside) are compared byte for byte (sha256); the scan's numbers to 1e-6 relative or absolute (the same to
 the last bit on the machine that wrote them; the tolerance leaves room for another CPU's
 summation order), its kinds exactly."""
@@ -40,8 +42,11 @@ def _same_table(now: dict, before: dict, what: str) -> None:
 def test_the_commands_write_what_they_wrote_before(tmp_path):
     before = json.loads((ROOT / "tests" / "data" / "reference.json").read_text())
     now = _produce(tmp_path)
-    # the one intended change since: scores.csv says which component each row is (issue 17)
-    assert now["columns"][0] == before["columns"][0] + ["component"] and set(now["scores"].pop("component")) == {"head"}
+    # the intended changes since: scores.csv says which component each row is (issue 17) and
+    # names each unit (issue 33)
+    assert now["columns"][0] == before["columns"][0] + ["component", "unit"]
+    assert set(now["scores"].pop("component")) == {"head"}
+    assert now["scores"].pop("unit") == [f"L{l}H{h}" for l, h in zip(before["scores"]["layer"], before["scores"]["head"])]
     assert now["columns"][1] == before["columns"][1]  # per_text.parquet, in the same order
     _same_table(now["scores"], before["scores"], "scores.csv")
     _same_table(now["per_text"], before["per_text"], "per_text.parquet")

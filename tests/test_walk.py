@@ -38,7 +38,7 @@ def test_blocks_removed_from_the_weights_equal_the_masked_model_and_reload(arch,
     """A layer without attention and MLP leaves the stack (the config says so), a layer's
     attention or MLP alone goes as a block, with heads and neurons of other layers: the saved
     model equals the masked original within 1e-5 x the largest logit and reloads."""
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
 
     loaded = langheads.load_model(str(tiny_dirs[arch]))
     model = loaded.model
@@ -48,7 +48,7 @@ def test_blocks_removed_from_the_weights_equal_the_masked_model_and_reload(arch,
     heads, neurons = [(1, 0)], {2: list(range(10, 30))}
     masked = _masked_logits(model, ids, blocks, heads, neurons)
     layers = H.text_config(model).num_hidden_layers
-    save_without_body(loaded, {1: [0]}, neurons, blocks, tmp_path / "cut", {"why": "test"})
+    save(loaded, tmp_path / "cut", {"why": "test"}, heads={1: [0]}, neurons=neurons, blocks=blocks)
     with torch.no_grad():
         pruned = model(input_ids=ids).logits
     assert (pruned - masked).abs().max() <= 1e-5 * masked.abs().max()
@@ -68,7 +68,7 @@ def test_blocks_removed_from_the_weights_equal_the_masked_model_and_reload(arch,
 def test_a_dropped_layer_alone_loads_with_plain_transformers(tiny_dirs, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
 
     loaded = langheads.load_model(str(tiny_dirs["gemma3"]))
     model = loaded.model
@@ -76,7 +76,7 @@ def test_a_dropped_layer_alone_loads_with_plain_transformers(tiny_dirs, tmp_path
     ids = torch.tensor([nll.tokenize(loaded.tokenizer, [TEXT])[0]])
     masked = _masked_logits(model, ids, {1: {"attention", "mlp"}}, [], {})
     types = list(H.text_config(model).layer_types)
-    save_without_body(loaded, {}, {}, {1: {"attention", "mlp"}}, tmp_path / "cut", {"why": "test"})
+    save(loaded, tmp_path / "cut", {"why": "test"}, heads={}, neurons={}, blocks={1: {"attention", "mlp"}})
     assert not read_manifest(tmp_path / "cut").needs_replay()
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "cut", dtype=torch.float32).eval()
     assert plain.config.layer_types == types[:1] + types[2:]  # each kept layer keeps its window
@@ -88,12 +88,12 @@ def test_a_dropped_layer_alone_loads_with_plain_transformers(tiny_dirs, tmp_path
 def test_a_layer_whose_projections_add_a_bias_stays(tiny_dirs, tmp_path):
     """Without heads and neurons a layer still adds its output projections' biases, as the
     masked model does: it stays in the stack."""
-    from langheads.edit.blocks import save_without_body
+    from langheads.edit.pruning import save
 
     loaded = langheads.load_model(str(tiny_dirs["llama"]))  # random biases
     ids = torch.tensor([nll.tokenize(loaded.tokenizer, [TEXT])[0]])
     masked = _masked_logits(loaded.model, ids, {0: {"attention", "mlp"}}, [], {})
-    save_without_body(loaded, {}, {}, {0: {"attention", "mlp"}}, tmp_path / "cut", {"why": "test"})
+    save(loaded, tmp_path / "cut", {"why": "test"}, heads={}, neurons={}, blocks={0: {"attention", "mlp"}})
     again = langheads.load_model(str(tmp_path / "cut"))
     assert again.manifest.kept_layers() is None
     with torch.no_grad():
@@ -154,16 +154,30 @@ def test_prune_walks_heads_neurons_and_blocks_in_one_walk(three_scans, tiny_dirs
     page = tmp_path / "page"
     assert main(["report", three_scans["head"], "--prune", str(out), "--out", str(page)]) == 0
     html = (page / "report.html").read_text()
-    assert f"{before - after:,} parameters saved" in html and f"{len(steps)} moves" in html
+    assert f"{before - after:,} parameters saved" in html and f"{len(steps)} batches" in html
     assert f"{16 * sum(1 for u in units if u[0] == 'neuron')} MLP neurons" in html
     assert (page / "figures" / "prune_removed.svg").exists()
 
 
-def test_a_head_scan_with_uniform_goes_alone(three_scans, tmp_path, capsys):
+def test_uniform_heads_walk_beside_blocks_and_the_config_says_the_shapes(three_scans, tiny_dirs, tmp_path):
+    """--uniform with a head scan (alone or beside others): a head move takes one head from every
+    KV group of every layer, so every layer keeps as many query heads and plain transformers
+    loads the folder from its config; the pruned model computes what the masked one does."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "u"
     assert main(["prune", "--scan", three_scans["head"], "--scan", three_scans["block"], "--keep", "en", "--uniform",
-                 "--out", str(tmp_path / "x")]) == 2
-    assert "--uniform with a head scan goes with that scan alone" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+                 "--max-increase", "1", "--out", str(out), "--quiet"]) == 0
+    record = read_manifest(out).pruning_record()
+    heads = [(l, h) for n, l, h in record["removed_units"] if n == "head"]
+    assert heads, "the walk made a uniform head move"
+    original = langheads.load_model(str(tiny_dirs["llama"])).model
+    layout = H.head_layout(original)
+    per_group = {(l, h // layout.group_size) for l, h in heads}
+    assert len(heads) % (layout.n_layers * layout.n_kv_heads) == 0 and \
+        len(per_group) == layout.n_layers * layout.n_kv_heads
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    assert plain.config.num_attention_heads == layout.n_heads - len(heads) // layout.n_layers
 
 
 def test_uniform_neuron_and_block_pruning_loads_with_plain_transformers(three_scans, tmp_path, capsys):
@@ -198,12 +212,12 @@ def test_two_scans_of_one_component_are_refused(three_scans, tmp_path, capsys):
 def test_a_walk_that_removes_nothing_still_writes_its_record(tiny_dirs, tmp_path):
     """A walk whose every move was refused writes the model unchanged, with the record of what
     it tried (the CLI's summary reads it), and no edit."""
-    from langheads.edit.blocks import save_without_body
-    from langheads.edit.savings import describe_body
+    from langheads.edit.pruning import save
+    from langheads.edit.savings import describe
 
     record = {"kept": ["en"], "removed_units": [], "neurons_per_group": 16, "rejected": [{"units": [["block", 0, 1]]}]}
-    save_without_body(langheads.load_model(str(tiny_dirs["llama"])), {}, {}, {}, tmp_path / "none", record)
+    save(langheads.load_model(str(tiny_dirs["llama"])), tmp_path / "none", record, heads={}, neurons={}, blocks={})
     manifest = read_manifest(tmp_path / "none")
     assert manifest.edits == [] and manifest.pruning_record()["rejected"] == record["rejected"]
-    said = describe_body(manifest.pruning_record())
+    said = describe(manifest.pruning_record())
     assert said.startswith("removed nothing") and "\n0 parameters saved" in said

@@ -17,7 +17,7 @@ from .options import add_options
 
 def cmd_info(args) -> None:
     from .archs import FAMILIES, VARIANTS, adapter_for
-    from .heads import decoder_layers, head_layout
+    from .heads import decoder_layers, head_layout, parameters
     from .models import load_model
 
     if args.model is None:
@@ -36,7 +36,7 @@ def cmd_info(args) -> None:
     loaded = load_model(args.model)
     layout = head_layout(loaded.model)
     adapter = adapter_for(loaded.model)
-    params = sum(p.numel() for p in loaded.model.parameters())
+    params = parameters(loaded.model)
     print(f"model          {loaded.model_id}")
     print(f"architecture   {layout.model_type}")
     print(f"layers         {layout.n_layers}")
@@ -137,18 +137,17 @@ def cmd_compare(args) -> None:
 def cmd_prune(args) -> None:
     from . import api
     from .edit.pruning import PruneSettings
-    from .edit.savings import describe, describe_body
+    from .edit.savings import describe
     from .manifest import read_manifest
     from .options import from_args
+    from .units import of_pruning
 
     result, record = api.prune(from_args(PruneSettings, args), Path(args.out), args.overwrite,
                                progress=not args.quiet)
     last = result.curve[-1]
-    if "removed_units" in record:  # a walk over neuron groups or blocks, or across scans
-        print(describe_body(record))
-    else:
-        print(f"removed {len(result.removed)} heads: " + " ".join(f"L{l}H{h}" for l, h in result.removed))
-        print(describe(record["saved"]))
+    print(describe(record))
+    if result.removed:
+        print("in the order chosen: " + " ".join(of_pruning(u, record["neurons_per_group"]) for u in result.removed))
     print(f"stopped: {result.stopped}")
     print("selection-text NLL change: " + ", ".join(
         f"{lang} {last['nll'][lang] / result.curve[0]['nll'][lang] - 1:+.2%}" for lang in last["nll"]))
@@ -216,14 +215,14 @@ def cmd_evaluate(args) -> None:
     settings = from_args(EvaluateSettings, args)
     result = api.evaluate(settings, Path(args.out), args.overwrite)
     what = f"{result['model']}{' masked ' + settings.mask if settings.heads else ''} vs {settings.baseline}"
-    print({"lm_eval": "lm-evaluation-harness: ", "qa": f"report items of {settings.qa}: ",
+    print({"lm-eval": "lm-evaluation-harness: ", "qa": f"report items of {settings.qa}: ",
            "nll": "report texts (never used to choose): "}[settings.kind] + what)
     for line in _PRINT[settings.kind](result):
         print(line)
-    if settings.kind != "lm_eval":
+    if settings.kind != "lm-eval":
         print(describe(result["certificate"]) if "certificate" in result else
               "certificate: none (give --keep; the model folder records no kept languages)")
-    print(f"wrote {args.out}/ (eval.csv, eval.json" + (")" if settings.kind == "lm_eval" else ", generations.jsonl)"))
+    print(f"wrote {args.out}/ (eval.csv, eval.json" + (")" if settings.kind == "lm-eval" else ", generations.jsonl)"))
 
 
 def _lm_eval_lines(result: dict):
@@ -252,7 +251,7 @@ def _nll_lines(result: dict):
                f"{r.same_language_after:.0%}")
 
 
-_PRINT = {"lm_eval": _lm_eval_lines, "qa": _qa_lines, "nll": _nll_lines}
+_PRINT = {"lm-eval": _lm_eval_lines, "qa": _qa_lines, "nll": _nll_lines}
 
 
 class OneLineParser(argparse.ArgumentParser):

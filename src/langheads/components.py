@@ -22,9 +22,8 @@ from torch import nn
 from . import heads as H
 from .archs.base import get
 from .errors import LangheadsError
+from .units import BLOCKS, COMPONENTS
 
-COMPONENTS = ("head", "neuron", "block")
-BLOCKS = ("attention", "mlp")  # a block scan's units in each layer, in this order
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,12 @@ def head_layout(model: nn.Module) -> HeadLayout:
     return adapter_for(model).layout(text_config(model))
 
 
+def parameters(model: nn.Module) -> int:
+    """Every parameter the model holds (what a saved folder's weights count): the one count
+    that `info`, the scan's cost model and a pruning's savings use."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def position_limit(model: nn.Module) -> int | None:
     """The most tokens one text may have in this model (None: no hard limit)."""
     return adapter_for(model).position_limit(text_config(model))

@@ -18,11 +18,13 @@ PARSERS = {"int": int, "float": float, "str": str, "list[str]": comma_list}
 
 
 def option(default=MISSING, *, help: str, factory=None, flag: str | None = None, metavar: str | None = None,
-           positional: bool = False, repeat: bool = False):
+           positional: bool = False, repeat: bool = False, aliases: tuple[str, ...] = ()):
     """A settings field that is also a command-line option (flag: --the-field-name), or, with
     `positional`, an argument given by place (the field's name in the usage); `repeat`: a
-    list[str] whose flag may be given several times, one value each."""
-    meta = {"help": help, "flag": flag, "metavar": metavar, "positional": positional, "repeat": repeat}
+    list[str] whose flag may be given several times, one value each; `aliases`: other flags
+    for the same option (older names)."""
+    meta = {"help": help, "flag": flag, "metavar": metavar, "positional": positional, "repeat": repeat,
+            "aliases": aliases}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,21 +35,21 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
     for f in fields(cls):
         if "help" not in f.metadata or f.name in skip:
             continue
-        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        flags = [f.metadata["flag"] or "--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         kind = str(f.type).replace(" | None", "")
         if f.metadata.get("positional"):
             parser.add_argument(f.name, type=PARSERS[kind], metavar=f.metadata["metavar"], help=f.metadata["help"])
             continue
         if kind == "bool":
-            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+            parser.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
             continue
         required = f.default is MISSING and f.default_factory is MISSING
         default = None if required else f.default if f.default is not MISSING else f.default_factory()
         if f.metadata.get("repeat"):
-            parser.add_argument(flag, dest=f.name, action="append", type=str, default=default, required=required,
+            parser.add_argument(*flags, dest=f.name, action="append", type=str, default=default, required=required,
                                 metavar=f.metadata["metavar"], help=f.metadata["help"])
             continue
-        parser.add_argument(flag, dest=f.name, type=PARSERS[kind], default=default, required=required,
+        parser.add_argument(*flags, dest=f.name, type=PARSERS[kind], default=default, required=required,
                             metavar=f.metadata["metavar"], help=f.metadata["help"])
 
 

@@ -32,6 +32,7 @@ from .folders import new_folder, read_versioned_json
 from .heads import head_layout
 from .scanning.kinds import KINDS, LAHIS_KINDS
 from .plots import heatmap
+from .units import NOUNS, name, neurons_of, pruned_units
 
 
 def versions() -> dict:
@@ -74,10 +75,11 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
 
 
 def _named_units(scores: pd.DataFrame, component: dict) -> pd.DataFrame:
-    """scores.csv's rows with what each unit is: component head (layer, head), neuron (the
-    group's index in the head column, its neurons first-last in `neurons`) or block (0 or 1 in
-    the head column, attention or mlp in `block`)."""
-    named = scores.assign(component=component["name"])
+    """scores.csv's rows with what each unit is: its component, its name (`unit`: units.name),
+    and for a neuron group its neurons first-last (`neurons`), for a block attention or mlp
+    (`block`); the head column holds the unit's index in its layer, as it always did."""
+    named = scores.assign(component=component["name"],
+                          unit=[name(component, l, u) for l, u in zip(scores["layer"], scores["head"])])
     if component["name"] == "neuron":
         named["neurons"] = [neurons_of(component, h) for h in named["head"]]
     if component["name"] == "block":
@@ -113,36 +115,6 @@ def sample_note(result) -> str | None:
             ") cover less often than their stated 95%: treat their kinds as provisional")
 
 
-def _group_span(component: dict, unit: int) -> tuple[int | None, int, int]:
-    """(expert or None, first, last neuron in it) of a neuron group; a mixture of experts'
-    units are expert-major."""
-    g, experts = component["neurons_per_group"], component.get("experts")
-    if not experts:
-        return None, unit * g, unit * g + g - 1
-    expert, group = divmod(unit, component["units_per_layer"] // experts)
-    return expert, group * g, group * g + g - 1
-
-
-def neurons_of(component: dict, unit: int) -> str:
-    """A neuron group's neurons, first-last (128-191), or its expert and its neurons in the
-    expert (E1:0-15)."""
-    expert, first, last = _group_span(component, unit)
-    return f"{first}-{last}" if expert is None else f"E{expert}:{first}-{last}"
-
-
-def unit_name(component: dict, layer: int, unit: int) -> str:
-    """L3H1 (a head), L3N128-191 (a neuron group), L3E1N0-15 (one of expert 1's), L3 mlp (a block)."""
-    if component["name"] == "neuron":
-        expert, first, last = _group_span(component, unit)
-        return f"L{layer}{'' if expert is None else f'E{expert}'}N{first}-{last}"
-    if component["name"] == "block":
-        return f"L{layer} {component['units'][unit]}"
-    return f"L{layer}H{unit}"
-
-
-NOUNS = {"head": "heads", "neuron": "neuron groups", "block": "blocks"}
-
-
 def summary(result, per_language: int = 3) -> str:
     s = result.plan.settings
     counts = count_kinds(result.heads)
@@ -167,7 +139,7 @@ def summary(result, per_language: int = 3) -> str:
     for lang in s.languages:
         own = [h for h in result.heads if h["kind"] == "language-specific" and h["languages"] == [lang]]
         own.sort(key=lambda h: -rel[(h["layer"], h["head"], lang)])
-        shown = ", ".join(f"{unit_name(component, h['layer'], h['head'])} "
+        shown = ", ".join(f"{name(component, h['layer'], h['head'])} "
                           f"(+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)" for h in own[:per_language])
         lines.append(f"  {lang}: {len(own)} specific {noun if len(own) != 1 else noun[:-1]}"
                      + (f"; strongest {shown}" if own else ""))
@@ -297,11 +269,6 @@ def units_per_layer(info: dict) -> int:
     return int(info.get("component", {}).get("units_per_layer", info["model"]["heads"]))
 
 
-def load_run(run_dir: str | Path) -> pd.DataFrame:
-    """A finished run's scores.csv as a DataFrame, with each head's kind (see read_run)."""
-    return read_run(run_dir).scores
-
-
 def load_run_info(run_dir: str | Path) -> dict:
     """heads.json of a finished run; a missing or damaged one is named in one line."""
     info = read_versioned_json(Path(run_dir) / "heads.json", "a finished langheads run", READS,
@@ -321,16 +288,14 @@ class PrunedFolder:
     record: dict           # the pruning's record: scan(s), kept, dropped, curve, settings
 
     @property
-    def body(self) -> bool:
-        """A walk across components (heads, neuron groups, blocks), not the head walk."""
-        return "removed_units" in self.record
-
-    @property
     def units(self) -> list[tuple[str, int, int]]:
         """(component, layer, unit) removed, in the order chosen."""
-        if self.body:
-            return [tuple(u) for u in self.record["removed_units"]]
-        return [("head", *x) for x in self.record["removed_heads"]]
+        return pruned_units(self.record)
+
+    @property
+    def heads_only(self) -> bool:
+        """Whether only attention heads were removed (drawn on the layer x head grid)."""
+        return all(u[0] == "head" for u in self.units)
 
     @property
     def removed(self) -> list[tuple[int, int]]:

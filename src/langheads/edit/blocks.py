@@ -13,14 +13,8 @@ layers as the saved model does (its `kept_layers` maps them back to the original
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from .. import heads as H
 from ..archs.base import get
-from ..manifest import write_model_folder
-from .savings import active_parameters, parameters
-
-BLOCKS = ("attention", "mlp")
 
 
 def drop_layers_(model, gone: list[int]) -> dict:
@@ -77,9 +71,10 @@ def adds_nothing(model, layer: int) -> bool:
 
 
 def remove_body_(model, heads: dict[int, list[int]], neurons: dict[int, list[int]],
-                 blocks: dict[int, set[str]]) -> list[dict]:
+                 blocks: dict[int, set[str]], uniform: bool = False) -> list[dict]:
     """Remove heads, neurons and blocks (original numbering) in place; the manifest edits, in
-    the order the loader replays them."""
+    the order the loader replays them. `uniform`: the heads left must be the same count in
+    every KV group of every layer, said in the stock config (surgery.remove_heads_edit)."""
     from .neurons import remove_neurons_
     from .surgery import remove_heads_edit
 
@@ -90,28 +85,8 @@ def remove_body_(model, heads: dict[int, list[int]], neurons: dict[int, list[int
         edits.append(drop_layers_(model, gone))
         kept = edits[-1]["kept_layers"]
     if heads:
-        edits.append(remove_heads_edit(model, [(l, h) for l, hs in renumbered(heads, kept).items() for h in hs]))
+        edits.append(remove_heads_edit(model, [(l, h) for l, hs in renumbered(heads, kept).items() for h in hs],
+                                       uniform))
     if neurons:
         edits.append(remove_neurons_(model, renumbered(neurons, kept), whole=True))
     return edits
-
-
-def save_without_body(loaded, heads: dict, neurons: dict, blocks: dict, out: Path, record: dict,
-                      overwrite: bool = False, vocab_choice=None) -> Path:
-    """Remove what was chosen from `loaded`'s model (in place) and write a folder load_model
-    reloads; `record` (why) goes with the last edit, with the parameters before and after."""
-    from .vocab import apply_trim
-
-    before, active = parameters(loaded.model), active_parameters(loaded.model)
-    edits = remove_body_(loaded.model, heads, neurons, blocks)
-    record = {**record, "saved": {"parameters_before": before, "parameters_after": parameters(loaded.model),
-                                  "flops_per_token": 2 * (active - active_parameters(loaded.model))}}
-    manifest = loaded.base_manifest()
-    for i, edit in enumerate(edits):
-        manifest = manifest.with_edit(edit, record if i == len(edits) - 1 else None)
-    if not edits:  # nothing was removed: the record still says what was tried
-        manifest = manifest.with_record("prune", record)
-    save_tokenizer = loaded.tokenizer.save_pretrained
-    if vocab_choice is not None:
-        manifest, save_tokenizer = apply_trim(loaded, vocab_choice, manifest)
-    return write_model_folder(loaded.model, save_tokenizer, Path(out), manifest, overwrite)

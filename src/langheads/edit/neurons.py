@@ -5,15 +5,11 @@ Layers may keep different widths; the manifest's `remove_neurons` edit lists the
 neurons per layer and the loader replays it (models._from_edited_folder)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from .. import heads as H
 from ..archs.base import get
 from ..errors import LangheadsError
-from ..manifest import write_model_folder
-from .savings import parameters
 
 
 def remove_neurons_(model, removed: dict[int, list[int]], whole: bool = False) -> dict:
@@ -45,14 +41,3 @@ def _say_uniform_width(model) -> bool:
     for key, value in (keys or {}).items():
         setattr(config, key, value)
     return keys is not None
-
-
-def save_without_neurons(loaded, removed: dict[int, list[int]], out: Path, record: dict | None = None,
-                         overwrite: bool = False) -> Path:
-    """Remove the neurons from `loaded`'s model (in place) and write a folder load_model reloads."""
-    before = parameters(loaded.model)
-    edit = remove_neurons_(loaded.model, removed)
-    after = parameters(loaded.model)
-    record = {**(record or {}), "saved": {"parameters_before": before, "parameters_after": after}}
-    manifest = loaded.base_manifest().with_edit(edit, record)
-    return write_model_folder(loaded.model, loaded.tokenizer.save_pretrained, Path(out), manifest, overwrite)

@@ -13,13 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import heads as H
+from ..heads import parameters
 from ..archs.base import get
 from .surgery import layer_plan
-
-
-def parameters(model) -> int:
-    """Every parameter the model holds (what a saved folder's weights count)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def active_parameters(model) -> int:
@@ -31,24 +27,6 @@ def active_parameters(model) -> int:
         return total
     experts = sum(parameters(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model))
     return total - round(experts * (1 - share))
-
-
-def describe_body(record: dict) -> str:
-    """One line: what a walk across components removed and what that saved, counted on the
-    saved weights (2 FLOP per token per parameter of a projection)."""
-    units = record["removed_units"]
-    count = {name: sum(1 for u in units if u[0] == name) for name in ("head", "neuron", "block")}
-    g = record["neurons_per_group"]
-    blocks = " ".join(f"L{l}{'A' if b == 0 else 'M'}" for n, l, b in units if n == "block")
-    parts = [f"{count['head']} heads"] * bool(count["head"]) + \
-        [f"{count['neuron']} neuron groups ({count['neuron'] * g} MLP neurons)"] * bool(count["neuron"]) + \
-        [f"{count['block']} blocks ({blocks}; A: a layer's attention, M: its MLP)"] * bool(count["block"])
-    saved = record["saved"]
-    cut = saved["parameters_before"] - saved["parameters_after"]
-    flops = saved.get("flops_per_token", 2 * cut)  # a mixture of experts runs a token through its chosen experts
-    return (f"removed {', '.join(parts) or 'nothing'}\n{cut:,} parameters saved "
-            f"({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); {flops:,} FLOP per "
-            "token fewer in the projections")
 
 
 @dataclass(frozen=True)
@@ -64,6 +42,13 @@ class HeadCosts:
         hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
         head_dim = H.head_layout(model).head_dim
         return cls(2 * hidden * head_dim, 2 * hidden * head_dim)
+
+
+def by_layer_lists(heads) -> dict[int, list[int]]:
+    """Heads as {layer: [heads]}, from that form or from [(layer, head)]."""
+    if isinstance(heads, dict):
+        return {int(l): list(hs) for l, hs in heads.items()}
+    return {l: sorted(hs) for l, hs in by_layer(heads).items()}
 
 
 def by_layer(removed) -> dict[int, set[int]]:
@@ -88,33 +73,59 @@ def parameters_saved(layout: H.HeadLayout, costs: HeadCosts, removed) -> int:
     return q * costs.per_query + kv * costs.per_kv
 
 
-def measured(before: int, after: int, layout: H.HeadLayout, removed, context: int = 1024) -> dict:
-    """What the saved model lost, counted on its weights: parameters, the projections' FLOPs
-    per token (2 per parameter), and the attention's own FLOPs per token at `context` tokens
-    (4 x context x head size per query slot: scores and the weighted sum)."""
-    q, kv = slots_saved(layout, removed)
-    heads = len({(int(l), int(h)) for l, h in removed})
-    return {"heads_removed": heads, "query_slots_saved": q, "kv_heads_saved": kv,
-            "padding_heads": sum(len(layer_plan(layout, hs)[1]) - (layout.n_heads - len(hs))
-                                 for hs in by_layer(removed).values()),
-            "parameters_before": before, "parameters_after": after, "parameters_saved": before - after,
-            "share_saved": (before - after) / before if before else 0.0,
-            "projection_flops_per_token_saved": 2 * (before - after),
-            "attention_flops_per_token_saved": 4 * context * layout.head_dim * q, "context": context}
+@dataclass(frozen=True)
+class Counted:
+    """What a model held before a removal, and the heads (original numbering) the removal takes,
+    whole attention blocks and dropped layers included: what `saved` compares the result with."""
+    parameters: int
+    active: int
+    layout: H.HeadLayout
+    heads: tuple
+
+    @classmethod
+    def of(cls, model, removal: tuple[dict, dict, dict]) -> "Counted":
+        """removal: (heads, neurons, blocks) by layer, as edit.blocks removes them."""
+        from .blocks import body_plan
+
+        layout = H.head_layout(model)
+        gone, heads, _ = body_plan(model, *removal)
+        pairs = [(l, h) for l, hs in heads.items() for h in hs] + [(l, h) for l in gone for h in range(layout.n_heads)]
+        return cls(parameters(model), active_parameters(model), layout, tuple(sorted(pairs)))
+
+    def saved(self, model, context: int = 1024) -> dict:
+        """What the model lost, counted on its weights: parameters, the projections' FLOPs per
+        token (2 per parameter a token runs through), and the attention's own FLOPs per token at
+        `context` tokens (4 x context x head size per query slot: scores and the weighted sum)."""
+        after = parameters(model)
+        q, kv = slots_saved(self.layout, self.heads)
+        return {"heads_removed": len(self.heads), "query_slots_saved": q, "kv_heads_saved": kv,
+                "padding_heads": sum(len(layer_plan(self.layout, hs)[1]) - (self.layout.n_heads - len(hs))
+                                     for hs in by_layer(self.heads).values()),
+                "parameters_before": self.parameters, "parameters_after": after,
+                "parameters_saved": self.parameters - after,
+                "share_saved": (self.parameters - after) / self.parameters if self.parameters else 0.0,
+                "projection_flops_per_token_saved": 2 * (self.active - active_parameters(model)),
+                "attention_flops_per_token_saved": 4 * context * self.layout.head_dim * q, "context": context}
 
 
-def describe(saved: dict) -> str:
-    """One line: what was removed and what that saved."""
-    line = (f"{saved['heads_removed']} heads removed: {saved['query_slots_saved']} query slots and "
-            f"{saved['kv_heads_saved']} KV heads fewer, {saved['parameters_saved']:,} parameters saved "
-            f"({saved['share_saved']:.2%} of {saved['parameters_before']:,}), "
-            f"{_flop(saved['projection_flops_per_token_saved'])} per token in the projections and "
-            f"{_flop(saved['attention_flops_per_token_saved'])} per token in attention at "
-            f"{saved['context']:,} tokens of context")
-    if saved["padding_heads"]:
-        line += (f"; {saved['padding_heads']} zero-output padding heads keep uneven KV groups even and save "
-                 "nothing")
-    return line
+def describe(record: dict) -> str:
+    """Two lines: what a pruning removed (units.py names), and what that saved, counted on the
+    saved weights (also for records written before the one walk: heads only, or a body walk's)."""
+    from ..units import count_phrase, pruned_units
+
+    units = pruned_units(record)
+    saved = record["saved"]
+    cut = saved["parameters_before"] - saved["parameters_after"]
+    flops = saved.get("projection_flops_per_token_saved", saved.get("flops_per_token", 2 * cut))
+    line = (f"{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); "
+            f"{_flop(flops)} per token fewer in the projections")
+    if saved.get("query_slots_saved"):
+        line += (f"; {saved['query_slots_saved']} query slots and {saved['kv_heads_saved']} KV heads fewer, "
+                 f"{_flop(saved['attention_flops_per_token_saved'])} per token in attention at "
+                 f"{saved['context']:,} tokens of context")
+    if saved.get("padding_heads"):
+        line += f"; {saved['padding_heads']} zero-output padding heads keep uneven KV groups even and save nothing"
+    return f"removed {count_phrase(units, record.get('neurons_per_group'))}\n{line}"
 
 
 def _flop(n: float) -> str:

@@ -1,34 +1,40 @@
-"""One pruning walk across components: the candidates of every given scan (heads, neuron
-groups, whole blocks), least harmful to the kept languages per parameter saved first.
+"""The pruning walk: one loop over the candidates of every given scan (heads, neuron groups,
+whole blocks), least harmful to the kept languages per parameter saved first.
 
-A *unit* is (component, layer, index): ("head", l, h), ("neuron", l, group), ("block", l, 0 |
-1: attention | MLP). Each scan gives its candidates (units that matter for no kept language,
-by its rule) in tiers (matter only for dropped languages, then for none) with their harm (the
-scan's largest relative rise over the kept languages). A *move* saves parameters in the saved
-model: a head move as in the head walk (one head from each of a layer's widest KV groups, or
-the rest of a group); one neuron group (a layer keeps one group at least: a whole MLP is a
-block); one block. What a move saves is counted on what the saved model would hold (a layer
-left with neither block is dropped, its norms with it). Moves go by tier, then by harm per
-parameter saved. Moves are tried in batches (candidates.gallop): the kept languages are
-re-measured on their selection texts with everything chosen masked; a batch whose paired 95%
-interval's upper end would raise a kept language by more than the budget is halved, a single
-such move is not made, and the walk goes on. The dropped languages are measured once, at the end.
+A *unit* is (component, layer, index) (units.py): ("head", l, h), ("neuron", l, group),
+("block", l, 0 | 1: attention | MLP). Each scan gives its candidates (units that matter for no
+kept language, by its rule) in tiers (matter only for dropped languages, then for none) with
+their harm (the scan's largest relative rise over the kept languages). A *move* saves
+parameters in the saved model: for heads, one head from each of a layer's widest KV groups, or
+the rest of a group (a single query head of a group of several is padded back and saves
+nothing); one neuron group (a layer keeps one group at least: a whole MLP is a block); one
+block. With `uniform`, only moves that keep every layer alike: one head from every KV group of
+every layer, one group from every layer, a whole layer. What a move saves is counted on what
+the saved model would hold (a layer left with neither block is dropped, its norms with it).
+Moves go by tier, then by harm per parameter saved.
+
+Moves are tried in batches (candidates.gallop): the kept languages are re-measured on their
+selection texts (never the scoring texts the scans used, nor the report texts claims are made
+on) with everything chosen masked; a batch is within the budget when the upper end of each kept
+language's paired 95% interval stays within it (candidates.judged, the one rule); a batch that
+is not is halved, a single such move is not made, and the walk goes on. With a unit count
+instead of a budget the walk stops at that many units. The dropped languages are measured once,
+at the end.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 
 from .. import heads as H
 from .. import nll
 from ..archs import REGISTRY
-from ..components import Component, component_for
+from ..components import BLOCKS, Component, component_for
 from ..errors import LangheadsError
 from . import savings
-from .candidates import PruneResult, candidate_tiers, gallop, head_harm, judged, means, selection_tokens
+from .candidates import PruneResult, candidate_tiers, gallop, head_harm, judged, means, moves, selection_tokens
 
 NAMES = {"head": "heads", "neuron": "neurons", "block": "blocks"}
 
@@ -63,6 +69,26 @@ class Chosen:
     def units(self) -> int:
         return len(self.heads) + len(self.groups) + len(self.blocks)
 
+    def as_units(self) -> list[tuple[str, int, int]]:
+        return [("head", *u) for u in sorted(self.heads)] + [("neuron", *u) for u in sorted(self.groups)] + \
+            [("block", *u) for u in sorted(self.blocks)]
+
+
+def as_removal(units, group: int) -> tuple[dict, dict, dict]:
+    """Units (component, layer, index) as edit.blocks removes them: (heads, neurons, blocks) by
+    layer, a neuron group as its `group` neurons."""
+    heads: dict[int, list[int]] = {}
+    neurons: dict[int, list[int]] = {}
+    blocks: dict[int, set[str]] = {}
+    for name, l, u in units:
+        if name == "head":
+            heads.setdefault(l, []).append(u)
+        elif name == "neuron":
+            neurons.setdefault(l, []).extend(range(u * group, u * group + group))
+        else:
+            blocks.setdefault(l, set()).add(BLOCKS[u])
+    return heads, neurons, blocks
+
 
 class Body:
     """The model's shapes, what the walk's choices save and how they are masked."""
@@ -77,27 +103,14 @@ class Body:
         out = [get(layer, adapter.mlp_out) for layer in layers]
         self.width = [adapter.mlp_width(o) for o in out]
         self.per_neuron = [adapter.neuron_parameters(layer) for layer in layers]
-        self.rest = [savings.parameters(layer) - savings.parameters(adapter.attention_of(layer)) -
+        self.rest = [H.parameters(layer) - H.parameters(adapter.attention_of(layer)) -
                      self.per_neuron[i] * self.width[i] - _bias(out[i]) for i, layer in enumerate(layers)]
-
-    def as_removal(self, chosen: Chosen) -> tuple[dict, dict, dict]:
-        """(heads, neurons, blocks) by layer, as edit.blocks removes them."""
-        heads: dict[int, list[int]] = {}
-        for l, h in chosen.heads:
-            heads.setdefault(l, []).append(h)
-        neurons: dict[int, list[int]] = {}
-        for l, g in chosen.groups:
-            neurons.setdefault(l, []).extend(range(g * self.group, g * self.group + self.group))
-        blocks: dict[int, set[str]] = {}
-        for l, b in chosen.blocks:
-            blocks.setdefault(l, set()).add(("attention", "mlp")[b])
-        return heads, neurons, blocks
 
     def saved(self, chosen: Chosen) -> int:
         """Parameters the saved model would not hold (q/k/v/o biases left out, as for heads)."""
         from .blocks import body_plan
 
-        gone, heads, neurons = body_plan(self.model, *self.as_removal(chosen))
+        gone, heads, neurons = body_plan(self.model, *as_removal(chosen.as_units(), self.group))
         pairs = [(l, h) for l, hs in heads.items() for h in hs] + \
             [(l, h) for l in gone for h in range(self.layout.n_heads)]
         mlp = sum(self.per_neuron[l] * len(n) for l, n in neurons.items())
@@ -125,8 +138,8 @@ def _bias(proj) -> int:
 
 def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, uniform: bool = False) -> list[tuple]:
     """Every move on top of `chosen` (see the module doc), each a tuple of units. `uniform`:
-    only moves that keep every layer alike (one group from every layer; a whole layer)."""
-    from .candidates import moves
+    only moves that keep every layer alike (one head from every KV group of every layer; one
+    neuron group from every layer; a whole layer)."""
 
     gone_attention = {l for l, b in chosen.blocks if b == 0}
     gone_mlp = {l for l, b in chosen.blocks if b == 1}
@@ -134,7 +147,9 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
     if "head" in sources:
         s = sources["head"]
         order = sorted((h for h in s.tiers if h[0] not in gone_attention), key=lambda h: (s.tiers[h], s.harm[h]))
-        out += [tuple(("head", l, h) for l, h in m) for m in moves(body.layout, order, chosen.heads)]
+        found = uniform_head_moves(body.layout, order, chosen.heads) if uniform else \
+            moves(body.layout, order, chosen.heads)
+        out += [tuple(("head", l, h) for l, h in m) for m in found]
     if "neuron" in sources:
         out += _group_moves(body, sources["neuron"], chosen, gone_mlp, uniform)
     if "block" in sources:
@@ -147,6 +162,20 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
         else:
             out += [(("block", l, b),) for l, b in blocks]
     return out
+
+
+def uniform_head_moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> list[tuple]:
+    """The one move that keeps every layer alike: the least harmful candidate left in every KV
+    group of every layer (none where some group has no candidate left, or would lose its last head)."""
+    first: dict[tuple[int, int], tuple[int, int]] = {}
+    for l, h in order:
+        if (l, h) not in removed:
+            first.setdefault((l, h // layout.group_size), (l, h))
+    slots = [(l, g) for l in range(layout.n_layers) for g in range(layout.n_kv_heads)]
+    left = layout.group_size - sum(1 for l, h in removed if (l, h // layout.group_size) == slots[0])
+    if left <= 1 or not all(s in first for s in slots):
+        return []
+    return [tuple(sorted(first[s] for s in slots))]
 
 
 def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, uniform: bool) -> list[tuple]:
@@ -208,9 +237,9 @@ def _measurer(loaded, settings, runs: list, sources: dict, body: Body):
     return per_text
 
 
-def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -> tuple[PruneResult, Body, Chosen]:
-    """Make moves, in batches (candidates.gallop), until the budget or the moves run out; the
-    result's curve has every batch made."""
+def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -> tuple[PruneResult, int]:
+    """Make moves, in batches (candidates.gallop), until the budget, the unit count or the moves
+    run out; (the result, whose curve has every batch made, and the neurons per group)."""
     from tqdm.auto import tqdm
 
     sources = _sources(loaded.model, runs, settings.keep, drop)
@@ -238,7 +267,7 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
         trial = state["chosen"].plus(tuple(u for move in batch for u in move))
         texts = per_text(trial, settings.keep)
         ok, rel, bad = judged(base_texts, texts, settings.max_increase)
-        return settings.heads is not None or ok, (trial, texts, rel, bad)
+        return settings.units is not None or ok, (trial, texts, rel, bad)
 
     def accept(batch, measured):
         trial, texts, rel, bad = measured
@@ -260,19 +289,21 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
     if len(result.curve) > 1:  # the dropped languages, once, for the record
         result.curve[-1]["nll"].update(means(per_text(state["chosen"], others)))
     result.stopped = _why_stopped(settings, sources, tried, result, why)
-    return result, body, state["chosen"]
+    return result, body.group
 
 
 def _room(settings, chosen: Chosen) -> int | None:
-    return None if settings.heads is None else settings.heads - chosen.units()
+    return None if settings.units is None else settings.units - chosen.units()
 
 
 def _why_stopped(settings, sources: dict, tried: set, result: PruneResult, why: str) -> str:
-    if settings.heads is not None:
-        return (f"removed {len(result.removed)} of the {settings.heads} units asked for (no further move of at most "
-                f"{settings.heads - len(result.removed)} candidates saves parameters)"
-                if len(result.removed) < settings.heads else f"removed the {settings.heads} units asked for")
-    ending = (f"stopped after {settings.patience} single moves were refused since the last batch of several was made (--patience)" if why == "patience"
+    if settings.units is not None:
+        return (f"removed {len(result.removed)} of the {settings.units} units asked for (no further move of at most "
+                f"{settings.units - len(result.removed)} candidates saves parameters; a query head alone goes only "
+                "with one from each KV group of its layer, or with the rest of its group)"
+                if len(result.removed) < settings.units else f"removed the {settings.units} units asked for")
+    ending = (f"stopped after {settings.patience} single moves were refused since the last batch of several was "
+              "made (--patience)" if why == "patience"
               else f"tried every move of the candidates ({', '.join(NAMES[n] for n in sources)} that matter for "
                    "no kept language)")
     return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} units), {len(tried)} "
@@ -308,30 +339,7 @@ def check_runs(runs: list, settings) -> None:
     names = [r.info.get("component", {}).get("name", "head") for r in runs]
     if len(set(names)) != len(names):
         raise LangheadsError("two scans of the same component; give one scan per component")
-    if settings.uniform and "head" in names:
-        raise LangheadsError("--uniform with a head scan goes with that scan alone (the head walk); with neuron "
-                             "groups and blocks it keeps every layer alike")
     adapter = REGISTRY.get(first["model"].get("architecture"))  # the family, from the scan: no model loaded yet
     removal = adapter.neuron_removal() if adapter else "any"    # unknown here: remove_neurons_ still refuses
     if set(names) - {"head"} and removal == "none":
         raise LangheadsError(f"{runs[0].folder}: {first['model']['architecture']}: {adapter.removal_note}")
-
-
-def prune_body(loaded, settings, runs: list, drop: list[str], out: Path, overwrite: bool, progress: bool,
-               vocab_choice=None):
-    """Walk, remove what was chosen from the weights, save; (result, the manifest's record)."""
-    from ..manifest import read_manifest
-    from ..models import DTYPES
-    from .blocks import save_without_body
-
-    result, body, chosen = walk(loaded, settings, runs, drop, progress)
-    heads, neurons, blocks = body.as_removal(chosen)
-    record = {"scans": [str(Path(r.folder).resolve()) for r in runs], "model": runs[0].info["model"],
-              "kept": settings.keep, "dropped": drop, "settings": asdict(settings),
-              "removed_units": [list(u) for u in result.removed], "neurons_per_group": body.group,
-              "stopped": result.stopped, "rejected": result.rejected, "curve": result.curve,
-              "parameters_saved_estimate": body.saved(chosen),
-              "selection_texts": "selection part of " + runs[0].info["corpus"]["source"]}
-    loaded.model.to(DTYPES[settings.dtype])
-    save_without_body(loaded, heads, neurons, blocks, out, record, overwrite, vocab_choice)
-    return result, read_manifest(out).pruning_record()

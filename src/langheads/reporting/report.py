@@ -21,7 +21,6 @@ from ..folders import claim, new_folder
 from ..options import option
 from ..plots import heatmap_figure, language_colours, panel_grid, pyplot
 from ..runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
-from ..edit.savings import describe as describe_savings
 
 KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "language-general": "#222222",
                 "miscellaneous": "#f2f2f2", "other": "#f2f2f2"}
@@ -131,14 +130,14 @@ def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
 
 
 def prune_curve(pruned: PrunedFolder):
-    """Heads removed (in the order chosen) vs each language's NLL change on the selection
+    """Units removed (in the order chosen) vs each language's NLL change on the selection
     texts; kept languages solid, dropped ones dashed (measured where the walk measured them:
     before and after, in walks since batching); the budget as a line."""
     plt = pyplot()
     curve = pruned.curve
     langs = list(curve[0]["nll"])
     colours = language_colours(langs)
-    steps = [c["step"] for c in curve]
+    steps = np.cumsum([len(c.get("units", c.get("heads", []))) for c in curve])  # units removed so far
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for lang in langs:
         base = curve[0]["nll"][lang]
@@ -149,7 +148,7 @@ def prune_curve(pruned: PrunedFolder):
     if pruned.budget is not None:
         ax.axhline(100 * pruned.budget, color="#c33", linewidth=1, linestyle=":",
                    label=f"budget +{100 * pruned.budget:.1f}%")
-    ax.set_xlabel("moves made" if pruned.body else "heads removed")
+    ax.set_xlabel("units removed")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("NLL change (%)")
     ax.legend(fontsize=6, ncol=2, frameon=False)
@@ -423,32 +422,26 @@ def _importance_sections(page: Page, run: Run, note: str) -> None:
 
 
 def _pruning_section(page: Page, pruned: PrunedFolder, run: Run) -> None:
+    """The walk's curve, what it removed (the head grid when it removed heads only, else per
+    layer: heads, MLP neurons, blocks) and what that saved."""
+    from ..edit.savings import describe
+
     page.heading(f"Pruning: keep {','.join(pruned.kept)}, drop {','.join(pruned.dropped)}")
-    if pruned.body:
-        return _body_pruning(page, pruned, run)
-    steps = len(pruned.curve) - 1
-    saved = pruned.record.get("saved")
+    scans = pruned.record.get("scans", [pruned.record.get("scan")])
+    said = describe(pruned.record).replace(chr(10), "; ") if "saved" in pruned.record else ""
+    said = said[:1].upper() + said[1:]
+    batches = len(pruned.curve) - 1
     page.figure("prune_curve", prune_curve(pruned),
-                f"NLL change on the selection texts (never the scoring or report texts) as heads are removed, "
-                f"move by move in the order chosen; {steps} moves, {len(pruned.removed)} heads removed. "
-                + (f"What that saved: {describe_savings(saved)}. " if saved else "")
-                + f"Stopped: {pruned.record.get('stopped', '?')}.")
-    page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
-                f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
-    _prune_table(page, pruned)
-
-
-def _body_pruning(page: Page, pruned: PrunedFolder, run: Run) -> None:
-    """A walk across components: its curve, what it removed per layer and what that saved."""
-    from ..edit.savings import describe_body
-
-    scans = pruned.record.get("scans", [])
-    page.figure("prune_curve", prune_curve(pruned),
-                f"NLL change on the selection texts (never the scoring or report texts), move by move in the "
-                f"order chosen across the components of {len(scans)} scans; {len(pruned.curve) - 1} moves. "
-                f"{describe_body(pruned.record).replace(chr(10), '; ')}. Stopped: {pruned.record.get('stopped', '?')}.")
-    page.figure("prune_removed", body_removed(pruned, run.n_layers),
-                f"What {pruned.folder.name} lost per layer (original numbering): heads, MLP neurons, whole blocks.")
+                f"NLL change on the selection texts (never the scoring or report texts) as units are removed, "
+                f"batch by batch in the order chosen from {len(scans)} scan{'s' * (len(scans) != 1)}; "
+                f"{batches} batch{'es' * (batches != 1)}, {len(pruned.units)} units. {said}. "
+                f"Stopped: {pruned.record.get('stopped', '?')}.")
+    if pruned.heads_only:
+        page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
+                    f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
+    else:
+        page.figure("prune_removed", body_removed(pruned, run.n_layers),
+                    f"What {pruned.folder.name} lost per layer (original numbering): heads, MLP neurons, whole blocks.")
     _prune_table(page, pruned)
 
 

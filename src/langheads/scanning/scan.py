@@ -236,7 +236,7 @@ class Plan:
     def _param_counts(self) -> tuple[int, int]:
         """(decoder parameters, output-layer parameters), counted once: every unit's cost uses them."""
         model = self.loaded.model
-        params = sum(p.numel() for p in model.parameters())
+        params = H.parameters(model)
         embed = model.get_input_embeddings().weight.numel()
         head = model.get_output_embeddings().weight.numel()
         return params - embed - (0 if model.config.tie_word_embeddings else head), head
