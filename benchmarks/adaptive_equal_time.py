@@ -22,7 +22,7 @@ import pandas as pd
 
 from adaptive_replay import arrays
 from adaptive_vs_full import kinds_of, run, undecided
-from langheads.scanning.scan import bootstrap_scores
+from langheads.scanning.assemble import bootstrap_scores
 from langheads.scoring import METHODS
 
 

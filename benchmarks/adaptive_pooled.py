@@ -26,7 +26,7 @@ from scipy import optimize, special, stats
 
 from adaptive_replay import arrays, kinds, replay
 from langheads.runs import read_run
-from langheads.scanning.scan import bootstrap_scores
+from langheads.scanning.assemble import bootstrap_scores
 from langheads.scanning.sequential import BELOW, FUTILE, MATTERS, OPEN, Z_FINAL, StoppingRule
 from langheads.scoring import METHODS
 

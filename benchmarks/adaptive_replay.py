@@ -20,7 +20,7 @@ import pandas as pd
 
 from langheads.scanning.kinds import IntervalRule
 from langheads.runs import read_run
-from langheads.scanning.scan import bootstrap_scores
+from langheads.scanning.assemble import bootstrap_scores
 from langheads.scoring import METHODS
 from langheads.scanning.sequential import MATTERS, OPEN, StoppingRule
 

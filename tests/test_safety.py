@@ -3,7 +3,8 @@ cases of the hardening issue, each shown safe."""
 import pytest
 
 from langheads import runs
-from langheads.scanning import scan
+from langheads.scanning import plan as scan_plan
+from langheads.scanning import settings as scan_settings
 from langheads.cli import main
 from langheads.errors import LangheadsError
 from langheads.scoring.exact import ExactAblation
@@ -101,7 +102,7 @@ def test_cache_clear_leaves_a_running_conversion(tmp_path, monkeypatch):
 
 def test_library_refuses_like_the_cli():
     with pytest.raises(LangheadsError, match="--texts must be a whole number >= 2"):
-        scan.ScanSettings(texts=1)
+        scan_settings.ScanSettings(texts=1)
     from langheads import load_model
 
     with pytest.raises(LangheadsError, match="no CUDA device"):
@@ -163,7 +164,7 @@ def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path
 
 def test_memory_estimate_cannot_be_talked_down(tiny_dirs, sample_data):
     """A text longer than --batch-tokens still runs whole, so the estimate counts it whole."""
-    plan = scan.plan_scan(scan.ScanSettings(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en"],
+    plan = scan_plan.plan_scan(scan_settings.ScanSettings(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en"],
                                             batch_tokens=1, chunk_tokens=1))
     longest = max(len(t) for w in plan.work for t in w.token_lists)
     # one longest text's activations in the tiny llama (hidden 64, MLP 96, float32)

@@ -132,7 +132,8 @@ def test_switch_method_matches_one_head_at_a_time_generation(tiny_dirs, sample_d
     """The batched, per-row-masked generations give what masking one head and generating
     each prompt alone gives."""
     from langheads.evaluation.metrics import switched
-    from langheads.scanning.scan import ScanSettings, plan_scan
+    from langheads.scanning.plan import plan_scan
+    from langheads.scanning.settings import ScanSettings
 
     plan = plan_scan(ScanSettings(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["fr"],
                                   method="switch", bootstrap=20))

@@ -7,7 +7,8 @@ import pytest
 
 import langheads
 from langheads.errors import LangheadsError
-from langheads.scanning.scan import ScanSettings, bootstrap_scores
+from langheads.scanning.assemble import bootstrap_scores
+from langheads.scanning.settings import ScanSettings
 from langheads.scoring import METHODS
 from langheads.scanning.sequential import FUTILE, MATTERS, OPEN, StoppingRule
 

@@ -1,7 +1,7 @@
 """One library entry per command, used by the CLI and the Python API alike:
 
     import langheads
-    from langheads.scanning.scan import ScanSettings
+    from langheads.scanning.settings import ScanSettings
     result = langheads.scan(ScanSettings(languages=["en", "hi"]), "runs/x")
 
 Each entry takes the command's settings dataclass (its `__post_init__` has already refused bad
@@ -18,7 +18,7 @@ from .edit.pruning import PruneSettings, prune
 from .edit.vocab import TrimSettings, trim
 from .evaluation.run import EvaluateSettings, evaluate
 from .reporting.report import ReportSettings, report
-from .scanning.scan import ScanSettings
+from .scanning.settings import ScanSettings
 
 
 def scan(settings: ScanSettings, out, *, store=None, overwrite: bool = False, progress: bool = True,
@@ -29,7 +29,8 @@ def scan(settings: ScanSettings, out, *, store=None, overwrite: bool = False, pr
     others return None. `announce(text)` receives the plan's description before work starts."""
     from .folders import check_makeable
     from .scanning.distributed import Ranks
-    from .scanning.scan import resolve_device
+    from .scanning.scan import scan as recipe
+    from .scanning.settings import resolve_device
 
     if store is not None:
         check_makeable(Path(store), "--store")
@@ -37,38 +38,20 @@ def scan(settings: ScanSettings, out, *, store=None, overwrite: bool = False, pr
     ranks = Ranks.from_env(resolve_device(settings.device)) if own else ranks
     try:
         if not ranks.main:  # rank 0 holds the lock and writes the run folder
-            return _scan(settings, Path(out), store, overwrite, progress, ranks, announce)
+            return recipe(settings, Path(out), store, overwrite, progress, ranks, announce)
         from .folders import claim
 
         with claim(Path(out), overwrite, "run"):
-            return _scan(settings, Path(out), store, overwrite, progress, ranks, announce)
+            return recipe(settings, Path(out), store, overwrite, progress, ranks, announce)
     finally:
         if own:
             ranks.close()
 
 
-def _scan(settings, out: Path, store, overwrite, progress, ranks, announce):
-    from . import runs
-    from .scanning.scan import check_memory, describe_plan, open_store, plan_scan, run_scan
-    from .scanning.store import store_dir
-
-    plan = plan_scan(settings, ranks=ranks)
-    store = Path(store).resolve() if store else store_dir(out)
-    check_memory(plan)  # before anything is announced: a refusal is one line
-    if ranks.main:
-        open_store(plan, store, overwrite)
-        if announce is not None:
-            announce(describe_plan(plan, ranks.world))
-    result = run_scan(plan, store, progress=progress, overwrite=overwrite, ranks=ranks)
-    if result is not None:  # rank 0: the others' units are in the store
-        runs.write_run(result, out, overwrite)
-    return result
-
-
 def plan(settings: ScanSettings, n_ranks: int = 1) -> str:
     """`langheads scan --dry-run`: the work units, time and memory per process, as text."""
     from .scanning.distributed import Ranks
-    from .scanning.scan import describe_plan, plan_scan
+    from .scanning.plan import describe_plan, plan_scan
 
     return describe_plan(plan_scan(settings, ranks=Ranks()), n_ranks)
 

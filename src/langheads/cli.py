@@ -84,7 +84,7 @@ def cmd_cache(args) -> None:
 def cmd_scan(args) -> None:
     from . import api, runs
     from .options import from_args
-    from .scanning.scan import ScanSettings
+    from .scanning.settings import ScanSettings
 
     if args.ranks is not None and args.ranks < 1:
         raise LangheadsError(f"--ranks must be a whole number >= 1, not {args.ranks}")
@@ -316,7 +316,7 @@ def _settings(dotted: str):
 
 # name, settings dataclass, what --out is (None: the command writes no folder), extra CLI-only options
 _COMMANDS = [
-    ("scan", ".scanning.scan.ScanSettings", "run folder to create", _scan_extra),
+    ("scan", ".scanning.settings.ScanSettings", "run folder to create", _scan_extra),
     ("prune", ".edit.pruning.PruneSettings", "model folder to write", _quiet),
     ("trim", ".edit.vocab.TrimSettings", "model folder to write", lambda s: None),
     ("export", ".deploy.export.ExportSettings", None, lambda s: None),

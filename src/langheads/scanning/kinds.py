@@ -38,7 +38,7 @@ class IntervalRule:
 
     @classmethod
     def from_settings(cls, s) -> "IntervalRule":
-        """The rule a scan's settings (scan.ScanSettings) ask for."""
+        """The rule a scan's settings (settings.ScanSettings) ask for."""
         return cls(s.threshold, s.agnostic_share)
 
     def describe(self, n_languages: int, n_heads: int) -> dict:

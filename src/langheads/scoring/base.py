@@ -67,15 +67,16 @@ class ScoringMethod(ABC):
     needs_backward: bool = True         # keeps every layer's activations (for memory estimates)
     relative: bool = True               # rel_increase = score / base (False: values are already shares)
     part: str = "scoring"               # which part of the data the scan scores on
-    component = None                    # components.Component whose units are scored (None: heads)
+    component = None                    # components.Component whose units are scored (None: heads), given at init
     components = ("head", "neuron", "block")  # which components the method can score
 
     def prepare(self, loaded) -> None:
         """Take what the method needs from the loaded model beyond its weights (a tokenizer)."""
 
-    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096):
+    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, component=None):
         self.chunk_tokens = chunk_tokens
         self.batch_tokens = batch_tokens
+        self.component = component  # None: heads
 
     def scaled(self, model, factors: dict):
         """Scale the scored component's units (heads unless a component was given)."""

@@ -20,11 +20,11 @@ class ExactAblation(ScoringMethod):
     layers_per_unit = 1
     needs_backward = False
 
-    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, reuse: bool = True,
+    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, component=None, reuse: bool = True,
                  layers: list[int] | None = None):
         """`reuse=False` recomputes every layer for every head (the benchmark's baseline);
         `layers` scores only those layers (the others' values stay 0)."""
-        super().__init__(chunk_tokens, batch_tokens)
+        super().__init__(chunk_tokens, batch_tokens, component)
         self.reuse = reuse
         self.layers = layers
         self._traced = None  # (batch, trace, base NLL per row) of the last batch seen

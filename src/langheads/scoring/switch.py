@@ -30,8 +30,8 @@ class LanguageSwitch(ScoringMethod):
     prompt_tokens = 16
     new_tokens = 16
 
-    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096):
-        super().__init__(chunk_tokens, batch_tokens)
+    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, component=None):
+        super().__init__(chunk_tokens, batch_tokens, component)
         self.tokenizer = None
         self._base = None  # (batch, unmodified switched per row)
 
