@@ -117,7 +117,7 @@ def main(runs: Path, docs: Path) -> None:
 
 def _adaptive_lines(exact, runs: Path) -> list[str]:
     """The adaptive scan of the same map beside the full one: work, time, kinds that differ."""
-    if not (runs / "adaptive" / "heads.json").exists():
+    if not (runs / "adaptive" / "run.json").exists():
         return [""]
     adaptive = read_run(runs / "adaptive")
     record = adaptive.info["rule"]["adaptive"]

@@ -67,7 +67,7 @@ def produce(root: Path) -> dict:
         assert main(step) == 0, step
     scores = pd.read_csv(root / "run" / "scores.csv").rename(columns={"delta_nll": "score"})
     per_text = pd.read_parquet(root / "run" / "per_text.parquet")
-    heads = json.loads((root / "run" / "heads.json").read_text())
+    heads = json.loads((root / "run" / "run.json").read_text())
     return {"columns": [list(scores.columns), list(per_text.columns)], "scores": scores.to_dict(orient="list"), "per_text": per_text.to_dict(orient="list"),
             "kinds": [[h["layer"], h["head"], h["kind"], h["languages"]] for h in heads["heads"]],
             "pruned": _weights(root / "pruned"), "trimmed": _weights(root / "trimmed"),

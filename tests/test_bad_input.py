@@ -21,7 +21,7 @@ def world(tmp_path_factory, tiny_dirs, sample_data):
                  "--out", str(scan), "--bootstrap", "20", "--quiet"]) == 0
     (root / "not-a-run").mkdir()
     (root / "broken-run").mkdir()
-    (root / "broken-run" / "heads.json").write_text("{not json")
+    (root / "broken-run" / "run.json").write_text("{not json")
     (root / "file.txt").write_text("a file")
     import shutil
 
@@ -68,9 +68,9 @@ def _hostile(root, tiny_dirs, sample_data, scan):
         csv.write_text(edit(csv.read_text()))
     heads99 = root / "heads99"
     shutil.copytree(scan, heads99)
-    info = json.loads((heads99 / "heads.json").read_text())
+    info = json.loads((heads99 / "run.json").read_text())
     info["heads"][0]["layer"] = 99
-    (heads99 / "heads.json").write_text(json.dumps(info))
+    (heads99 / "run.json").write_text(json.dumps(info))
     damaged["heads99"] = heads99
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
                  "--component", "block", "--out", str(root / "blocks"), "--bootstrap", "20", "--quiet"]) == 0
@@ -273,7 +273,7 @@ CASES = [
     ("compare a relabelled run", lambda w: ["compare", w["scan"], w["relabelled"]], "are not the run's en,fr"),
     ("report a layer 99 row", lambda w: ["report", w["layer99"], "--out", str(w["root"] / "r")],
      "outside the recorded"),
-    ("report a heads.json layer 99", lambda w: ["report", w["heads99"], "--out", str(w["root"] / "r")],
+    ("report a run.json layer 99", lambda w: ["report", w["heads99"], "--out", str(w["root"] / "r")],
      "its units are not the recorded"),
     ("report --compare heads with blocks", lambda w: ["report", w["scan"], "--compare", w["blocks"], "--out",
                                                       str(w["root"] / "r")], "--compare: the two runs scanned different units"),

@@ -10,7 +10,7 @@ from langheads.scoring import ExactAblation
 
 from .conftest import run_cli, run_process
 
-FILES = ["scores.csv", "per_text.parquet", "heads.json", "heatmap.png"]
+FILES = ["scores.csv", "per_text.parquet", "run.json", "heatmap.png"]
 
 
 def _scan(model_dir, data, out, *extra, process=False):
@@ -39,7 +39,7 @@ def test_scan_outputs_and_determinism_across_processes(tiny_dirs, sample_data, t
     row = scores[(scores.language == "en") & (scores.layer == 2) & (scores["head"] == 1)].iloc[0]
     assert en.value.mean() == pytest.approx(row.score, rel=1e-6)
 
-    info = json.loads((tmp_path / "a" / "heads.json").read_text())
+    info = json.loads((tmp_path / "a" / "run.json").read_text())
     assert info["rule"]["n_intervals"] == 48 and info["settings"]["seed"] == 0
     assert set(info["versions"]) == {"langheads", "torch", "transformers"}
     assert len(info["heads"]) == 16 and sum(info["counts"].values()) == 16
@@ -99,7 +99,7 @@ def test_attribution_and_lahis_methods_run(tiny_dirs, sample_data, tmp_path):
         if method == "attribution":
             assert np.allclose(means.to_numpy(), scores.score.to_numpy(), rtol=1e-5, atol=1e-7)
         values[method] = scores.score.to_numpy()
-        assert json.loads((tmp_path / method / "heads.json").read_text())["rule"]["name"] == rule
+        assert json.loads((tmp_path / method / "run.json").read_text())["rule"]["name"] == rule
     assert not np.allclose(values["attribution"], values["lahis"])
 
 

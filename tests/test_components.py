@@ -103,7 +103,7 @@ def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 3 * 6 * 2 and set(scores.component) == {"neuron"}
     assert scores.loc[scores["head"] == 5, "neurons"].eq("80-95").all()
-    info = json.loads((out / "heads.json").read_text())
+    info = json.loads((out / "run.json").read_text())
     assert info["component"] == {"name": "neuron", "units_per_layer": 6, "unit_width": 16, "neurons_per_group": 16}
     assert len(info["heads"]) == 18 and info["model"]["heads"] == 4  # the model's own heads stay recorded
     run = langheads.read_run(out)
@@ -151,7 +151,7 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     assert main(["scan", "--model", str(folder), "--data", str(sample_data), "--languages", "en,fr",
                  "--component", "neuron", "--neuron-group", "16", "--bootstrap", "20", "--quiet",
                  "--out", str(out)]) == 0
-    info = json.loads((out / "heads.json").read_text())
+    info = json.loads((out / "run.json").read_text())
     width = {"qwen3_moe": 32, "mixtral": 96}[arch]  # one expert's neurons; 4 experts, 2 chosen per token
     assert info["component"] == {"name": "neuron", "units_per_layer": 4 * width // 16, "unit_width": 16,
                                  "neurons_per_group": 16, "experts": 4}
@@ -241,7 +241,7 @@ def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path, capsys):
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 4 * 2 * 2 and set(scores.block) == {"attention", "mlp"}
     assert (scores.loc[scores["head"] == 0, "block"] == "attention").all()
-    assert json.loads((out / "heads.json").read_text())["component"]["units"] == ["attention", "mlp"]
+    assert json.loads((out / "run.json").read_text())["component"]["units"] == ["attention", "mlp"]
     capsys.readouterr()
     assert main(["prune", "--scan", str(out), "--keep", "en", "--max-increase", "0.5", "--out",
                  str(tmp_path / "p"), "--quiet"]) == 0  # a block scan prunes whole blocks (test_walk)

@@ -192,7 +192,7 @@ def test_user_text_is_drawn_as_plain_text(tiny_dirs, sample_data, tmp_path):
     assert main(["scan", "--model", str(folder), "--data", str(sample_data), "--languages", "en",
                  "--out", str(out), "--bootstrap", "20", "--quiet"]) == 0
     assert (out / "heatmap.png").stat().st_size > 1000
-    assert json.loads((out / "heads.json").read_text())["model"]["id"] == "$\\frac$"
+    assert json.loads((out / "run.json").read_text())["model"]["id"] == "$\\frac$"
 
 
 def test_texts_longer_than_gpt2_can_read_are_cut_to_its_positions(tiny_dirs, tmp_path):

@@ -66,7 +66,7 @@ def test_fdr_rule_says_it_made_the_kinds(tiny_dirs, sample_data, tmp_path):
     out = tmp_path / "fdr"
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
                  "--bootstrap", "200", "--quiet", "--fdr", "0.1", "--threshold", "0", "--out", str(out)]) == 0
-    info = json.loads((out / "heads.json").read_text())
+    info = json.loads((out / "run.json").read_text())
     assert info["rule"]["name"] == "fdr" and info["rule"]["q"] == 0.1 and "Benjamini-Hochberg" in info["rule"]["text"]
     scores = pd.read_csv(out / "scores.csv")
     called = benjamini_hochberg(scores["p_value"].to_numpy(), 0.1)

@@ -195,7 +195,7 @@ def test_damaged_pruned_folder_is_named_not_loaded(tiny_dirs, tmp_path):
         broken = dict(state)
         damage(broken)
         save_file(broken, str(file), metadata={"format": "pt"})
-        with pytest.raises(LangheadsError, match=f"weights do not match langheads.json .*{name}"):
+        with pytest.raises(LangheadsError, match=f"weights do not match langrun.json .*{name}"):
             models.load_model(str(tmp_path / "p"))
 
 
@@ -219,7 +219,7 @@ def test_prune_reads_the_scans_own_texts(tiny_dirs, tmp_path):
                  "--signal", "answer", "--languages", "en", "--out", str(run), "--bootstrap", "20", "--quiet"]) == 0
     assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", "1", "--out", str(tmp_path / "m"),
                  "--quiet"]) == 0
-    assert (tmp_path / "m" / "langheads.json").exists()
+    assert (tmp_path / "m" / "langrun.json").exists()
 
 
 def test_savings_count_what_the_saved_model_loses():

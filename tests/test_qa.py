@@ -102,12 +102,12 @@ def test_answer_signal_scan_end_to_end(tiny_dirs, qa_jsonl, sample_data, tmp_pat
     out = tmp_path / "answers"
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(qa_jsonl), "--languages", "en,fr",
                  "--signal", "answer", "--out", str(out), "--bootstrap", "50", "--quiet"]) == 0
-    info = json.loads((out / "heads.json").read_text())
+    info = json.loads((out / "run.json").read_text())
     assert info["signal"]["name"] == "answer" and info["signal"]["template"] == "plain"
     assert info["settings"]["signal"] == "answer"
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--languages", "en,hi", "--signal", "answer",
                  "--out", str(tmp_path / "cloze"), "--bootstrap", "20", "--quiet"]) == 0  # default: the cloze set
-    assert "cloze set" in json.loads((tmp_path / "cloze" / "heads.json").read_text())["corpus"]["source"]
+    assert "cloze set" in json.loads((tmp_path / "cloze" / "run.json").read_text())["corpus"]["source"]
     capsys.readouterr()
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
                  "--signal", "answer", "--out", str(tmp_path / "x"), "--quiet"]) == 2

@@ -43,7 +43,7 @@ def test_report_files_and_readers(report_inputs):
         assert (report / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page and "<script" not in page
     run = read_run(root / "exact")
-    assert run.info["format_version"] == 3 and run.languages == ["en", "fr", "hi"]
+    assert run.info["format_version"] == 4 and run.languages == ["en", "fr", "hi"]
     assert set(run.info["sample"]) == {"en", "fr", "hi"} and run.info["sample"]["en"]["texts"] == run.texts("en")
     pruned, ev = read_pruned(root / "pruned"), read_eval(root / "eval")
     assert len(pruned.removed) == 3 and pruned.kept == ["en"] and list(ev.table["language"]) == ["en", "fr"]
@@ -56,7 +56,8 @@ def test_a_version_2_run_reads_its_delta_nll_as_score(report_inputs, tmp_path):
     root, _ = report_inputs
     old = tmp_path / "v2"
     shutil.copytree(root / "exact", old)
-    info = json.loads((old / "heads.json").read_text())
+    info = json.loads((old / "run.json").read_text())
+    (old / "run.json").unlink()  # a run from before format 4 holds its record as heads.json
     (old / "heads.json").write_text(json.dumps({**info, "format_version": 2}))
     csv = old / "scores.csv"
     csv.write_text(csv.read_text().replace(",score,", ",delta_nll,", 1))
@@ -67,7 +68,7 @@ def test_a_version_2_run_reads_its_delta_nll_as_score(report_inputs, tmp_path):
 def test_report_refuses_what_it_cannot_read(report_inputs, tmp_path, capsys):
     root, _ = report_inputs
     assert main(["report", str(root / "eval"), "--out", str(tmp_path / "r")]) == 2
-    assert "not a finished langheads run (no heads.json)" in capsys.readouterr().err
+    assert "not a finished langheads run (no run.json)" in capsys.readouterr().err
     assert main(["report", str(root / "exact"), "--prune", str(root / "exact"), "--out", str(tmp_path / "r")]) == 2
     assert "not a model folder written by `langheads prune`" in capsys.readouterr().err
     assert main(["report", str(root / "exact"), "--eval", str(root / "exact"), "--out", str(tmp_path / "r")]) == 2
@@ -110,7 +111,7 @@ def test_report_in_a_real_browser(report_inputs, tmp_path):
             assert width > 0 and height > 0, name
             assert colours > 1, f"{name} is blank"
             assert driver.find_element(By.CSS_SELECTOR, f"#fig-{name} figcaption").text.strip()
-        info = json.loads((root / "exact" / "heads.json").read_text())
+        info = json.loads((root / "exact" / "run.json").read_text())
         counts = driver.find_element(By.ID, "table-counts").text
         for kind, n in info["counts"].items():
             assert f"{kind} {n}" in counts

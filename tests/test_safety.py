@@ -116,7 +116,7 @@ def test_small_samples_are_said_to_be_small(tiny_dirs, sample_data, tmp_path, ca
     assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
                  "--out", str(out), "--bootstrap", "20", "--quiet", "--texts", "3"]) == 0
     assert "note: intervals on fewer than 8 texts (en 3, fr 3)" in capsys.readouterr().out
-    assert "fewer than 8 texts" in json.loads((out / "heads.json").read_text())["sample_note"]
+    assert "fewer than 8 texts" in json.loads((out / "run.json").read_text())["sample_note"]
 
 
 def test_one_writer_at_a_time(tiny_dirs, sample_data, tmp_path, capsys):
@@ -136,7 +136,7 @@ def test_one_writer_at_a_time(tiny_dirs, sample_data, tmp_path, capsys):
 
 
 def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path, capsys):
-    """A truncated scores.csv, a lost column or an unversioned heads.json: one line naming the
+    """A truncated scores.csv, a lost column or an unversioned run.json: one line naming the
     file, never a partial read."""
     import json
 
@@ -149,7 +149,7 @@ def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path
     cases = [
         ("scores.csv", scores[: len(scores) // 2], "cut short"),
         ("scores.csv", scores.replace("ci_low", "lo", 1), "no column ci_low"),
-        ("heads.json", json.dumps({k: v for k, v in json.loads((run / "heads.json").read_text()).items()
+        ("run.json", json.dumps({k: v for k, v in json.loads((run / "run.json").read_text()).items()
                                    if k != "format_version"}), "written before format_version 1"),
     ]
     for name, text, message in cases:

@@ -19,7 +19,7 @@ from langheads.scanning.store import UnitStore, store_dir
 
 from .conftest import run_process
 
-RUN_FILES = ["scores.csv", "per_text.parquet", "heads.json", "heatmap.png"]
+RUN_FILES = ["scores.csv", "per_text.parquet", "run.json", "heatmap.png"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # what torchrun gives each process: same threads, same bytes
 
 
@@ -152,7 +152,7 @@ def test_quantised_scan_runs_and_edits_refuse_quantised_weights(sample_data, tmp
     assert not np.allclose(a["score"], b["score"])  # and really quantised
     import json
 
-    assert json.loads((four / "heads.json").read_text())["settings"]["load_in"] == "4bit"
+    assert json.loads((four / "run.json").read_text())["settings"]["load_in"] == "4bit"
     # a saved 4-bit checkpoint: trimming and export need plain weights, and say so
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig

@@ -168,4 +168,4 @@ def test_switch_scan_end_to_end(tiny_dirs, sample_data, tmp_path):
     scores = pd.read_csv(out / "scores.csv")
     assert ((scores["score"] >= -1) & (scores["score"] <= 1)).all()
     assert (scores["rel_increase"] == scores["score"]).all()  # shares are not divided by the base
-    assert json.loads((out / "heads.json").read_text())["method"]["name"] == "switch"
+    assert json.loads((out / "run.json").read_text())["method"]["name"] == "switch"

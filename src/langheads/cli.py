@@ -106,7 +106,7 @@ def cmd_scan(args) -> None:
 
     store = Path(args.store).resolve() if args.store else store_dir(Path(args.out))
     print(runs.summary(result))
-    print(f"wrote {args.out}/ (scores.csv, per_text.parquet, heads.json, heatmap.png) in "
+    print(f"wrote {args.out}/ (scores.csv, per_text.parquet, run.json, heatmap.png) in "
           f"{time.perf_counter() - start:.0f} s; finished units stay in {store} for rescans with other "
           "thresholds, rules or languages")
 

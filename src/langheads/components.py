@@ -49,7 +49,7 @@ class Component:
                                      self.group)
 
     def record(self) -> dict:
-        """What heads.json says of the units (a run's rows are layers x units x languages)."""
+        """What the run record says of the units (a run's rows are layers x units x languages)."""
         return {"name": self.name, "units_per_layer": self.layout.n_heads, "unit_width": self.layout.head_dim,
                 **({"neurons_per_group": self.group} if self.name == "neuron" else {}),
                 **({"experts": self.experts} if self.experts else {}),

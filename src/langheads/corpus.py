@@ -170,7 +170,7 @@ def load_folder(path: Path) -> Corpus:
 
 
 def scan_corpus(data: str | Path | None, data_lang: str | None, signal: str = "text") -> Corpus:
-    """The texts a scan reads, from its settings (as heads.json records them): the one place
+    """The texts a scan reads, from its settings (as the run record holds them): the one place
     that knows the defaults, the bundled UDHR, or its cloze set for an answer scan. Pruning
     and evaluation of a run read its texts through here too."""
     return load_corpus("cloze" if signal == "answer" and data is None else data, data_lang)

@@ -51,7 +51,7 @@ def kind_of(folder: Path) -> str | None:
         return "model"
     if (folder / "langheads_source.json").is_file():  # a cache entry from before markers
         return "cache"
-    try:  # a run folder from before markers: its heads.json names langheads as the writer
+    try:  # a run folder from before markers (and before run.json): its heads.json names langheads as the writer
         return "run" if "langheads" in json.loads((folder / "heads.json").read_text(encoding="utf-8"))["versions"] else None
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -11,8 +11,9 @@ A run folder holds:
   per_text.parquet  one row per (language, text_id, layer, head): the method's per-text
                   value; rows with layer = head = -1 hold the unmodified model's mean token NLL
                   of the text; n_tokens counts the text's tokens (BOS included)
-  heads.json      each head's kind and languages, the rule, every setting, model and corpus
-                  hashes, per-language sample size and interval widths, package versions
+  run.json        the run's record: each unit's kind and languages, the rule, every setting,
+                  model and corpus hashes, per-language sample size and interval widths, package
+                  versions (runs before format 4 called it heads.json; they still read)
   heatmap.png     relative NLL increase per layer x head, one panel per language
 Every folder is written through folders.new_folder (whole or not at all); every reader here
 checks what it reads and names a damaged file in one line. `report`, `compare`, `prune` and
@@ -69,7 +70,7 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
             "versions": versions(),
             "heads": result.heads,
         }
-        (staging / "heads.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / RUN_RECORD).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         heatmap(result.scores, s.languages, staging / "heatmap.png", printable(plan.loaded.model_id))
     return out
 
@@ -146,8 +147,9 @@ def summary(result, per_language: int = 3) -> str:
     return "\n".join(lines)
 
 
-RUN_FORMAT_VERSION = 3  # 2: scores.csv has p_value, heads.json has sample; 3: delta_nll is called score
-READS = (1, 2, 3)
+RUN_FORMAT_VERSION = 4  # 2: scores.csv has p_value, heads.json has sample; 3: delta_nll is called score;
+READS = (1, 2, 3, 4)    # 4: the record is run.json (was heads.json), scores.csv names each unit
+RUN_RECORD, OLD_RUN_RECORD = "run.json", "heads.json"
 SCORE_COLUMNS = ["layer", "head", "language", "score", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
                  "rel_ci_high", "base_nll", "n_texts"]
 
@@ -156,7 +158,7 @@ SCORE_COLUMNS = ["layer", "head", "language", "score", "ci_low", "ci_high", "rel
 class Run:
     """A finished scan, read and checked whole."""
     folder: Path
-    info: dict             # heads.json
+    info: dict             # run.json (heads.json before format 4)
     scores: pd.DataFrame   # scores.csv, with each head's kind and kind_languages
 
     @property
@@ -197,7 +199,7 @@ class Run:
 
 
 def read_run(run_dir: str | Path) -> Run:
-    """A finished run: heads.json and scores.csv, checked whole (every column, one row per
+    """A finished run: its record (run.json) and scores.csv, checked whole (every column, one row per
     (layer, head, language), no missing value)."""
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
@@ -221,14 +223,14 @@ def read_run(run_dir: str | Path) -> Run:
         raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
                              f"{model['layers']} layers x {units} units x {len(languages)} languages)")
     _check_scores(scores, path, model["layers"], units, languages)
-    _check_kinds(info["heads"], run_dir / "heads.json", model["layers"], units)
+    _check_kinds(info["heads"], run_record(run_dir), model["layers"], units)
     kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
                            "kind_languages": ",".join(h["languages"])} for h in info["heads"]])
     return Run(run_dir, info, scores.merge(kinds, on=["layer", "head"], how="left"))
 
 
 def _check_kinds(heads: list, path: Path, layers: int, units: int) -> None:
-    """heads.json's kinds: one per unit of the recorded shape (a report used to end in an
+    """The record's kinds: one per unit of the recorded shape (a report used to end in an
     IndexError on a layer 99)."""
     try:
         seen = {(h["layer"], h["head"]) for h in heads}
@@ -269,14 +271,20 @@ def units_per_layer(info: dict) -> int:
     return int(info.get("component", {}).get("units_per_layer", info["model"]["heads"]))
 
 
+def run_record(run_dir: str | Path) -> Path:
+    """A run's record: run.json, or heads.json in runs written before format 4."""
+    new, old = Path(run_dir) / RUN_RECORD, Path(run_dir) / OLD_RUN_RECORD
+    return old if not new.exists() and old.exists() else new
+
+
 def load_run_info(run_dir: str | Path) -> dict:
-    """heads.json of a finished run; a missing or damaged one is named in one line."""
-    info = read_versioned_json(Path(run_dir) / "heads.json", "a finished langheads run", READS,
-                      ("settings", "model", "heads", "corpus", "method"))
+    """The record of a finished run (run.json); a missing or damaged one is named in one line."""
+    path = run_record(run_dir)
+    info = read_versioned_json(path, "a finished langheads run", READS, ("settings", "model", "heads", "corpus", "method"))
     try:
         info["settings"]["languages"], info["model"]["layers"], info["model"]["heads"]  # noqa: B018
     except (KeyError, TypeError):
-        raise LangheadsError(f"{Path(run_dir) / 'heads.json'}: damaged (no languages or model shape)") from None
+        raise LangheadsError(f"{path}: damaged (no languages or model shape)") from None
     return info
 
 

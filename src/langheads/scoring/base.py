@@ -62,7 +62,7 @@ class LanguageScores:
 
 class ScoringMethod(ABC):
     name: str
-    value_meaning: str     # what one per-text value is, written into heads.json
+    value_meaning: str     # what one per-text value is, written into the run record
     layers_per_unit: int | None = None  # None: every layer in one unit (one backward gives them all)
     needs_backward: bool = True         # keeps every layer's activations (for memory estimates)
     relative: bool = True               # rel_increase = score / base (False: values are already shares)
