@@ -23,6 +23,7 @@ demo: setup
 		--out runs/demo --overwrite
 
 test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q --durations=15
 
 test-fast: $(VENV)/.installed-test

@@ -12,6 +12,7 @@ as the full scan's x N / budget (a scan's work is linear in its texts), and prin
 the pairs left undecided (interval across the threshold), beside the adaptive scan's: at the
 adaptive scan's wall time, how many pairs a full scan of the texts that time buys leaves open.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-
 from adaptive_replay import arrays
 from adaptive_vs_full import kinds_of, run, undecided
+
 from langheads.scanning.assemble import bootstrap_scores
 from langheads.scoring import METHODS
 
@@ -55,20 +56,28 @@ def main() -> None:
     per_text = pd.read_parquet(work / "full" / "per_text.parquet")
     data = {lang: arrays(per_text, lang) for lang in languages}
     n_pairs = len(full.scores)
-    print(f"\n{full.plan.loaded.model_id}; {len(languages)} languages, {n_pairs} head-language pairs, texts cut to "
-          f"{args.tokens} tokens; work in {work}")
+    print(
+        f"\n{full.plan.loaded.model_id}; {len(languages)} languages, {n_pairs} head-language pairs, texts cut to "
+        f"{args.tokens} tokens; work in {work}"
+    )
     print(f"\n{'scan':34} {'seconds':>8} {'undecided':>10}")
     for n in range(2, args.budget + 1):
         left = open_on_first(data, n, settings.threshold, settings.seed, settings.bootstrap)
-        print(f"{f'full exact, first {n} texts':34} {t_full * n / args.budget:8.0f} {left:10}"
-              + ("  (measured)" if n == args.budget else "  (time: x n / budget)"))
+        print(
+            f"{f'full exact, first {n} texts':34} {t_full * n / args.budget:8.0f} {left:10}"
+            + ("  (measured)" if n == args.budget else "  (time: x n / budget)")
+        )
     triples = adaptive.rule["adaptive"]["pair_texts_scored"]
-    print(f"{f'adaptive, up to {args.budget} texts':34} {t_adaptive:8.0f} {undecided(adaptive):10}  (measured; "
-          f"{triples:,} of {n_pairs * args.budget:,} head-language-text triples)")
+    print(
+        f"{f'adaptive, up to {args.budget} texts':34} {t_adaptive:8.0f} {undecided(adaptive):10}  (measured; "
+        f"{triples:,} of {n_pairs * args.budget:,} head-language-text triples)"
+    )
     same = args.budget * t_adaptive / t_full
     differ = sum(kinds_of(full)[k][0] != kinds_of(adaptive)[k][0] for k in kinds_of(full))
-    print(f"\nat the adaptive scan's time a full scan affords {same:.1f} texts per language; "
-          f"{differ} of {len(kinds_of(full))} heads' kinds differ from the full {args.budget}-text scan's")
+    print(
+        f"\nat the adaptive scan's time a full scan affords {same:.1f} texts per language; "
+        f"{differ} of {len(kinds_of(full))} heads' kinds differ from the full {args.budget}-text scan's"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ exceed their bound. This script prints both sides:
     python benchmarks/adaptive_pooled.py RUN [--languages en,hi,...]   # replay on a full exact scan
     python benchmarks/adaptive_pooled.py --simulate                    # the null, shared factor or not
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from adaptive_replay import arrays, kinds, replay
 from scipy import optimize, special, stats
 
-from adaptive_replay import arrays, kinds, replay
 from langheads.runs import read_run
 from langheads.scanning.assemble import bootstrap_scores
 from langheads.scanning.sequential import BELOW, FUTILE, MATTERS, OPEN, Z_FINAL, StoppingRule
@@ -55,14 +56,18 @@ def prior_variance(s2: np.ndarray, d: int, size: np.ndarray | None) -> tuple[np.
 @dataclass(frozen=True)
 class PooledRule(StoppingRule):
     """The scan's rule with a moderated variance: pair (the scan's own) | pooled | trend."""
+
     variance: str = "pooled"
 
     def decide(self, d: np.ndarray, b: np.ndarray) -> np.ndarray:
         n = d.shape[1]
-        x = d - self.threshold * b                                     # [pairs, n]
+        x = d - self.threshold * b  # [pairs, n]
         mean, s2 = x.mean(axis=1), x.var(axis=1, ddof=1)
-        prior = None if self.variance == "pair" else \
-            prior_variance(s2, n - 1, np.abs(d).mean(axis=1) + 1e-6 if self.variance == "trend" else None)
+        prior = (
+            None
+            if self.variance == "pair"
+            else prior_variance(s2, n - 1, np.abs(d).mean(axis=1) + 1e-6 if self.variance == "trend" else None)
+        )
         if prior is None:
             var, df = s2, n - 1
         else:
@@ -96,33 +101,48 @@ def replay_run(run_dir: str, languages: list[str] | None) -> None:
     languages = languages or run.languages
     data = {lang: arrays(per_text, lang) for lang in languages}
     t, method = run.info["settings"]["threshold"], METHODS["exact"]()
-    full = {lang: (bootstrap_scores(method, lang, b, v, run.info["settings"]["seed"], run.info["settings"]["bootstrap"])
-                   .rel_ci_low > t).to_numpy() for lang, (b, v) in data.items()}
+    full = {
+        lang: (
+            bootstrap_scores(
+                method, lang, b, v, run.info["settings"]["seed"], run.info["settings"]["bootstrap"]
+            ).rel_ci_low
+            > t
+        ).to_numpy()
+        for lang, (b, v) in data.items()
+    }
     reference = kinds(full, languages)
     n_texts = next(iter(data.values()))[0].shape[0]
     shares = [shared_share(v / b) for b, v in data.values()]
-    print(f"{run_dir}: {len(languages)} languages x {n_texts} texts; one shared text factor explains "
-          f"{np.median(shares):.0%} of the per-text deviations (median; {min(shares):.0%} to {max(shares):.0%})")
-    print(f"{'variance':>8} {'early_alpha':>11} {'futility':>8} {'triples':>7} {'kinds differ':>12} "
-          f"{'matters, full not':>17} {'stopped, full matters':>21}")
+    print(
+        f"{run_dir}: {len(languages)} languages x {n_texts} texts; one shared text factor explains "
+        f"{np.median(shares):.0%} of the per-text deviations (median; {min(shares):.0%} to {max(shares):.0%})"
+    )
+    print(
+        f"{'variance':>8} {'early_alpha':>11} {'futility':>8} {'triples':>7} {'kinds differ':>12} "
+        f"{'matters, full not':>17} {'stopped, full matters':>21}"
+    )
     for variance in ("pair", "pooled", "trend"):
         for alpha, futility in ((0.005, 0.05), (0.01, 0.05)):
             got = replay(PooledRule(t, n_texts, 2, 1, alpha, futility, variance=variance), data)
             state = {lang: s for lang, (s, _) in got.items()}
-            matters = {lang: np.where(s == MATTERS, True, np.where(s == OPEN, full[lang], False)) for lang, s in state.items()}
+            matters = {
+                lang: np.where(s == MATTERS, True, np.where(s == OPEN, full[lang], False)) for lang, s in state.items()
+            }
             differ = sum(a != b for a, b in zip(kinds(matters, languages), reference))
             used = sum(int(u.sum()) for _, u in got.values())
             early = sum(int(((s == MATTERS) & ~full[lang]).sum()) for lang, s in state.items())
             missed = sum(int(((s < 0) & full[lang]).sum()) for lang, s in state.items())
-            print(f"{variance:>8} {alpha:11} {futility:8} {used / (len(reference) * len(languages) * n_texts):7.3f} "
-                  f"{differ:12} {early:17} {missed:21}")
+            print(
+                f"{variance:>8} {alpha:11} {futility:8} {used / (len(reference) * len(languages) * n_texts):7.3f} "
+                f"{differ:12} {early:17} {missed:21}"
+            )
 
 
 def null_language(rng, share: float, pairs: int = 72, n: int = 8, threshold: float = 0.01):
     """One language's pairs, every one at the threshold (true mean relative increase = 1%), with
     a share `share` of each pair's text-to-text spread coming from a factor all pairs share."""
     b = np.broadcast_to(rng.normal(3.0, 0.5, n), (pairs, n))
-    scale = 0.03 * np.exp(rng.normal(0, 0.5, pairs))[:, None]            # each pair's spread
+    scale = 0.03 * np.exp(rng.normal(0, 0.5, pairs))[:, None]  # each pair's spread
     shared = rng.normal(0, 1, n)[None] * np.sqrt(share)
     own = rng.normal(0, 1, (pairs, n)) * np.sqrt(1 - share)
     return threshold * b + scale * (shared + own), b
@@ -130,8 +150,10 @@ def null_language(rng, share: float, pairs: int = 72, n: int = 8, threshold: flo
 
 def simulate(languages: int = 1000, alpha: float = 0.005) -> None:
     rng = np.random.default_rng(11)
-    print(f"null at the threshold, {languages} languages x 72 pairs x 8 texts, early_alpha {alpha}: "
-          "share of pairs called 'matters' early (+- its standard error over languages)")
+    print(
+        f"null at the threshold, {languages} languages x 72 pairs x 8 texts, early_alpha {alpha}: "
+        "share of pairs called 'matters' early (+- its standard error over languages)"
+    )
     for share in (0.0, 0.5, 0.8):
         sims = [null_language(rng, share) for _ in range(languages)]
         row = []

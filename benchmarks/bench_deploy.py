@@ -16,6 +16,7 @@ that a language identifier puts in the prompt's language.
     python benchmarks/bench_deploy.py --keep en,hi --max-vocab 96000
     python benchmarks/bench_deploy.py --quant q4_k_m --max-vocab 80000 --prompt-tokens 512 --decode-tokens 128
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_transformers(spec: str, languages: list[str], prompt_tokens: int, decode_tokens: int, repeats: int,
-                         timing_only: bool = False) -> dict:
+def measure_transformers(
+    spec: str, languages: list[str], prompt_tokens: int, decode_tokens: int, repeats: int, timing_only: bool = False
+) -> dict:
     from langheads import load_model
     from langheads.corpus import load_corpus
     from langheads.evaluation.evaluate import greedy_continuations, identify, text_losses
@@ -78,14 +80,23 @@ def measure_transformers(spec: str, languages: list[str], prompt_tokens: int, de
 
         def generate(n):
             start = time.perf_counter()
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                           do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+            model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+            )
             return time.perf_counter() - start
 
         # decode rate = extra tokens / extra time over a 1-token generation (which pays the prefill)
         decode = [generate(decode_tokens + 1) - generate(1) for _ in range(repeats)]
-    timing = {"prefill_tok_s": ids.shape[1] / min(prefill), "decode_tok_s": decode_tokens / min(decode),
-              "peak_rss_mib": peak_rss_mib()}
+    timing = {
+        "prefill_tok_s": ids.shape[1] / min(prefill),
+        "decode_tok_s": decode_tokens / min(decode),
+        "peak_rss_mib": peak_rss_mib(),
+    }
     if timing_only:
         return timing
     corpus = load_corpus()
@@ -95,8 +106,13 @@ def measure_transformers(spec: str, languages: list[str], prompt_tokens: int, de
         per_byte[lang] = float(text_losses(loaded, texts).per_byte.mean())
         prompts = [loaded.tokenizer(t)["input_ids"][:16] for t in texts[:3]]
         same_language[lang] = float(np.mean([identify(c) == lang for c in greedy_continuations(loaded, prompts, 16)]))
-    return {**timing, "params": sum(p.numel() for p in model.parameters()), "file_bytes": folder_bytes(spec),
-            "nll_per_byte": per_byte, "same_language": same_language}
+    return {
+        **timing,
+        "params": sum(p.numel() for p in model.parameters()),
+        "file_bytes": folder_bytes(spec),
+        "nll_per_byte": per_byte,
+        "same_language": same_language,
+    }
 
 
 def measure_llama_cpp(gguf: str, spec: str, prompt_tokens: int, decode_tokens: int, repeats: int) -> dict:
@@ -109,8 +125,11 @@ def measure_llama_cpp(gguf: str, spec: str, prompt_tokens: int, decode_tokens: i
     del loaded
     n = prompt_tokens + decode_tokens + 8  # last-position logits only, as a deployment runs
     llm = Llama(model_path=gguf, n_ctx=n, n_batch=n, verbose=False, n_threads=2)
-    return {"gguf_bytes": Path(gguf).stat().st_size, **llama_cpp_rates(llm, ids, decode_tokens, repeats),
-            "peak_rss_mib": peak_rss_mib()}
+    return {
+        "gguf_bytes": Path(gguf).stat().st_size,
+        **llama_cpp_rates(llm, ids, decode_tokens, repeats),
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def llama_cpp_rates(llm, ids: list[int], decode_tokens: int, repeats: int) -> dict:
@@ -141,8 +160,15 @@ def llama_cpp_nll_per_byte(llm, texts: list[str]) -> float:
     return float(np.mean(out))
 
 
-def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tokens: int, repeats: int,
-                 timing_only: bool, keep: list[str] = ("en", "hi")) -> dict:
+def measure_gguf(
+    gguf: str,
+    languages: list[str],
+    prompt_tokens: int,
+    decode_tokens: int,
+    repeats: int,
+    timing_only: bool,
+    keep: list[str] = ("en", "hi"),
+) -> dict:
     """A GGUF file in llama.cpp alone (its own tokenizer): prompt processing of `prompt_tokens`
     (the kept languages' report texts) and generation of `decode_tokens` at 2 threads (wall
     time, best of `repeats`), peak RSS, and NLL per byte of each language's report texts."""
@@ -155,18 +181,23 @@ def measure_gguf(gguf: str, languages: list[str], prompt_tokens: int, decode_tok
     n = prompt_tokens + decode_tokens + 8  # last-position logits only, as a deployment runs
     llm = Llama(model_path=gguf, n_ctx=n, n_batch=n, verbose=False, n_threads=2)
     ids = llm.tokenize(text.encode("utf-8"), add_bos=True)[:prompt_tokens]
-    row = {"gguf_bytes": Path(gguf).stat().st_size, **llama_cpp_rates(llm, ids, decode_tokens, repeats),
-           "peak_rss_mib": peak_rss_mib()}
+    row = {
+        "gguf_bytes": Path(gguf).stat().st_size,
+        **llama_cpp_rates(llm, ids, decode_tokens, repeats),
+        "peak_rss_mib": peak_rss_mib(),
+    }
     if not timing_only:  # every position's logits, room for the longest text (dropped scripts go byte by byte)
         del llm
         llm = Llama(model_path=gguf, n_ctx=4096, n_batch=512, verbose=False, n_threads=2, logits_all=True)
-        row["nll_per_byte"] = {lang: llama_cpp_nll_per_byte(llm, [t.text for t in corpus.texts(lang, "report")])
-                               for lang in languages}
+        row["nll_per_byte"] = {
+            lang: llama_cpp_nll_per_byte(llm, [t.text for t in corpus.texts(lang, "report")]) for lang in languages
+        }
     return row
 
 
-def prepare_quant(work: Path, keep: list[str], max_vocab: int | None, kind: str, model: str = "default",
-                  variants: list[str] = ()) -> dict[str, str]:
+def prepare_quant(
+    work: Path, keep: list[str], max_vocab: int | None, kind: str, model: str = "default", variants: list[str] = ()
+) -> dict[str, str]:
     """label -> GGUF file: the built-in model's own Q4_K_M, and our exports at `kind` of the
     original, of `trim --max-vocab` (unless None) and of each LABEL=FOLDER variant, made by
     llama.cpp's quantizer (each written once)."""
@@ -196,8 +227,18 @@ def quant_table(args, keep: list[str], languages: list[str]) -> list[str]:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     files = prepare_quant(work, keep, args.max_vocab or None, args.quant, args.model, args.variant or [])
-    common = ["--languages", ",".join(languages), "--keep", ",".join(keep), "--prompt-tokens", str(args.prompt_tokens),
-              "--decode-tokens", str(args.decode_tokens), "--repeats", str(args.repeats)]
+    common = [
+        "--languages",
+        ",".join(languages),
+        "--keep",
+        ",".join(keep),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--decode-tokens",
+        str(args.decode_tokens),
+        "--repeats",
+        str(args.repeats),
+    ]
     rows: dict = {}
     for round_ in range(args.rounds):
         for label, gguf in files.items():
@@ -210,36 +251,61 @@ def quant_table(args, keep: list[str], languages: list[str]) -> list[str]:
     against = "package Q4_K_M" if args.against == "package" else f"original {args.quant}"
     base = rows[against]
     dropped = [lang for lang in languages if lang not in keep]
-    head = ["GGUF", "file", "peak RSS", f"prompt {args.prompt_tokens} tok/s", f"generation {args.decode_tokens} tok/s",
-            "kept NLL/byte (llama.cpp)", "dropped NLL/byte (mean)"]
-    lines = [f"llama.cpp (llama-cpp-python, 2 threads), each file in its own process, best of {args.repeats} timings x "
-             f"{args.rounds} interleaved rounds; (x) = against {against}; NLL per byte of the report "
-             f"texts in llama.cpp itself, change against {against}", "", " | ".join(head),
-             " | ".join("---" for _ in head)]
+    head = [
+        "GGUF",
+        "file",
+        "peak RSS",
+        f"prompt {args.prompt_tokens} tok/s",
+        f"generation {args.decode_tokens} tok/s",
+        "kept NLL/byte (llama.cpp)",
+        "dropped NLL/byte (mean)",
+    ]
+    lines = [
+        f"llama.cpp (llama-cpp-python, 2 threads), each file in its own process, best of {args.repeats} timings x "
+        f"{args.rounds} interleaved rounds; (x) = against {against}; NLL per byte of the report "
+        f"texts in llama.cpp itself, change against {against}",
+        "",
+        " | ".join(head),
+        " | ".join("---" for _ in head),
+    ]
     for label, r in rows.items():
-        kept = ", ".join(f"{lang} {r['nll_per_byte'][lang]:.4f} ({r['nll_per_byte'][lang] / base['nll_per_byte'][lang] - 1:+.2%})"
-                         for lang in keep)
+        kept = ", ".join(
+            f"{lang} {r['nll_per_byte'][lang]:.4f} ({r['nll_per_byte'][lang] / base['nll_per_byte'][lang] - 1:+.2%})"
+            for lang in keep
+        )
         drop = np.mean([r["nll_per_byte"][lang] / base["nll_per_byte"][lang] - 1 for lang in dropped]) if dropped else 0
-        lines.append(" | ".join([label, f"{r['gguf_bytes'] / 2**20:.0f} MiB ({r['gguf_bytes'] / base['gguf_bytes']:.3f}x)",
-                                 f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.3f}x)",
-                                 f"{r['prefill_tok_s']:,.0f} ({r['prefill_tok_s'] / base['prefill_tok_s']:.2f}x)",
-                                 f"{r['decode_tok_s']:,.1f} ({r['decode_tok_s'] / base['decode_tok_s']:.2f}x)",
-                                 kept, f"{drop:+.1%}"]))
+        lines.append(
+            " | ".join(
+                [
+                    label,
+                    f"{r['gguf_bytes'] / 2**20:.0f} MiB ({r['gguf_bytes'] / base['gguf_bytes']:.3f}x)",
+                    f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.3f}x)",
+                    f"{r['prefill_tok_s']:,.0f} ({r['prefill_tok_s'] / base['prefill_tok_s']:.2f}x)",
+                    f"{r['decode_tok_s']:,.1f} ({r['decode_tok_s'] / base['decode_tok_s']:.2f}x)",
+                    kept,
+                    f"{drop:+.1%}",
+                ]
+            )
+        )
     return lines
 
 
 def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab: int) -> dict[str, str]:
     """Write the variant folders and their q8_0 GGUF files (each once); returns label -> folder."""
     from langheads import load_model
-    from langheads.edit import pruning
-    from langheads.errors import LangheadsError
-    from langheads.builtin import BUILTINS
-    from langheads.deploy.export import export_gguf
-    from langheads.edit.vocab import TrimSettings, choose_vocab, decision_texts, trim
     from langheads.corpus import load_corpus
+    from langheads.deploy.export import export_gguf
+    from langheads.edit import pruning
+    from langheads.edit.vocab import TrimSettings, choose_vocab, decision_texts, trim
+    from langheads.errors import LangheadsError
 
-    folders = {"original": "default", "heads": str(work / "heads"), "vocab exact": str(work / "vocab-exact"),
-               f"vocab {max_vocab // 1000}k": str(work / f"vocab-{max_vocab}"), "heads+vocab": str(work / "heads-vocab")}
+    folders = {
+        "original": "default",
+        "heads": str(work / "heads"),
+        "vocab exact": str(work / "vocab-exact"),
+        f"vocab {max_vocab // 1000}k": str(work / f"vocab-{max_vocab}"),
+        "heads+vocab": str(work / "heads-vocab"),
+    }
     record = {"note": "bench_deploy.py", "kept": keep, "removed_heads": [list(h) for h in heads]}
     if not Path(folders["heads"]).exists():
         pruning.save(load_model("default"), Path(folders["heads"]), record, heads=heads)
@@ -251,7 +317,7 @@ def prepare(work: Path, keep: list[str], heads: list[tuple[int, int]], max_vocab
         loaded = load_model("default")
         choice = choose_vocab(loaded.tokenizer, keep, decision_texts(load_corpus(), keep))
         pruning.save(loaded, Path(folders["heads+vocab"]), record, heads=heads, vocab_choice=choice)
-    for label, folder in folders.items():
+    for folder in folders.values():
         gguf = work / f"{Path(folder).name}.q8_0.gguf"
         if not gguf.exists() and not (work / f"{gguf.name}.refused").exists():
             try:
@@ -278,17 +344,31 @@ def main():
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3, help="timings per process (the best is kept)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of one process per variant, interleaved (the best is kept)")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="rounds of one process per variant, interleaved (the best is kept)"
+    )
     p.add_argument("--timing-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help="also write the table to this file")
     p.add_argument("--measure", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
-    p.add_argument("--quant", metavar="TYPE", help="instead: the llama.cpp table at TYPE (e.g. q4_k_m) against the "
-                   "package's own Q4_K_M file (use --prompt-tokens 512 --decode-tokens 128 --max-vocab 80000)")
+    p.add_argument(
+        "--quant",
+        metavar="TYPE",
+        help="instead: the llama.cpp table at TYPE (e.g. q4_k_m) against the "
+        "package's own Q4_K_M file (use --prompt-tokens 512 --decode-tokens 128 --max-vocab 80000)",
+    )
     p.add_argument("--model", default="default", help="with --quant: the built-in model (default, qwen2.5-coder-0.5b)")
-    p.add_argument("--variant", action="append", metavar="LABEL=FOLDER", help="with --quant: a pruned folder to "
-                   "export and measure too (again for more)")
-    p.add_argument("--against", choices=["package", "original"], default="package", help="with --quant: ratios "
-                   "against the package's own Q4_K_M or our export of the untouched model")
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="LABEL=FOLDER",
+        help="with --quant: a pruned folder to export and measure too (again for more)",
+    )
+    p.add_argument(
+        "--against",
+        choices=["package", "original"],
+        default="package",
+        help="with --quant: ratios against the package's own Q4_K_M or our export of the untouched model",
+    )
     args = p.parse_args()
     languages, keep = args.languages.split(","), args.keep.split(",")
     if args.quant and not args.measure:
@@ -300,11 +380,13 @@ def main():
     if args.measure:
         kind, spec = args.measure
         if kind == "gguf":
-            r = measure_gguf(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats, args.timing_only,
-                             keep)
+            r = measure_gguf(
+                spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats, args.timing_only, keep
+            )
         elif kind == "transformers":
-            r = measure_transformers(spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats,
-                                     args.timing_only)
+            r = measure_transformers(
+                spec, languages, args.prompt_tokens, args.decode_tokens, args.repeats, args.timing_only
+            )
         else:
             r = measure_llama_cpp(kind, spec, args.prompt_tokens, args.decode_tokens, args.repeats)
         print(json.dumps(r))
@@ -313,8 +395,16 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     heads = [tuple(int(x) for x in h.split(".")) for h in args.heads.split(",")]
     folders = prepare(work, keep, heads, args.max_vocab)
-    common = ["--languages", args.languages, "--prompt-tokens", str(args.prompt_tokens),
-              "--decode-tokens", str(args.decode_tokens), "--repeats", str(args.repeats)]
+    common = [
+        "--languages",
+        args.languages,
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--decode-tokens",
+        str(args.decode_tokens),
+        "--repeats",
+        str(args.repeats),
+    ]
     # This machine is shared and noisy: variants are timed in interleaved rounds, each in a fresh
     # process, and each keeps its best rate; NLL and generations are measured in the first round.
     rows = {}
@@ -322,8 +412,11 @@ def main():
         for label, folder in folders.items():
             r = run(["--measure", "transformers", folder, *common] + (["--timing-only"] if round_ else []))
             gguf = work / f"{Path(folder).name}.q8_0.gguf"
-            lc = (run(["--measure", str(gguf), folder, *common]) if gguf.exists()
-                  else {"refused": (work / f"{gguf.name}.refused").read_text()})
+            lc = (
+                run(["--measure", str(gguf), folder, *common])
+                if gguf.exists()
+                else {"refused": (work / f"{gguf.name}.refused").read_text()}
+            )
             if round_ == 0:
                 rows[label] = {**r, "llama_cpp": lc}
             else:
@@ -344,36 +437,73 @@ def keep_best(row: dict, new: dict) -> None:
         row["peak_rss_mib"] = min(row["peak_rss_mib"], new["peak_rss_mib"])
 
 
+def ratio(a: float, b: float) -> str:
+    """A value and its ratio to the original's."""
+    return f"{a:,.4g} ({a / b:.3f}x)"
+
+
 def report(rows: dict, keep: list[str], languages: list[str], args) -> list[str]:
     base = rows["original"]
     dropped = [lang for lang in languages if lang not in keep]
-    lines = [f"CPU, float32 weights, {args.prompt_tokens}-token prompt, {args.decode_tokens} decoded tokens, best of "
-             f"{args.repeats} timings x {args.rounds} interleaved rounds (one process per variant each round); "
-             f"(x) = variant / original; llama.cpp on the q8_0 GGUF, 2 threads; NLL per byte on "
-             f"the report texts: change against the original; same language: greedy continuations of 3 prompts "
-             f"per language in the prompt's language (py3langid)", ""]
-    head = ["variant", "params", "file", "peak RSS", "prefill tok/s", "decode tok/s", "llama.cpp GGUF",
-            "llama.cpp prefill", "llama.cpp decode", "kept NLL/byte", "dropped NLL/byte", "same language kept/dropped"]
+    lines = [
+        f"CPU, float32 weights, {args.prompt_tokens}-token prompt, {args.decode_tokens} decoded tokens, best of "
+        f"{args.repeats} timings x {args.rounds} interleaved rounds (one process per variant each round); "
+        f"(x) = variant / original; llama.cpp on the q8_0 GGUF, 2 threads; NLL per byte on "
+        f"the report texts: change against the original; same language: greedy continuations of 3 prompts "
+        f"per language in the prompt's language (py3langid)",
+        "",
+    ]
+    head = [
+        "variant",
+        "params",
+        "file",
+        "peak RSS",
+        "prefill tok/s",
+        "decode tok/s",
+        "llama.cpp GGUF",
+        "llama.cpp prefill",
+        "llama.cpp decode",
+        "kept NLL/byte",
+        "dropped NLL/byte",
+        "same language kept/dropped",
+    ]
     lines.append(" | ".join(head))
     lines.append(" | ".join("---" for _ in head))
     lb = base["llama_cpp"]
     for label, r in rows.items():
         lc = r["llama_cpp"]
-        ratio = lambda a, b: f"{a:,.4g} ({a / b:.3f}x)"
         kept = ", ".join(f"{l} {r['nll_per_byte'][l] / base['nll_per_byte'][l] - 1:+.2%}" for l in keep)
         drop = np.mean([r["nll_per_byte"][l] / base["nll_per_byte"][l] - 1 for l in dropped]) if dropped else 0
-        same = (f"{np.mean([r['same_language'][l] for l in keep]):.0%} / "
-                f"{np.mean([r['same_language'][l] for l in dropped]):.0%}" if dropped else "")
+        same = (
+            f"{np.mean([r['same_language'][l] for l in keep]):.0%} / "
+            f"{np.mean([r['same_language'][l] for l in dropped]):.0%}"
+            if dropped
+            else ""
+        )
         if "refused" in lc:
             llama = ["refused: " + lc["refused"].split(",")[0], "", ""]
         else:
-            llama = [f"{lc['gguf_bytes'] / 2**20:.0f} MiB ({lc['gguf_bytes'] / lb['gguf_bytes']:.3f}x)",
-                     ratio(lc["prefill_tok_s"], lb["prefill_tok_s"]), ratio(lc["decode_tok_s"], lb["decode_tok_s"])]
-        lines.append(" | ".join([label, ratio(r["params"] / 1e6, base["params"] / 1e6) + "M",
-                                 ratio(r["file_bytes"] / 2**20, base["file_bytes"] / 2**20) + " MiB",
-                                 ratio(r["peak_rss_mib"], base["peak_rss_mib"]) + " MiB",
-                                 ratio(r["prefill_tok_s"], base["prefill_tok_s"]),
-                                 ratio(r["decode_tok_s"], base["decode_tok_s"]), *llama, kept, f"mean {drop:+.1%}", same]))
+            llama = [
+                f"{lc['gguf_bytes'] / 2**20:.0f} MiB ({lc['gguf_bytes'] / lb['gguf_bytes']:.3f}x)",
+                ratio(lc["prefill_tok_s"], lb["prefill_tok_s"]),
+                ratio(lc["decode_tok_s"], lb["decode_tok_s"]),
+            ]
+        lines.append(
+            " | ".join(
+                [
+                    label,
+                    ratio(r["params"] / 1e6, base["params"] / 1e6) + "M",
+                    ratio(r["file_bytes"] / 2**20, base["file_bytes"] / 2**20) + " MiB",
+                    ratio(r["peak_rss_mib"], base["peak_rss_mib"]) + " MiB",
+                    ratio(r["prefill_tok_s"], base["prefill_tok_s"]),
+                    ratio(r["decode_tok_s"], base["decode_tok_s"]),
+                    *llama,
+                    kept,
+                    f"mean {drop:+.1%}",
+                    same,
+                ]
+            )
+        )
     return lines
 
 

@@ -20,6 +20,7 @@ to the full map (the table says so); (c) and (d) always run the full map. Scores
     python benchmarks/bench_scan.py --adaptive --texts 8 --budget 15  # full exact scan vs --adaptive
                                                                      # (benchmarks/adaptive_vs_full.py)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,9 +91,15 @@ def load(args):
     if args.synthetic:
         shape = dict(synthetic.SHAPES[args.synthetic])
         arch = shape.pop("arch")
-        for key, name in [("layers", "num_hidden_layers"), ("hidden", "hidden_size"), ("heads", "num_attention_heads"),
-                          ("kv_heads", "num_key_value_heads"), ("intermediate", "intermediate_size"), ("vocab", "vocab_size"),
-                          ("head_dim", "head_dim")]:
+        for key, name in [
+            ("layers", "num_hidden_layers"),
+            ("hidden", "hidden_size"),
+            ("heads", "num_attention_heads"),
+            ("kv_heads", "num_key_value_heads"),
+            ("intermediate", "intermediate_size"),
+            ("vocab", "vocab_size"),
+            ("head_dim", "head_dim"),
+        ]:
             if getattr(args, key) is not None:
                 shape[name] = getattr(args, key)
         dtype = getattr(torch, args.dtype)
@@ -109,8 +116,10 @@ def load(args):
 
     loaded = load_model("default", args.dtype, args.device)
     corpus = bundled_corpus()
-    languages = {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "scoring", args.texts)],
-                                    args.tokens) for lang in args.languages.split(",")}
+    languages = {
+        lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "scoring", args.texts)], args.tokens)
+        for lang in args.languages.split(",")
+    }
     return loaded.model, languages, loaded.tokenizer.pad_token_id or 0, loaded.model_id
 
 
@@ -128,8 +137,11 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--compile", action="store_true", help="also time (c) and (d) with nll.compile_for_speed")
-    p.add_argument("--adaptive", action="store_true", help="instead: a full exact scan against --adaptive, as "
-                   "whole scans (benchmarks/adaptive_vs_full.py)")
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="instead: a full exact scan against --adaptive, as whole scans (benchmarks/adaptive_vs_full.py)",
+    )
     p.add_argument("--budget", type=int, help="with --adaptive: also an adaptive scan of up to this many texts")
     p.add_argument("--model", default="default", help="with --adaptive: the model to scan")
     p.add_argument("--work", help="with --adaptive: where the scans' folders go (default: a new temporary folder)")
@@ -146,8 +158,10 @@ def main():
     n_tokens = sum(len(t) for ts in languages.values() for t in ts)
     sample = sorted(set(np.linspace(0, layout.n_layers - 1, args.sample_layers).round().astype(int).tolist()))
     scale = layout.n_layers / len(sample)
-    print(f"{name}\n{layout}\n{len(languages)} language(s), {n_tokens} tokens; device {device}, {args.dtype}; "
-          f"(a), (b) timed on layers {sample} and scaled x{scale:.2f}")
+    print(
+        f"{name}\n{layout}\n{len(languages)} language(s), {n_tokens} tokens; device {device}, {args.dtype}; "
+        f"(a), (b) timed on layers {sample} and scaled x{scale:.2f}"
+    )
 
     # Parameters that multiply each token: everything but the input embedding (a lookup),
     # counting a tied output layer once as a matmul.
@@ -160,6 +174,7 @@ def main():
     def plain():
         for ts in languages.values():
             nll.per_text_nll(model, ts, args.batch_tokens, args.chunk_tokens, pad_id)
+
     plain()  # warm-up
     t_plain, _ = timed(device, plain)
 
@@ -178,23 +193,40 @@ def main():
         t_d, _ = timed(device, lambda: method_map(attribution, model, layout, languages, args.batch_tokens, pad_id))
     compiled = []
     if args.compile:
-        t_compile, _ = timed(device, lambda: (nll.compile_for_speed(model), method_map(
-            ExactAblation(args.chunk_tokens, args.batch_tokens, layers=[0]), model, layout, languages, bt, pad_id)))
+        t_compile, _ = timed(
+            device,
+            lambda: (
+                nll.compile_for_speed(model),
+                method_map(
+                    ExactAblation(args.chunk_tokens, args.batch_tokens, layers=[0]),
+                    model,
+                    layout,
+                    languages,
+                    bt,
+                    pad_id,
+                ),
+            ),
+        )
         t_cc, _ = timed(device, lambda: method_map(exact, model, layout, languages, bt, pad_id))
         with torch.enable_grad():
             method_map(attribution, model, layout, {first: languages[first][:2]}, args.batch_tokens, pad_id)
-            t_dc, _ = timed(device, lambda: method_map(attribution, model, layout, languages, args.batch_tokens, pad_id))
+            t_dc, _ = timed(
+                device, lambda: method_map(attribution, model, layout, languages, args.batch_tokens, pad_id)
+            )
         compiled = [("(c) exact, compiled", t_cc, "exact"), ("(d) attribution, compiled", t_dc, 3 * plain_flop)]
         print(f"compiling (and one layer's warm-up) took {t_compile:.1f} s")
 
-    diff = max(np.nanmax(np.abs(naive[lang][sample] - token_weighted(exact_scores[lang], languages[lang])[sample]))
-               for lang in languages)
+    diff = max(
+        np.nanmax(np.abs(naive[lang][sample] - token_weighted(exact_scores[lang], languages[lang])[sample]))
+        for lang in languages
+    )
     # FLOPs of a full exact map: every head re-runs layers l..L and the output layer.
     body = params - head_params
     head_flop = 2 * head_params * n_tokens
     naive_flop = layout.n_total * plain_flop
-    exact_flop = plain_flop + layout.n_heads * sum(2 * body * n_tokens * (layout.n_layers - l) / layout.n_layers + head_flop
-                                                   for l in range(layout.n_layers))
+    exact_flop = plain_flop + layout.n_heads * sum(
+        2 * body * n_tokens * (layout.n_layers - l) / layout.n_layers + head_flop for l in range(layout.n_layers)
+    )
     unit, div = ("TFLOP/s", 1e12) if torch.device(device).type == "cuda" else ("GFLOP/s", 1e9)
     rows = [
         ("plain forward (1 pass)", t_plain, plain_flop),

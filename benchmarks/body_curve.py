@@ -28,13 +28,13 @@ body), for a close look near a budget:
     python benchmarks/body_curve.py --scan N --on /tmp/v58 --series neuron --shares 0.02,0.03,0.034,0.04
     python benchmarks/body_curve.py --scan N58 --baseline default --series neuron   # N58 scanned /tmp/v58
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
 from pathlib import Path
-
 
 SHARES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20, 0.30)
 
@@ -45,9 +45,11 @@ def orders(body, sources: dict) -> dict[str, list[tuple]]:
 
     ranked = {}
     for name, source in sources.items():
+
         def cost(unit, name=name, source=source):
             gain = body.saved(Chosen().plus([(name, *unit)]))
             return max(source.harm[unit], 0.0) / gain if gain > 0 else float("inf")
+
         ranked[name] = sorted(((cost(u), (name, *u)) for u in source.harm), key=lambda x: x[0])
     series = {name: [u for _, u in r] for name, r in ranked.items()}
     series["all"] = [u for _, u in sorted((x for r in ranked.values() for x in r), key=lambda x: x[0])]
@@ -78,8 +80,14 @@ def walk_series(loaded, texts, body, components, order, total: int, base: dict, 
             while shares and saved >= shares[0] * total:
                 shares.pop(0)
             nll = report_losses(loaded, texts, body, chosen, components)
-            points.append({"saved": saved, "share": saved / total, "units": chosen.units(),
-                           "rel": {l: nll[l] / base[l] - 1 for l in nll}})
+            points.append(
+                {
+                    "saved": saved,
+                    "share": saved / total,
+                    "units": chosen.units(),
+                    "rel": {l: nll[l] / base[l] - 1 for l in nll},
+                }
+            )
     return points
 
 
@@ -102,7 +110,7 @@ def uniform_groups(source, k: int):
     from langheads.edit.walk import Chosen
 
     by_layer: dict[int, list] = {}
-    for (l, g), harm in sorted(source.harm.items(), key=lambda x: x[1]):
+    for (l, g), _harm in sorted(source.harm.items(), key=lambda x: x[1]):
         by_layer.setdefault(l, []).append(g)
     return Chosen(groups={(l, g) for l, gs in by_layer.items() for g in gs[:k]})
 
@@ -133,10 +141,15 @@ def parse_args():
     p.add_argument("--save-uniform", nargs=2, metavar=("K", "DIR"), help="write the model without K groups per layer")
     p.add_argument("--on", help="mask and score this folder (the scans' model, vocabulary trimmed: the same body)")
     p.add_argument("--baseline", help="what the points are relative to (default: the scans' model)")
-    p.add_argument("--series", type=_series, help="comma-separated series to walk (head, neuron, block, all; "
-                   "default every one)")
-    p.add_argument("--shares", type=_shares, default=SHARES, help="comma-separated shares of the body to score at "
-                   "(default " + ",".join(map(str, SHARES)) + ")")
+    p.add_argument(
+        "--series", type=_series, help="comma-separated series to walk (head, neuron, block, all; default every one)"
+    )
+    p.add_argument(
+        "--shares",
+        type=_shares,
+        default=SHARES,
+        help="comma-separated shares of the body to score at (default " + ",".join(map(str, SHARES)) + ")",
+    )
     return p.parse_args()
 
 
@@ -190,20 +203,23 @@ def save_point(args, loaded, body, components, sources, keep, total) -> None:
 
 
 def print_series(name: str, seconds: float, points: list[dict], keep, kept_params: int, base_params: int) -> None:
-    print(f"\n{name} ({seconds:.0f} s)\n  body share removed | parameters | units | model / baseline | "
-          + " | ".join(f"{l} NLL/byte" for l in keep))
+    print(
+        f"\n{name} ({seconds:.0f} s)\n  body share removed | parameters | units | model / baseline | "
+        + " | ".join(f"{l} NLL/byte" for l in keep)
+    )
     for pt in points:
         left = (kept_params - pt["saved"]) / base_params
-        print(f"  {pt['share']:6.1%} | {pt['saved']:>11,} | {pt['units']:>4} | {left:.4f}x | "
-              + " | ".join(f"{pt['rel'][l]:+7.2%}" for l in keep))
+        print(
+            f"  {pt['share']:6.1%} | {pt['saved']:>11,} | {pt['units']:>4} | {left:.4f}x | "
+            + " | ".join(f"{pt['rel'][l]:+7.2%}" for l in keep)
+        )
 
 
 def main() -> None:
     from langheads.corpus import load_corpus
     from langheads.edit.walk import Body, Chosen, _sources
-    from langheads.heads import parameters
     from langheads.evaluation.evaluate import text_losses
-    from langheads.heads import decoder_layers
+    from langheads.heads import decoder_layers, parameters
     from langheads.runs import read_run
 
     args = parse_args()
@@ -221,19 +237,26 @@ def main() -> None:
     base = {lang: float(text_losses(original, t).per_byte.mean()) for lang, t in texts.items()}
     separate = loaded is not original  # the cut model is not the baseline (e.g. its vocabulary is trimmed)
     before_cut = report_losses(loaded, texts, body, Chosen(), components) if separate else base
-    print(f"body: {total:,} parameters of {parameters(loaded.model):,}"
-          + (f" (the baseline has {parameters(original.model):,})" if separate else "")
-          + f"; report texts: {', '.join(f'{l} {len(t)}' for l, t in texts.items())}; base NLL/byte "
-          + ", ".join(f"{l} {v:.4f}" for l, v in base.items())
-          + ("; before any body cut " + ", ".join(f"{l} {before_cut[l] / base[l] - 1:+.2%}" for l in keep)
-             if separate else ""))
+    print(
+        f"body: {total:,} parameters of {parameters(loaded.model):,}"
+        + (f" (the baseline has {parameters(original.model):,})" if separate else "")
+        + f"; report texts: {', '.join(f'{l} {len(t)}' for l, t in texts.items())}; base NLL/byte "
+        + ", ".join(f"{l} {v:.4f}" for l, v in base.items())
+        + (
+            "; before any body cut " + ", ".join(f"{l} {before_cut[l] / base[l] - 1:+.2%}" for l in keep)
+            if separate
+            else ""
+        )
+    )
     curves = {}
     for name, order in orders(body, sources).items():
         if args.series and name not in args.series:
             continue
         start = time.perf_counter()
         curves[name] = walk_series(loaded, texts, body, components, order, total, base, args.shares)
-        print_series(name, time.perf_counter() - start, curves[name], keep, parameters(loaded.model), parameters(original.model))
+        print_series(
+            name, time.perf_counter() - start, curves[name], keep, parameters(loaded.model), parameters(original.model)
+        )
     if args.out:
         args.out.write_text(json.dumps({"total_body": total, "base": base, "curves": curves}, indent=1))
 

@@ -5,6 +5,7 @@ per byte of the kept languages' report texts by llama.cpp itself.
 
     python benchmarks/body_deploy.py default /tmp/v80k /tmp/u8-v80k --labels original,vocab,body+vocab
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,23 +41,29 @@ def main() -> None:
         if not files[label].exists():
             export_gguf(loaded, files[label], args.type)
         del loaded
-    rows = {label: measure_gguf(str(f), args.languages.split(","), args.prompt_tokens, args.decode_tokens, 1, False)
-            for label, f in files.items()}
+    rows = {
+        label: measure_gguf(str(f), args.languages.split(","), args.prompt_tokens, args.decode_tokens, 1, False)
+        for label, f in files.items()
+    }
     for _ in range(args.repeats - 1):  # in turns, so that the machine's noise falls on every variant alike
         for label, f in files.items():
             again = measure_gguf(str(f), [], args.prompt_tokens, args.decode_tokens, 1, True)
             for key in ("prefill_tok_s", "decode_tok_s"):
                 rows[label][key] = max(rows[label][key], again[key])
     base, first = rows[labels[0]], labels[0]
-    print(f"{args.type}, 2 threads, {args.prompt_tokens}-token prompt, {args.decode_tokens} tokens generated, best "
-          f"of {args.repeats} in turns; ratios against {first}")
+    print(
+        f"{args.type}, 2 threads, {args.prompt_tokens}-token prompt, {args.decode_tokens} tokens generated, best "
+        f"of {args.repeats} in turns; ratios against {first}"
+    )
     print("| model | parameters | file | prompt tok/s | generation tok/s | NLL/byte (llama.cpp) |")
     print("|---|---|---|---|---|---|")
     for label, r in rows.items():
         nll = ", ".join(f"{l} {v:.4f} ({v / base['nll_per_byte'][l] - 1:+.2%})" for l, v in r["nll_per_byte"].items())
-        print(f"| {label} | {params[label] / params[first]:.3f}x | {r['gguf_bytes'] / base['gguf_bytes']:.3f}x | "
-              f"{r['prefill_tok_s']:.0f} ({r['prefill_tok_s'] / base['prefill_tok_s']:.2f}x) | "
-              f"{r['decode_tok_s']:.1f} ({r['decode_tok_s'] / base['decode_tok_s']:.2f}x) | {nll} |")
+        print(
+            f"| {label} | {params[label] / params[first]:.3f}x | {r['gguf_bytes'] / base['gguf_bytes']:.3f}x | "
+            f"{r['prefill_tok_s']:.0f} ({r['prefill_tok_s'] / base['prefill_tok_s']:.2f}x) | "
+            f"{r['decode_tok_s']:.1f} ({r['decode_tok_s'] / base['decode_tok_s']:.2f}x) | {nll} |"
+        )
 
 
 if __name__ == "__main__":

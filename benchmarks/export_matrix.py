@@ -5,6 +5,7 @@ uniformly where it can be; each file run in llama.cpp against our float32 model.
 
     python benchmarks/export_matrix.py [--out benchmarks/results/export_matrix_cpu.txt]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_export import FAMILY_MATRIX, TEXTS  # noqa: E402 - the suite's matrix, one source
-
-from langheads.deploy import export
 from langheads import load_model, synthetic
-from langheads.edit import pruning  # noqa: E402
 from langheads.cli import main as cli  # noqa: E402
+from langheads.deploy import export
+from langheads.edit import pruning  # noqa: E402
 from langheads.errors import LangheadsError  # noqa: E402
+from test_export import FAMILY_MATRIX, TEXTS  # noqa: E402 - the suite's matrix, one source
 
 
 def gap(loaded, path) -> str:
@@ -37,19 +37,33 @@ def row(arch: str, style: str, sizes: dict, root: Path) -> list[str]:
 
     cells = [gap(loaded, export.export_gguf(loaded, root / f"{arch}-{k}.gguf", k)) for k in ("f32", "f16")]
     reader = gguf.GGUFReader(str(root / f"{arch}-f32.gguf"))
-    graph = f"{reader.fields['general.architecture'].contents()} ({reader.fields['tokenizer.ggml.model'].contents()}" + \
-        (f", {reader.fields['tokenizer.ggml.pre'].contents()})" if reader.fields['tokenizer.ggml.model'].contents() == "gpt2"
-         else ")")
+    graph = (
+        f"{reader.fields['general.architecture'].contents()} ({reader.fields['tokenizer.ggml.model'].contents()}"
+        + (
+            f", {reader.fields['tokenizer.ggml.pre'].contents()})"
+            if reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+            else ")"
+        )
+    )
     data = root / "data.jsonl"
-    data.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
-                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)))
+    data.write_text(
+        "".join(
+            json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
+            for lang, lines in synthetic.TRAINING_TEXT.items()
+            for i, t in enumerate(lines * 8)
+        )
+    )
     cli(["trim", "--model", str(folder), "--keep", "en,hi", "--out", str(root / f"{arch}-trim"), "--data", str(data)])
     trimmed = load_model(str(root / f"{arch}-trim"))
-    cells.append(f"{len(loaded.tokenizer)} -> {len(trimmed.tokenizer)} tokens: "
-                 + gap(trimmed, export.export_gguf(trimmed, root / f"{arch}-t.gguf")))
+    cells.append(
+        f"{len(loaded.tokenizer)} -> {len(trimmed.tokenizer)} tokens: "
+        + gap(trimmed, export.export_gguf(trimmed, root / f"{arch}-t.gguf"))
+    )
     layers = loaded.model.config.get_text_config().num_hidden_layers
     try:
-        pruning.save(loaded, root / f"{arch}-u", {}, heads=[(i, h) for i in range(layers) for h in (1, 3)], uniform=True)
+        pruning.save(
+            loaded, root / f"{arch}-u", {}, heads=[(i, h) for i in range(layers) for h in (1, 3)], uniform=True
+        )
         uniform = load_model(str(root / f"{arch}-u"))
         cells.append(gap(uniform, export.export_gguf(uniform, root / f"{arch}-u.gguf")))
     except LangheadsError as e:
@@ -61,11 +75,21 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out")
     args = p.parse_args()
-    head = ["family", "tokenizer", "llama.cpp graph (vocab, pre)", "f32: tokens, log-prob gap mean / max", "f16",
-            "trimmed en+hi (f32)",
-            "uniform pruning (f32)"]
-    lines = ["llama.cpp (llama-cpp-python) against our float32 model on 6 en/hi texts; gaps in nats", "",
-             " | ".join(head), " | ".join("---" for _ in head)]
+    head = [
+        "family",
+        "tokenizer",
+        "llama.cpp graph (vocab, pre)",
+        "f32: tokens, log-prob gap mean / max",
+        "f16",
+        "trimmed en+hi (f32)",
+        "uniform pruning (f32)",
+    ]
+    lines = [
+        "llama.cpp (llama-cpp-python) against our float32 model on 6 en/hi texts; gaps in nats",
+        "",
+        " | ".join(head),
+        " | ".join("---" for _ in head),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for arch, style, sizes in FAMILY_MATRIX:
             lines.append(" | ".join(row(arch, style, dict(sizes), Path(tmp))))

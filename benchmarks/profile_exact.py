@@ -6,6 +6,7 @@ and norms compiled (torch.compile fuses their elementwise work). Prints the top 
 
     python benchmarks/profile_exact.py --device cuda --texts 8 --tokens 128 --copies 32
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ rarity alone).
 
     python benchmarks/vocab_curve.py --keep en,hi --sizes 128000,96000,64000,48000,32000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,17 @@ import numpy as np
 def main() -> None:
     from langheads import load_model
     from langheads.corpus import load_corpus
+    from langheads.edit.vocab import (
+        TokenizerFile,
+        choose_vocab,
+        decision_texts,
+        rarity_counts,
+        shrink,
+        trim_model_,
+        trimmed_tokenizer,
+        used_tokens,
+    )
     from langheads.evaluation.evaluate import text_losses
-    from langheads.edit.vocab import (TokenizerFile, choose_vocab, decision_texts, rarity_counts, shrink,
-                                      trim_model_, trimmed_tokenizer, used_tokens)
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
@@ -30,8 +39,11 @@ def main() -> None:
     p.add_argument("--sizes", default="128000,96000,64000,48000,32000")
     p.add_argument("--rarity", default="wordfreq,texts,order")
     p.add_argument("--out", help="also write the table here (markdown)")
-    p.add_argument("--no-first", action="store_true", help="rank every token by rarity alone (as before "
-                   "2026-12-03), not the decision texts' tokens first")
+    p.add_argument(
+        "--no-first",
+        action="store_true",
+        help="rank every token by rarity alone (as before 2026-12-03), not the decision texts' tokens first",
+    )
     args = p.parse_args()
     keep = args.keep.split(",")
     original = load_model(args.model)
@@ -54,13 +66,22 @@ def main() -> None:
         per_byte = {lang: text_losses(trimmed, report[lang]).per_byte for lang in keep}
         change = {lang: float(per_byte[lang].mean() / base[lang].mean() - 1) for lang in keep}
         worst = {lang: float((per_byte[lang] / base[lang] - 1).max()) for lang in keep}
-        rows.append({"rarity": label, "tokens": len(choice.kept_ids), "params": params / n_params,
-                     **{f"{lang} per byte": change[lang] for lang in keep},
-                     **{f"{lang} worst text": worst[lang] for lang in keep}})
+        rows.append(
+            {
+                "rarity": label,
+                "tokens": len(choice.kept_ids),
+                "params": params / n_params,
+                **{f"{lang} per byte": change[lang] for lang in keep},
+                **{f"{lang} worst text": worst[lang] for lang in keep},
+            }
+        )
         r = rows[-1]
-        print(f"{label:9} {r['tokens']:7,} tokens  params {r['params']:.3f}x  " +
-              "  ".join(f"{lang} {change[lang]:+.2%} (worst text {worst[lang]:+.2%})" for lang in keep) +
-              f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        print(
+            f"{label:9} {r['tokens']:7,} tokens  params {r['params']:.3f}x  "
+            + "  ".join(f"{lang} {change[lang]:+.2%} (worst text {worst[lang]:+.2%})" for lang in keep)
+            + f"  [{time.perf_counter() - t0:.0f} s]",
+            flush=True,
+        )
 
     measure(exact, "exact")
     texts = [t for lang in keep for t in decisions[lang]]

@@ -9,6 +9,7 @@ Writes src/langheads/data/udhr.jsonl: one line per (language, article) with fiel
 (the article's paragraphs joined by newlines). The mapping from ISO 639-1 to the UDHR
 variant used is langheads.corpus.UDHR_VARIANTS (also in docs/library.md).
 """
+
 from __future__ import annotations
 
 import json

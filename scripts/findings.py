@@ -1,5 +1,6 @@
 """Turn the folders scripts/findings.sh made into FINDINGS.md (docs/findings.md's numbers) and copy
 the figures docs/findings.md shows. Usage: python scripts/findings.py RUNS_DIR DOCS_DIR"""
+
 from __future__ import annotations
 
 import shutil
@@ -10,11 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from langheads.reporting.compare import compare_runs
-from langheads.scanning.kinds import LahisRule
 from langheads.runs import read_eval, read_pruned, read_run
+from langheads.scanning.kinds import LahisRule
 
-FAMILIES = {"Germanic": "en de nl sv", "Romance": "fr es it pt", "Slavic": "ru uk pl cs",
-            "Indo-Iranian": "hi bn ur fa", "Semitic": "ar he", "CJK": "zh ja ko"}
+FAMILIES = {
+    "Germanic": "en de nl sv",
+    "Romance": "fr es it pt",
+    "Slavic": "ru uk pl cs",
+    "Indo-Iranian": "hi bn ur fa",
+    "Semitic": "ar he",
+    "CJK": "zh ja ko",
+}
 
 
 def main(runs: Path, docs: Path) -> None:
@@ -23,14 +30,18 @@ def main(runs: Path, docs: Path) -> None:
     langs = exact.languages
     lines = [f"# Findings on {exact.info['model']['id']} ({len(langs)} languages)", ""]
     texts = {lang: exact.texts(lang) for lang in langs}
-    lines.append(f"Exact ablation of all {exact.n_layers * exact.n_heads} heads; {min(texts.values())} scoring texts "
-                 f"per language cut to {exact.info['settings']['max_tokens']} tokens; {len(langs)} languages: "
-                 f"{', '.join(langs)}.")
+    lines.append(
+        f"Exact ablation of all {exact.n_layers * exact.n_heads} heads; {min(texts.values())} scoring texts "
+        f"per language cut to {exact.info['settings']['max_tokens']} tokens; {len(langs)} languages: "
+        f"{', '.join(langs)}."
+    )
     lines.append("")
     lines.append("| rule | " + " | ".join(exact.info["counts"]) + " |")
     lines.append("|---|" + "---|" * len(exact.info["counts"]))
     for name, run in (("interval (ours, default)", exact), ("--fdr 0.05", fdr)):
-        lines.append(f"| {name} | " + " | ".join(str(run.info["counts"].get(k, 0)) for k in exact.info["counts"]) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(str(run.info["counts"].get(k, 0)) for k in exact.info["counts"]) + " |"
+        )
     lines.extend(_adaptive_lines(exact, runs))  # its table row, a blank line, what it cost
     lines.append("")
     lines.append("LAHIS rule on the same scores: " + ", ".join(f"{k} {v}" for k, v in lahis.info["counts"].items()))
@@ -38,10 +49,14 @@ def main(runs: Path, docs: Path) -> None:
     # specific heads per language, and the groups that share heads
     specific = Counter(h["languages"][0] for h in exact.info["heads"] if h["kind"] == "language-specific")
     lines.append("")
-    lines.append("Language-specific heads per language: " + ", ".join(f"{lang} {specific.get(lang, 0)}" for lang in langs))
+    lines.append(
+        "Language-specific heads per language: " + ", ".join(f"{lang} {specific.get(lang, 0)}" for lang in langs)
+    )
     groups = [h["languages"] for h in exact.info["heads"] if h["kind"] == "language-group"]
     sizes = Counter(len(g) for g in groups)
-    lines.append("Language-group heads by group size: " + ", ".join(f"{k} languages: {v}" for k, v in sorted(sizes.items())))
+    lines.append(
+        "Language-group heads by group size: " + ", ".join(f"{k} languages: {v}" for k, v in sorted(sizes.items()))
+    )
     lines.append("")
     lines.append("Families inside group heads (how often a family's languages come together):")
     for family, members in FAMILIES.items():
@@ -51,8 +66,10 @@ def main(runs: Path, docs: Path) -> None:
             inside = [m for m in members if m in g]
             if len(inside) >= 2:
                 pair_share.append(len(inside) / len(g))
-        lines.append(f"- {family} ({', '.join(members)}): {len(pair_share)} group heads hold two or more of them"
-                     + (f"; on those, {np.mean(pair_share):.0%} of the group is this family" if pair_share else ""))
+        lines.append(
+            f"- {family} ({', '.join(members)}): {len(pair_share)} group heads hold two or more of them"
+            + (f"; on those, {np.mean(pair_share):.0%} of the group is this family" if pair_share else "")
+        )
 
     # similarity: mean within-family vs across-family correlation
     vectors = {lang: exact.grid(lang).ravel() for lang in langs}
@@ -61,36 +78,52 @@ def main(runs: Path, docs: Path) -> None:
     within = [c for (a, b), c in corr.items() if family_of.get(a) and family_of.get(a) == family_of.get(b)]
     across = [c for (a, b), c in corr.items() if not (family_of.get(a) and family_of.get(a) == family_of.get(b))]
     lines.append("")
-    lines.append(f"Correlation of head-importance vectors: within a family {np.mean(within):.2f} on average "
-                 f"({len(within)} pairs), across families {np.mean(across):.2f} ({len(across)} pairs).")
+    lines.append(
+        f"Correlation of head-importance vectors: within a family {np.mean(within):.2f} on average "
+        f"({len(within)} pairs), across families {np.mean(across):.2f} ({len(across)} pairs)."
+    )
     best = sorted(corr.items(), key=lambda kv: -kv[1])[:6]
     worst = sorted(corr.items(), key=lambda kv: kv[1])[:4]
-    lines.append("Most alike: " + ", ".join(f"{a}-{b} {c:.2f}" for (a, b), c in best) + "; least alike: "
-                 + ", ".join(f"{a}-{b} {c:.2f}" for (a, b), c in worst) + ".")
+    lines.append(
+        "Most alike: "
+        + ", ".join(f"{a}-{b} {c:.2f}" for (a, b), c in best)
+        + "; least alike: "
+        + ", ".join(f"{a}-{b} {c:.2f}" for (a, b), c in worst)
+        + "."
+    )
     for family, members in FAMILIES.items():
         ms = [m for m in members.split() if m in langs]
-        vals = [corr[tuple(sorted((a, b)))] for i, a in enumerate(ms) for b in ms[i + 1:]]
+        vals = [corr[tuple(sorted((a, b)))] for i, a in enumerate(ms) for b in ms[i + 1 :]]
         if vals:
             lines.append(f"- {family}: mean within-family correlation {np.mean(vals):.2f}")
 
     # our kinds against the LAHIS rule
     ours = {(h["layer"], h["head"]): h for h in exact.info["heads"]}
     theirs = {(h["layer"], h["head"]): h for h in lahis.info["heads"]}
-    both_specific = sum(1 for k in ours if ours[k]["kind"] == "language-specific" and theirs[k]["kind"] == "language-specific"
-                        and ours[k]["languages"] == theirs[k]["languages"])
+    both_specific = sum(
+        1
+        for k in ours
+        if ours[k]["kind"] == "language-specific"
+        and theirs[k]["kind"] == "language-specific"
+        and ours[k]["languages"] == theirs[k]["languages"]
+    )
     lahis_top = {(k, lang) for k, h in theirs.items() for lang in h["languages"]}
     ours_matter = {(k, lang) for k, h in ours.items() for lang in h["languages"]}
     lines.append("")
-    lines.append(f"Against the LAHIS rule (top {100 * (1 - LahisRule().quantile):.0f}% of heads per language): "
-                 f"{len(lahis_top)} head-language pairs are in a LAHIS top set, of which {len(lahis_top & ours_matter)} "
-                 f"also 'matter' by our interval rule; our rule calls {len(ours_matter)} pairs 'matter'. "
-                 f"{both_specific} heads are specific to the same language under both rules.")
+    lines.append(
+        f"Against the LAHIS rule (top {100 * (1 - LahisRule().quantile):.0f}% of heads per language): "
+        f"{len(lahis_top)} head-language pairs are in a LAHIS top set, of which {len(lahis_top & ours_matter)} "
+        f"also 'matter' by our interval rule; our rule calls {len(ours_matter)} pairs 'matter'. "
+        f"{both_specific} heads are specific to the same language under both rules."
+    )
 
     # methods
     table = compare_runs(runs / "exact", runs / "attribution", 10)
-    lines.append(f"Attribution vs exact: Spearman {table['spearman'].mean():.2f} on average over languages "
-                 f"(from {table['spearman'].min():.2f} to {table['spearman'].max():.2f}); top-10 overlap "
-                 f"{table.iloc[:, 2].mean():.0%}.")
+    lines.append(
+        f"Attribution vs exact: Spearman {table['spearman'].mean():.2f} on average over languages "
+        f"(from {table['spearman'].min():.2f} to {table['spearman'].max():.2f}); top-10 overlap "
+        f"{table.iloc[:, 2].mean():.0%}."
+    )
 
     # pruning and its cost
     if not (runs / "eval" / "eval.json").exists():
@@ -98,10 +131,15 @@ def main(runs: Path, docs: Path) -> None:
     pruned, ev = read_pruned(runs / "en-hi"), read_eval(runs / "eval")
     first, last = pruned.curve[0]["nll"], pruned.curve[-1]["nll"]
     lines.append("")
-    lines.append(f"`--keep en,hi` pruning: {len(pruned.removed)} heads removed "
-                 f"({', '.join(f'L{a}H{b}' for a, b in pruned.removed)}); stopped: {pruned.record['stopped']}.")
-    lines.append("Selection-text NLL change: " + ", ".join(f"{lang} {100 * (last[lang] / first[lang] - 1):+.1f}%"
-                                                          for lang in first) + ".")
+    lines.append(
+        f"`--keep en,hi` pruning: {len(pruned.removed)} heads removed "
+        f"({', '.join(f'L{a}H{b}' for a, b in pruned.removed)}); stopped: {pruned.record['stopped']}."
+    )
+    lines.append(
+        "Selection-text NLL change: "
+        + ", ".join(f"{lang} {100 * (last[lang] / first[lang] - 1):+.1f}%" for lang in first)
+        + "."
+    )
     vocab = pruned.manifest.records.get("trim_vocab")
     if vocab:
         lines.append(f"Vocabulary {vocab['original_size']:,} -> {vocab['kept']:,} tokens.")
@@ -109,9 +147,11 @@ def main(runs: Path, docs: Path) -> None:
     lines.append("| language | texts | NLL per byte before | after | change (95% CI) |")
     lines.append("|---|---|---|---|---|")
     for r in ev.table.itertuples():
-        lines.append(f"| {r.language} | {r.n_texts} | {r.nll_per_byte_before:.4f} | {r.nll_per_byte_after:.4f} | "
-                     f"{100 * r.per_byte_rel_change:+.2f}% ({100 * r.per_byte_rel_ci_low:+.2f}% .. "
-                     f"{100 * r.per_byte_rel_ci_high:+.2f}%) |")
+        lines.append(
+            f"| {r.language} | {r.n_texts} | {r.nll_per_byte_before:.4f} | {r.nll_per_byte_after:.4f} | "
+            f"{100 * r.per_byte_rel_change:+.2f}% ({100 * r.per_byte_rel_ci_low:+.2f}% .. "
+            f"{100 * r.per_byte_rel_ci_high:+.2f}%) |"
+        )
     _finish(lines, runs, docs)
 
 
@@ -122,17 +162,26 @@ def _adaptive_lines(exact, runs: Path) -> list[str]:
     adaptive = read_run(runs / "adaptive")
     record = adaptive.info["rule"]["adaptive"]
     kind = {(h["layer"], h["head"]): h["kind"] for h in exact.info["heads"]}
-    differ = [f"L{h['layer']}H{h['head']} ({kind[h['layer'], h['head']]} -> {h['kind']})"
-              for h in adaptive.info["heads"] if kind[h["layer"], h["head"]] != h["kind"]]
+    differ = [
+        f"L{h['layer']}H{h['head']} ({kind[h['layer'], h['head']]} -> {h['kind']})"
+        for h in adaptive.info["heads"]
+        if kind[h["layer"], h["head"]] != h["kind"]
+    ]
     seconds = _timings(runs)
-    ratio = (f"; wall time {seconds['scan_adaptive']} s against the full scan's {seconds['scan_exact']} s "
-             f"({seconds['scan_adaptive'] / seconds['scan_exact']:.2f}x)"
-             if {"scan_adaptive", "scan_exact"} <= set(seconds) else "")
+    ratio = (
+        f"; wall time {seconds['scan_adaptive']} s against the full scan's {seconds['scan_exact']} s "
+        f"({seconds['scan_adaptive'] / seconds['scan_exact']:.2f}x)"
+        if {"scan_adaptive", "scan_exact"} <= set(seconds)
+        else ""
+    )
     counts = " | ".join(str(adaptive.info["counts"].get(k, 0)) for k in exact.info["counts"])
-    return [f"| --adaptive (early-alpha {record['early_alpha']}) | {counts} |", "",
-            f"The adaptive scan scored {record['pair_texts_scored']:,} of {record['pair_texts_full']:,} "
-            f"head-language-text triples ({record['share']:.2f}){ratio}; {len(kind) - len(differ)} of {len(kind)} "
-            "heads have the full scan's kind" + (f" (differ: {', '.join(differ)})." if differ else ".")]
+    return [
+        f"| --adaptive (early-alpha {record['early_alpha']}) | {counts} |",
+        "",
+        f"The adaptive scan scored {record['pair_texts_scored']:,} of {record['pair_texts_full']:,} "
+        f"head-language-text triples ({record['share']:.2f}){ratio}; {len(kind) - len(differ)} of {len(kind)} "
+        "heads have the full scan's kind" + (f" (differ: {', '.join(differ)})." if differ else "."),
+    ]
 
 
 def _timings(runs: Path) -> dict[str, int]:

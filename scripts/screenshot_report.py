@@ -1,5 +1,6 @@
 """Screenshot a report page in headless Chromium (Debian's chromium + chromium-driver):
 python scripts/screenshot_report.py REPORT_DIR OUT.png [HEIGHT]"""
+
 import sys
 from pathlib import Path
 
@@ -9,7 +10,13 @@ from selenium.webdriver.chrome.service import Service
 report, out = Path(sys.argv[1]), Path(sys.argv[2])
 height = int(sys.argv[3]) if len(sys.argv) > 3 else 2400
 options = webdriver.ChromeOptions()
-for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size=1200,{height}"):
+for arg in (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    f"--window-size=1200,{height}",
+):
     options.add_argument(arg)
 options.binary_location = "/usr/bin/chromium"
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random-weight models saved as ordinary HF folders, small user data,
 and (for the few slow tests) the real default model, loaded once."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,24 +16,48 @@ import pytest
 from langheads import synthetic
 
 SAMPLE = {
-    "en": ["The cat sat on the mat and looked at the rain.", "All people are born free and equal.",
-           "Every morning she walks to the old bridge.", "He reads a book about the sea.",
-           "They built a house near the river last summer.", "Numbers and letters fill the page.",
-           "The train leaves at nine in the evening.", "Birds sing before the sun rises.",
-           "The market opens early on Sundays.", "Snow covered the hills all winter.",
-           "A letter arrived from her brother.", "We planted trees along the road."],
-    "fr": ["Le chat est assis sur le tapis et regarde la pluie.", "Tous les êtres humains naissent libres.",
-           "Chaque matin elle marche jusqu'au vieux pont.", "Il lit un livre sur la mer.",
-           "Ils ont construit une maison près de la rivière.", "Des chiffres et des lettres remplissent la page.",
-           "Le train part à neuf heures du soir.", "Les oiseaux chantent avant le lever du soleil.",
-           "Le marché ouvre tôt le dimanche.", "La neige a couvert les collines tout l'hiver.",
-           "Une lettre est arrivée de son frère.", "Nous avons planté des arbres le long de la route."],
-    "hi": ["बिल्ली चटाई पर बैठी और बारिश देखी।", "सभी मनुष्य जन्म से स्वतंत्र हैं।",
-           "हर सुबह वह पुराने पुल तक जाती है।", "वह समुद्र के बारे में किताब पढ़ता है।",
-           "उन्होंने नदी के पास घर बनाया।", "पन्ने पर अंक और अक्षर हैं।",
-           "ट्रेन रात नौ बजे जाती है।", "सूरज उगने से पहले पक्षी गाते हैं।",
-           "बाज़ार रविवार को जल्दी खुलता है।", "पूरी सर्दी पहाड़ियों पर बर्फ़ रही।",
-           "उसके भाई की एक चिट्ठी आई।", "हमने सड़क के किनारे पेड़ लगाए।"],
+    "en": [
+        "The cat sat on the mat and looked at the rain.",
+        "All people are born free and equal.",
+        "Every morning she walks to the old bridge.",
+        "He reads a book about the sea.",
+        "They built a house near the river last summer.",
+        "Numbers and letters fill the page.",
+        "The train leaves at nine in the evening.",
+        "Birds sing before the sun rises.",
+        "The market opens early on Sundays.",
+        "Snow covered the hills all winter.",
+        "A letter arrived from her brother.",
+        "We planted trees along the road.",
+    ],
+    "fr": [
+        "Le chat est assis sur le tapis et regarde la pluie.",
+        "Tous les êtres humains naissent libres.",
+        "Chaque matin elle marche jusqu'au vieux pont.",
+        "Il lit un livre sur la mer.",
+        "Ils ont construit une maison près de la rivière.",
+        "Des chiffres et des lettres remplissent la page.",
+        "Le train part à neuf heures du soir.",
+        "Les oiseaux chantent avant le lever du soleil.",
+        "Le marché ouvre tôt le dimanche.",
+        "La neige a couvert les collines tout l'hiver.",
+        "Une lettre est arrivée de son frère.",
+        "Nous avons planté des arbres le long de la route.",
+    ],
+    "hi": [
+        "बिल्ली चटाई पर बैठी और बारिश देखी।",
+        "सभी मनुष्य जन्म से स्वतंत्र हैं।",
+        "हर सुबह वह पुराने पुल तक जाती है।",
+        "वह समुद्र के बारे में किताब पढ़ता है।",
+        "उन्होंने नदी के पास घर बनाया।",
+        "पन्ने पर अंक और अक्षर हैं।",
+        "ट्रेन रात नौ बजे जाती है।",
+        "सूरज उगने से पहले पक्षी गाते हैं।",
+        "बाज़ार रविवार को जल्दी खुलता है।",
+        "पूरी सर्दी पहाड़ियों पर बर्फ़ रही।",
+        "उसके भाई की एक चिट्ठी आई।",
+        "हमने सड़क के किनारे पेड़ लगाए।",
+    ],
 }
 
 
@@ -75,9 +100,14 @@ def sample_jsonl(tmp_path_factory) -> Path:
 
 def training_jsonl(path: Path) -> Path:
     """synthetic.TRAINING_TEXT (every language, each text 8 times) as a JSONL corpus at `path`."""
-    path.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
-                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
+            for lang, lines in synthetic.TRAINING_TEXT.items()
+            for i, t in enumerate(lines * 8)
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -128,15 +158,22 @@ def qwen_model():
 ITEMS = [
     {"lang": lang, "id": str(i), "context": ctx, "question": q, "answer": a}
     for lang, rows in {
-        "en": [("The river runs past the old mill.", "What runs past the mill?", "The river"),
-               ("", "What colour is the sky on a clear day?", "blue"),
-               ("Anna bought three apples and two pears.", "How many apples did Anna buy?", "three"),
-               ("The train leaves at nine.", "When does the train leave?", "at nine")] * 3,
-        "fr": [("La rivière passe devant le vieux moulin.", "Qu'est-ce qui passe devant le moulin ?", "La rivière"),
-               ("", "De quelle couleur est le ciel ?", "bleu"),
-               ("Anna a acheté trois pommes.", "Combien de pommes Anna a-t-elle achetées ?", "trois"),
-               ("Le train part à neuf heures.", "Quand le train part-il ?", "à neuf heures")] * 3,
-    }.items() for i, (ctx, q, a) in enumerate(rows)
+        "en": [
+            ("The river runs past the old mill.", "What runs past the mill?", "The river"),
+            ("", "What colour is the sky on a clear day?", "blue"),
+            ("Anna bought three apples and two pears.", "How many apples did Anna buy?", "three"),
+            ("The train leaves at nine.", "When does the train leave?", "at nine"),
+        ]
+        * 3,
+        "fr": [
+            ("La rivière passe devant le vieux moulin.", "Qu'est-ce qui passe devant le moulin ?", "La rivière"),
+            ("", "De quelle couleur est le ciel ?", "bleu"),
+            ("Anna a acheté trois pommes.", "Combien de pommes Anna a-t-elle achetées ?", "trois"),
+            ("Le train part à neuf heures.", "Quand le train part-il ?", "à neuf heures"),
+        ]
+        * 3,
+    }.items()
+    for i, (ctx, q, a) in enumerate(rows)
 ]
 
 

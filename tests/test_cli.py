@@ -1,4 +1,5 @@
 """The command line end to end on tiny models: outputs, determinism, resumption, bad input."""
+
 import json
 
 import numpy as np
@@ -15,8 +16,21 @@ FILES = ["scores.csv", "per_text.parquet", "run.json", "heatmap.png"]
 
 def _scan(model_dir, data, out, *extra, process=False):
     run = run_process if process else run_cli
-    return run("scan", "--model", str(model_dir), "--data", str(data), "--languages", "en,fr,hi", "--out", str(out),
-               "--bootstrap", "200", "--quiet", *extra)
+    return run(
+        "scan",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--languages",
+        "en,fr,hi",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "200",
+        "--quiet",
+        *extra,
+    )
 
 
 def test_scan_outputs_and_determinism_across_processes(tiny_dirs, sample_data, tmp_path):
@@ -68,7 +82,9 @@ def test_crash_keeps_finished_languages_and_no_half_run(tiny_dirs, sample_data, 
         return real(self, model, layout, batch, layers)
 
     monkeypatch.setattr(ExactAblation, "score_unit", flaky)
-    settings = dict(model=str(tiny_dirs["qwen2"]), data=str(sample_data), languages=["en", "fr"], bootstrap=50, progress=False)
+    settings = dict(
+        model=str(tiny_dirs["qwen2"]), data=str(sample_data), languages=["en", "fr"], bootstrap=50, progress=False
+    )
     with pytest.raises(KeyboardInterrupt):
         langheads.scan_model(out, **settings)
     assert not out.exists()
@@ -79,8 +95,18 @@ def test_crash_keeps_finished_languages_and_no_half_run(tiny_dirs, sample_data, 
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tiny_dirs, sample_jsonl, tmp_path):
-    r = run_cli("scan", "--model", str(tiny_dirs["gpt2"]), "--data", str(sample_jsonl), "--languages", "en,hi",
-                "--out", str(tmp_path / "x"), "--dry-run")
+    r = run_cli(
+        "scan",
+        "--model",
+        str(tiny_dirs["gpt2"]),
+        "--data",
+        str(sample_jsonl),
+        "--languages",
+        "en,hi",
+        "--out",
+        str(tmp_path / "x"),
+        "--dry-run",
+    )
     assert r.returncode == 0, r.stderr
     assert "12 heads" in r.stderr and "work units" in r.stderr and "min" in r.stderr
     assert not (tmp_path / "x").exists()
@@ -90,8 +116,17 @@ def test_attribution_and_lahis_methods_run(tiny_dirs, sample_data, tmp_path):
     """Each method's scores are its per-text values' aggregate, and the methods differ."""
     values = {}
     for method, rule in [("attribution", "interval"), ("lahis", "lahis")]:
-        r = _scan(tiny_dirs["cohere"], sample_data, tmp_path / method, "--method", method, "--rule", rule,
-                  "--lahis-min-languages", "2")
+        r = _scan(
+            tiny_dirs["cohere"],
+            sample_data,
+            tmp_path / method,
+            "--method",
+            method,
+            "--rule",
+            rule,
+            "--lahis-min-languages",
+            "2",
+        )
         assert r.returncode == 0, r.stderr
         scores = langheads.read_run(tmp_path / method).scores.set_index(["language", "layer", "head"]).sort_index()
         per_text = pd.read_parquet(tmp_path / method / "per_text.parquet")
@@ -118,8 +153,19 @@ def test_overwrite_replaces_only_a_run_langheads_wrote(tiny_dirs, sample_data, t
     mine = tmp_path / "mydata"
     mine.mkdir()
     (mine / "thesis.txt").write_text("years of work")
-    argv = ["scan", "--model", str(tiny_dirs["mistral"]), "--data", str(sample_data), "--languages", "en,fr",
-            "--bootstrap", "20", "--quiet", "--overwrite"]
+    argv = [
+        "scan",
+        "--model",
+        str(tiny_dirs["mistral"]),
+        "--data",
+        str(sample_data),
+        "--languages",
+        "en,fr",
+        "--bootstrap",
+        "20",
+        "--quiet",
+        "--overwrite",
+    ]
     assert main(argv + ["--out", str(mine)]) == 2
     assert "not a folder langheads wrote" in capsys.readouterr().err
     assert (mine / "thesis.txt").read_text() == "years of work"
@@ -152,7 +198,9 @@ def test_compare_runs(tiny_dirs, sample_data, tmp_path):
 
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    common = dict(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en", "fr"], bootstrap=20, progress=False)
+    common = dict(
+        model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en", "fr"], bootstrap=20, progress=False
+    )
     langheads.scan_model(tmp_path / "exact", **common)
     langheads.scan_model(tmp_path / "attr", method="attribution", **common)
     same = compare_runs(tmp_path / "exact", tmp_path / "exact", top=5)
@@ -165,8 +213,19 @@ def test_compare_runs(tiny_dirs, sample_data, tmp_path):
 
 
 def test_memory_estimate_refuses_up_front(tiny_dirs, sample_data, tmp_path):
-    line = _bad("scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                "--out", str(tmp_path / "o"), "--batch-tokens", str(10**12))
+    line = _bad(
+        "scan",
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--data",
+        str(sample_data),
+        "--languages",
+        "en",
+        "--out",
+        str(tmp_path / "o"),
+        "--batch-tokens",
+        str(10**12),
+    )
     assert "--batch-tokens" in line
 
 
@@ -175,6 +234,17 @@ def test_cuda_without_a_gpu_is_refused(tiny_dirs, sample_data, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    line = _bad("scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                "--out", str(tmp_path / "o"), "--device", "cuda")
+    line = _bad(
+        "scan",
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--data",
+        str(sample_data),
+        "--languages",
+        "en",
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cuda",
+    )
     assert "no CUDA device" in line

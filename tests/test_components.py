@@ -1,5 +1,6 @@
 """Neuron groups through the same engine as heads: the fast path against zeroed weights on
 every family with one MLP output projection, a scan end to end, and the refusals."""
+
 import contextlib
 import importlib.util
 import json
@@ -28,7 +29,10 @@ def _zeroed_group(component, model, layer: int, unit: int):
     proj, g = component.target(model, layer), component.group
     if component.experts:
         expert, group = divmod(unit, component.layout.n_heads // component.experts)
-        weight, index = proj.down_proj, (expert, slice(None), slice(group * g, group * g + g))  # [experts, hidden, width]
+        weight, index = (
+            proj.down_proj,
+            (expert, slice(None), slice(group * g, group * g + g)),
+        )  # [experts, hidden, width]
     elif type(proj).__name__ == "Conv1D":  # GPT-2 keeps [in, out]
         weight, index = proj.weight, slice(unit * g, unit * g + g)
     else:
@@ -96,9 +100,29 @@ def _nll64(model, token_lists) -> np.ndarray:
 
 def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     out = tmp_path / "neurons"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--component", "neuron", "--neuron-group", "16", "--bootstrap", "50", "--quiet",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr",
+                "--component",
+                "neuron",
+                "--neuron-group",
+                "16",
+                "--bootstrap",
+                "50",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "18 neuron groups, 2 languages" in capsys.readouterr().out
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 3 * 6 * 2 and set(scores.component) == {"neuron"}
@@ -110,8 +134,14 @@ def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     assert run.n_heads == 6 and run.grid("en").shape == (3, 6)
     capsys.readouterr()
     heads = tmp_path / "heads"
-    langheads.scan_model(heads, model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en", "fr"],
-                         bootstrap=20, progress=False)
+    langheads.scan_model(
+        heads,
+        model=str(tiny_dirs["llama"]),
+        data=str(sample_data),
+        languages=["en", "fr"],
+        bootstrap=20,
+        progress=False,
+    )
     assert main(["compare", str(out), str(heads)]) == 2
     assert "different units (A: neuron groups of 16; B: heads)" in capsys.readouterr().err
     assert main(["report", str(out), "--out", str(tmp_path / "page")]) == 0  # a neuron run's page is drawn
@@ -119,14 +149,34 @@ def test_neuron_scan_end_to_end(tiny_dirs, sample_data, tmp_path, capsys):
     assert "Kinds of neuron groups" in page and "Top neuron groups per language" in page
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--neuron-group", "7"], "--neuron-group 7 does not divide the MLP width 96"),
-    (["--method", "switch"], "--method switch scores heads only"),
-    (["--neuron-group", "0"], "--neuron-group must be a whole number >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--neuron-group", "7"], "--neuron-group 7 does not divide the MLP width 96"),
+        (["--method", "switch"], "--method switch scores heads only"),
+        (["--neuron-group", "0"], "--neuron-group must be a whole number >= 1"),
+    ],
+)
 def test_neuron_scan_refusals(argv, message, tiny_dirs, sample_data, tmp_path, capsys):
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                 "--component", "neuron", *argv, "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en",
+                "--component",
+                "neuron",
+                *argv,
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -146,38 +196,92 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     from langheads.units import name
 
     out, pruned = tmp_path / "experts", tmp_path / "pruned"
-    folder = synthetic.save_tiny(arch, tmp_path / arch, tokenizer={"qwen3_moe": "qwen2", "mixtral": "byte_fallback"}[arch],
-                                 **({"norm_topk_prob": True} if arch == "qwen3_moe" else {}))  # as llama.cpp runs it
-    assert main(["scan", "--model", str(folder), "--data", str(sample_data), "--languages", "en,fr",
-                 "--component", "neuron", "--neuron-group", "16", "--bootstrap", "20", "--quiet",
-                 "--out", str(out)]) == 0
+    folder = synthetic.save_tiny(
+        arch,
+        tmp_path / arch,
+        tokenizer={"qwen3_moe": "qwen2", "mixtral": "byte_fallback"}[arch],
+        **({"norm_topk_prob": True} if arch == "qwen3_moe" else {}),
+    )  # as llama.cpp runs it
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(folder),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr",
+                "--component",
+                "neuron",
+                "--neuron-group",
+                "16",
+                "--bootstrap",
+                "20",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "run.json").read_text())
     width = {"qwen3_moe": 32, "mixtral": 96}[arch]  # one expert's neurons; 4 experts, 2 chosen per token
-    assert info["component"] == {"name": "neuron", "units_per_layer": 4 * width // 16, "unit_width": 16,
-                                 "neurons_per_group": 16, "experts": 4}
+    assert info["component"] == {
+        "name": "neuron",
+        "units_per_layer": 4 * width // 16,
+        "unit_width": 16,
+        "neurons_per_group": 16,
+        "experts": 4,
+    }
     scores = pd.read_csv(out / "scores.csv")
     per = width // 16
     assert scores.loc[scores["head"] == per + 1, "neurons"].eq("E1:16-31").all()
     assert name(info["component"], 2, 4 * per - 1) == f"L2E3N{width - 16}-{width - 1}"
-    assert scores.loc[(scores["layer"] == 2) & (scores["head"] == 4 * per - 1), "unit"].eq(
-        f"L2E3N{width - 16}-{width - 1}").all()  # scores.csv names each unit as the summary does
+    assert (
+        scores.loc[(scores["layer"] == 2) & (scores["head"] == 4 * per - 1), "unit"]
+        .eq(f"L2E3N{width - 16}-{width - 1}")
+        .all()
+    )  # scores.csv names each unit as the summary does
     original = langheads.load_model(str(folder)).model
     component = component_for(original, "neuron", 16)
     ids = torch.tensor([nll.tokenize(langheads.load_model(str(folder)).tokenizer, [SAMPLE["en"][0]])[0]])
 
     def masked_logits(units):
-        factors = {l: torch.ones(component.layout.n_heads).index_fill_(
-            0, torch.tensor([g for _, x, g in units if x == l], dtype=torch.long), 0.0) for l in range(3)}
+        factors = {
+            l: torch.ones(component.layout.n_heads).index_fill_(
+                0, torch.tensor([g for _, x, g in units if x == l], dtype=torch.long), 0.0
+            )
+            for l in range(3)
+        }
         with torch.no_grad(), component.scaled(original, factors):
             return original(input_ids=ids).logits
 
     # without --uniform a move takes one group from each expert of one layer: layers may differ
-    assert main(["prune", "--scan", str(out), "--keep", "en", "--heads", "8", "--max-increase", "1",
-                 "--out", str(tmp_path / "per-layer"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                str(out),
+                "--keep",
+                "en",
+                "--heads",
+                "8",
+                "--max-increase",
+                "1",
+                "--out",
+                str(tmp_path / "per-layer"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     units = read_manifest(tmp_path / "per-layer").pruning_record()["removed_units"]
     moves = [units[:4], units[4:]]
-    assert len(units) == 8 and all(len({l for _, l, _ in m}) == 1 and sorted(g // per for *_, g in m) == [0, 1, 2, 3]
-                                   for m in moves)
+    assert len(units) == 8 and all(
+        len({l for _, l, _ in m}) == 1 and sorted(g // per for *_, g in m) == [0, 1, 2, 3] for m in moves
+    )
     reloaded = langheads.load_model(str(tmp_path / "per-layer")).model
     widths = [layer.mlp.experts.intermediate_dim for layer in H.decoder_layers(reloaded)]
     assert sorted(widths) == sorted([width - 16 * sum(l == x for _, l, _ in units) // 4 for x in range(3)])
@@ -188,12 +292,32 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
     with pytest.raises(LangheadsError, match="experts keep different widths"):  # llama.cpp reads one expert width
         export.export_gguf(langheads.load_model(str(tmp_path / "per-layer")), tmp_path / "uneven.gguf", "f32")
     capsys.readouterr()
-    assert main(["prune", "--scan", str(out), "--keep", "en", "--uniform", "--heads", "12", "--max-increase", "1",
-                 "--out", str(pruned), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                str(out),
+                "--keep",
+                "en",
+                "--uniform",
+                "--heads",
+                "12",
+                "--max-increase",
+                "1",
+                "--out",
+                str(pruned),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     record = read_manifest(pruned).pruning_record()
     units = record["removed_units"]
-    assert len(units) == 12 and sorted((l, g // per) for _, l, g in units) == [(l, e) for l in range(3) for e in range(4)]
+    assert len(units) == 12 and sorted((l, g // per) for _, l, g in units) == [
+        (l, e) for l in range(3) for e in range(4)
+    ]
     cut = 3 * 4 * 16 * 3 * 64  # layers x experts x neurons x (gate row, up row, down column) x hidden
     assert f"{cut:,} parameters saved" in said and "36.9 kFLOP per token fewer" in said
     assert record["saved"]["projection_flops_per_token_saved"] == cut  # 2 x cut x 2 of 4 experts
@@ -236,15 +360,49 @@ def test_block_ablation_equals_zeroed_projections(arch):
 
 def test_block_scan_names_its_units(tiny_dirs, sample_data, tmp_path, capsys):
     out = tmp_path / "blocks"
-    assert main(["scan", "--model", str(tiny_dirs["gemma3"]), "--data", str(sample_data), "--languages", "en,hi",
-                 "--component", "block", "--bootstrap", "50", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["gemma3"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,hi",
+                "--component",
+                "block",
+                "--bootstrap",
+                "50",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 4 * 2 * 2 and set(scores.block) == {"attention", "mlp"}
     assert (scores.loc[scores["head"] == 0, "block"] == "attention").all()
     assert json.loads((out / "run.json").read_text())["component"]["units"] == ["attention", "mlp"]
     capsys.readouterr()
-    assert main(["prune", "--scan", str(out), "--keep", "en", "--max-increase", "0.5", "--out",
-                 str(tmp_path / "p"), "--quiet"]) == 0  # a block scan prunes whole blocks (test_walk)
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                str(out),
+                "--keep",
+                "en",
+                "--max-increase",
+                "0.5",
+                "--out",
+                str(tmp_path / "p"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )  # a block scan prunes whole blocks (test_walk)
     from langheads.manifest import read_manifest
 
     record = read_manifest(tmp_path / "p").pruning_record()
@@ -267,7 +425,7 @@ def test_lape_counts_active_neurons_by_hand(arch):
     act = get(H.decoder_layers(model)[1], H.adapter_for(model).mlp_act)
     for t in (0, 3):
         seen = []
-        handle = act.register_forward_hook(lambda m, a, o: seen.append(o[0]))
+        handle = act.register_forward_hook(lambda m, a, o, seen=seen: seen.append(o[0]))
         with torch.no_grad():
             model(input_ids=torch.tensor([ids[t]]))
         handle.remove()
@@ -288,14 +446,14 @@ def test_lape_counts_an_experts_active_neurons_by_hand():
     experts = component.target(model, 1)
     for t in (0, 3):
         seen = []
-        handle = experts.register_forward_pre_hook(lambda m, args: seen.append(args[:2]))
+        handle = experts.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[:2]))
         with torch.no_grad():
             model(input_ids=torch.tensor([ids[t]]))
         handle.remove()
-        hidden, chosen = seen[0]                                    # [tokens, hidden], [tokens, top-k]
+        hidden, chosen = seen[0]  # [tokens, hidden], [tokens, top-k]
         width = experts.intermediate_dim
         gate = torch.einsum("th,eih->tei", hidden, experts.gate_up_proj[:, :width].detach())  # [tokens, experts, width]
-        routed = torch.zeros(gate.shape[:2], dtype=torch.bool).scatter_(1, chosen, True)      # [tokens, experts]
+        routed = torch.zeros(gate.shape[:2], dtype=torch.bool).scatter_(1, chosen, True)  # [tokens, experts]
         active = (experts.act_fn(gate) > 0) & routed[..., None]
         share = active.double().view(len(ids[t]), -1, 16).mean(dim=(0, 2)).numpy()  # [experts x groups]
         assert np.allclose(out.values[1, :, t], share), t
@@ -350,9 +508,29 @@ def test_prune_a_neuron_scan_within_the_budget(tiny_dirs, sample_data, tmp_path,
     """prune walks a neuron scan's groups, re-measures the kept language, removes the chosen
     neurons from the weights; the folder reloads and is smaller by what the summary says."""
     run, out = tmp_path / "neurons", tmp_path / "pruned"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr,hi",
-                 "--component", "neuron", "--neuron-group", "16", "--bootstrap", "50", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr,hi",
+                "--component",
+                "neuron",
+                "--neuron-group",
+                "16",
+                "--bootstrap",
+                "50",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", "3", "--out", str(out), "--quiet"]) == 0
     said = capsys.readouterr().out
@@ -368,8 +546,23 @@ def test_prune_a_neuron_scan_within_the_budget(tiny_dirs, sample_data, tmp_path,
     record = manifest.pruning_record()
     assert record["kept"] == ["en"] and len(record["removed_units"]) == 3
     assert sum(len(step["units"]) for step in record["curve"]) == 3 < len(record["curve"]) + 2  # in batches
-    assert main(["prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out",
-                 str(tmp_path / "budget"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                str(run),
+                "--keep",
+                "en",
+                "--max-increase",
+                "0.5",
+                "--out",
+                str(tmp_path / "budget"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     walked = read_manifest(tmp_path / "budget").pruning_record()
     for step in walked["curve"][1:]:  # every removal made: the interval's bad end within the budget

@@ -1,4 +1,5 @@
 """Bundled and user data, splits, and clear errors for bad data."""
+
 import pytest
 
 from langheads.corpus import PARTS, UDHR_VARIANTS, bundled_corpus, load_corpus, split_of

@@ -1,19 +1,24 @@
 """GGUF export: read back by transformers' own GGUF reader and by llama.cpp, for the original,
 trimmed and uniformly pruned models; refused with the reason where llama.cpp cannot run it."""
+
 import pytest
 
-from langheads.deploy import export
 from langheads import load_model, synthetic
-from langheads.edit import pruning, vocab
 from langheads.archs import adapter_for
 from langheads.cli import main
+from langheads.deploy import export
+from langheads.edit import pruning, vocab
 from langheads.errors import LangheadsError
 
 TEXTS = synthetic.TRAINING_TEXT["en"] + synthetic.TRAINING_TEXT["hi"] + ["Numbers 1, 22 and 333!"]
 # Shaped like Gemma 3 as transformers' GGUF reader assumes it: attention scaled by 1/sqrt(256),
 # five sliding layers then a full one.
-GEMMA3 = dict(num_hidden_layers=6, head_dim=256, query_pre_attn_scalar=256,
-              layer_types=["sliding_attention"] * 5 + ["full_attention"])
+GEMMA3 = dict(
+    num_hidden_layers=6,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    layer_types=["sliding_attention"] * 5 + ["full_attention"],
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +29,10 @@ def variants(tmp_path_factory):
     orig = synthetic.save_tiny("gemma3", root / "orig", tokenizer="byte_fallback", **GEMMA3)
     loaded = load_model(str(orig))
     choice = vocab.choose_vocab(loaded.tokenizer, ["en", "hi"], synthetic.TRAINING_TEXT)
-    assert main(["trim", "--model", str(orig), "--keep", "en,hi", "--out", str(root / "trim"),
-                 "--data", str(_data(root))]) == 0
+    assert (
+        main(["trim", "--model", str(orig), "--keep", "en,hi", "--out", str(root / "trim"), "--data", str(_data(root))])
+        == 0
+    )
     removed = [(layer, head) for layer in range(6) for head in (1, 3)]
     pruning.save(loaded, root / "uniform", {}, heads=removed, uniform=True, vocab_choice=choice)
     return {name: root / name for name in ("orig", "trim", "uniform")}
@@ -35,9 +42,14 @@ def _data(root):
     import json
 
     path = root / "data.jsonl"
-    path.write_text("".join(json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
-                            for lang, lines in synthetic.TRAINING_TEXT.items() for i, t in enumerate(lines * 8)),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"lang": lang, "id": str(i), "text": t}, ensure_ascii=False) + "\n"
+            for lang, lines in synthetic.TRAINING_TEXT.items()
+            for i, t in enumerate(lines * 8)
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -92,9 +104,11 @@ def test_what_llama_cpp_cannot_run_is_refused(tmp_path, capsys):
         export.export_gguf(load_model(str(folder_b)), tmp_path / "b.gguf")
     with pytest.raises(LangheadsError, match="GGUF export supports .*gemma3.*, not xglm"):
         export.export_gguf(load_model(str(synthetic.save_tiny("xglm", tmp_path / "x"))), tmp_path / "x.gguf")
-    for argv, message in [(["export", str(folder), "--gguf", str(tmp_path / "x.bin")], "must name a .gguf"),
-                          (["export", str(tmp_path / "nowhere"), "--gguf", str(tmp_path / "x.gguf")], "unknown model"),
-                          (["export", str(folder), "--gguf", str(tmp_path / "x.gguf"), "--type", "q4"], "unknown GGUF type")]:
+    for argv, message in [
+        (["export", str(folder), "--gguf", str(tmp_path / "x.bin")], "must name a .gguf"),
+        (["export", str(tmp_path / "nowhere"), "--gguf", str(tmp_path / "x.gguf")], "unknown model"),
+        (["export", str(folder), "--gguf", str(tmp_path / "x.gguf"), "--type", "q4"], "unknown GGUF type"),
+    ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
@@ -140,8 +154,22 @@ def test_export_check_runs_both_readers(variants, tmp_path, capsys):
     import importlib.util
 
     extra = ["--llama-cpp"] if importlib.util.find_spec("llama_cpp") else []
-    assert main(["export", str(variants["trim"]), "--gguf", str(tmp_path / "c.gguf"), "--check", "en,hi",
-                 "--data", str(variants["trim"].parent / "data.jsonl"), *extra]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(variants["trim"]),
+                "--gguf",
+                str(tmp_path / "c.gguf"),
+                "--check",
+                "en,hi",
+                "--data",
+                str(variants["trim"].parent / "data.jsonl"),
+                *extra,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "transformers' GGUF reader: largest logit gap" in out and "texts: True" in out
     if extra:
@@ -179,14 +207,26 @@ def test_trimming_a_gguf_langheads_exported_is_refused_in_one_line(variants, tmp
 # Every family that exports, with the tokenizer style its real models use (and a byte-fallback
 # one where they do too), and the sizes llama.cpp's graph for it assumes.
 FAMILY_MATRIX = [
-    ("llama", "byte_fallback", {}), ("llama", "llama3", {}), ("mistral", "byte_fallback", {}),
-    ("qwen2", "qwen2", {}), ("qwen3", "qwen2", {}), ("gemma", "byte_fallback", {}),
-    ("gemma2", "byte_fallback", dict(query_pre_attn_scalar=16)), ("gemma3", "byte_fallback", GEMMA3),
-    ("cohere", "byte_level", {}), ("cohere2", "byte_level", {}),
-    ("phi3", "byte_fallback", dict(specials=("<s>", "</s>", "<|endoftext|>"))), ("olmo2", "llama3", {}),
-    ("granite", "byte_level", {}), ("smollm3", "llama3", dict(num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0])),
-    ("stablelm", "byte_level", {}), ("mixtral", "byte_fallback", {}), ("qwen3_moe", "qwen2", dict(norm_topk_prob=True)),
-    ("bloom", "byte_level", {}), ("falcon", "byte_level", dict(bias=False)), ("falcon_mqa", "byte_level", dict(bias=False)),
+    ("llama", "byte_fallback", {}),
+    ("llama", "llama3", {}),
+    ("mistral", "byte_fallback", {}),
+    ("qwen2", "qwen2", {}),
+    ("qwen3", "qwen2", {}),
+    ("gemma", "byte_fallback", {}),
+    ("gemma2", "byte_fallback", dict(query_pre_attn_scalar=16)),
+    ("gemma3", "byte_fallback", GEMMA3),
+    ("cohere", "byte_level", {}),
+    ("cohere2", "byte_level", {}),
+    ("phi3", "byte_fallback", dict(specials=("<s>", "</s>", "<|endoftext|>"))),
+    ("olmo2", "llama3", {}),
+    ("granite", "byte_level", {}),
+    ("smollm3", "llama3", dict(num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0])),
+    ("stablelm", "byte_level", {}),
+    ("mixtral", "byte_fallback", {}),
+    ("qwen3_moe", "qwen2", dict(norm_topk_prob=True)),
+    ("bloom", "byte_level", {}),
+    ("falcon", "byte_level", dict(bias=False)),
+    ("falcon_mqa", "byte_level", dict(bias=False)),
     ("gpt2", "byte_level", {}),
 ]
 
@@ -202,15 +242,31 @@ def test_every_exported_family_runs_in_llama_cpp(arch, style, sizes, tmp_path):
     for kind, bound in (("f32", 2e-3), ("f16", 2e-2)):
         gap = export.llama_cpp_gap(loaded, export.export_gguf(loaded, tmp_path / f"{kind}.gguf", kind), TEXTS)
         assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < bound, (kind, gap)
-    assert main(["trim", "--model", str(folder), "--keep", "en,hi", "--out", str(tmp_path / "trim"),
-                 "--data", str(_data(tmp_path))]) == 0
+    assert (
+        main(
+            [
+                "trim",
+                "--model",
+                str(folder),
+                "--keep",
+                "en,hi",
+                "--out",
+                str(tmp_path / "trim"),
+                "--data",
+                str(_data(tmp_path)),
+            ]
+        )
+        == 0
+    )
     trimmed = load_model(str(tmp_path / "trim"))
     assert len(trimmed.tokenizer) < len(loaded.tokenizer)
     gap = export.llama_cpp_gap(trimmed, export.export_gguf(trimmed, tmp_path / "t.gguf"), TEXTS)
     assert gap["same_tokens"] == len(TEXTS) and gap["max_logprob_gap"] < 2e-3, gap
     layers = loaded.model.config.get_text_config().num_hidden_layers
     try:  # one query head from each KV group of every layer (or heads 1 and 3 where heads are their own group)
-        pruning.save(loaded, tmp_path / "u", {}, heads=[(layer, h) for layer in range(layers) for h in (1, 3)], uniform=True)
+        pruning.save(
+            loaded, tmp_path / "u", {}, heads=[(layer, h) for layer in range(layers) for h in (1, 3)], uniform=True
+        )
     except LangheadsError as e:  # the config cannot say the new head count (GPT-2: n_embd / n_head)
         assert "head" in str(e)
         return
@@ -248,8 +304,10 @@ def test_the_pre_tokenizer_is_named_from_what_trimming_keeps(tmp_path):
     from langheads.deploy.gguf_vocab import pre_from_pattern, pre_tokenizer_name
     from langheads.edit.vocab import TokenizerFile
 
-    names = {style: pre_from_pattern(json.loads(synthetic.trained_tokenizer(style).backend_tokenizer.to_str()))
-             for style in ("byte_level", "llama3", "qwen2")}
+    names = {
+        style: pre_from_pattern(json.loads(synthetic.trained_tokenizer(style).backend_tokenizer.to_str()))
+        for style in ("byte_level", "llama3", "qwen2")
+    }
     assert names == {"byte_level": "gpt-2", "llama3": "llama-bpe", "qwen2": "qwen2"}
     tf = TokenizerFile.of(synthetic.trained_tokenizer("byte_level"))
     assert pre_tokenizer_name(tf, {"gpt-2": "x"}, []) == "x" and pre_tokenizer_name(tf, {}, [], "qwen2") == "qwen2"
@@ -286,7 +344,9 @@ def test_uneven_llama_prunings_run_in_llama_cpp_through_deci(tmp_path, capsys):
     import gguf
 
     folder = synthetic.save_tiny("llama", tmp_path / "l", tokenizer="byte_fallback", attention_bias=False)
-    pruning.save(load_model(str(folder)), tmp_path / "uneven", {}, heads=[(0, 0), (0, 1), (1, 2)] + [(2, h) for h in range(4)])
+    pruning.save(
+        load_model(str(folder)), tmp_path / "uneven", {}, heads=[(0, 0), (0, 1), (1, 2)] + [(2, h) for h in range(4)]
+    )
     pruned = load_model(str(tmp_path / "uneven"))
     assert export.layer_heads(pruned.model) == [(2, 1), (4, 2), None]
     path = export.export_gguf(pruned, tmp_path / "u.gguf", "f32")
@@ -303,8 +363,11 @@ def test_uneven_llama_prunings_run_in_llama_cpp_through_deci(tmp_path, capsys):
 
 # Families whose layers are Llama's up to biases, which llama.cpp's deci graph runs with per-layer
 # shapes (src/models/deci.cpp; q/k/v biases load through create_tensor_qkv): tokenizer style, sizes.
-DECI_FAMILIES = [("llama", "byte_fallback", dict(attention_bias=False)), ("mistral", "byte_fallback", {}),
-                 ("qwen2", "qwen2", {})]
+DECI_FAMILIES = [
+    ("llama", "byte_fallback", dict(attention_bias=False)),
+    ("mistral", "byte_fallback", {}),
+    ("qwen2", "qwen2", {}),
+]
 
 
 @pytest.mark.parametrize("family,style,sizes", DECI_FAMILIES, ids=[f[0] for f in DECI_FAMILIES])
@@ -382,9 +445,10 @@ def test_ctrl_c_during_quantization_keeps_the_previous_file(tmp_path):
     program = (
         "import sys, time\n"
         "from langheads.deploy import export\n"
-        "export._QUANTIZE = 'import time; open(__import__(\"sys\").argv[2], \"wb\").write(b\"half\"); time.sleep(60)'\n"
+        'export._QUANTIZE = \'import time; open(__import__("sys").argv[2], "wb").write(b"half"); time.sleep(60)\'\n'
         "print('started', flush=True)\n"
-        f"export.quantize_with_llama_cpp(__import__('pathlib').Path({str(target)!r}), 'q4_k_m')\n")
+        f"export.quantize_with_llama_cpp(__import__('pathlib').Path({str(target)!r}), 'q4_k_m')\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "started"
     time.sleep(2)
@@ -403,8 +467,16 @@ def test_check_runs_where_the_file_can_be_read_and_ends_in_a_verdict(family, sty
     folder = synthetic.save_tiny(family, tmp_path / "m", tokenizer=style)
     pruning.save(load_model(str(folder)), tmp_path / "uneven", {}, heads=[(0, 0), (0, 1), (1, 2)])
     capsys.readouterr()
-    args = ["export", str(tmp_path / "uneven"), "--gguf", str(tmp_path / "u.gguf"), "--check", "en",
-            "--data", str(_data(tmp_path))] + (["--pre", "qwen2"] if style == "qwen2" else [])
+    args = [
+        "export",
+        str(tmp_path / "uneven"),
+        "--gguf",
+        str(tmp_path / "u.gguf"),
+        "--check",
+        "en",
+        "--data",
+        str(_data(tmp_path)),
+    ] + (["--pre", "qwen2"] if style == "qwen2" else [])
     assert main(args) == 0
     out = capsys.readouterr().out
     verdict = [line for line in out.splitlines() if line.startswith("verdict")]

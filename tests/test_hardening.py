@@ -3,6 +3,7 @@ it: a judge that trusts nothing it receives (redirects, escapes, replies that ar
 cache of foreign lines), custom code that never runs, a full disk, user text that is not
 markup, texts longer than a model can read, a cache entry that is a link, and knowledge of
 which scripts a language writes. Servers are the standard library's, on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -51,6 +52,7 @@ def _answer(status: int, body: bytes, headers: dict | None = None):
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
     return reply
 
 
@@ -65,6 +67,7 @@ def servers():
     def start(reply):
         started.append(_Server(reply))
         return started[-1]
+
     yield start
     for s in started:
         s.close()
@@ -109,9 +112,29 @@ def test_a_cached_entry_that_is_not_text_is_asked_again(servers, tmp_path, capsy
 def test_an_error_body_cannot_forge_langheads_output(servers, tiny_dirs, tmp_path, capsys):
     forged = b"\x1b]0;pwned\x07\x1b[2J\rlangheads: all good\nwrote everything"
     hostile = servers(_answer(400, forged))
-    code = main(["evaluate", "--baseline", str(tiny_dirs["llama"]), "--languages", "en", "--qa", "cloze", "--mask",
-                 "0.1", "--new-tokens", "2", "--judge", hostile.url, "--judge-model", "m", "--judge-cache",
-                 str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "e")])
+    code = main(
+        [
+            "evaluate",
+            "--baseline",
+            str(tiny_dirs["llama"]),
+            "--languages",
+            "en",
+            "--qa",
+            "cloze",
+            "--mask",
+            "0.1",
+            "--new-tokens",
+            "2",
+            "--judge",
+            hostile.url,
+            "--judge-model",
+            "m",
+            "--judge-cache",
+            str(tmp_path / "c.jsonl"),
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "\x1b" not in err and "\r" not in err and "\\x1b]0;pwned" in err and "refused the request (HTTP 400" in err
@@ -126,8 +149,9 @@ def test_custom_code_never_runs_even_past_the_refusal(tiny_dirs, tmp_path, monke
     folder = tmp_path / "remote"
     shutil.copytree(tiny_dirs["llama"], folder)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil-custom", auto_map={"AutoConfig": "evil.EvilConfig",
-                                                       "AutoModelForCausalLM": "evil.Evil"})
+    config.update(
+        model_type="evil-custom", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.Evil"}
+    )
     (folder / "config.json").write_text(json.dumps(config))
     marker = tmp_path / "RAN"
     (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nclass EvilConfig: pass\n")
@@ -173,15 +197,32 @@ def full_disk(tmp_path):
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(full_disk, tiny_dirs, sample_data, capsys):
-    code = main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--out", str(full_disk / "run"), "--bootstrap", "20", "--quiet"])
+    code = main(
+        [
+            "scan",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--data",
+            str(sample_data),
+            "--languages",
+            "en,fr",
+            "--out",
+            str(full_disk / "run"),
+            "--bootstrap",
+            "20",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()  # the plan, printed before the work, then one line
     assert code == 2 and "Traceback" not in "".join(err), err
     assert [line for line in err if line.startswith("langheads:")] == err[-1:] and "No space left" in err[-1]
     left = [p for p in full_disk.rglob("*") if ".tmp" in p.name or p.name.startswith(".run.")]
     assert left == [] and not (full_disk / "run").exists()
-    assert all(p.suffix == ".npz" for p in (full_disk / "run.units").rglob("*") if p.is_file()
-               and p.parent.name not in ("log", "run.units"))  # what is in the store is whole units only
+    assert all(
+        p.suffix == ".npz"
+        for p in (full_disk / "run.units").rglob("*")
+        if p.is_file() and p.parent.name not in ("log", "run.units")
+    )  # what is in the store is whole units only
 
 
 def test_user_text_is_drawn_as_plain_text(tiny_dirs, sample_data, tmp_path):
@@ -189,15 +230,32 @@ def test_user_text_is_drawn_as_plain_text(tiny_dirs, sample_data, tmp_path):
     folder = tmp_path / "$\\frac$"
     shutil.copytree(tiny_dirs["llama"], folder)
     out = tmp_path / "run"
-    assert main(["scan", "--model", str(folder), "--data", str(sample_data), "--languages", "en",
-                 "--out", str(out), "--bootstrap", "20", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(folder),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "20",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (out / "heatmap.png").stat().st_size > 1000
     assert json.loads((out / "run.json").read_text())["model"]["id"] == "$\\frac$"
 
 
 def test_texts_longer_than_gpt2_can_read_are_cut_to_its_positions(tiny_dirs, tmp_path):
-    from langheads import load_model, nll
     from langheads import heads as H
+    from langheads import load_model, nll
 
     data = tmp_path / "long.jsonl"
     long = "A long sentence about the river and the hills. " * 12  # > 256 byte tokens
@@ -206,8 +264,25 @@ def test_texts_longer_than_gpt2_can_read_are_cut_to_its_positions(tiny_dirs, tmp
     limit = H.position_limit(loaded.model)
     assert limit == loaded.model.config.n_positions and len(loaded.tokenizer(long)["input_ids"]) > limit
     assert max(map(len, nll.tokenize(loaded.tokenizer, [long], limit=limit))) == limit
-    assert main(["scan", "--model", str(tiny_dirs["gpt2"]), "--data", str(data), "--languages", "en",
-                 "--out", str(tmp_path / "run"), "--bootstrap", "20", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["gpt2"]),
+                "--data",
+                str(data),
+                "--languages",
+                "en",
+                "--out",
+                str(tmp_path / "run"),
+                "--bootstrap",
+                "20",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 def test_japanese_keeps_katakana_its_texts_do_not_show():
@@ -250,7 +325,6 @@ def test_compare_says_which_languages_have_no_spearman():
     assert "undefined" in mean_spearman(table.assign(spearman=float("nan")))
 
 
-
 def test_a_pruning_with_uneven_layers_is_refused_by_scan_and_shown_by_info(tiny_dirs, tmp_path):
     """What langheads wrote, langheads reads or refuses in one line: a scan of an uneven pruning
     used to fail after loading (it reads one layout from config.json); info shows the real shapes."""
@@ -259,7 +333,14 @@ def test_a_pruning_with_uneven_layers_is_refused_by_scan_and_shown_by_info(tiny_
 
     from .conftest import run_cli
 
-    save(load_model(str(tiny_dirs["llama"])), tmp_path / "cut", {}, heads={0: [0, 1]}, neurons={1: list(range(8))}, blocks={2: {"attention"}})
+    save(
+        load_model(str(tiny_dirs["llama"])),
+        tmp_path / "cut",
+        {},
+        heads={0: [0, 1]},
+        neurons={1: list(range(8))},
+        blocks={2: {"attention"}},
+    )
     done = run_cli("scan", "--model", str(tmp_path / "cut"), "--languages", "en", "--out", str(tmp_path / "s"))
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "keep different numbers of heads or MLP neurons" in done.stderr and not (tmp_path / "s").exists()
@@ -277,8 +358,10 @@ def test_every_writer_says_a_full_disk_in_one_line(full_disk, tiny_dirs, capsys)
     folder = synthetic.save_tiny("llama", full_disk.parent / "m", tokenizer="byte_fallback")
     pruning.save(load_model(str(folder)), full_disk.parent / "p", {}, heads=[(0, 0), (0, 1)])
     capsys.readouterr()
-    commands = [["export", str(full_disk.parent / "p"), "--gguf", str(full_disk / "p.gguf")],
-                ["trim", "--model", str(folder), "--keep", "en", "--out", str(full_disk / "t")]]
+    commands = [
+        ["export", str(full_disk.parent / "p"), "--gguf", str(full_disk / "p.gguf")],
+        ["trim", "--model", str(folder), "--keep", "en", "--out", str(full_disk / "t")],
+    ]
     for argv in commands:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
@@ -286,16 +369,29 @@ def test_every_writer_says_a_full_disk_in_one_line(full_disk, tiny_dirs, capsys)
         assert sorted(p.name for p in full_disk.iterdir()) == ["filler"], argv
 
 
-def test_a_folder_name_with_terminal_escapes_reaches_neither_the_terminal_nor_a_figure(tiny_dirs, sample_data,
-                                                                                        tmp_path):
+def test_a_folder_name_with_terminal_escapes_reaches_neither_the_terminal_nor_a_figure(
+    tiny_dirs, sample_data, tmp_path
+):
     """A model folder named with an escape sequence (clear the screen, set the title) reached the
     terminal raw from scan and left the report's SVG figures invalid XML."""
     from .conftest import run_cli
 
     folder = tmp_path / "m\x1b[2J\x1b]0;owned\x07"
     shutil.copytree(tiny_dirs["llama"], folder)
-    done = run_cli("scan", "--model", str(folder), "--data", str(sample_data), "--languages", "en,fr",
-                   "--bootstrap", "20", "--out", str(tmp_path / "run"), "--quiet")
+    done = run_cli(
+        "scan",
+        "--model",
+        str(folder),
+        "--data",
+        str(sample_data),
+        "--languages",
+        "en,fr",
+        "--bootstrap",
+        "20",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout + done.stderr
     assert "\\x1b[2J" in done.stdout + done.stderr  # shown, made visible

@@ -1,4 +1,5 @@
 """Head layout per architecture, and masking that is exact and undone cleanly."""
+
 import copy
 
 import pytest
@@ -69,7 +70,8 @@ def test_hooks_removed_after_error():
 def test_unsupported_architecture_is_named():
     from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
-    model = AutoModelForCausalLM.from_config(GPTNeoXConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                                                           num_attention_heads=2, intermediate_size=32))
+    model = AutoModelForCausalLM.from_config(
+        GPTNeoXConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
     with pytest.raises(LangheadsError, match="unsupported architecture 'gpt_neox'.*gemma3.*llama"):
         H.head_layout(model)

@@ -1,15 +1,16 @@
 """heal: distillation towards the original lowers the loss on held-out kept-language texts,
 full or LoRA, keeps an edited model's manifest, and resumes from its checkpoint."""
+
 import pytest
 import torch
 
 import langheads
 from langheads import nll
 from langheads.cli import main
-from langheads.errors import LangheadsError
 from langheads.corpus import load_corpus
 from langheads.edit.heal import HealSettings, distillation_loss, in_student_tokens
 from langheads.edit.pruning import save
+from langheads.errors import LangheadsError
 from langheads.evaluation.certificate import describe, heal_cautions
 from langheads.manifest import read_manifest
 
@@ -44,8 +45,15 @@ def _held_out_loss(model_dir, baseline) -> float:
 @pytest.mark.parametrize("lora", [None, 8])
 def test_heal_lowers_the_held_out_distillation_loss(models, tmp_path, lora):
     original, edited = models
-    settings = HealSettings(model=str(edited), baseline=str(original), keep=["en"], steps=30,
-                            lr=1e-3 if lora is None else 5e-3, lora=lora, new_tokens=24)
+    settings = HealSettings(
+        model=str(edited),
+        baseline=str(original),
+        keep=["en"],
+        steps=30,
+        lr=1e-3 if lora is None else 5e-3,
+        lora=lora,
+        new_tokens=24,
+    )
     record = langheads.heal(settings, tmp_path / "healed", progress=False)
     assert record["steps"] == 30 and record["loss_after"] < record["loss_before"]
     before, after = _held_out_loss(edited, original), _held_out_loss(tmp_path / "healed", original)
@@ -57,15 +65,36 @@ def test_heal_lowers_the_held_out_distillation_loss(models, tmp_path, lora):
     other = training_jsonl(tmp_path / "other.jsonl")
     assert "healed on text from the bundled corpus" in heal_cautions(str(tmp_path / "healed"), None)[0]
     assert heal_cautions(str(tmp_path / "healed"), str(other)) == [] == heal_cautions(str(edited), None)
-    cert = {"kept": ["en"], "budget": 0.02, "passed": True, "failed": [], "rows": [],
-            "cautions": heal_cautions(str(tmp_path / "healed"), None)}
+    cert = {
+        "kept": ["en"],
+        "budget": 0.02,
+        "passed": True,
+        "failed": [],
+        "rows": [],
+        "cautions": heal_cautions(str(tmp_path / "healed"), None),
+    }
     assert "caution: the model was healed" in describe(cert)
 
 
 def test_heal_resumes_from_its_checkpoint(models, tmp_path, monkeypatch, capsys):
     original, edited = models
-    argv = ["heal", str(edited), "--baseline", str(original), "--keep", "en", "--steps", "8",
-            "--checkpoint-every", "3", "--new-tokens", "8", "--out", str(tmp_path / "healed"), "--quiet"]
+    argv = [
+        "heal",
+        str(edited),
+        "--baseline",
+        str(original),
+        "--keep",
+        "en",
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "3",
+        "--new-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "healed"),
+        "--quiet",
+    ]
     real, calls, interrupt = torch.optim.AdamW.step, [], [True]
 
     def flaky(self, *a, **k):
@@ -97,8 +126,18 @@ def test_a_checkpoint_of_another_model_or_a_damaged_one_is_refused(models, tmp_p
     """The checkpoint is keyed by the settings and both models' hashes (it was keyed by the
     folder's path: an in-place re-pruning resumed the old pruning's weights)."""
     original, edited = models
-    argv = ["heal", str(edited), "--baseline", str(original), "--steps", "2", "--new-tokens", "8",
-            "--out", str(tmp_path / "healed")]
+    argv = [
+        "heal",
+        str(edited),
+        "--baseline",
+        str(original),
+        "--steps",
+        "2",
+        "--new-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "healed"),
+    ]
     ckpt = tmp_path / "healed.heal-checkpoint.pt"
     torch.save({"step": 1, "key": {"model": "another"}}, ckpt)
     assert main(argv) == 2
@@ -113,8 +152,10 @@ def test_a_checkpoint_of_another_model_or_a_damaged_one_is_refused(models, tmp_p
 
 
 def test_heal_refuses_an_unedited_model(tiny_dirs, tmp_path, capsys):
-    assert main(["heal", str(tiny_dirs["llama"]), "--baseline", str(tiny_dirs["llama"]), "--out",
-                 str(tmp_path / "h")]) == 2
+    assert (
+        main(["heal", str(tiny_dirs["llama"]), "--baseline", str(tiny_dirs["llama"]), "--out", str(tmp_path / "h")])
+        == 2
+    )
     assert "not an edited model folder" in capsys.readouterr().err
 
 
@@ -126,8 +167,23 @@ def test_heal_refuses_bad_input_before_any_model_loads(models, sample_data, tmp_
 
     monkeypatch.setattr(langheads.models, "load_model", no_load)
     original, edited = models
-    assert main(["heal", str(edited), "--baseline", str(original), "--keep", "de", "--data", str(sample_data),
-                 "--out", str(tmp_path / "h")]) == 2
+    assert (
+        main(
+            [
+                "heal",
+                str(edited),
+                "--baseline",
+                str(original),
+                "--keep",
+                "de",
+                "--data",
+                str(sample_data),
+                "--out",
+                str(tmp_path / "h"),
+            ]
+        )
+        == 2
+    )
     assert "no data for language 'de'" in capsys.readouterr().err
     assert main(["heal", str(original), "--baseline", str(original), "--out", str(tmp_path / "h")]) == 2
     assert "not an edited model folder" in capsys.readouterr().err
@@ -151,30 +207,74 @@ def test_heal_a_trimmed_vocabulary(tmp_path):
     scaled.tokenizer.save_pretrained(tmp_path / "base")
     save(langheads.load_model(str(tmp_path / "base")), tmp_path / "pruned", neurons={0: list(range(0, 96, 2))})
     data = training_jsonl(tmp_path / "data.jsonl")
-    assert main(["trim", "--model", str(tmp_path / "pruned"), "--keep", "en", "--data", str(data),
-                 "--out", str(tmp_path / "trim")]) == 0
+    assert (
+        main(
+            [
+                "trim",
+                "--model",
+                str(tmp_path / "pruned"),
+                "--keep",
+                "en",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "trim"),
+            ]
+        )
+        == 0
+    )
     trimmed, teacher = langheads.load_model(str(tmp_path / "trim")), langheads.load_model(str(tmp_path / "base"))
     kept = read_manifest(tmp_path / "trim").kept_ids()
     assert len(kept) < len(teacher.tokenizer)
     ids = nll.tokenize(teacher.tokenizer, synthetic.TRAINING_TEXT["en"], 64)
     with torch.no_grad():
         every = list(range(teacher.model.get_input_embeddings().num_embeddings))
-        assert torch.isclose(distillation_loss(teacher.model, teacher.model, ids, every),
-                             distillation_loss(teacher.model, teacher.model, ids), atol=1e-6)
+        assert torch.isclose(
+            distillation_loss(teacher.model, teacher.model, ids, every),
+            distillation_loss(teacher.model, teacher.model, ids),
+            atol=1e-6,
+        )
     hi = nll.tokenize(teacher.tokenizer, synthetic.TRAINING_TEXT["hi"][:1], 64)[0]  # tokens the trim dropped
     assert not set(hi) <= set(kept)
     got = in_student_tokens([hi], teacher, trimmed, kept)[0]  # the same text in the student's own tokens
-    assert trimmed.tokenizer.decode(got, skip_special_tokens=True) == teacher.tokenizer.decode(hi, skip_special_tokens=True)
-    settings = HealSettings(model=str(tmp_path / "trim"), baseline=str(tmp_path / "base"), keep=["en"], steps=20,
-                            lr=1e-3, data=str(data))
+    assert trimmed.tokenizer.decode(got, skip_special_tokens=True) == teacher.tokenizer.decode(
+        hi, skip_special_tokens=True
+    )
+    settings = HealSettings(
+        model=str(tmp_path / "trim"), baseline=str(tmp_path / "base"), keep=["en"], steps=20, lr=1e-3, data=str(data)
+    )
     record = langheads.heal(settings, tmp_path / "healed", progress=False)
     assert record["loss_after"] < 0.9 * record["loss_before"]
     healed = langheads.load_model(str(tmp_path / "healed"))
     assert len(healed.tokenizer) == len(kept) == healed.model.get_input_embeddings().num_embeddings
     # a trimmed vocabulary alone equals the original over the kept tokens: healing can only hurt
-    assert main(["trim", "--model", str(tmp_path / "base"), "--keep", "en", "--data", str(data),
-                 "--out", str(tmp_path / "trim-only")]) == 0
+    assert (
+        main(
+            [
+                "trim",
+                "--model",
+                str(tmp_path / "base"),
+                "--keep",
+                "en",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "trim-only"),
+            ]
+        )
+        == 0
+    )
     with pytest.raises(LangheadsError, match="raised the distillation loss"):
-        langheads.heal(HealSettings(model=str(tmp_path / "trim-only"), baseline=str(tmp_path / "base"), keep=["en"],
-                                    steps=5, lr=1e-3, data=str(data)), tmp_path / "worse", progress=False)
+        langheads.heal(
+            HealSettings(
+                model=str(tmp_path / "trim-only"),
+                baseline=str(tmp_path / "base"),
+                keep=["en"],
+                steps=5,
+                lr=1e-3,
+                data=str(data),
+            ),
+            tmp_path / "worse",
+            progress=False,
+        )
     assert not (tmp_path / "worse").exists() and not (tmp_path / "worse.heal-checkpoint.pt").exists()

@@ -2,6 +2,7 @@
 model, started on 127.0.0.1 by the test and stopped after. What is checked is the plumbing
 (requests, retries, the cache, replies without a verdict, a down endpoint), not the quality
 of a random model's verdicts."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ from .conftest import ITEMS
 
 SERVE = shutil.which("transformers", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(SERVE is None, reason="needs transformers[serving] (make test installs it)")
-TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 def _free_port() -> int:
@@ -41,7 +44,9 @@ def served(tmp_path_factory):
     from langheads import synthetic
 
     # room for the judge's prompts: transformers serve (>= 5.25) refuses requests longer than the model's context
-    folder = synthetic.save_tiny("llama", tmp_path_factory.mktemp("judge") / "judge-model", max_position_embeddings=2048)
+    folder = synthetic.save_tiny(
+        "llama", tmp_path_factory.mktemp("judge") / "judge-model", max_position_embeddings=2048
+    )
     tok = AutoTokenizer.from_pretrained(folder)
     tok.chat_template = TEMPLATE
     tok.save_pretrained(folder)
@@ -49,9 +54,14 @@ def served(tmp_path_factory):
     procs = []
 
     def start():
-        procs.append(subprocess.Popen([SERVE, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
-                                       "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}))
+        procs.append(
+            subprocess.Popen(
+                [SERVE, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+            )
+        )
 
     yield f"http://127.0.0.1:{port}/v1", str(folder), start
     for p in procs:
@@ -60,8 +70,16 @@ def served(tmp_path_factory):
 
 
 def test_parse_verdict():
-    assert [parse_verdict(r) for r in ["4", "Score: 4/5", "I'd give it 2.", "5 - correct", "", "ok", "10", "3.5"]] == \
-        [4, 4, 2, 5, None, None, None, None]
+    assert [parse_verdict(r) for r in ["4", "Score: 4/5", "I'd give it 2.", "5 - correct", "", "ok", "10", "3.5"]] == [
+        4,
+        4,
+        2,
+        5,
+        None,
+        None,
+        None,
+        None,
+    ]
 
 
 def test_down_endpoint_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys):
@@ -72,9 +90,32 @@ def test_down_endpoint_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys):
     with pytest.raises(LangheadsError, match="is not answering .* after 3 attempts; is the server up"):
         judge.rate("q", "a", "a", "en")
     assert judge.retried == 2 and judge.sent == 0
-    assert main(["evaluate", "--baseline", str(tiny_dirs["llama"]), "--mask", "0.0", "--languages", "en", "--qa",
-                 str(qa), "--new-tokens", "3", "--judge", f"http://127.0.0.1:{port}/v1", "--judge-model", "m",
-                 "--judge-cache", str(tmp_path / "c2.jsonl"), "--out", str(tmp_path / "ev")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--baseline",
+                str(tiny_dirs["llama"]),
+                "--mask",
+                "0.0",
+                "--languages",
+                "en",
+                "--qa",
+                str(qa),
+                "--new-tokens",
+                "3",
+                "--judge",
+                f"http://127.0.0.1:{port}/v1",
+                "--judge-model",
+                "m",
+                "--judge-cache",
+                str(tmp_path / "c2.jsonl"),
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not answering" in err[-1]
     assert not (tmp_path / "ev").exists()
@@ -98,8 +139,25 @@ def test_evaluate_with_the_judge_counts_requests_cache_and_unparsed(served, tiny
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(r) + "\n" for r in ITEMS), encoding="utf-8")
     cache = tmp_path / "verdicts.jsonl"
-    argv = ["evaluate", "--baseline", str(tiny_dirs["llama"]), "--mask", "1.2", "--languages", "en,fr", "--qa",
-            str(qa), "--new-tokens", "3", "--judge", url, "--judge-model", name, "--judge-cache", str(cache)]
+    argv = [
+        "evaluate",
+        "--baseline",
+        str(tiny_dirs["llama"]),
+        "--mask",
+        "1.2",
+        "--languages",
+        "en,fr",
+        "--qa",
+        str(qa),
+        "--new-tokens",
+        "3",
+        "--judge",
+        url,
+        "--judge-model",
+        name,
+        "--judge-cache",
+        str(cache),
+    ]
     assert main([*argv, "--out", str(tmp_path / "first")]) == 0
     info = json.loads((tmp_path / "first" / "eval.json").read_text())
     rows = [r for r in info["table"] if r["metric"] == "judge_1to5"]

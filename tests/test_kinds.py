@@ -1,5 +1,6 @@
 """The kinds rules on hand-made scores (one head per kind), Benjamini-Hochberg by hand, and
 the FDR rule through a scan."""
+
 import json
 
 import numpy as np
@@ -12,18 +13,23 @@ LANGS = ["en", "hi", "fr", "de"]
 
 
 def _scores(lows: dict[tuple[int, int], list[float]]) -> pd.DataFrame:
-    rows = [{"layer": l, "head": h, "language": lang, "rel_ci_low": low, "score": low}
-            for (l, h), values in lows.items() for lang, low in zip(LANGS, values)]
+    rows = [
+        {"layer": l, "head": h, "language": lang, "rel_ci_low": low, "score": low}
+        for (l, h), values in lows.items()
+        for lang, low in zip(LANGS, values)
+    ]
     return pd.DataFrame(rows)
 
 
 def test_interval_rule_one_case_per_kind():
-    scores = _scores({
-        (0, 0): [0.05, 0.0, -0.01, 0.009],   # only en above 1%
-        (0, 1): [0.02, 0.03, 0.0, 0.0],      # en and hi: 2 of 4 < ceil(0.75 * 4) = 3
-        (0, 2): [0.02, 0.03, 0.011, 0.0],    # 3 of 4: agnostic
-        (0, 3): [0.01, 0.0, 0.005, -0.2],    # none strictly above 1%
-    })
+    scores = _scores(
+        {
+            (0, 0): [0.05, 0.0, -0.01, 0.009],  # only en above 1%
+            (0, 1): [0.02, 0.03, 0.0, 0.0],  # en and hi: 2 of 4 < ceil(0.75 * 4) = 3
+            (0, 2): [0.02, 0.03, 0.011, 0.0],  # 3 of 4: agnostic
+            (0, 3): [0.01, 0.0, 0.005, -0.2],  # none strictly above 1%
+        }
+    )
     heads = {(h["layer"], h["head"]): h for h in IntervalRule(0.01, 0.75).classify(scores, LANGS)}
     assert heads[(0, 0)]["kind"] == "language-specific" and heads[(0, 0)]["languages"] == ["en"]
     assert heads[(0, 1)]["kind"] == "language-group" and heads[(0, 1)]["languages"] == ["en", "hi"]
@@ -46,8 +52,8 @@ def test_two_languages_match_the_paper():
 
 def test_lahis_rule():
     lows = {(0, h): [0.0] * 4 for h in range(10)}
-    lows[(0, 0)] = [1.0, 1.0, 1.0, 1.0]   # top in every language: general
-    lows[(0, 1)] = [0.9, 0.0, 0.0, 0.0]   # top only in en: specific
+    lows[(0, 0)] = [1.0, 1.0, 1.0, 1.0]  # top in every language: general
+    lows[(0, 1)] = [0.9, 0.0, 0.0, 0.0]  # top only in en: specific
     heads = {h["head"]: h for h in LahisRule(quantile=0.85, min_languages=4).classify(_scores(lows), LANGS)}
     assert heads[0]["kind"] == "language-general"
     assert heads[1]["kind"] == "language-specific" and heads[1]["languages"] == ["en"]
@@ -64,8 +70,29 @@ def test_benjamini_hochberg_against_a_hand_count():
 
 def test_fdr_rule_says_it_made_the_kinds(tiny_dirs, sample_data, tmp_path):
     out = tmp_path / "fdr"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--bootstrap", "200", "--quiet", "--fdr", "0.1", "--threshold", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr",
+                "--bootstrap",
+                "200",
+                "--quiet",
+                "--fdr",
+                "0.1",
+                "--threshold",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "run.json").read_text())
     assert info["rule"]["name"] == "fdr" and info["rule"]["q"] == 0.1 and "Benjamini-Hochberg" in info["rule"]["text"]
     scores = pd.read_csv(out / "scores.csv")

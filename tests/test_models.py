@@ -1,4 +1,5 @@
 """Model loading: folders, the GGUF cache (atomic, listable, clearable), and the real default."""
+
 import pytest
 import torch
 
@@ -37,10 +38,16 @@ def test_gguf_cache_is_atomic_listed_and_cleared(tmp_path, monkeypatch):
         return model
 
     real_model, real_tok = transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoTokenizer.from_pretrained
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
-                        lambda folder, gguf_file=None, **kw: fake_model(folder, gguf_file) if gguf_file else real_model(folder, **kw))
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
-                        lambda folder, gguf_file=None, **kw: synthetic.byte_tokenizer() if gguf_file else real_tok(folder, **kw))
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM,
+        "from_pretrained",
+        lambda folder, gguf_file=None, **kw: fake_model(folder, gguf_file) if gguf_file else real_model(folder, **kw),
+    )
+    monkeypatch.setattr(
+        transformers.AutoTokenizer,
+        "from_pretrained",
+        lambda folder, gguf_file=None, **kw: synthetic.byte_tokenizer() if gguf_file else real_tok(folder, **kw),
+    )
     with pytest.raises(KeyboardInterrupt):
         models.load_model(str(gguf))
     assert list((tmp_path / "cache" / "models").iterdir()) == []
@@ -60,11 +67,17 @@ def test_cache_cli(tmp_path):
 
 # ---- the real default model (slow: converted once into the cache, then seconds) ----------
 
+
 @pytest.mark.slow
 def test_default_model_shape(default_model):
     layout = H.head_layout(default_model.model)
     assert (layout.model_type, layout.n_layers, layout.n_heads, layout.n_kv_heads, layout.head_dim) == (
-        "gemma3_text", 18, 4, 1, 256)
+        "gemma3_text",
+        18,
+        4,
+        1,
+        256,
+    )
     ids = default_model.tokenizer("Hello")["input_ids"]
     assert ids[0] == default_model.tokenizer.bos_token_id == 2 and len(ids) == 2
 
@@ -80,7 +93,9 @@ def test_default_model_exact_matches_naive_one_head_per_layer(default_model):
     layout = H.head_layout(model)
     reference = nll.reference_nll(model, ids).double().numpy()
     assert 1.0 < reference.mean() < 8.0
-    out = ExactAblation(chunk_tokens=16).score_language(model, layout, nll.make_batches(ids, 64), len(ids), lambda k: None)
+    out = ExactAblation(chunk_tokens=16).score_language(
+        model, layout, nll.make_batches(ids, 64), len(ids), lambda k: None
+    )
     assert abs(out.base_nll - reference).max() < 1e-4
     for layer in range(layout.n_layers):
         head = layer % layout.n_heads

@@ -1,12 +1,13 @@
 """Physical pruning: equal to masking, reloads with both loaders, chooses within its rules."""
+
 import copy
 import json
 
 import pytest
 import torch
 
-from langheads import heads as H
 from langheads import archs, models, synthetic
+from langheads import heads as H
 from langheads.edit import candidates, pruning, surgery
 from langheads.errors import LangheadsError
 from langheads.manifest import read_manifest
@@ -100,8 +101,11 @@ def test_uniform_is_refused_with_the_reason(tmp_path):
         pruning.save(uneven, tmp_path / "a", {}, heads=[(0, 1)], uniform=True)
     # 6 query heads in 2 groups of 3, hidden size 42: removing one per group leaves 4 heads,
     # and transformers' config validator wants the hidden size to be a multiple of the head count.
-    six = models.load_model(str(synthetic.save_tiny("llama", tmp_path / "six", hidden_size=42,
-                                                    num_attention_heads=6, num_key_value_heads=2)))
+    six = models.load_model(
+        str(
+            synthetic.save_tiny("llama", tmp_path / "six", hidden_size=42, num_attention_heads=6, num_key_value_heads=2)
+        )
+    )
     with pytest.raises(LangheadsError, match="cannot express 4 query heads.*not a multiple"):
         pruning.save(six, tmp_path / "b", {}, heads=[(l, h) for l in range(3) for h in (0, 3)], uniform=True)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -110,22 +114,43 @@ def test_uniform_is_refused_with_the_reason(tmp_path):
 def test_candidate_order():
     import pandas as pd
 
-    heads = [{"layer": 0, "head": 0, "kind": "language-specific", "languages": ["en"]},
-             {"layer": 0, "head": 1, "kind": "language-specific", "languages": ["fr"]},
-             {"layer": 0, "head": 2, "kind": "miscellaneous", "languages": []},
-             {"layer": 0, "head": 3, "kind": "language-group", "languages": ["fr", "hi"]},
-             {"layer": 1, "head": 0, "kind": "miscellaneous", "languages": []}]
+    heads = [
+        {"layer": 0, "head": 0, "kind": "language-specific", "languages": ["en"]},
+        {"layer": 0, "head": 1, "kind": "language-specific", "languages": ["fr"]},
+        {"layer": 0, "head": 2, "kind": "miscellaneous", "languages": []},
+        {"layer": 0, "head": 3, "kind": "language-group", "languages": ["fr", "hi"]},
+        {"layer": 1, "head": 0, "kind": "miscellaneous", "languages": []},
+    ]
     rel = {(0, 0): 0.05, (0, 1): 0.003, (0, 2): 0.001, (0, 3): 0.002, (1, 0): 0.0005}
-    scores = pd.DataFrame([{"layer": l, "head": h, "language": lang, "rel_increase": r}
-                           for (l, h), r in rel.items() for lang in ["en", "fr", "hi"]])
+    scores = pd.DataFrame(
+        [
+            {"layer": l, "head": h, "language": lang, "rel_increase": r}
+            for (l, h), r in rel.items()
+            for lang in ["en", "fr", "hi"]
+        ]
+    )
     order = candidates.ordered(candidates.candidate_tiers(heads, ["fr", "hi"]), candidates.head_harm(scores, ["en"]))
     assert order == [(0, 3), (0, 1), (1, 0), (0, 2)]  # dropped-only by harm, then miscellaneous by harm
 
 
 def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     run = tmp_path / "scan"
-    r = run_cli("scan", "--model", str(tiny_dirs["gemma3"]), "--data", str(sample_data), "--languages", "en,fr,hi",
-                "--out", str(run), "--bootstrap", "50", "--threshold", "0.002", "--quiet")
+    r = run_cli(
+        "scan",
+        "--model",
+        str(tiny_dirs["gemma3"]),
+        "--data",
+        str(sample_data),
+        "--languages",
+        "en,fr,hi",
+        "--out",
+        str(run),
+        "--bootstrap",
+        "50",
+        "--threshold",
+        "0.002",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     r = run_cli("prune", "--scan", str(run), "--keep", "en", "--heads", "2", "--out", str(tmp_path / "m"), "--quiet")
     assert r.returncode == 0, r.stderr
@@ -135,8 +160,20 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     assert {u[0] for u in info["removed_units"]} == {"head"} and info["curve"][-1]["step"] == len(info["curve"]) - 1
     assert info["saved"]["parameters_saved"] > 0  # every move saves parameters
     assert all(set(step["nll"]) == {"en", "fr", "hi"} for step in info["curve"])
-    r = run_cli("prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.5", "--out", str(tmp_path / "b"),
-                "--quiet", "--dtype", "bfloat16")
+    r = run_cli(
+        "prune",
+        "--scan",
+        str(run),
+        "--keep",
+        "en",
+        "--max-increase",
+        "0.5",
+        "--out",
+        str(tmp_path / "b"),
+        "--quiet",
+        "--dtype",
+        "bfloat16",
+    )
     assert r.returncode == 0, r.stderr
     from safetensors import safe_open
 
@@ -144,9 +181,23 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     with safe_open(str(weights), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
     assert models.load_model(str(tmp_path / "b"), "bfloat16").model.dtype == torch.bfloat16
-    r = run_cli("evaluate", "--model", str(tmp_path / "m"), "--baseline", str(tiny_dirs["gemma3"]),
-                "--languages", "en,fr", "--data", str(sample_data), "--out", str(tmp_path / "e"), "--prompts", "1",
-                "--new-tokens", "4")
+    r = run_cli(
+        "evaluate",
+        "--model",
+        str(tmp_path / "m"),
+        "--baseline",
+        str(tiny_dirs["gemma3"]),
+        "--languages",
+        "en,fr",
+        "--data",
+        str(sample_data),
+        "--out",
+        str(tmp_path / "e"),
+        "--prompts",
+        "1",
+        "--new-tokens",
+        "4",
+    )
     assert r.returncode == 0, r.stderr
     ev = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert [row["language"] for row in ev["table"]] == ["en", "fr"] and ev["part"] == "report"
@@ -157,11 +208,30 @@ def test_prune_and_evaluate_cli(tiny_dirs, sample_data, tmp_path):
     for row in ev["table"]:
         assert row["change_ci_low"] <= row["change"] <= row["change_ci_high"]
         assert row["nll_per_byte_before"] > 0
-    assert "not in the scan: de" in run_cli("prune", "--scan", str(run), "--keep", "de", "--out", str(tmp_path / "x")).stderr
+    assert (
+        "not in the scan: de"
+        in run_cli("prune", "--scan", str(run), "--keep", "de", "--out", str(tmp_path / "x")).stderr
+    )
     from langheads.cli import main
 
-    assert main(["prune", "--scan", str(run), "--keep", "en,hi", "--units", "2", "--trim-vocab",
-                 "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                str(run),
+                "--keep",
+                "en,hi",
+                "--units",
+                "2",
+                "--trim-vocab",
+                "--out",
+                str(tmp_path / "t"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     trimmed = read_manifest(tmp_path / "t")
     assert [e["op"] for e in trimmed.edits] == ["remove_heads", "trim_vocab"]
     assert trimmed.records["trim_vocab"]["scripts"] == {"en": {"LATIN": 1.0}, "hi": {"DEVANAGARI": 1.0}}
@@ -189,13 +259,19 @@ def test_damaged_pruned_folder_is_named_not_loaded(tiny_dirs, tmp_path):
     pruning.save(models.load_model(str(tiny_dirs["llama"])), tmp_path / "p", {}, heads=REMOVED)
     [file] = (tmp_path / "p").glob("*.safetensors")
     state = load_file(file)
-    for damage, name in [(lambda s: s.pop("model.norm.weight"), "model.norm.weight"),
-                         (lambda s: s.update({"model.layers.0.self_attn.q_proj.weight":
-                                              s["model.layers.0.self_attn.q_proj.weight"][:8]}), "q_proj")]:
+    for damage, name in [
+        (lambda s: s.pop("model.norm.weight"), "model.norm.weight"),
+        (
+            lambda s: s.update(
+                {"model.layers.0.self_attn.q_proj.weight": s["model.layers.0.self_attn.q_proj.weight"][:8]}
+            ),
+            "q_proj",
+        ),
+    ]:
         broken = dict(state)
         damage(broken)
         save_file(broken, str(file), metadata={"format": "pt"})
-        with pytest.raises(LangheadsError, match=f"weights do not match langrun.json .*{name}"):
+        with pytest.raises(LangheadsError, match=f"weights do not match langheads.json .*{name}"):
             models.load_model(str(tmp_path / "p"))
 
 
@@ -209,17 +285,44 @@ def test_prune_reads_the_scans_own_texts(tiny_dirs, tmp_path):
 
     from .conftest import SAMPLE
 
-    paragraphs = [{"context": text, "qas": [{"id": f"q{i}", "question": "What is said?",
-                                             "answers": [{"text": text.split()[-1]}]}]}
-                  for i, text in enumerate(SAMPLE["en"] * 2)]
+    paragraphs = [
+        {
+            "context": text,
+            "qas": [{"id": f"q{i}", "question": "What is said?", "answers": [{"text": text.split()[-1]}]}],
+        }
+        for i, text in enumerate(SAMPLE["en"] * 2)
+    ]
     data = tmp_path / "squad.json"
     data.write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}))
     run = tmp_path / "run"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(data), "--data-lang", "en",
-                 "--signal", "answer", "--languages", "en", "--out", str(run), "--bootstrap", "20", "--quiet"]) == 0
-    assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", "1", "--out", str(tmp_path / "m"),
-                 "--quiet"]) == 0
-    assert (tmp_path / "m" / "langrun.json").exists()
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(data),
+                "--data-lang",
+                "en",
+                "--signal",
+                "answer",
+                "--languages",
+                "en",
+                "--out",
+                str(run),
+                "--bootstrap",
+                "20",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["prune", "--scan", str(run), "--keep", "en", "--heads", "1", "--out", str(tmp_path / "m"), "--quiet"])
+        == 0
+    )
+    assert (tmp_path / "m" / "langheads.json").exists()
 
 
 def test_savings_count_what_the_saved_model_loses():
@@ -227,13 +330,13 @@ def test_savings_count_what_the_saved_model_loses():
     from langheads.heads import HeadLayout
 
     phi = HeadLayout("phi3", n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8)  # groups {0, 1} and {2, 3}
-    assert savings.slots_saved(phi, [(0, 0)]) == (0, 0)               # padded back: nothing saved
-    assert savings.slots_saved(phi, [(0, 0), (0, 2)]) == (2, 0)       # one per group: the width drops
-    assert savings.slots_saved(phi, [(0, 0), (0, 1)]) == (2, 1)       # a whole group, its KV head too
-    assert savings.slots_saved(phi, [(0, 0), (1, 2)]) == (0, 0)       # scattered over layers: nothing
+    assert savings.slots_saved(phi, [(0, 0)]) == (0, 0)  # padded back: nothing saved
+    assert savings.slots_saved(phi, [(0, 0), (0, 2)]) == (2, 0)  # one per group: the width drops
+    assert savings.slots_saved(phi, [(0, 0), (0, 1)]) == (2, 1)  # a whole group, its KV head too
+    assert savings.slots_saved(phi, [(0, 0), (1, 2)]) == (0, 0)  # scattered over layers: nothing
     moves = candidates.moves(phi, [(0, 1), (0, 3), (0, 0), (1, 2)], set())
     assert moves == [((0, 0), (0, 1)), ((0, 1), (0, 3))]  # the rest of group 0; one per group, least harm first
-    assert candidates.moves(phi, [(0, 0)], set()) == []     # a lone head of a group of two is no move
+    assert candidates.moves(phi, [(0, 0)], set()) == []  # a lone head of a group of two is no move
 
 
 def test_prune_saves_parameters_on_grouped_attention(tmp_path, sample_data):
@@ -244,12 +347,46 @@ def test_prune_saves_parameters_on_grouped_attention(tmp_path, sample_data):
 
     model = synthetic.save_tiny("phi3", tmp_path / "phi3")
     run = tmp_path / "scan"
-    assert main(["scan", "--model", str(model), "--data", str(sample_data), "--languages", "en,fr,hi",
-                 "--out", str(run), "--bootstrap", "50", "--threshold", "0.002", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(model),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr,hi",
+                "--out",
+                str(run),
+                "--bootstrap",
+                "50",
+                "--threshold",
+                "0.002",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     original = sum(p.numel() for p in models.load_model(str(model)).model.parameters())
     for n in (2, 1):
-        assert main(["prune", "--scan", str(run), "--keep", "en", "--heads", str(n), "--out", str(tmp_path / f"m{n}"),
-                     "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "prune",
+                    "--scan",
+                    str(run),
+                    "--keep",
+                    "en",
+                    "--heads",
+                    str(n),
+                    "--out",
+                    str(tmp_path / f"m{n}"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     saved = read_manifest(tmp_path / "m2").records["remove_heads"]["saved"]
     pruned = sum(p.numel() for p in models.load_model(str(tmp_path / "m2")).model.parameters())
     assert saved["heads_removed"] == 2 and saved["query_slots_saved"] == 2 and saved["padding_heads"] == 0
@@ -311,10 +448,44 @@ def test_every_step_of_a_budget_walk_keeps_the_interval_within_the_budget(tiny_d
     from langheads.cli import main
 
     run = tmp_path / "scan"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--out", str(run), "--bootstrap", "20", "--threshold", "0.5", "--quiet"]) == 0
-    assert main(["prune", "--scan", str(run), "--keep", "en", "--max-increase", "0.01", "--out", str(tmp_path / "m"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr",
+                "--out",
+                str(run),
+                "--bootstrap",
+                "20",
+                "--threshold",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                str(run),
+                "--keep",
+                "en",
+                "--max-increase",
+                "0.01",
+                "--out",
+                str(tmp_path / "m"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     record = read_manifest(tmp_path / "m").pruning_record()
     assert all(step["rel_kept_upper"]["en"] <= 0.01 for step in record["curve"][1:])
     assert all(r["rel_kept_upper"]["en"] > 0.01 for r in record["rejected"])

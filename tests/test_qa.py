@@ -1,5 +1,6 @@
 """The paper's protocol, first part: question-answer data, prompts through chat templates or
 the plain template, and the answer-only NLL as a scan signal (exact against the slow path)."""
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from langheads.cli import main
 from langheads.corpus import Text, load_corpus
 from langheads.models import load_model
 from langheads.scoring import ExactAblation
+
 
 def _encoded(loaded, items, template=None):
     out = [qa.encode(loaded.tokenizer, t, template) for t in items]
@@ -41,7 +43,8 @@ def test_exact_scan_on_answers_is_masked_minus_unmasked(tiny_dirs, qa_jsonl):
     ids, starts = _encoded(loaded, items)
     layout = H.head_layout(loaded.model)
     out = ExactAblation(chunk_tokens=7, batch_tokens=200).score_language(
-        loaded.model, layout, nll.make_batches(ids, 50, starts=starts), len(ids))
+        loaded.model, layout, nll.make_batches(ids, 50, starts=starts), len(ids)
+    )
     base = nll.reference_nll(loaded.model, ids, starts).double().numpy()
     np.testing.assert_allclose(out.base_nll, base, rtol=1e-5, atol=1e-6)
     for layer, head in [(0, 1), (2, 3)]:
@@ -54,12 +57,17 @@ def test_templates_plain_chat_and_file(tiny_dirs, tmp_path):
     loaded = load_model(str(tiny_dirs["llama"]))
     item = Text("en", "1", "The sky is clear.", "What colour is the sky?", "blue")
     assert qa.template_of(loaded.tokenizer, "auto") == ("plain", None)  # the tiny tokenizer has none
-    assert qa.prompt_text(item, None, loaded.tokenizer) == "The sky is clear.\n\nQuestion: What colour is the sky?\nAnswer:"
+    assert (
+        qa.prompt_text(item, None, loaded.tokenizer)
+        == "The sky is clear.\n\nQuestion: What colour is the sky?\nAnswer:"
+    )
     ids, start = qa.encode(loaded.tokenizer, item, None)
     assert loaded.tokenizer.decode(ids[start:]).strip() == "blue"
     jinja = tmp_path / "t.jinja"
-    jinja.write_text("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                     "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    jinja.write_text(
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     name, template = qa.template_of(loaded.tokenizer, str(jinja))
     assert name == "chat (t.jinja)"
     prompt = qa.prompt_text(item, template, loaded.tokenizer)
@@ -84,9 +92,26 @@ def test_cloze_set_is_built_offline_from_the_report_part():
 
 
 def test_squad_files_take_their_language_from_the_name(tmp_path, capsys):
-    squad = {"data": [{"title": "t", "paragraphs": [{"context": "Le ciel est bleu.", "qas": [
-        {"id": "q1", "question": "De quelle couleur est le ciel ?", "answers": [{"text": "bleu", "answer_start": 12}]},
-        {"id": "q2", "question": "Sans réponse ?", "answers": []}]}]}]}
+    squad = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "Le ciel est bleu.",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "De quelle couleur est le ciel ?",
+                                "answers": [{"text": "bleu", "answer_start": 12}],
+                            },
+                            {"id": "q2", "question": "Sans réponse ?", "answers": []},
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     for name in ("xquad.fr.json", "dev-context-fr-question-fr.json", "squad.json"):
         (tmp_path / name).write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
     for name in ("xquad.fr.json", "dev-context-fr-question-fr.json"):
@@ -100,16 +125,69 @@ def test_squad_files_take_their_language_from_the_name(tmp_path, capsys):
 
 def test_answer_signal_scan_end_to_end(tiny_dirs, qa_jsonl, sample_data, tmp_path, capsys):
     out = tmp_path / "answers"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(qa_jsonl), "--languages", "en,fr",
-                 "--signal", "answer", "--out", str(out), "--bootstrap", "50", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(qa_jsonl),
+                "--languages",
+                "en,fr",
+                "--signal",
+                "answer",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "50",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "run.json").read_text())
     assert info["signal"]["name"] == "answer" and info["signal"]["template"] == "plain"
     assert info["settings"]["signal"] == "answer"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--languages", "en,hi", "--signal", "answer",
-                 "--out", str(tmp_path / "cloze"), "--bootstrap", "20", "--quiet"]) == 0  # default: the cloze set
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--languages",
+                "en,hi",
+                "--signal",
+                "answer",
+                "--out",
+                str(tmp_path / "cloze"),
+                "--bootstrap",
+                "20",
+                "--quiet",
+            ]
+        )
+        == 0
+    )  # default: the cloze set
     assert "cloze set" in json.loads((tmp_path / "cloze" / "run.json").read_text())["corpus"]["source"]
     capsys.readouterr()
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                 "--signal", "answer", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en",
+                "--signal",
+                "answer",
+                "--out",
+                str(tmp_path / "x"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--signal answer needs question-answer data" in err[0]

@@ -1,6 +1,7 @@
 """The second real model, Qwen2.5-Coder-0.5B-Instruct (qwen2: 14 query heads over 2 KV heads,
 q/k/v biases, a tied byte-level BPE vocabulary), through scan, prune and export: a pruning with
 uneven heads runs in llama.cpp's deci graph with transformers' next-token log-probabilities."""
+
 import pytest
 
 from langheads import load_model
@@ -26,11 +27,35 @@ def test_qwen_scan_prune_and_export_run_in_llama_cpp(qwen_model, tmp_path):
     """An attribution scan of all 336 heads on en and zh, a walk that removes 40 heads, and the
     uneven pruning it writes, exported through deci and run by llama.cpp against transformers."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
-    scan = run_cli("scan", "--model", "qwen2.5-coder-0.5b", "--languages", "en,zh", "--method", "attribution",
-                   "--texts", "2", "--max-tokens", "24", "--out", str(tmp_path / "scan"), "--quiet")
+    scan = run_cli(
+        "scan",
+        "--model",
+        "qwen2.5-coder-0.5b",
+        "--languages",
+        "en,zh",
+        "--method",
+        "attribution",
+        "--texts",
+        "2",
+        "--max-tokens",
+        "24",
+        "--out",
+        str(tmp_path / "scan"),
+        "--quiet",
+    )
     assert scan.returncode == 0, scan.stderr
-    pruned = run_cli("prune", "--scan", str(tmp_path / "scan"), "--keep", "en", "--heads", "40",
-                     "--out", str(tmp_path / "pruned"), "--quiet")
+    pruned = run_cli(
+        "prune",
+        "--scan",
+        str(tmp_path / "scan"),
+        "--keep",
+        "en",
+        "--heads",
+        "40",
+        "--out",
+        str(tmp_path / "pruned"),
+        "--quiet",
+    )
     assert pruned.returncode == 0, pruned.stderr
     loaded = load_model(str(tmp_path / "pruned"))
     counts = export.layer_heads(loaded.model)

@@ -6,6 +6,7 @@ axis reworded). Weights, the GGUF file and the report page (its folder
 name aside) are compared byte for byte (sha256); the scan's numbers to 1e-6 relative or absolute (the same to
 the last bit on the machine that wrote them; the tolerance leaves room for another CPU's
 summation order), its kinds exactly."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -46,7 +47,9 @@ def test_the_commands_write_what_they_wrote_before(tmp_path):
     # names each unit (issue 33)
     assert now["columns"][0] == before["columns"][0] + ["component", "unit"]
     assert set(now["scores"].pop("component")) == {"head"}
-    assert now["scores"].pop("unit") == [f"L{l}H{h}" for l, h in zip(before["scores"]["layer"], before["scores"]["head"])]
+    assert now["scores"].pop("unit") == [
+        f"L{l}H{h}" for l, h in zip(before["scores"]["layer"], before["scores"]["head"])
+    ]
     assert now["columns"][1] == before["columns"][1]  # per_text.parquet, in the same order
     _same_table(now["scores"], before["scores"], "scores.csv")
     _same_table(now["per_text"], before["per_text"], "per_text.parquet")

@@ -1,5 +1,6 @@
 """The report: typed readers and the page itself in a real browser (Debian's
 chromium and chromium-driver, driven by Selenium)."""
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,63 @@ def report_inputs(tiny_dirs, sample_data, tmp_path_factory):
     common = ["--model", model, "--data", str(sample_data), "--languages", "en,fr,hi", "--bootstrap", "200", "--quiet"]
     assert main(["scan", *common, "--out", str(root / "exact")]) == 0
     assert main(["scan", *common, "--out", str(root / "attribution"), "--method", "attribution"]) == 0
-    assert main(["prune", "--scan", str(root / "exact"), "--keep", "en", "--heads", "3", "--out", str(root / "pruned"),
-                 "--quiet"]) == 0
-    assert main(["evaluate", "--model", str(root / "pruned"), "--baseline", model, "--languages", "en,fr",
-                 "--data", str(sample_data), "--out", str(root / "eval"), "--prompts", "2", "--new-tokens", "6"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                str(root / "exact"),
+                "--keep",
+                "en",
+                "--heads",
+                "3",
+                "--out",
+                str(root / "pruned"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(root / "pruned"),
+                "--baseline",
+                model,
+                "--languages",
+                "en,fr",
+                "--data",
+                str(sample_data),
+                "--out",
+                str(root / "eval"),
+                "--prompts",
+                "2",
+                "--new-tokens",
+                "6",
+            ]
+        )
+        == 0
+    )
     report = root / "report"
-    assert main(["report", str(root / "exact"), "--prune", str(root / "pruned"), "--eval", str(root / "eval"),
-                 "--compare", str(root / "attribution"), "--out", str(report)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(root / "exact"),
+                "--prune",
+                str(root / "pruned"),
+                "--eval",
+                str(root / "eval"),
+                "--compare",
+                str(root / "attribution"),
+                "--out",
+                str(report),
+            ]
+        )
+        == 0
+    )
     return root, report
 
 
@@ -76,8 +127,10 @@ def test_report_refuses_what_it_cannot_read(report_inputs, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.skipif(not CHROMEDRIVER.exists() and not os.environ.get("CI"),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(
+    not CHROMEDRIVER.exists() and not os.environ.get("CI"),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
 def test_report_in_a_real_browser(report_inputs, tmp_path):
     """Opens the page in headless Chromium: no console error, no network request, every
     figure drawn and not blank, the tables hold the run's numbers."""
@@ -107,7 +160,9 @@ def test_report_in_a_real_browser(report_inputs, tmp_path):
                 const g = c.getContext('2d'); g.drawImage(img, 0, 0);
                 const d = g.getImageData(0, 0, c.width, c.height).data; const seen = new Set();
                 for (let i = 0; i < d.length; i += 4 * 97) seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
-                return [img.naturalWidth, img.naturalHeight, seen.size];""", img)
+                return [img.naturalWidth, img.naturalHeight, seen.size];""",
+                img,
+            )
             assert width > 0 and height > 0, name
             assert colours > 1, f"{name} is blank"
             assert driver.find_element(By.CSS_SELECTOR, f"#fig-{name} figcaption").text.strip()

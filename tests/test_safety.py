@@ -1,14 +1,15 @@
 """Nothing that is not langheads' is deleted, and no finished work is thrown away: the data-loss
 cases of the hardening issue, each shown safe."""
+
 import pytest
 
 from langheads import runs
-from langheads.scanning import plan as scan_plan
-from langheads.scanning import settings as scan_settings
 from langheads.cli import main
 from langheads.errors import LangheadsError
-from langheads.scoring.exact import ExactAblation
+from langheads.scanning import plan as scan_plan
+from langheads.scanning import settings as scan_settings
 from langheads.scanning.store import store_dir
+from langheads.scoring.exact import ExactAblation
 
 
 @pytest.fixture
@@ -18,8 +19,21 @@ def crashed(tiny_dirs, sample_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
 
     def argv(*extra, model="llama", languages="en,fr"):
-        return ["scan", "--model", str(tiny_dirs[model]), "--data", str(sample_data), "--languages", languages,
-                "--out", str(out), "--bootstrap", "20", "--quiet", *extra]
+        return [
+            "scan",
+            "--model",
+            str(tiny_dirs[model]),
+            "--data",
+            str(sample_data),
+            "--languages",
+            languages,
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+            "--quiet",
+            *extra,
+        ]
 
     def die(*a, **k):
         raise KeyboardInterrupt
@@ -67,8 +81,26 @@ def test_a_store_folder_not_made_by_langheads_is_left_alone(tiny_dirs, sample_da
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     for extra in ([], ["--overwrite"]):
-        assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                     "--out", str(out), "--quiet", "--bootstrap", "20", *extra]) == 2
+        assert (
+            main(
+                [
+                    "scan",
+                    "--model",
+                    str(tiny_dirs["llama"]),
+                    "--data",
+                    str(sample_data),
+                    "--languages",
+                    "en",
+                    "--out",
+                    str(out),
+                    "--quiet",
+                    "--bootstrap",
+                    "20",
+                    *extra,
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert "is not a folder langheads wrote" in err and "refusing to replace it" in err
     assert (stranger / "notes.txt").read_text() == "mine" and not out.exists()
@@ -113,8 +145,27 @@ def test_small_samples_are_said_to_be_small(tiny_dirs, sample_data, tmp_path, ca
     import json
 
     out = tmp_path / "run"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--out", str(out), "--bootstrap", "20", "--quiet", "--texts", "3"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "20",
+                "--quiet",
+                "--texts",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert "note: intervals on fewer than 8 texts (en 3, fr 3)" in capsys.readouterr().out
     assert "fewer than 8 texts" in json.loads((out / "run.json").read_text())["sample_note"]
 
@@ -125,14 +176,46 @@ def test_one_writer_at_a_time(tiny_dirs, sample_data, tmp_path, capsys):
 
     out = tmp_path / "run"
     with writing(out, "run folder"):
-        assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                     "--out", str(out), "--quiet"]) == 2
+        assert (
+            main(
+                [
+                    "scan",
+                    "--model",
+                    str(tiny_dirs["llama"]),
+                    "--data",
+                    str(sample_data),
+                    "--languages",
+                    "en",
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is being written by pid" in err[0]
         assert main(["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(out)]) == 2
     assert not out.exists() and not (tmp_path / "run.lock").exists()
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en",
-                 "--out", str(out), "--quiet", "--bootstrap", "20"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en",
+                "--out",
+                str(out),
+                "--quiet",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
 
 
 def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path, capsys):
@@ -141,16 +224,36 @@ def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path
     import json
 
     run = tmp_path / "run"
-    assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--out", str(run), "--quiet", "--bootstrap", "20"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr",
+                "--out",
+                str(run),
+                "--quiet",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert len(runs.read_run(run).scores) == 3 * 4 * 2
     capsys.readouterr()
     scores = (run / "scores.csv").read_text()
     cases = [
         ("scores.csv", scores[: len(scores) // 2], "cut short"),
         ("scores.csv", scores.replace("ci_low", "lo", 1), "no column ci_low"),
-        ("run.json", json.dumps({k: v for k, v in json.loads((run / "run.json").read_text()).items()
-                                   if k != "format_version"}), "written before format_version 1"),
+        (
+            "run.json",
+            json.dumps({k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "format_version"}),
+            "written before format_version 1",
+        ),
     ]
     for name, text, message in cases:
         original = (run / name).read_text()
@@ -164,8 +267,11 @@ def test_damaged_run_folders_are_named_not_read(tiny_dirs, sample_data, tmp_path
 
 def test_memory_estimate_cannot_be_talked_down(tiny_dirs, sample_data):
     """A text longer than --batch-tokens still runs whole, so the estimate counts it whole."""
-    plan = scan_plan.plan_scan(scan_settings.ScanSettings(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en"],
-                                            batch_tokens=1, chunk_tokens=1))
+    plan = scan_plan.plan_scan(
+        scan_settings.ScanSettings(
+            model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["en"], batch_tokens=1, chunk_tokens=1
+        )
+    )
     longest = max(len(t) for w in plan.work for t in w.token_lists)
     # one longest text's activations in the tiny llama (hidden 64, MLP 96, float32)
     assert plan.peak_bytes() >= longest * (8 * 64 + 3 * 96) * 4

@@ -1,5 +1,6 @@
 """Scale-out and resume: units shared across torchrun processes (Gloo on the CPU), a scan
 killed with SIGKILL resumed unit by unit, quantised and device-mapped loading."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,23 @@ def deep_model(tmp_path_factory):
 
 
 def _argv(model, data, out, languages="en,fr,hi", *extra):
-    return ["scan", "--model", str(model), "--data", str(data), "--languages", languages, "--out", str(out),
-            "--bootstrap", "30", "--batch-tokens", "64", "--quiet", *extra]
+    return [
+        "scan",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--languages",
+        languages,
+        "--out",
+        str(out),
+        "--bootstrap",
+        "30",
+        "--batch-tokens",
+        "64",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _units(out) -> list[str]:
@@ -47,8 +63,21 @@ def test_two_gloo_processes_write_what_one_process_writes(deep_model, sample_dat
     one, two = tmp_path / "one", tmp_path / "two"
     r = run_process(*_argv(deep_model, sample_data, one), env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "langheads", *_argv(deep_model, sample_data, two)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "langheads",
+            *_argv(deep_model, sample_data, two),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     _same_files(one, two)  # byte for byte
     shares = UnitStore(store_dir(two), {}).computed()
@@ -68,9 +97,21 @@ def test_an_adaptive_scan_under_two_gloo_processes_writes_what_one_process_write
     extra = ("--adaptive", "--first-look", "2")
     r = run_process(*_argv(deep_model, sample_data, one, "en,fr", *extra), env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "langheads", *_argv(deep_model, sample_data, two, "en,fr", *extra)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "langheads",
+            *_argv(deep_model, sample_data, two, "en,fr", *extra),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("scores.csv", "per_text.parquet"):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
@@ -82,8 +123,12 @@ def test_sigkill_then_resume_computes_only_the_missing_units(deep_model, sample_
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_process(*_argv(deep_model, sample_data, whole), env=ONE_THREAD).returncode == 0
     total = len(_units(whole))
-    proc = subprocess.Popen([sys.executable, "-m", "langheads", *_argv(deep_model, sample_data, killed)],
-                            env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "langheads", *_argv(deep_model, sample_data, killed)],
+        env={**os.environ, **ONE_THREAD},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while len(_units(killed)) < 10 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.002)
@@ -111,8 +156,26 @@ def test_rescan_with_other_threshold_and_more_languages_reuses_every_unit(deep_m
     out = tmp_path / "run"
     assert main(_argv(deep_model, sample_data, out, "en,fr")) == 0
     first = sum(len(v) for v in UnitStore(store_dir(out), {}).computed().values())
-    assert main(_argv(deep_model, sample_data, out, "en,fr,hi", "--threshold", "0.05", "--bootstrap", "40",
-                      "--rule", "lahis", "--lahis-min-languages", "2", "--overwrite")) == 0
+    assert (
+        main(
+            _argv(
+                deep_model,
+                sample_data,
+                out,
+                "en,fr,hi",
+                "--threshold",
+                "0.05",
+                "--bootstrap",
+                "40",
+                "--rule",
+                "lahis",
+                "--lahis-min-languages",
+                "2",
+                "--overwrite",
+            )
+        )
+        == 0
+    )
     logs = UnitStore(store_dir(out), {}).computed()
     assert first == 2 * 5 * 12 and sum(len(v) for v in logs.values()) == 3 * 5 * 12
     assert all(u.startswith("hi/") for u in list(logs.values())[-1])  # the rescan computed hi alone
@@ -157,8 +220,11 @@ def test_quantised_scan_runs_and_edits_refuse_quantised_weights(sample_data, tmp
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    q = AutoModelForCausalLM.from_pretrained(model, device_map={"": "cpu"}, quantization_config=BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32))
+    q = AutoModelForCausalLM.from_pretrained(
+        model,
+        device_map={"": "cpu"},
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32),
+    )
     q.save_pretrained(tmp_path / "q4")
     AutoTokenizer.from_pretrained(model).save_pretrained(tmp_path / "q4")
     capsys.readouterr()
@@ -173,7 +239,9 @@ def test_missing_bitsandbytes_is_one_line(tiny_dirs, sample_data, tmp_path, monk
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
     assert main(_argv(tiny_dirs["llama"], sample_data, tmp_path / "x", "en", "--load-in", "4bit")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--load-in 4bit needs bitsandbytes: pip install 'langheads[quant]'" in err[0]

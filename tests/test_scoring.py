@@ -1,5 +1,6 @@
 """Fast paths against the slow reference on the same inputs, for every architecture; the
 switch method against one-head-at-a-time generation."""
+
 import json
 
 import numpy as np
@@ -56,8 +57,11 @@ def test_units_of_one_batch_scored_together_equal_one_at_a_time(arch):
     wherever the pass is cut (chunk_tokens smaller than one copy, and larger than several)."""
     model, layout, ids = _setup(arch)
     batch = nll.make_batches(ids[:3], 4096)[0]
-    wanted = [(range(0, 1), [0, layout.n_heads - 1]), (range(1, 2), [1]), (range(layout.n_layers - 1, layout.n_layers),
-                                                                         list(range(layout.n_heads)))]
+    wanted = [
+        (range(0, 1), [0, layout.n_heads - 1]),
+        (range(1, 2), [1]),
+        (range(layout.n_layers - 1, layout.n_layers), list(range(layout.n_heads))),
+    ]
     for chunk in (5, 10_000):
         together = ExactAblation(chunk_tokens=chunk).score_units(model, layout, batch, wanted)
         for (layers, heads), got in zip(wanted, together):
@@ -81,7 +85,9 @@ def test_vocab_blocks_and_chunks_do_not_change_the_loss():
 def test_attribution_is_minus_the_gate_gradient(arch):
     """Per-text values equal -dNLL/dgate from a plain autograd pass, one text at a time."""
     model, layout, ids = _setup(arch)
-    out = GradientAttribution(chunk_tokens=6).score_language(model, layout, nll.make_batches(ids, 60), len(ids), lambda k: None)
+    out = GradientAttribution(chunk_tokens=6).score_language(
+        model, layout, nll.make_batches(ids, 60), len(ids), lambda k: None
+    )
     for t in (0, 4):
         gates = torch.ones(layout.n_layers, layout.n_heads, requires_grad=True)
         with H.scaled_heads(model, {l: gates[l] for l in range(layout.n_layers)}):
@@ -135,8 +141,11 @@ def test_switch_method_matches_one_head_at_a_time_generation(tiny_dirs, sample_d
     from langheads.scanning.plan import plan_scan
     from langheads.scanning.settings import ScanSettings
 
-    plan = plan_scan(ScanSettings(model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["fr"],
-                                  method="switch", bootstrap=20))
+    plan = plan_scan(
+        ScanSettings(
+            model=str(tiny_dirs["llama"]), data=str(sample_data), languages=["fr"], method="switch", bootstrap=20
+        )
+    )
     method, model, tok = plan.method, plan.loaded.model, plan.loaded.tokenizer
     method.new_tokens = 5
     batch = plan.batches(plan.work[0])[0]
@@ -147,9 +156,14 @@ def test_switch_method_matches_one_head_at_a_time_generation(tiny_dirs, sample_d
         said = []
         for row in prompts:
             with H.masked_heads(model, removed):
-                gen = model.generate(input_ids=row[None], attention_mask=torch.ones_like(row[None]), do_sample=False,
-                                     max_new_tokens=5, pad_token_id=tok.pad_token_id)
-            said.append(switched(tok.decode(gen[0, len(row):], skip_special_tokens=True), "fr"))
+                gen = model.generate(
+                    input_ids=row[None],
+                    attention_mask=torch.ones_like(row[None]),
+                    do_sample=False,
+                    max_new_tokens=5,
+                    pad_token_id=tok.pad_token_id,
+                )
+            said.append(switched(tok.decode(gen[0, len(row) :], skip_special_tokens=True), "fr"))
         return np.array(said)
 
     base = alone([])
@@ -161,8 +175,27 @@ def test_switch_method_matches_one_head_at_a_time_generation(tiny_dirs, sample_d
 
 def test_switch_scan_end_to_end(tiny_dirs, sample_data, tmp_path):
     out = tmp_path / "switch"
-    assert main(["scan", "--model", str(tiny_dirs["qwen2"]), "--data", str(sample_data), "--languages", "en,fr",
-                 "--method", "switch", "--out", str(out), "--bootstrap", "30", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--model",
+                str(tiny_dirs["qwen2"]),
+                "--data",
+                str(sample_data),
+                "--languages",
+                "en,fr",
+                "--method",
+                "switch",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "30",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     import pandas as pd
 
     scores = pd.read_csv(out / "scores.csv")

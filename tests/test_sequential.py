@@ -1,5 +1,6 @@
 """The adaptive scan: its stopping rule's guarantee by simulation, and the scan itself on a
 tiny model (same values as the full scan on the texts it scores, the store reused, refusals)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +9,9 @@ import pytest
 import langheads
 from langheads.errors import LangheadsError
 from langheads.scanning.assemble import bootstrap_scores
+from langheads.scanning.sequential import FUTILE, MATTERS, OPEN, StoppingRule
 from langheads.scanning.settings import ScanSettings
 from langheads.scoring import METHODS
-from langheads.scanning.sequential import FUTILE, MATTERS, OPEN, StoppingRule
 
 THRESHOLD = 0.01
 
@@ -59,8 +60,8 @@ def test_early_calls_add_at_most_early_alpha_under_a_null(noise):
     full = interval_matters(d, b)
     adaptive = np.where(state == MATTERS, True, np.where(state == FUTILE, False, full))
     early_false = np.mean(state == MATTERS)
-    assert early_false <= rule.early_alpha                       # the union bound over the looks
-    assert adaptive.mean() <= full.mean() + rule.early_alpha     # what adaptive adds to the full rule's error
+    assert early_false <= rule.early_alpha  # the union bound over the looks
+    assert adaptive.mean() <= full.mean() + rule.early_alpha  # what adaptive adds to the full rule's error
     # the fixed-n interval looked at after every text (what the rule replaces) errs far more often
     naive = np.zeros(len(d), bool)
     for n in [*rule.looks(), 8]:
@@ -72,13 +73,13 @@ def test_clear_pairs_stop_early_and_close_ones_stay_open():
     rng = np.random.default_rng(3)
     rule = StoppingRule(THRESHOLD, max_texts=8, first=2)
     b = np.broadcast_to(rng.normal(3.0, 0.5, 8), (300, 8)).copy()
-    strong = 0.15 * b[:100] * (1 + rng.normal(0, 0.05, (100, 8)))   # +15%, consistent
-    none = 0.0005 * b[100:200] + rng.normal(0, 0.0005, (100, 8))     # no effect
-    close = THRESHOLD * b[200:] + rng.normal(0, 0.01, (100, 8))      # at the threshold
+    strong = 0.15 * b[:100] * (1 + rng.normal(0, 0.05, (100, 8)))  # +15%, consistent
+    none = 0.0005 * b[100:200] + rng.normal(0, 0.0005, (100, 8))  # no effect
+    close = THRESHOLD * b[200:] + rng.normal(0, 0.01, (100, 8))  # at the threshold
     state, used = simulate(rule, np.concatenate([strong, none, close]), b)
     assert (state[:100] == MATTERS).mean() > 0.9 and used[:100].mean() < 6
     assert (state[100:200] == FUTILE).mean() > 0.9 and used[100:200].mean() < 4
-    assert (state[200:] == MATTERS).mean() < 0.05   # a pair at the threshold is not called early
+    assert (state[200:] == MATTERS).mean() < 0.05  # a pair at the threshold is not called early
 
 
 def test_rounds_cover_every_text_once():
@@ -97,15 +98,26 @@ def tiny_llama(tmp_path_factory):
 
 def common(model, data):
     # a low threshold, so that some tiny-model pairs matter and some do not
-    return dict(model=str(model), data=str(data), languages=["en", "fr"], max_tokens=16, bootstrap=200,
-                threshold=0.0005, texts=6)
+    return dict(
+        model=str(model),
+        data=str(data),
+        languages=["en", "fr"],
+        max_tokens=16,
+        bootstrap=200,
+        threshold=0.0005,
+        texts=6,
+    )
 
 
 def test_adaptive_scores_equal_the_full_scan_on_the_texts_they_share(tiny_llama, sample_data, tmp_path):
     full = langheads.scan_model(tmp_path / "full", progress=False, **common(tiny_llama, sample_data))
     ad = langheads.scan_model(tmp_path / "ad", progress=False, adaptive=True, **common(tiny_llama, sample_data))
     a = ad.rule["adaptive"]
-    assert a["pair_texts_scored"] < a["pair_texts_full"] == ad.plan.layout.n_total * sum(len(w.text_ids) for w in ad.plan.work)
+    assert (
+        a["pair_texts_scored"]
+        < a["pair_texts_full"]
+        == ad.plan.layout.n_total * sum(len(w.text_ids) for w in ad.plan.work)
+    )
     assert a["stopped"]["last"] < sum(a["stopped"].values()) == ad.plan.layout.n_total * 2
     keys = ["language", "text_id", "layer", "head"]
     both = ad.per_text.merge(full.per_text, on=keys, suffixes=("_ad", "_full"))
@@ -123,17 +135,23 @@ def test_adaptive_rescan_reuses_the_store(tiny_llama, sample_data, tmp_path):
     from langheads.scanning.store import UnitStore, store_dir
 
     first = langheads.scan_model(tmp_path / "a", progress=False, adaptive=True, **common(tiny_llama, sample_data))
-    again = langheads.scan_model(tmp_path / "a", overwrite=True, progress=False, adaptive=True,
-                                 **common(tiny_llama, sample_data))
+    again = langheads.scan_model(
+        tmp_path / "a", overwrite=True, progress=False, adaptive=True, **common(tiny_llama, sample_data)
+    )
     logs = list(UnitStore(store_dir(tmp_path / "a"), {}).computed().values())
     assert len(logs) == 1 and logs[0]  # only the first attempt computed units (and logged them)
     assert first.heads == again.heads
 
 
-@pytest.mark.parametrize("extra, says", [({"method": "attribution"}, "nothing to stop"),
-                                         ({"rule": "lahis"}, "--rule lahis"),
-                                         ({"early_alpha": 0.0}, "--early-alpha"),
-                                         ({"first_look": 1}, "--first-look")])
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        ({"method": "attribution"}, "nothing to stop"),
+        ({"rule": "lahis"}, "--rule lahis"),
+        ({"early_alpha": 0.0}, "--early-alpha"),
+        ({"first_look": 1}, "--first-look"),
+    ],
+)
 def test_adaptive_refuses_what_it_cannot_do(extra, says):
     with pytest.raises(LangheadsError, match=says):
         ScanSettings(adaptive=True, **extra)

@@ -1,5 +1,6 @@
 """The package's shape: no import circle among langheads' modules (function-level imports count
 too: a lazy import only hides a circle), and the leaf modules import nothing of langheads."""
+
 import ast
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """Vocabulary trimming: same tokens and same logits on kept-language text, other scripts still
 run, the manifest round-trips, and --max-vocab stays closed under merges."""
+
 import copy
 import json
 
@@ -7,14 +8,18 @@ import pytest
 import torch
 
 from langheads import load_model, synthetic
-from langheads.edit import vocab
 from langheads.cli import main
+from langheads.edit import vocab
 from langheads.errors import LangheadsError
 from langheads.manifest import read_manifest
+
 from .conftest import training_jsonl
 
-KEPT_TEXTS = synthetic.TRAINING_TEXT["en"] + synthetic.TRAINING_TEXT["hi"] + [
-    "Numbers 1, 22 and 333 (and punctuation!) -- stay.", "नया पाठ, जो प्रशिक्षण में नहीं था।"]
+KEPT_TEXTS = (
+    synthetic.TRAINING_TEXT["en"]
+    + synthetic.TRAINING_TEXT["hi"]
+    + ["Numbers 1, 22 and 333 (and punctuation!) -- stay.", "नया पाठ, जो प्रशिक्षण में नहीं था।"]
+)
 DROPPED_TEXTS = ["人人生而自由", "Все люди рождаются свободными.", "☃ ∑ 😀 mixed Все 人"]
 
 
@@ -22,16 +27,23 @@ def _close(a, b):
     return (a - b).abs().max().item() <= 1e-5 * a.abs().max().item()
 
 
-@pytest.fixture(scope="module", params=[("gemma3", "byte_fallback"), ("gpt2", "byte_level"), ("llama", "byte_fallback")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[("gemma3", "byte_fallback"), ("gpt2", "byte_level"), ("llama", "byte_fallback")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def trimmed(request, tmp_path_factory):
     """(original, trimmed) LoadedModels: a tiny model trimmed to en+hi through `langheads trim`."""
     arch, style = request.param
     root = tmp_path_factory.mktemp(f"trim-{arch}")
     synthetic.save_tiny(arch, root / "orig", tokenizer=style)
     data = training_jsonl(root / "data.jsonl")
-    assert main(["trim", "--model", str(root / "orig"), "--keep", "en,hi", "--data", str(data),
-                 "--out", str(root / "trim")]) == 0
+    assert (
+        main(
+            ["trim", "--model", str(root / "orig"), "--keep", "en,hi", "--data", str(data), "--out", str(root / "trim")]
+        )
+        == 0
+    )
     return load_model(str(root / "orig")), load_model(str(root / "trim")), root
 
 
@@ -67,8 +79,9 @@ def test_dropped_scripts_still_tokenize_and_run(trimmed):
         assert len(ids) >= len(original.tokenizer(text)["input_ids"])
         with torch.no_grad():
             assert torch.isfinite(small.model(input_ids=torch.tensor([ids])).logits).all()
-    out = small.model.generate(input_ids=torch.tensor([small.tokenizer(DROPPED_TEXTS[0])["input_ids"]]),
-                               max_new_tokens=3, do_sample=False)
+    out = small.model.generate(
+        input_ids=torch.tensor([small.tokenizer(DROPPED_TEXTS[0])["input_ids"]]), max_new_tokens=3, do_sample=False
+    )
     assert out.shape[1] > 3
 
 
@@ -124,11 +137,14 @@ def test_max_vocab_keeps_the_tokens_the_kept_languages_texts_use_first():
     T = synthetic.TRAINING_TEXT
     used = set(tf.encode_counts(T["en"][2:]))  # "The cat sat on the mat and looked at the rain in 1948."
     with_it = vocab.choose_vocab(tok, ["en", "hi"], {"en": T["en"], "hi": T["hi"]}, max_vocab=500, vocab_texts=T["fr"])
-    without = vocab.choose_vocab(tok, ["en", "hi"], {"en": T["en"][:2], "hi": T["hi"]}, max_vocab=500,
-                                 vocab_texts=T["fr"])
+    without = vocab.choose_vocab(
+        tok, ["en", "hi"], {"en": T["en"][:2], "hi": T["hi"]}, max_vocab=500, vocab_texts=T["fr"]
+    )
     assert used <= set(with_it.kept_ids) and len(used - set(without.kept_ids)) > 5
     cut = vocab.trimmed_tokenizer(tok, with_it.kept_ids)
-    assert cut.convert_ids_to_tokens(cut(T["en"][2])["input_ids"]) == tok.convert_ids_to_tokens(tok(T["en"][2])["input_ids"])
+    assert cut.convert_ids_to_tokens(cut(T["en"][2])["input_ids"]) == tok.convert_ids_to_tokens(
+        tok(T["en"][2])["input_ids"]
+    )
 
 
 def test_scripts_are_measured_per_language():
@@ -162,14 +178,43 @@ def test_prune_with_trim_vocab_then_reload(tmp_path):
 
 def test_trim_refuses_bad_input_in_one_line(tiny_dirs, tmp_path, capsys):
     cases = [
-        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "xx", "--out", str(tmp_path / "a")], "no data for language"),
-        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--max-vocab", "0"],
-         "--max-vocab must be a whole number >= 1"),
+        (
+            ["trim", "--model", str(tiny_dirs["llama"]), "--keep", "xx", "--out", str(tmp_path / "a")],
+            "no data for language",
+        ),
+        (
+            [
+                "trim",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--keep",
+                "en",
+                "--out",
+                str(tmp_path / "a"),
+                "--max-vocab",
+                "0",
+            ],
+            "--max-vocab must be a whole number >= 1",
+        ),
         (["trim", "--model", str(tmp_path / "missing"), "--keep", "en", "--out", str(tmp_path / "a")], "unknown model"),
-        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--rarity", "x"],
-         "unknown --rarity"),
-        (["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--rarity", "texts"],
-         "needs --vocab-texts"),
+        (
+            ["trim", "--model", str(tiny_dirs["llama"]), "--keep", "en", "--out", str(tmp_path / "a"), "--rarity", "x"],
+            "unknown --rarity",
+        ),
+        (
+            [
+                "trim",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--keep",
+                "en",
+                "--out",
+                str(tmp_path / "a"),
+                "--rarity",
+                "texts",
+            ],
+            "needs --vocab-texts",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2
@@ -210,8 +255,15 @@ def test_evaluate_reads_each_model_with_its_own_tokenizer(trimmed):
     from langheads.evaluation.evaluate import evaluate_texts
 
     _, _, root = trimmed
-    result = evaluate_texts(str(root / "trim"), str(root / "orig"), ["en", "hi", "zh"], str(root / "data.jsonl"),
-                      prompts=1, new_tokens=2, bootstrap=50)
+    result = evaluate_texts(
+        str(root / "trim"),
+        str(root / "orig"),
+        ["en", "hi", "zh"],
+        str(root / "data.jsonl"),
+        prompts=1,
+        new_tokens=2,
+        bootstrap=50,
+    )
     table = result["table"].set_index("language")
     for lang in ("en", "hi"):
         assert table.loc[lang, "same_tokens"] == 1.0
@@ -240,12 +292,32 @@ def test_max_vocab_drops_placeholder_tokens_and_keeps_real_specials(tmp_path):
     embedding rows nothing reads: --max-vocab drops them (on the default model, 6,242 rows),
     exact mode keeps every added token, and special tokens with a use stay."""
     placeholders = ("<unused0>", "<unused1>", "<|reserved_special_token_0|>")
-    orig = synthetic.save_tiny("gemma3", tmp_path / "orig", tokenizer="byte_fallback",
-                               specials=placeholders + ("<start_of_turn>",))
+    orig = synthetic.save_tiny(
+        "gemma3", tmp_path / "orig", tokenizer="byte_fallback", specials=placeholders + ("<start_of_turn>",)
+    )
     data = training_jsonl(tmp_path / "data.jsonl")
-    assert main(["trim", "--model", str(orig), "--keep", "en,hi", "--data", str(data), "--max-vocab", "400",
-                 "--out", str(tmp_path / "small")]) == 0
-    assert main(["trim", "--model", str(orig), "--keep", "en,hi", "--data", str(data), "--out", str(tmp_path / "exact")]) == 0
+    assert (
+        main(
+            [
+                "trim",
+                "--model",
+                str(orig),
+                "--keep",
+                "en,hi",
+                "--data",
+                str(data),
+                "--max-vocab",
+                "400",
+                "--out",
+                str(tmp_path / "small"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["trim", "--model", str(orig), "--keep", "en,hi", "--data", str(data), "--out", str(tmp_path / "exact")])
+        == 0
+    )
     original, small, exact = (load_model(str(tmp_path / name)) for name in ("orig", "small", "exact"))
     small_vocab, exact_vocab = small.tokenizer.get_vocab(), exact.tokenizer.get_vocab()
     assert not set(placeholders) & set(small_vocab), set(placeholders) & set(small_vocab)
@@ -262,11 +334,17 @@ def test_max_vocab_drops_placeholder_tokens_and_keeps_real_specials(tmp_path):
     text = synthetic.TRAINING_TEXT["en"][0]
     ids = small.tokenizer(text, return_tensors="pt")["input_ids"]
     # the same token strings by their original ids: the original's logits at the kept ids are the trimmed model's
-    kept = torch.tensor([original.tokenizer.convert_tokens_to_ids(t) for t in small.tokenizer.convert_ids_to_tokens(ids[0])])
+    kept = torch.tensor(
+        [original.tokenizer.convert_tokens_to_ids(t) for t in small.tokenizer.convert_ids_to_tokens(ids[0])]
+    )
     with torch.no_grad():
         before, after = original.model(kept[None]).logits[0], small.model(ids).logits[0]
-    columns = torch.tensor([original.tokenizer.convert_tokens_to_ids(t) for t in small.tokenizer.convert_ids_to_tokens(
-        list(range(len(small_vocab))))])
+    columns = torch.tensor(
+        [
+            original.tokenizer.convert_tokens_to_ids(t)
+            for t in small.tokenizer.convert_ids_to_tokens(list(range(len(small_vocab))))
+        ]
+    )
     assert _close(before[:, columns], after)
 
 

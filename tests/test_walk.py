@@ -1,4 +1,5 @@
 """Whole blocks and layers removed from the weights, and one pruning walk across components."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,12 +25,18 @@ def _zero_output_biases(model, layer: int) -> None:
 
 def _masked_logits(model, ids, blocks: dict, heads: list, neurons: dict):
     """The original model with the blocks, heads and neurons masked (the reference)."""
-    factors = {l: torch.tensor([0.0 if "attention" in b else 1.0, 0.0 if "mlp" in b else 1.0]) for l, b in blocks.items()}
+    factors = {
+        l: torch.tensor([0.0 if "attention" in b else 1.0, 0.0 if "mlp" in b else 1.0]) for l, b in blocks.items()
+    }
     width = H.adapter_for(model).mlp_width(component_for(model, "block").target(model, 0))
     neuron_factors = {l: torch.ones(width).index_fill_(0, torch.tensor(n), 0.0) for l, n in neurons.items()}
     targets = {l: component_for(model, "block").target(model, l) for l in neurons}
-    with torch.no_grad(), component_for(model, "block").scaled(model, factors), H.masked_heads(model, heads), \
-            H.scaled_inputs(targets, neuron_factors, width, 1):
+    with (
+        torch.no_grad(),
+        component_for(model, "block").scaled(model, factors),
+        H.masked_heads(model, heads),
+        H.scaled_inputs(targets, neuron_factors, width, 1),
+    ):
         return model(input_ids=ids).logits
 
 
@@ -106,9 +113,29 @@ def three_scans(tiny_dirs, sample_data, tmp_path_factory):
     """A head, a neuron-group and a block scan of one tiny Llama (en, fr, hi)."""
     root = tmp_path_factory.mktemp("scans")
     for component in ("head", "neuron", "block"):
-        assert main(["scan", "--model", str(tiny_dirs["llama"]), "--data", str(sample_data), "--languages",
-                     "en,fr,hi", "--component", component, "--neuron-group", "16", "--bootstrap", "50", "--quiet",
-                     "--out", str(root / component)]) == 0
+        assert (
+            main(
+                [
+                    "scan",
+                    "--model",
+                    str(tiny_dirs["llama"]),
+                    "--data",
+                    str(sample_data),
+                    "--languages",
+                    "en,fr,hi",
+                    "--component",
+                    component,
+                    "--neuron-group",
+                    "16",
+                    "--bootstrap",
+                    "50",
+                    "--quiet",
+                    "--out",
+                    str(root / component),
+                ]
+            )
+            == 0
+        )
     return {c: str(root / c) for c in ("head", "neuron", "block")}
 
 
@@ -118,8 +145,27 @@ def test_prune_walks_heads_neurons_and_blocks_in_one_walk(three_scans, tiny_dirs
     equals the original with the chosen units masked."""
     out = tmp_path / "all"
     capsys.readouterr()
-    assert main(["prune", "--scan", three_scans["head"], "--scan", three_scans["neuron"], "--scan",
-                 three_scans["block"], "--keep", "en", "--max-increase", "0.03", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                three_scans["head"],
+                "--scan",
+                three_scans["neuron"],
+                "--scan",
+                three_scans["block"],
+                "--keep",
+                "en",
+                "--max-increase",
+                "0.03",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     record = read_manifest(out).pruning_record()
     assert record["kept"] == ["en"] and len(record["scans"]) == 3
@@ -166,16 +212,36 @@ def test_uniform_heads_walk_beside_blocks_and_the_config_says_the_shapes(three_s
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "u"
-    assert main(["prune", "--scan", three_scans["head"], "--scan", three_scans["block"], "--keep", "en", "--uniform",
-                 "--max-increase", "1", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                three_scans["head"],
+                "--scan",
+                three_scans["block"],
+                "--keep",
+                "en",
+                "--uniform",
+                "--max-increase",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     record = read_manifest(out).pruning_record()
     heads = [(l, h) for n, l, h in record["removed_units"] if n == "head"]
     assert heads, "the walk made a uniform head move"
     original = langheads.load_model(str(tiny_dirs["llama"])).model
     layout = H.head_layout(original)
     per_group = {(l, h // layout.group_size) for l, h in heads}
-    assert len(heads) % (layout.n_layers * layout.n_kv_heads) == 0 and \
-        len(per_group) == layout.n_layers * layout.n_kv_heads
+    assert (
+        len(heads) % (layout.n_layers * layout.n_kv_heads) == 0
+        and len(per_group) == layout.n_layers * layout.n_kv_heads
+    )
     plain = AutoModelForCausalLM.from_pretrained(out)
     assert plain.config.num_attention_heads == layout.n_heads - len(heads) // layout.n_layers
 
@@ -186,8 +252,27 @@ def test_uniform_neuron_and_block_pruning_loads_with_plain_transformers(three_sc
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "u"
-    assert main(["prune", "--scan", three_scans["neuron"], "--scan", three_scans["block"], "--keep", "en",
-                 "--uniform", "--heads", "6", "--trim-vocab", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                three_scans["neuron"],
+                "--scan",
+                three_scans["block"],
+                "--keep",
+                "en",
+                "--uniform",
+                "--heads",
+                "6",
+                "--trim-vocab",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     manifest = read_manifest(out)
     assert not manifest.needs_replay()
     units = manifest.pruning_record()["removed_units"]
@@ -204,8 +289,22 @@ def test_uniform_neuron_and_block_pruning_loads_with_plain_transformers(three_sc
 
 
 def test_two_scans_of_one_component_are_refused(three_scans, tmp_path, capsys):
-    assert main(["prune", "--scan", three_scans["block"], "--scan", three_scans["block"], "--keep", "en",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--scan",
+                three_scans["block"],
+                "--scan",
+                three_scans["block"],
+                "--keep",
+                "en",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "one scan per component" in capsys.readouterr().err
 
 

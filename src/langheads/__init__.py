@@ -1,13 +1,26 @@
 """langheads: which attention heads serve which language, for multilingual causal LLMs."""
-from ._version import __version__
 
+from ._version import __version__
+from .api import (  # noqa: E402
+    EvaluateSettings,
+    ExportSettings,
+    HealSettings,
+    PruneSettings,
+    ReportSettings,
+    ScanSettings,
+    TrimSettings,
+    evaluate,
+    export,
+    heal,
+    plan,
+    prune,
+    report,
+    scan,
+    trim,
+)
 from .errors import LangheadsError  # noqa: E402
 from .models import load_model  # noqa: E402
 from .runs import read_run  # noqa: E402
-
-
-from .api import (EvaluateSettings, ExportSettings, HealSettings, PruneSettings, ReportSettings,  # noqa: E402
-                  ScanSettings, TrimSettings, evaluate, export, heal, plan, prune, report, scan, trim)
 
 
 def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=None, **settings):
@@ -16,6 +29,25 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=No
     return scan(ScanSettings(**settings), out_dir, store=store, overwrite=overwrite, progress=progress)
 
 
-__all__ = ["LangheadsError", "load_model", "read_run", "scan_model", "__version__", "scan", "plan",
-           "prune", "trim", "heal", "export", "evaluate", "report", "ScanSettings", "PruneSettings", "TrimSettings",
-           "HealSettings", "ExportSettings", "EvaluateSettings", "ReportSettings"]
+__all__ = [
+    "LangheadsError",
+    "load_model",
+    "read_run",
+    "scan_model",
+    "__version__",
+    "scan",
+    "plan",
+    "prune",
+    "trim",
+    "heal",
+    "export",
+    "evaluate",
+    "report",
+    "ScanSettings",
+    "PruneSettings",
+    "TrimSettings",
+    "HealSettings",
+    "ExportSettings",
+    "EvaluateSettings",
+    "ReportSettings",
+]

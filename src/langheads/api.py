@@ -8,6 +8,7 @@ Each entry takes the command's settings dataclass (its `__post_init__` has alrea
 values), claims its output (check, lock, atomic write: `folders.claim`) and returns what it
 wrote. The CLI only parses, calls one of these, and prints.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,16 @@ from .reporting.report import ReportSettings, report
 from .scanning.settings import ScanSettings
 
 
-def scan(settings: ScanSettings, out, *, store=None, overwrite: bool = False, progress: bool = True,
-         ranks=None, announce=None):
+def scan(
+    settings: ScanSettings,
+    out,
+    *,
+    store=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    ranks=None,
+    announce=None,
+):
     """Library entry point for `langheads scan`: plan, score every unit (resuming from the
     store: default OUT.units), write the run folder. Under torchrun every process calls it
     (`ranks`: default from the environment); rank 0 claims `out` and returns the result, the
@@ -56,5 +65,20 @@ def plan(settings: ScanSettings, n_ranks: int = 1) -> str:
     return describe_plan(plan_scan(settings, ranks=Ranks()), n_ranks)
 
 
-__all__ = ["scan", "plan", "prune", "trim", "heal", "export", "evaluate", "report", "ScanSettings", "PruneSettings",
-           "TrimSettings", "HealSettings", "ExportSettings", "EvaluateSettings", "ReportSettings"]
+__all__ = [
+    "scan",
+    "plan",
+    "prune",
+    "trim",
+    "heal",
+    "export",
+    "evaluate",
+    "report",
+    "ScanSettings",
+    "PruneSettings",
+    "TrimSettings",
+    "HealSettings",
+    "ExportSettings",
+    "EvaluateSettings",
+    "ReportSettings",
+]

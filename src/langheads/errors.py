@@ -11,8 +11,12 @@ def printable(text) -> str:
     can neither forge nor break langheads' own one-line messages."""
     import unicodedata
 
-    return "".join(ch if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") or ch == " "
-                   else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+    return "".join(
+        ch
+        if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") or ch == " "
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in str(text)
+    )
 
 
 def terminal_safe(text) -> str:

@@ -5,6 +5,7 @@ progress) or its manifest `langheads.json` (model folders). `--overwrite` replac
 folder; anything else a user has at that path is refused and left alone, as is a
 work-in-progress folder langheads did not make.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,14 @@ from .errors import LangheadsError
 MARKER = ".langheads"
 # The kinds of folder langheads writes, as a user would name them. `--overwrite` replaces a
 # folder only with one of its own kind: a scan's store never replaces a model, a run never a report.
-FOLDER_KINDS = {"run": "run folder", "evaluation": "evaluation folder", "report": "report folder",
-         "model": "model folder", "store": "scan store (finished units)", "cache": "converted-model cache entry"}
+FOLDER_KINDS = {
+    "run": "run folder",
+    "evaluation": "evaluation folder",
+    "report": "report folder",
+    "model": "model folder",
+    "store": "scan store (finished units)",
+    "cache": "converted-model cache entry",
+}
 # What markers written before kinds were recorded say (their first words after "langheads").
 _OLD_MARKERS = {"scan work in progress": "store", "converted model cache entry": "cache"}
 
@@ -52,7 +59,11 @@ def kind_of(folder: Path) -> str | None:
     if (folder / "langheads_source.json").is_file():  # a cache entry from before markers
         return "cache"
     try:  # a run folder from before markers (and before run.json): its heads.json names langheads as the writer
-        return "run" if "langheads" in json.loads((folder / "heads.json").read_text(encoding="utf-8"))["versions"] else None
+        return (
+            "run"
+            if "langheads" in json.loads((folder / "heads.json").read_text(encoding="utf-8"))["versions"]
+            else None
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -65,12 +76,16 @@ def check_replaceable(folder: Path, kind: str, option: str) -> None:
     """The one rule for what `--overwrite` may replace: a folder langheads wrote, of `kind`."""
     found = kind_of(folder)
     if found is None:
-        raise LangheadsError(f"{folder} already exists and is not a folder langheads wrote (no {MARKER} or "
-                             f"langheads.json); refusing to replace it: choose another {option}")
+        raise LangheadsError(
+            f"{folder} already exists and is not a folder langheads wrote (no {MARKER} or "
+            f"langheads.json); refusing to replace it: choose another {option}"
+        )
     if found != kind:
         theirs, ours = _a(FOLDER_KINDS[found]), _a(FOLDER_KINDS[kind])
-        raise LangheadsError(f"{folder} is {theirs} langheads wrote, not {ours}; --overwrite replaces only "
-                             f"{ours}, so it is left in place: choose another {option}")
+        raise LangheadsError(
+            f"{folder} is {theirs} langheads wrote, not {ours}; --overwrite replaces only "
+            f"{ours}, so it is left in place: choose another {option}"
+        )
 
 
 def _a(noun: str) -> str:
@@ -224,8 +239,10 @@ def writing(path: Path, what: str):
         lock.acquire()
     except Timeout:
         holder = lock_file.read_text(errors="replace").strip() if lock_file.exists() else ""
-        raise LangheadsError(f"{what} {path} is being written by {holder or 'another process'}; wait for it to "
-                             "finish, or choose another --out") from None
+        raise LangheadsError(
+            f"{what} {path} is being written by {holder or 'another process'}; wait for it to "
+            "finish, or choose another --out"
+        ) from None
     lock_file.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
     try:
         yield
@@ -254,8 +271,9 @@ def read_versioned_json(path: Path, what: str, versions: tuple[int, ...], needs:
         for key in needs:
             data[key]  # noqa: B018 - what readers need
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise LangheadsError(f"{path}: damaged, or written before format_version 1 (not the JSON langheads "
-                             "writes)") from None
+        raise LangheadsError(
+            f"{path}: damaged, or written before format_version 1 (not the JSON langheads writes)"
+        ) from None
     if version not in versions:
         raise LangheadsError(f"{path}: format_version {version}; this langheads reads {', '.join(map(str, versions))}")
     return data

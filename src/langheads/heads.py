@@ -6,6 +6,7 @@ them to one output projection (`o_proj`, or `c_proj` for GPT-2). Scaling a head'
 that projection's *input* is the only place where "remove head h" is exact: after the
 projection the heads are mixed. A hook there changes no weight and is removed cleanly.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,7 +70,9 @@ def compile_outside_attention(model: nn.Module) -> None:
     hooks on the output projection keep working without recompiling."""
     import torch._dynamo
 
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64 + 4 * len(decoder_layers(model)))
+    torch._dynamo.config.cache_size_limit = max(
+        torch._dynamo.config.cache_size_limit, 64 + 4 * len(decoder_layers(model))
+    )
     attn = adapter_for(model).attention
     for layer in decoder_layers(model):
         for name, child in layer.named_children():
@@ -87,8 +90,9 @@ def scaled_heads(model: nn.Module, factors: dict[int, torch.Tensor]):
     head, 1 leaves it bit-for-bit unchanged. The hooks are removed on exit, even on error.
     """
     layout = head_layout(model)
-    with scaled_inputs({layer: output_projection(model, layer) for layer in factors}, factors,
-                       layout.n_heads, layout.head_dim):
+    with scaled_inputs(
+        {layer: output_projection(model, layer) for layer in factors}, factors, layout.n_heads, layout.head_dim
+    ):
         yield
 
 
@@ -97,6 +101,7 @@ def scaled_inputs(modules: dict[int, nn.Module], factors: dict[int, torch.Tensor
     """Multiply each of `n_units` slices (`width` features each) of `modules[layer]`'s input by
     `factors[layer]` ([n_units], or [batch, n_units]: one row per batch row) while inside the
     block: heads at the attention output projection, neuron groups at the MLP's (components.py)."""
+
     def make_hook(factor: torch.Tensor):
         def hook(module, args):
             x = args[0]

@@ -14,6 +14,7 @@ only those loads with plain transformers. The exporter reads the same record. `r
 why each edit was made (the pruning curve, the scripts measured), and `source` the model the
 edits started from.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,9 @@ OPS = ("remove_heads", "trim_vocab", "remove_neurons", "remove_layers")
 
 @dataclass
 class Manifest:
-    source: dict = field(default_factory=dict)       # spec, id and sha256 of the unedited model
+    source: dict = field(default_factory=dict)  # spec, id and sha256 of the unedited model
     edits: list[dict] = field(default_factory=list)
-    records: dict = field(default_factory=dict)      # op -> what led to it
+    records: dict = field(default_factory=dict)  # op -> what led to it
 
     def removed_heads(self) -> dict[int, list[int]]:
         """Every removed query head, by layer (the saved model's numbering)."""
@@ -49,7 +50,9 @@ class Manifest:
         e = next((e for e in self.edits if e["op"] == "remove_neurons"), None)
         if e is not None and replay and e.get("uniform"):
             return {}
-        return {} if e is None else {int(l): sorted(n) for l, n in sorted(e["removed"].items(), key=lambda x: int(x[0]))}
+        return (
+            {} if e is None else {int(l): sorted(n) for l, n in sorted(e["removed"].items(), key=lambda x: int(x[0]))}
+        )
 
     def pruning_record(self) -> dict:
         """Why the body was edited: the pruning's record (kept languages, budget, curve), or {}."""
@@ -97,17 +100,20 @@ class Manifest:
         if kept is not None:
             first = next(e for e in self.edits if e["op"] == "trim_vocab")
             langs = ",".join(self.records.get("trim_vocab", {}).get("scripts", {}))
-            parts.append(f"vocabulary {first['original_size']:,} -> {len(kept):,} tokens" + (f" ({langs})" if langs else ""))
+            parts.append(
+                f"vocabulary {first['original_size']:,} -> {len(kept):,} tokens" + (f" ({langs})" if langs else "")
+            )
         source = self.source.get("id") or self.source.get("spec") or "a model"
         return f"langheads: {'; '.join(parts) or 'no edits'}; from {source}"
 
-    def with_edit(self, edit: dict, record: dict | None = None) -> "Manifest":
+    def with_edit(self, edit: dict, record: dict | None = None) -> Manifest:
         if edit["op"] not in OPS:
             raise ValueError(f"unknown edit {edit['op']}")
         if edit["op"] == "remove_heads" and self.head_edit() is not None:
             raise LangheadsError("this model's heads were pruned already; prune the original model instead")
-        if edit["op"] == "remove_layers" and (self.kept_layers() is not None or self.head_edit() or
-                                              self.removed_neurons()):
+        if edit["op"] == "remove_layers" and (
+            self.kept_layers() is not None or self.head_edit() or self.removed_neurons()
+        ):
             raise LangheadsError("this model's body was edited already; prune the original model instead")
         if edit["op"] == "remove_neurons" and self.removed_neurons():
             raise LangheadsError("this model's neurons were pruned already; prune the original model instead")
@@ -116,13 +122,19 @@ class Manifest:
             records[edit["op"]] = record
         return Manifest(self.source, self.edits + [edit], records)
 
-    def with_record(self, key: str, record: dict) -> "Manifest":
+    def with_record(self, key: str, record: dict) -> Manifest:
         """The same edits with one more record (a pruning that removed nothing says why here)."""
         return Manifest(self.source, list(self.edits), {**self.records, key: record})
 
     def to_json(self) -> str:
-        return json.dumps({"format_version": FORMAT_VERSION, "source": self.source, "edits": self.edits,
-                           "records": self.records}, indent=1, ensure_ascii=False) + "\n"
+        return (
+            json.dumps(
+                {"format_version": FORMAT_VERSION, "source": self.source, "edits": self.edits, "records": self.records},
+                indent=1,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
 
 
 def read_manifest(folder: str | Path) -> Manifest | None:

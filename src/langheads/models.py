@@ -5,6 +5,7 @@ copy in the cache (`$LANGHEADS_CACHE`, else ~/.cache/langheads), which reloads i
 The copy is written to a temporary folder and renamed into place, so a killed run never
 leaves half a model behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,9 +33,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
-    spec: str          # what the user asked for
-    model_id: str      # a readable name for reports
-    model_hash: str    # sha256 of the weights as read (GGUF file, or weight files + config)
+    spec: str  # what the user asked for
+    model_id: str  # a readable name for reports
+    model_hash: str  # sha256 of the weights as read (GGUF file, or weight files + config)
     manifest: Manifest | None = None  # what langheads changed in it (None: an unedited model)
 
     def require_plain(self, what: str) -> None:
@@ -44,9 +45,11 @@ class LoadedModel:
         quant = getattr(config, "quantization_config", None) or getattr(self.model, "hf_quantizer", None)
         if quant is not None:
             method = quant.get("quant_method", "") if isinstance(quant, dict) else getattr(quant, "quant_method", "")
-            raise LangheadsError(f"{what} needs unquantised weights, and {self.spec} is quantised "
-                                 f"({str(getattr(method, 'value', method)) or 'quantised'}); give the original "
-                                 "float model (scans may use --load-in, edits may not)")
+            raise LangheadsError(
+                f"{what} needs unquantised weights, and {self.spec} is quantised "
+                f"({str(getattr(method, 'value', method)) or 'quantised'}); give the original "
+                "float model (scans may use --load-in, edits may not)"
+            )
 
     def base_manifest(self) -> Manifest:
         """The manifest that further edits extend: this model's own, or a new one naming it."""
@@ -66,7 +69,11 @@ def _sha256_files(paths: list[Path]) -> str:
 
 
 def _folder_hash(folder: Path) -> str:
-    files = [p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin", ".json"} and p.name != "langheads_source.json"]
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.suffix in {".safetensors", ".bin", ".json"} and p.name != "langheads_source.json"
+    ]
     return _sha256_files(files)
 
 
@@ -76,9 +83,10 @@ class Placement:
     and CPU memory, by accelerate (`device_map`); and/or quantised by bitsandbytes
     (`load_in` 4bit or 8bit). Head masks sit at the output projection's input, so scanning
     works the same on all of them; pruning and trimming need plain weights."""
+
     device: str = "cpu"
-    device_map: str | None = None      # "auto": let accelerate spread the model
-    load_in: str | None = None         # "4bit" | "8bit"
+    device_map: str | None = None  # "auto": let accelerate spread the model
+    load_in: str | None = None  # "4bit" | "8bit"
     gpus: tuple[int, ...] | None = None  # with device_map: only these GPUs (one replica per group)
 
     @property
@@ -106,8 +114,11 @@ class Placement:
         if self.load_in:
             from transformers import BitsAndBytesConfig
 
-            out["quantization_config"] = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
-                                          if self.load_in == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+            out["quantization_config"] = (
+                BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
+                if self.load_in == "4bit"
+                else BitsAndBytesConfig(load_in_8bit=True)
+            )
         return out
 
     def place(self, model):
@@ -129,10 +140,10 @@ def refuse_custom_code(folder: Path, spec: str) -> None:
         except (OSError, ValueError):
             continue  # missing or broken: the loader names it
         if isinstance(data, dict) and data.get("auto_map"):
-            raise LangheadsError(f"{spec}: its {name} asks to run the model's own code (auto_map); langheads never "
-                                 "runs code from a model folder: use a model whose architecture transformers ships")
-
-
+            raise LangheadsError(
+                f"{spec}: its {name} asks to run the model's own code (auto_map); langheads never "
+                "runs code from a model folder: use a model whose architecture transformers ships"
+            )
 
 
 def check_weights(folder: Path, spec: str, dtype: torch.dtype, memory: bool = True) -> None:
@@ -157,12 +168,16 @@ def check_weights(folder: Path, spec: str, dtype: torch.dtype, memory: bool = Tr
     except Exception:  # broken config or weights: the loader names them in its own line
         return
     if isinstance(claimed, int) and layers and claimed > max(layers) + 1:
-        raise LangheadsError(f"cannot load model '{spec}': config.json says {claimed:,} layers, and its weights hold "
-                             f"{max(layers) + 1}; the config does not belong to these weights")
+        raise LangheadsError(
+            f"cannot load model '{spec}': config.json says {claimed:,} layers, and its weights hold "
+            f"{max(layers) + 1}; the config does not belong to these weights"
+        )
     need, free = numel * torch.finfo(dtype).bits // 8, psutil.virtual_memory().available
     if memory and need > free:
-        raise LangheadsError(f"cannot load model '{spec}': its {numel:,} parameters need about {need / 2**30:.1f} GiB "
-                             f"in {str(dtype).removeprefix('torch.')}, and {free / 2**30:.1f} GiB are free")
+        raise LangheadsError(
+            f"cannot load model '{spec}': its {numel:,} parameters need about {need / 2**30:.1f} GiB "
+            f"in {str(dtype).removeprefix('torch.')}, and {free / 2**30:.1f} GiB are free"
+        )
 
 
 def _placement(device) -> Placement:
@@ -199,16 +214,22 @@ def _from_edited_folder(folder: Path, dtype: torch.dtype, place: Placement):
     if not manifest.needs_replay():  # the config itself says every shape
         return _from_folder(folder, dtype, place)
     if not place.plain:
-        raise LangheadsError(f"{folder}: a model with heads removed loads whole on one device, without "
-                             "--device-map or --load-in")
+        raise LangheadsError(
+            f"{folder}: a model with heads removed loads whole on one device, without --device-map or --load-in"
+        )
     removed, neurons = manifest.removed_heads(), manifest.removed_neurons(replay=True)
     model, info = _with_other_shapes(folder, dtype)
     adapter = adapter_for(model)
-    prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed) + \
-        tuple(f"{adapter.layers}.{layer}.{path}." for layer in neurons for path in (*(adapter.mlp_in or ()), adapter.mlp_out))
+    prefixes = tuple(f"{adapter.layers}.{layer}.{adapter.attention}." for layer in removed) + tuple(
+        f"{adapter.layers}.{layer}.{path}." for layer in neurons for path in (*(adapter.mlp_in or ()), adapter.mlp_out)
+    )
     # Only the replayed layers' attention may be missing, unexpected or of another shape.
-    off = [k if isinstance(k, str) else k[0] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-           for k in info.get(kind, []) if not (k if isinstance(k, str) else k[0]).startswith(prefixes)]
+    off = [
+        k if isinstance(k, str) else k[0]
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        for k in info.get(kind, [])
+        if not (k if isinstance(k, str) else k[0]).startswith(prefixes)
+    ]
     if off:
         raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {sorted(off)[0]})")
     remove_heads_(model, removed)
@@ -228,8 +249,9 @@ def _with_other_shapes(folder: Path, dtype: torch.dtype):
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the pruned layers' shapes are expected to differ
     try:
-        return pretrained(AutoModelForCausalLM, folder, dtype=dtype, ignore_mismatched_sizes=True,
-                          output_loading_info=True)
+        return pretrained(
+            AutoModelForCausalLM, folder, dtype=dtype, ignore_mismatched_sizes=True, output_loading_info=True
+        )
     finally:
         hf_logging.set_verbosity(level)
 
@@ -244,8 +266,11 @@ def _pruned_attention(folder: Path, model, prefixes: tuple[str, ...]) -> dict:
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), "pt") as f:
             found.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)})
-    wrong = sorted(k for k in set(expected) | set(found)
-                   if k not in found or k not in expected or found[k].shape != expected[k].shape)
+    wrong = sorted(
+        k
+        for k in set(expected) | set(found)
+        if k not in found or k not in expected or found[k].shape != expected[k].shape
+    )
     if wrong:
         raise LangheadsError(f"{folder}: weights do not match {MANIFEST_FILE} (first mismatch: {wrong[0]})")
     return found
@@ -299,8 +324,9 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not spec.endswith(".gguf")
 
 
-def load_model(spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32",
-               device: str | Placement = "cpu") -> LoadedModel:
+def load_model(
+    spec: str = DEFAULT_SPEC, dtype: str | torch.dtype = "float32", device: str | Placement = "cpu"
+) -> LoadedModel:
     """Load a causal LM and its tokenizer from `default`, a `.gguf` file, a folder or a hub id,
     on one device or as a `Placement` says. Whatever goes wrong while reading it (a broken
     config, missing tokenizer, truncated weights) is one LangheadsError naming the model."""
@@ -349,8 +375,10 @@ def _load_model(spec: str, dtype: str | torch.dtype, place: Placement) -> Loaded
         model, tok = (_from_folder if manifest is None else _from_edited_folder)(path, dtype, place)
         return LoadedModel(model, tok, spec, path.resolve().name, _folder_hash(path), manifest)
     if not _looks_like_hub_id(spec):
-        raise LangheadsError(f"unknown model '{spec}': not a built-in model ({', '.join(builtin.BUILTINS)}), a "
-                             "folder, a .gguf file or a hub id (org/name)")
+        raise LangheadsError(
+            f"unknown model '{spec}': not a built-in model ({', '.join(builtin.BUILTINS)}), a "
+            "folder, a .gguf file or a hub id (org/name)"
+        )
     return _from_hub(spec, dtype, place)
 
 
@@ -398,9 +426,14 @@ def clear_cache() -> int:
     left alone."""
     from .folders import kind_of
 
-    done = [folder for folder, _, _ in list_cache()
-            if not folder.name.startswith(".") and not folder.is_symlink()
-            and (folder / "langheads_source.json").is_file() and kind_of(folder) == "cache"]
+    done = [
+        folder
+        for folder, _, _ in list_cache()
+        if not folder.name.startswith(".")
+        and not folder.is_symlink()
+        and (folder / "langheads_source.json").is_file()
+        and kind_of(folder) == "cache"
+    ]
     for folder in done:
         shutil.rmtree(folder)
     return len(done)

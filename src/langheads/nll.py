@@ -10,6 +10,7 @@ Three ideas keep this cheap without changing the numbers:
   `resume` can recompute from layer l upwards only (removing a head in layer l changes
   nothing below it), for many rows at once, each row with its own head factors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ from . import heads as H
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor   # [rows, longest], right-padded
-    lengths: torch.Tensor     # [rows] real tokens per row (BOS included)
-    index: list[int]          # row -> position of the text in the caller's list
+    input_ids: torch.Tensor  # [rows, longest], right-padded
+    lengths: torch.Tensor  # [rows] real tokens per row (BOS included)
+    index: list[int]  # row -> position of the text in the caller's list
     starts: torch.Tensor | None = None  # [rows] first token whose NLL counts (None: 1, every predicted token)
-    lang: str = ""            # the language of its texts (set by the scan plan)
+    lang: str = ""  # the language of its texts (set by the scan plan)
 
     @property
     def n_tokens(self) -> int:
@@ -41,8 +42,9 @@ def tokenize(tokenizer, texts: list[str], max_tokens: int | None = None, limit: 
     return [i[:cut] if cut else i for i in ids]
 
 
-def make_batches(token_lists: list[list[int]], batch_tokens: int, pad_id: int = 0,
-                 starts: list[int] | None = None) -> list[Batch]:
+def make_batches(
+    token_lists: list[list[int]], batch_tokens: int, pad_id: int = 0, starts: list[int] | None = None
+) -> list[Batch]:
     """Longest first, as many texts per batch as fit in `batch_tokens` padded positions.
     `starts[i]`: the first token of text i whose NLL counts (an answer after its prompt)."""
     order = sorted(range(len(token_lists)), key=lambda i: (-len(token_lists[i]), i))
@@ -108,7 +110,9 @@ def _chunk_nll(model, normed: torch.Tensor, targets: torch.Tensor, vocab_block: 
     running_max = running_sum = None
     for start in range(0, weight.shape[0], vocab_block):
         b = None if bias is None else bias[start : start + vocab_block]
-        block = H.postprocess_logits(model, torch.nn.functional.linear(normed, weight[start : start + vocab_block], b)).float()
+        block = H.postprocess_logits(
+            model, torch.nn.functional.linear(normed, weight[start : start + vocab_block], b)
+        ).float()
         block_max = block.amax(dim=-1)
         if running_max is None:
             running_max = block_max
@@ -125,9 +129,15 @@ def default_vocab_block(device, chunk_tokens: int) -> int | None:
     return max(256, (1 << 22) // chunk_tokens) if torch.device(device).type == "cpu" else None
 
 
-def nll_from_hidden(model, hidden: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor,
-                    chunk_tokens: int = 1024, vocab_block: int | None | str = "auto",
-                    starts: torch.Tensor | None = None) -> torch.Tensor:
+def nll_from_hidden(
+    model,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    lengths: torch.Tensor,
+    chunk_tokens: int = 1024,
+    vocab_block: int | None | str = "auto",
+    starts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean token NLL per row from the last decoder layer's output [rows, T, d], over the
     tokens from `starts` (default: every token after the first) to the row's end.
 
@@ -179,6 +189,7 @@ def trace(model, batch: Batch) -> Trace:
     def keep(i):
         def hook(module, args, kwargs):
             captured[i] = (args, dict(kwargs))
+
         return hook
 
     def keep_out(module, args, kwargs, out):
@@ -212,8 +223,16 @@ def _tile(value, batch_rows: int, copies: int):
     return value
 
 
-def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor], copies: int,
-           chunk_tokens: int = 1024, hidden: torch.Tensor | None = None, scaled=None) -> torch.Tensor:
+def resume(
+    model,
+    tr: Trace,
+    start_layer: int,
+    factors: dict[int, torch.Tensor],
+    copies: int,
+    chunk_tokens: int = 1024,
+    hidden: torch.Tensor | None = None,
+    scaled=None,
+) -> torch.Tensor:
     """Per-row NLL of `copies` copies of the batch, recomputed from `start_layer` upwards.
 
     `factors[layer]` is [copies * rows, n_heads] (see heads.scaled_heads), or per unit of
@@ -224,8 +243,15 @@ def resume(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor],
     return copies_nll(model, tr.batch, x, copies, chunk_tokens)
 
 
-def resume_hidden(model, tr: Trace, start_layer: int, factors: dict[int, torch.Tensor], copies: int,
-                  hidden: torch.Tensor | None = None, scaled=None) -> torch.Tensor:
+def resume_hidden(
+    model,
+    tr: Trace,
+    start_layer: int,
+    factors: dict[int, torch.Tensor],
+    copies: int,
+    hidden: torch.Tensor | None = None,
+    scaled=None,
+) -> torch.Tensor:
     """What `resume` computes before its loss: the last decoder layer's output for `copies`
     copies of the batch, [copies * rows, T, d] (row k*rows + b is copy k of row b)."""
     rows = tr.batch.input_ids.shape[0]
@@ -255,15 +281,24 @@ def copies_nll(model, batch: Batch, hidden: torch.Tensor, copies: int, chunk_tok
 
 
 @torch.no_grad()
-def per_text_nll(model, token_lists: list[list[int]], batch_tokens: int = 4096, chunk_tokens: int = 1024,
-                 pad_id: int = 0, starts: list[int] | None = None) -> torch.Tensor:
+def per_text_nll(
+    model,
+    token_lists: list[list[int]],
+    batch_tokens: int = 4096,
+    chunk_tokens: int = 1024,
+    pad_id: int = 0,
+    starts: list[int] | None = None,
+) -> torch.Tensor:
     """Per-text mean token NLL (float64, on the CPU) through the fast path, with whatever masks
     are active; with `starts`, over each text's tokens from starts[i] on only."""
     out = torch.zeros(len(token_lists), dtype=torch.float64)
     for batch in make_batches(token_lists, batch_tokens, pad_id, starts):
         tr = trace(model, batch)
-        out[batch.index] = nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths,
-                                           chunk_tokens, starts=batch.starts).double().cpu()
+        out[batch.index] = (
+            nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths, chunk_tokens, starts=batch.starts)
+            .double()
+            .cpu()
+        )
     return out
 
 

@@ -3,6 +3,7 @@ its field (`option(...)`: default, help, how the command line's text becomes the
 the CLI's parser is generated from the fields (`add_options`), the way HfArgumentParser does
 it. The dataclass's `__post_init__` checks the values, so the library and the CLI refuse alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,29 @@ def comma_list(value: str) -> list[str]:
 PARSERS = {"int": int, "float": float, "str": str, "list[str]": comma_list}
 
 
-def option(default=MISSING, *, help: str, factory=None, flag: str | None = None, metavar: str | None = None,
-           positional: bool = False, repeat: bool = False, aliases: tuple[str, ...] = ()):
+def option(
+    default=MISSING,
+    *,
+    help: str,
+    factory=None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    positional: bool = False,
+    repeat: bool = False,
+    aliases: tuple[str, ...] = (),
+):
     """A settings field that is also a command-line option (flag: --the-field-name), or, with
     `positional`, an argument given by place (the field's name in the usage); `repeat`: a
     list[str] whose flag may be given several times, one value each; `aliases`: other flags
     for the same option (older names)."""
-    meta = {"help": help, "flag": flag, "metavar": metavar, "positional": positional, "repeat": repeat,
-            "aliases": aliases}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "metavar": metavar,
+        "positional": positional,
+        "repeat": repeat,
+        "aliases": aliases,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -46,11 +62,26 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
         required = f.default is MISSING and f.default_factory is MISSING
         default = None if required else f.default if f.default is not MISSING else f.default_factory()
         if f.metadata.get("repeat"):
-            parser.add_argument(*flags, dest=f.name, action="append", type=str, default=default, required=required,
-                                metavar=f.metadata["metavar"], help=f.metadata["help"])
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                action="append",
+                type=str,
+                default=default,
+                required=required,
+                metavar=f.metadata["metavar"],
+                help=f.metadata["help"],
+            )
             continue
-        parser.add_argument(*flags, dest=f.name, type=PARSERS[kind], default=default, required=required,
-                            metavar=f.metadata["metavar"], help=f.metadata["help"])
+        parser.add_argument(
+            *flags,
+            dest=f.name,
+            type=PARSERS[kind],
+            default=default,
+            required=required,
+            metavar=f.metadata["metavar"],
+            help=f.metadata["help"],
+        )
 
 
 def from_args(cls, args: argparse.Namespace, **given):

@@ -1,6 +1,7 @@
 """Drawing primitives every figure shares, and the run folder's heatmap: a leaf module (numpy,
 pandas and matplotlib only), so run writers and the report draw alike without importing each
 other."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,6 +39,7 @@ def panel_grid(n: int, max_cols: int = 8) -> tuple[int, int]:
 
 # ---- figures ------------------------------------------------------------------------------
 
+
 def heatmap(scores: pd.DataFrame, languages: list[str], path: Path, title: str) -> None:
     """The heatmap figure saved as a run folder's heatmap.png."""
     plt = pyplot()
@@ -61,15 +63,17 @@ def heatmap_figure(scores: pd.DataFrame, languages: list[str], title: str):
     top = max(1e-9, float(np.percentile(np.concatenate([g.ravel() for g in grids.values()]), 99)))
     rows, cols = panel_grid(len(languages))
     width = min(2.2, 0.35 * n_heads + 0.6)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, (0.22 * n_layers + 1.2) * rows + 0.4),
-                             squeeze=False, sharey=True)
-    for ax in axes.ravel()[len(languages):]:
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols + 1.2, (0.22 * n_layers + 1.2) * rows + 0.4), squeeze=False, sharey=True
+    )
+    for ax in axes.ravel()[len(languages) :]:
         ax.axis("off")
     for ax, lang in zip(axes.ravel(), languages):
         image = ax.imshow(grids[lang], cmap="magma_r", vmin=0, vmax=top, aspect="auto", interpolation="nearest")
         for layer, head in zip(*np.nonzero(unsure[lang])):
-            ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, hatch="///",
-                                   edgecolor="#7aa6c2", linewidth=0))
+            ax.add_patch(
+                Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#7aa6c2", linewidth=0)
+            )
         ax.set_title(lang)
         ax.set_xlabel("head")
         ax.set_xticks(range(n_heads) if n_heads <= 8 else range(0, n_heads, max(1, n_heads // 4)))

@@ -5,6 +5,7 @@ cloze: continue the text) and a reference answer; corpus.py reads them (JSONL, S
 JSON, the offline cloze set). `encode` turns an item into token ids and the index of the
 first answer token, through the model's chat template or the plain template below.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,11 +50,13 @@ def _render(tokenizer, content: str, template: str, name: str = "the chat templa
     import jinja2
 
     try:
-        return tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=template,
-                                             add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], chat_template=template, add_generation_prompt=True, tokenize=False
+        )
     except jinja2.exceptions.SecurityError as e:
-        raise LangheadsError(f"{name}: the template tried something jinja2's sandbox forbids ({str(e)[:120]}); "
-                             "it was not run further") from None
+        raise LangheadsError(
+            f"{name}: the template tried something jinja2's sandbox forbids ({str(e)[:120]}); it was not run further"
+        ) from None
     except (jinja2.exceptions.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
         raise LangheadsError(f"{name} does not render: {type(e).__name__}: {str(e)[:160]}") from None
 
@@ -65,8 +68,11 @@ def prompt_text(item: Text, chat_template: str | None, tokenizer) -> str:
             return item.text
         context = item.text + "\n\n" if item.text else ""
         return PLAIN_QUESTION.format(context=context, question=item.question)
-    content = (CLOZE_INSTRUCTION.format(context=item.text) if not item.question
-               else (item.text + "\n\n" if item.text else "") + item.question)
+    content = (
+        CLOZE_INSTRUCTION.format(context=item.text)
+        if not item.question
+        else (item.text + "\n\n" if item.text else "") + item.question
+    )
     return _render(tokenizer, content, chat_template)
 
 

@@ -19,6 +19,7 @@ Every folder is written through folders.new_folder (whole or not at all); every 
 checks what it reads and names a damaged file in one line. `report`, `compare`, `prune` and
 `evaluate` read through these readers only.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,8 @@ import pandas as pd
 from .errors import LangheadsError, printable
 from .folders import new_folder, read_versioned_json
 from .heads import head_layout
-from .scanning.kinds import KINDS, LAHIS_KINDS
 from .plots import heatmap
+from .scanning.kinds import KINDS, LAHIS_KINDS
 from .units import NOUNS, name, neurons_of, pruned_units
 
 
@@ -41,6 +42,7 @@ def versions() -> dict:
     import transformers
 
     from ._version import __version__
+
     return {"langheads": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
@@ -54,11 +56,22 @@ def write_run(result, out: Path, overwrite: bool = False) -> Path:
         result.per_text.to_parquet(staging / "per_text.parquet", index=False)
         info = {
             "format_version": RUN_FORMAT_VERSION,
-            "model": {"spec": s.model, "id": plan.loaded.model_id, "sha256": plan.loaded.model_hash,
-                      "layers": heads.n_layers, "heads": heads.n_heads, "kv_heads": heads.n_kv_heads,
-                      "head_dim": heads.head_dim, "architecture": heads.model_type},
-            "corpus": {"source": plan.corpus.source, "sha256": plan.corpus.sha256, "part": "scoring",
-                       "texts": {w.lang: w.text_ids for w in plan.work}},
+            "model": {
+                "spec": s.model,
+                "id": plan.loaded.model_id,
+                "sha256": plan.loaded.model_hash,
+                "layers": heads.n_layers,
+                "heads": heads.n_heads,
+                "kv_heads": heads.n_kv_heads,
+                "head_dim": heads.head_dim,
+                "architecture": heads.model_type,
+            },
+            "corpus": {
+                "source": plan.corpus.source,
+                "sha256": plan.corpus.sha256,
+                "part": "scoring",
+                "texts": {w.lang: w.text_ids for w in plan.work},
+            },
             "method": {"name": plan.method.name, "per_text_value": plan.method.value_meaning},
             **({"component": component} if component["name"] != "head" else {}),
             "signal": plan.signal,
@@ -79,8 +92,9 @@ def _named_units(scores: pd.DataFrame, component: dict) -> pd.DataFrame:
     """scores.csv's rows with what each unit is: its component, its name (`unit`: units.name),
     and for a neuron group its neurons first-last (`neurons`), for a block attention or mlp
     (`block`); the head column holds the unit's index in its layer, as it always did."""
-    named = scores.assign(component=component["name"],
-                          unit=[name(component, l, u) for l, u in zip(scores["layer"], scores["head"])])
+    named = scores.assign(
+        component=component["name"], unit=[name(component, l, u) for l, u in zip(scores["layer"], scores["head"])]
+    )
     if component["name"] == "neuron":
         named["neurons"] = [neurons_of(component, h) for h in named["head"]]
     if component["name"] == "block":
@@ -93,9 +107,14 @@ def sample_sizes(scores: pd.DataFrame) -> dict:
     increase, median and largest over heads), so a reader sees when too few texts were used."""
     width = scores["rel_ci_high"] - scores["rel_ci_low"]
     # an adaptive scan's pairs rest on different numbers of texts: the language's most
-    return {lang: {"texts": int(rows["n_texts"].max()), "median_ci_width": float(width[rows.index].median()),
-                   "max_ci_width": float(width[rows.index].max())}
-            for lang, rows in scores.groupby("language", sort=False)}
+    return {
+        lang: {
+            "texts": int(rows["n_texts"].max()),
+            "median_ci_width": float(width[rows.index].median()),
+            "max_ci_width": float(width[rows.index].max()),
+        }
+        for lang, rows in scores.groupby("language", sort=False)
+    }
 
 
 def count_kinds(heads: list[dict]) -> dict:
@@ -112,8 +131,11 @@ def sample_note(result) -> str | None:
     few = {w.lang: len(w.text_ids) for w in result.plan.work if len(w.text_ids) < SMALL_SAMPLE}
     if not few:
         return None
-    return ("intervals on fewer than 8 texts (" + ", ".join(f"{lang} {n}" for lang, n in few.items()) +
-            ") cover less often than their stated 95%: treat their kinds as provisional")
+    return (
+        "intervals on fewer than 8 texts ("
+        + ", ".join(f"{lang} {n}" for lang, n in few.items())
+        + ") cover less often than their stated 95%: treat their kinds as provisional"
+    )
 
 
 def summary(result, per_language: int = 3) -> str:
@@ -127,39 +149,61 @@ def summary(result, per_language: int = 3) -> str:
     lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if "adaptive" in result.rule:
         a = result.rule["adaptive"]
-        lines.append(f"adaptive: scored {a['pair_texts_scored']:,} of {a['pair_texts_full']:,} head-language-text "
-                     f"triples ({a['share']:.0%}); pairs stopped early as 'matters' {a['stopped']['matters']}, 'below' "
-                     f"{a['stopped']['below']}, 'futile' {a['stopped']['futile']}; open to the last text "
-                     f"{a['stopped']['last']}; {a['guarantee']}")
+        lines.append(
+            f"adaptive: scored {a['pair_texts_scored']:,} of {a['pair_texts_full']:,} head-language-text "
+            f"triples ({a['share']:.0%}); pairs stopped early as 'matters' {a['stopped']['matters']}, 'below' "
+            f"{a['stopped']['below']}, 'futile' {a['stopped']['futile']}; open to the last text "
+            f"{a['stopped']['last']}; {a['guarantee']}"
+        )
     if sample_note(result):
         lines.append("note: " + sample_note(result))
-    lines.append("intervals rest on: " + ", ".join(
-        f"{lang} {v['texts']} texts (median width {100 * v['median_ci_width']:.2f} points)"
-        for lang, v in sample_sizes(result.scores).items()))
+    lines.append(
+        "intervals rest on: "
+        + ", ".join(
+            f"{lang} {v['texts']} texts (median width {100 * v['median_ci_width']:.2f} points)"
+            for lang, v in sample_sizes(result.scores).items()
+        )
+    )
     rel = result.scores.set_index(["layer", "head", "language"])["rel_increase"]
     for lang in s.languages:
         own = [h for h in result.heads if h["kind"] == "language-specific" and h["languages"] == [lang]]
         own.sort(key=lambda h: -rel[(h["layer"], h["head"], lang)])
-        shown = ", ".join(f"{name(component, h['layer'], h['head'])} "
-                          f"(+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)" for h in own[:per_language])
-        lines.append(f"  {lang}: {len(own)} specific {noun if len(own) != 1 else noun[:-1]}"
-                     + (f"; strongest {shown}" if own else ""))
+        shown = ", ".join(
+            f"{name(component, h['layer'], h['head'])} (+{100 * rel[(h['layer'], h['head'], lang)]:.1f}%)"
+            for h in own[:per_language]
+        )
+        lines.append(
+            f"  {lang}: {len(own)} specific {noun if len(own) != 1 else noun[:-1]}"
+            + (f"; strongest {shown}" if own else "")
+        )
     return "\n".join(lines)
 
 
 RUN_FORMAT_VERSION = 4  # 2: scores.csv has p_value, heads.json has sample; 3: delta_nll is called score;
-READS = (1, 2, 3, 4)    # 4: the record is run.json (was heads.json), scores.csv names each unit
+READS = (1, 2, 3, 4)  # 4: the record is run.json (was heads.json), scores.csv names each unit
 RUN_RECORD, OLD_RUN_RECORD = "run.json", "heads.json"
-SCORE_COLUMNS = ["layer", "head", "language", "score", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
-                 "rel_ci_high", "base_nll", "n_texts"]
+SCORE_COLUMNS = [
+    "layer",
+    "head",
+    "language",
+    "score",
+    "ci_low",
+    "ci_high",
+    "rel_increase",
+    "rel_ci_low",
+    "rel_ci_high",
+    "base_nll",
+    "n_texts",
+]
 
 
 @dataclass
 class Run:
     """A finished scan, read and checked whole."""
+
     folder: Path
-    info: dict             # run.json (heads.json before format 4)
-    scores: pd.DataFrame   # scores.csv, with each head's kind and kind_languages
+    info: dict  # run.json (heads.json before format 4)
+    scores: pd.DataFrame  # scores.csv, with each head's kind and kind_languages
 
     @property
     def languages(self) -> list[str]:
@@ -220,12 +264,18 @@ def read_run(run_dir: str | Path) -> Run:
     if missing:
         raise LangheadsError(f"{path}: damaged (no column {missing[0]})")
     if len(scores) != expected or scores[SCORE_COLUMNS].isna().any().any():
-        raise LangheadsError(f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
-                             f"{model['layers']} layers x {units} units x {len(languages)} languages)")
+        raise LangheadsError(
+            f"{path}: damaged or cut short ({len(scores)} complete rows of {expected}: "
+            f"{model['layers']} layers x {units} units x {len(languages)} languages)"
+        )
     _check_scores(scores, path, model["layers"], units, languages)
     _check_kinds(info["heads"], run_record(run_dir), model["layers"], units)
-    kinds = pd.DataFrame([{"layer": h["layer"], "head": h["head"], "kind": h["kind"],
-                           "kind_languages": ",".join(h["languages"])} for h in info["heads"]])
+    kinds = pd.DataFrame(
+        [
+            {"layer": h["layer"], "head": h["head"], "kind": h["kind"], "kind_languages": ",".join(h["languages"])}
+            for h in info["heads"]
+        ]
+    )
     return Run(run_dir, info, scores.merge(kinds, on=["layer", "head"], how="left"))
 
 
@@ -238,8 +288,9 @@ def _check_kinds(heads: list, path: Path, layers: int, units: int) -> None:
     except (TypeError, KeyError):
         inside = False
     if not inside or len(seen) != len(heads) or len(seen) != layers * units:
-        raise LangheadsError(f"{path}: damaged (its units are not the recorded {layers} layers x {units} per layer, "
-                             "each once)")
+        raise LangheadsError(
+            f"{path}: damaged (its units are not the recorded {layers} layers x {units} per layer, each once)"
+        )
 
 
 def _check_scores(scores: pd.DataFrame, path: Path, layers: int, heads: int, languages: list[str]) -> None:
@@ -252,12 +303,15 @@ def _check_scores(scores: pd.DataFrame, path: Path, layers: int, heads: int, lan
     off = scores[(scores.layer < 0) | (scores.layer >= layers) | (scores["head"] < 0) | (scores["head"] >= heads)]
     if len(off):
         row = off.iloc[0]
-        raise LangheadsError(f"{path}: damaged (a row for layer {row.layer} head {row['head']}, outside the "
-                             f"recorded {layers} layers x {heads} heads)")
+        raise LangheadsError(
+            f"{path}: damaged (a row for layer {row.layer} head {row['head']}, outside the "
+            f"recorded {layers} layers x {heads} heads)"
+        )
     found = set(scores["language"].astype(str))
     if found != set(languages):
-        raise LangheadsError(f"{path}: damaged (its languages {','.join(sorted(found))} are not the run's "
-                             f"{','.join(languages)})")
+        raise LangheadsError(
+            f"{path}: damaged (its languages {','.join(sorted(found))} are not the run's {','.join(languages)})"
+        )
     if scores.duplicated(["layer", "head", "language"]).any():
         raise LangheadsError(f"{path}: damaged (a layer, head and language appear twice)")
     numeric = [c for c in SCORE_COLUMNS if c not in ("layer", "head", "language")]
@@ -280,7 +334,9 @@ def run_record(run_dir: str | Path) -> Path:
 def load_run_info(run_dir: str | Path) -> dict:
     """The record of a finished run (run.json); a missing or damaged one is named in one line."""
     path = run_record(run_dir)
-    info = read_versioned_json(path, "a finished langheads run", READS, ("settings", "model", "heads", "corpus", "method"))
+    info = read_versioned_json(
+        path, "a finished langheads run", READS, ("settings", "model", "heads", "corpus", "method")
+    )
     try:
         info["settings"]["languages"], info["model"]["layers"], info["model"]["heads"]  # noqa: B018
     except (KeyError, TypeError):
@@ -291,9 +347,10 @@ def load_run_info(run_dir: str | Path) -> dict:
 @dataclass
 class PrunedFolder:
     """A model folder written by `langheads prune`: what was removed and what it cost."""
+
     folder: Path
-    manifest: object       # manifest.Manifest
-    record: dict           # the pruning's record: scan(s), kept, dropped, curve, settings
+    manifest: object  # manifest.Manifest
+    record: dict  # the pruning's record: scan(s), kept, dropped, curve, settings
 
     @property
     def units(self) -> list[tuple[str, int, int]]:
@@ -333,10 +390,14 @@ def read_pruned(folder: str | Path) -> PrunedFolder:
     folder = Path(folder)
     manifest = read_manifest(folder)
     record = manifest.pruning_record() if manifest is not None else None
-    if not record or not all(k in record for k in ("kept", "dropped", "curve", "settings")) or \
-            not ("removed_heads" in record or "removed_units" in record):
-        raise LangheadsError(f"{folder}: not a model folder written by `langheads prune` (its langheads.json has "
-                             "no record of a pruning)")
+    if (
+        not record
+        or not all(k in record for k in ("kept", "dropped", "curve", "settings"))
+        or not ("removed_heads" in record or "removed_units" in record)
+    ):
+        raise LangheadsError(
+            f"{folder}: not a model folder written by `langheads prune` (its langheads.json has no record of a pruning)"
+        )
     return PrunedFolder(folder, manifest, record)
 
 
@@ -346,10 +407,11 @@ EVAL_FORMAT_VERSION = 1
 @dataclass
 class Evaluation:
     """An evaluation folder written by `langheads evaluate`."""
+
     folder: Path
-    info: dict                  # eval.json
-    table: pd.DataFrame         # per language (kind nll), per language and metric (qa), per task and metric (lm-eval)
-    generations: list[dict]     # prompt, before, after, their languages
+    info: dict  # eval.json
+    table: pd.DataFrame  # per language (kind nll), per language and metric (qa), per task and metric (lm-eval)
+    generations: list[dict]  # prompt, before, after, their languages
 
     @property
     def kind(self) -> str:
@@ -360,9 +422,12 @@ def write_eval(result: dict, out: Path, overwrite: bool = False) -> None:
     with new_folder(out, overwrite, "evaluation") as tmp:
         result["table"].to_csv(tmp / "eval.csv", index=False, float_format="%.6g")
         (tmp / "generations.jsonl").write_text(
-            "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in result["generations"]), encoding="utf-8")
-        meta = {"format_version": EVAL_FORMAT_VERSION,
-                **{k: v for k, v in result.items() if k not in ("table", "generations")}}
+            "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in result["generations"]), encoding="utf-8"
+        )
+        meta = {
+            "format_version": EVAL_FORMAT_VERSION,
+            **{k: v for k, v in result.items() if k not in ("table", "generations")},
+        }
         meta["table"] = result["table"].to_dict(orient="records")
         (tmp / "eval.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -375,8 +440,15 @@ def read_eval(folder: str | Path) -> Evaluation:
         first = "language" if info["kind"] == "qa" else "task"
         needed = [first, "metric", "items", "before", "after", "change", "ci_low", "ci_high"]
     else:
-        needed = ["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
-                  "per_byte_rel_ci_low", "per_byte_rel_ci_high"]
+        needed = [
+            "language",
+            "n_texts",
+            "nll_per_byte_before",
+            "nll_per_byte_after",
+            "per_byte_rel_change",
+            "per_byte_rel_ci_low",
+            "per_byte_rel_ci_high",
+        ]
     if any(c not in table.columns for c in needed):
         raise LangheadsError(f"{folder / 'eval.json'}: damaged (its table lacks {needed})")
     try:

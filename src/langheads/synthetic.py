@@ -5,6 +5,7 @@ matter for head surgery switched on: fewer KV heads than query heads, attention 
 sliding-window layers, logit soft-capping and scaling. `save_tiny` writes it with a byte-level
 tokenizer as an ordinary Hugging Face folder, so tests go through the real loader.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,19 @@ def _config(arch: str, **sizes):
     `sizes` override anything."""
     import transformers as T
 
-    s = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-             num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-             bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    s = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     tiny = _TINY.get(arch)
     if tiny is None:
         raise ValueError(f"no synthetic config for '{arch}'")
@@ -51,8 +62,16 @@ NO_GQA = [name for name, t in _TINY.items() if not t.gqa]  # one KV head per que
 
 # Shapes of real models for timing (random weights; the numbers are speed, not quality).
 SHAPES = {
-    "llama-8b": dict(arch="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128),
+    "llama-8b": dict(
+        arch="llama",
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+    ),
 }
 
 
@@ -83,32 +102,46 @@ def byte_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 # A few sentences in five scripts (Latin, Devanagari, Han, Cyrillic), enough to train small
 # BPE vocabularies whose tokens belong to different languages' scripts.
 TRAINING_TEXT = {
-    "en": ["All human beings are born free and equal in dignity and rights.",
-           "Everyone has the right to life, liberty and security of person.",
-           "The cat sat on the mat and looked at the rain in 1948."],
-    "fr": ["Tous les êtres humains naissent libres et égaux en dignité et en droits.",
-           "Tout individu a droit à la vie, à la liberté et à la sûreté de sa personne."],
-    "hi": ["सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता प्राप्त है।",
-           "प्रत्येक व्यक्ति को जीवन, स्वाधीनता और वैयक्तिक सुरक्षा का अधिकार है।"],
+    "en": [
+        "All human beings are born free and equal in dignity and rights.",
+        "Everyone has the right to life, liberty and security of person.",
+        "The cat sat on the mat and looked at the rain in 1948.",
+    ],
+    "fr": [
+        "Tous les êtres humains naissent libres et égaux en dignité et en droits.",
+        "Tout individu a droit à la vie, à la liberté et à la sûreté de sa personne.",
+    ],
+    "hi": [
+        "सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता प्राप्त है।",
+        "प्रत्येक व्यक्ति को जीवन, स्वाधीनता और वैयक्तिक सुरक्षा का अधिकार है।",
+    ],
     "zh": ["人人生而自由,在尊严和权利上一律平等。", "人人有权享有生命、自由和人身安全。"],
-    "ru": ["Все люди рождаются свободными и равными в своем достоинстве и правах.",
-           "Каждый человек имеет право на жизнь, на свободу и на личную неприкосновенность."],
+    "ru": [
+        "Все люди рождаются свободными и равными в своем достоинстве и правах.",
+        "Каждый человек имеет право на жизнь, на свободу и на личную неприкосновенность.",
+    ],
 }
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 
 
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # byte-level styles: the split before bytes become characters (None: GPT-2's own ByteLevel regex)
-BYTE_LEVEL_SPLITS = {"byte_level": None, "llama3": _LLAMA3_SPLIT,
-                     "qwen2": _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")}
+BYTE_LEVEL_SPLITS = {
+    "byte_level": None,
+    "llama3": _LLAMA3_SPLIT,
+    "qwen2": _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}"),
+}
 
 
 def trained_tokenizer(style: str, vocab_size: int = 700):
@@ -128,9 +161,12 @@ def trained_tokenizer(style: str, vocab_size: int = 700):
     else:
         raise ValueError(f"unknown tokenizer style '{style}'")
     tok.add_special_tokens(SPECIALS)
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def _byte_level_bpe(style: str, texts: list[str], vocab_size: int):
@@ -141,12 +177,23 @@ def _byte_level_bpe(style: str, texts: list[str], vocab_size: int):
     # digit), then map bytes to characters
     tok = Tokenizer(models.BPE(unk_token=None, ignore_merges=style == "llama3"))
     split = BYTE_LEVEL_SPLITS[style]
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if split is None else \
-        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = (
+        pre_tokenizers.ByteLevel(add_prefix_space=False)
+        if split is None
+        else pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     return tok
 
@@ -169,8 +216,12 @@ def _byte_fallback_bpe(texts: list[str], vocab_size: int):
         vocab.setdefault(piece, len(vocab))
     # Merges as a SentencePiece model implies them (and as transformers builds them for Gemma):
     # every split of a token into two tokens, tokens in id order.
-    merges = [(t[:k], t[k:]) for t in sorted(vocab, key=vocab.get) for k in range(1, len(t))
-              if vocab[t] >= 4 + 256 and t[:k] in vocab and t[k:] in vocab]
+    merges = [
+        (t[:k], t[k:])
+        for t in sorted(vocab, key=vocab.get)
+        for k in range(1, len(t))
+        if vocab[t] >= 4 + 256 and t[:k] in vocab and t[k:] in vocab
+    ]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
@@ -178,8 +229,9 @@ def _byte_fallback_bpe(texts: list[str], vocab_size: int):
     return tok
 
 
-def save_tiny(arch: str, folder: str | Path, seed: int = 0, tokenizer: str | None = None,
-              specials: tuple[str, ...] = (), **sizes) -> Path:
+def save_tiny(
+    arch: str, folder: str | Path, seed: int = 0, tokenizer: str | None = None, specials: tuple[str, ...] = (), **sizes
+) -> Path:
     """A tiny model and its tokenizer as an ordinary Hugging Face folder. `tokenizer`: None
     for one id per byte, or a `trained_tokenizer` style (the model's vocabulary then fits it);
     `specials`: more special tokens a family's tokenizer has (Phi-3's <s>, </s>, <|endoftext|>)."""
@@ -190,8 +242,13 @@ def save_tiny(arch: str, folder: str | Path, seed: int = 0, tokenizer: str | Non
         tok.add_special_tokens({"additional_special_tokens": new})
     if tokenizer is not None:
         ids = {name: tok.convert_tokens_to_ids(name) for name in SPECIALS}
-        sizes = {"vocab_size": len(tok), "pad_token_id": ids["<pad>"], "bos_token_id": ids["<bos>"],
-                 "eos_token_id": ids["<eos>"], **sizes}
+        sizes = {
+            "vocab_size": len(tok),
+            "pad_token_id": ids["<pad>"],
+            "bos_token_id": ids["<bos>"],
+            "eos_token_id": ids["<eos>"],
+            **sizes,
+        }
     tiny(arch, seed, **sizes).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -7,6 +7,7 @@ per group, experts) says how an index maps to neurons. `name` is what summaries,
 `unit` column, the report, the savings lines and the manifests call a unit: L3H2, L3N128-191
 (L3E1N0-15 for one of expert 1's groups), L3 attention, L3 MLP.
 """
+
 from __future__ import annotations
 
 COMPONENTS = ("head", "neuron", "block")
@@ -61,8 +62,13 @@ def count_phrase(units: list, group: int | None) -> str:
     """'3 heads, 2 neuron groups (128 MLP neurons), 1 block (L3 MLP)', or 'nothing'."""
     count = {kind: sum(1 for u in units if u[0] == kind) for kind in COMPONENTS}
     blocks = ", ".join(of_pruning(u, group) for u in units if u[0] == "block")
-    parts = [f"{count['head']} head{'s' * (count['head'] != 1)}"] * bool(count["head"]) + \
-        [f"{count['neuron']} neuron group{'s' * (count['neuron'] != 1)} ({count['neuron'] * (group or 0)} MLP "
-         "neurons)"] * bool(count["neuron"]) + \
-        [f"{count['block']} block{'s' * (count['block'] != 1)} ({blocks})"] * bool(count["block"])
+    parts = (
+        [f"{count['head']} head{'s' * (count['head'] != 1)}"] * bool(count["head"])
+        + [
+            f"{count['neuron']} neuron group{'s' * (count['neuron'] != 1)} ({count['neuron'] * (group or 0)} MLP "
+            "neurons)"
+        ]
+        * bool(count["neuron"])
+        + [f"{count['block']} block{'s' * (count['block'] != 1)} ({blocks})"] * bool(count["block"])
+    )
     return ", ".join(parts) or "nothing"

@@ -3,6 +3,7 @@
 Adding a family: a file here with an Adapter subclass (its tiny test model in `tiny`) and its
 line in FAMILIES; the test matrix (synthetic.ARCHS) then covers it.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,29 @@ from .phi3 import Phi3
 from .qwen import Qwen2, Qwen3
 from .xglm import XGLM
 
-FAMILIES: list[Adapter] = [Llama(), Mistral(), Mixtral(), Qwen2(), Qwen3(), Qwen3Moe(), Gemma(), Gemma2(), Gemma3(), Cohere(),
-                           Cohere2(), Phi3(), Olmo2(), Apertus(), SmolLM3(), Granite(), StableLm(), XGLM(), Bloom(), Falcon(), GPT2()]
+FAMILIES: list[Adapter] = [
+    Llama(),
+    Mistral(),
+    Mixtral(),
+    Qwen2(),
+    Qwen3(),
+    Qwen3Moe(),
+    Gemma(),
+    Gemma2(),
+    Gemma3(),
+    Cohere(),
+    Cohere2(),
+    Phi3(),
+    Olmo2(),
+    Apertus(),
+    SmolLM3(),
+    Granite(),
+    StableLm(),
+    XGLM(),
+    Bloom(),
+    Falcon(),
+    GPT2(),
+]
 REGISTRY: dict[str, Adapter] = {t: a for a in FAMILIES for t in a.model_types}
 # Adapters a config option selects within a family (adapter_for picks them).
 _COHERE_QK = CohereQKNorm()
@@ -58,11 +80,23 @@ def adapter_for(model_or_config) -> Adapter:
 def _resolve(config) -> Adapter:
     adapter = REGISTRY.get(config.model_type)
     if adapter is None:
-        raise LangheadsError(f"unsupported architecture '{config.model_type}'; supported: {', '.join(sorted(REGISTRY))}")
+        raise LangheadsError(
+            f"unsupported architecture '{config.model_type}'; supported: {', '.join(sorted(REGISTRY))}"
+        )
     if config.model_type == "cohere" and getattr(config, "use_qk_norm", False):
         adapter = _COHERE_QK
     adapter.check_config(config)
     return adapter
 
 
-__all__ = ["Adapter", "FAMILIES", "VARIANTS", "GGUFFamily", "HeadLayout", "NoAttention", "REGISTRY", "adapter_for", "text_config"]
+__all__ = [
+    "Adapter",
+    "FAMILIES",
+    "VARIANTS",
+    "GGUFFamily",
+    "HeadLayout",
+    "NoAttention",
+    "REGISTRY",
+    "adapter_for",
+    "text_config",
+]

@@ -7,6 +7,7 @@ what the output layer does to logits, how to cut heads out of a layer physically
 per-head parameter with them), how a uniform pruning is written into a config, what the KV
 cache costs, and how llama.cpp names the family. Nothing outside `archs/` tests a model type.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -41,15 +42,15 @@ class HeadLayout:
 class GGUFFamily:
     """How llama.cpp runs a family: its architecture name and the weight layouts it expects."""
 
-    arch: str                # llama.cpp's architecture name
-    norm_plus_one: bool      # norms stored as w where the model computes x * (1 + w)
-    permute_qk: bool         # llama.cpp rotates interleaved pairs; transformers rotates halves
-    pre_names: tuple = ()    # (pre-tokenizer name, the name this family's llama.cpp vocabulary expects)
-    deci: bool = False       # uneven head counts export through llama.cpp's llama-shaped deci graph
-    narrow_q: bool = False   # the graph sizes q and o by heads x head size (not by the hidden size), so a
-                             # uniformly pruned model with fewer heads runs there (src/models/<arch>.cpp)
+    arch: str  # llama.cpp's architecture name
+    norm_plus_one: bool  # norms stored as w where the model computes x * (1 + w)
+    permute_qk: bool  # llama.cpp rotates interleaved pairs; transformers rotates halves
+    pre_names: tuple = ()  # (pre-tokenizer name, the name this family's llama.cpp vocabulary expects)
+    deci: bool = False  # uneven head counts export through llama.cpp's llama-shaped deci graph
+    narrow_q: bool = False  # the graph sizes q and o by heads x head size (not by the hidden size), so a
+    # uniformly pruned model with fewer heads runs there (src/models/<arch>.cpp)
     transformers_reads: bool = False  # transformers' GGUF reader loads this family's export (not deci files)
-                                      # and computes what the folder does (export --check uses it then)
+    # and computes what the folder does (export --check uses it then)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Tiny:
 
     config: str | Callable
     features: dict = field(default_factory=dict)
-    gqa: bool = True    # 4 query heads share 2 KV heads (False: one KV head per query head, or one for all)
+    gqa: bool = True  # 4 query heads share 2 KV heads (False: one KV head per query head, or one for all)
     eager: bool = False  # transformers has no SDPA path for the family: the tiny model runs eager attention
 
 
@@ -133,29 +134,31 @@ class Adapter:
 
     family: str = ""
     model_types: tuple[str, ...] = ()
-    tiny: dict[str, Tiny] = {}        # test name -> the tiny model the test matrix builds (synthetic.py)
-    body = "model"                    # the decoder stack without the output layer
+    tiny: dict[str, Tiny] = {}  # test name -> the tiny model the test matrix builds (synthetic.py)
+    body = "model"  # the decoder stack without the output layer
     layers = "model.layers"
     final_norm = "model.norm"
     attention = "self_attn"
     out_proj = "o_proj"
     attention_norm = "input_layernorm"  # the norm before attention (no use once a layer's attention is gone)
     mlp_norm = "post_attention_layernorm"  # the norm before the MLP (no use once a layer's MLP is gone)
-    pruning_exact = True              # physical removal computes what masking computes
-    pruning_note = ""                 # why not, when it is not
-    gguf: GGUFFamily | None = None    # how llama.cpp runs it (None: export not supported)
-    gguf_note = ""                    # why not, when it is not
+    pruning_exact = True  # physical removal computes what masking computes
+    pruning_note = ""  # why not, when it is not
+    gguf: GGUFFamily | None = None  # how llama.cpp runs it (None: export not supported)
+    gguf_note = ""  # why not, when it is not
     per_head_norms: tuple[str, ...] = ()  # attention submodules whose weight is [heads, head_dim]
     head_major_kwargs: tuple[str, ...] = ()  # layer inputs laid out [batch * heads, ...] (BLOOM's ALiBi)
-    mlp_out = "mlp.down_proj"         # in a layer: the MLP's output projection, whose input holds its neurons
-    experts = False                   # the MLP is a mixture of experts (units: every expert's neurons)
-    neuron_scaler = None              # scales neuron groups where not at mlp_out's input (heads.scaled_inputs)
-    activation_tap = None             # sees the activations where no mlp_act module does (LAPE)
+    mlp_out = "mlp.down_proj"  # in a layer: the MLP's output projection, whose input holds its neurons
+    experts = False  # the MLP is a mixture of experts (units: every expert's neurons)
+    neuron_scaler = None  # scales neuron groups where not at mlp_out's input (heads.scaled_inputs)
+    activation_tap = None  # sees the activations where no mlp_act module does (LAPE)
     per_layer_config = ("layer_types", "no_rope_layers")  # config lists with one entry per layer
-    mlp_act = "mlp.act_fn"            # in a layer: the activation applied to the neurons' pre-activations (LAPE)
+    mlp_act = "mlp.act_fn"  # in a layer: the activation applied to the neurons' pre-activations (LAPE)
     mlp_in: tuple[str, ...] | None = ("mlp.gate_proj", "mlp.up_proj")  # projections with a row per neuron
-    removal_note = ("removing MLP neurons from the weights is written for MLPs with separate gate/up and down "
-                    "projections; scan its neurons, or prune heads")  # where mlp_in is None
+    removal_note = (
+        "removing MLP neurons from the weights is written for MLPs with separate gate/up and down "
+        "projections; scan its neurons, or prune heads"
+    )  # where mlp_in is None
 
     # --- reading a config ---
     def layout(self, config) -> HeadLayout:
@@ -168,8 +171,10 @@ class Adapter:
         """Refuse, naming the option, a config this adapter would handle wrongly."""
         layout = self.layout(config)
         if layout.n_heads % layout.n_kv_heads:
-            raise LangheadsError(f"{config.model_type}: {layout.n_heads} query heads do not split evenly over "
-                                 f"{layout.n_kv_heads} KV heads")
+            raise LangheadsError(
+                f"{config.model_type}: {layout.n_heads} query heads do not split evenly over "
+                f"{layout.n_kv_heads} KV heads"
+            )
 
     def mlp_width(self, proj: nn.Module) -> int:
         """The MLP's intermediate neurons: the output projection's input features."""
@@ -196,7 +201,7 @@ class Adapter:
         for path in self.mlp_in:
             proj = get(layer, path)
             bias = None if proj.bias is None else proj.bias.data[keep]
-            _set(layer, path, linear(proj.weight.data[keep], bias))      # [kept, hidden]
+            _set(layer, path, linear(proj.weight.data[keep], bias))  # [kept, hidden]
         down = get(layer, self.mlp_out)
         _set(layer, self.mlp_out, linear(down.weight.data[:, keep], down.bias))  # [hidden, kept]
 
@@ -299,11 +304,15 @@ def refuse_sliding_window(config, family: str) -> None:
     """llama.cpp runs Mistral and Mixtral as llama, which attends to the whole context: a model
     whose sliding window is shorter than its context would read differently there."""
     if getattr(config, "sliding_window", None) and config.sliding_window < config.max_position_embeddings:
-        raise LangheadsError(f"GGUF export: llama.cpp runs {family} as llama, without its sliding window of "
-                             f"{config.sliding_window} tokens")
+        raise LangheadsError(
+            f"GGUF export: llama.cpp runs {family} as llama, without its sliding window of "
+            f"{config.sliding_window} tokens"
+        )
 
 
 def head_size_is_tied(family: str, ratio: str):
     """The refusal of --uniform for configs that derive the head size from the head count."""
-    return LangheadsError(f"--uniform: {family}'s config ties the head size to {ratio}, so fewer heads cannot be "
-                          "expressed; save without --uniform")
+    return LangheadsError(
+        f"--uniform: {family}'s config ties the head size to {ratio}, so fewer heads cannot be "
+        "expressed; save without --uniform"
+    )

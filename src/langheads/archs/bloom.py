@@ -5,6 +5,7 @@ ALiBi's slopes belong to heads: the model builds one bias per (batch row, head) 
 global head count and hands it to every layer, so a pruned layer keeps the rows of its own
 heads (a pre-hook on its attention; replaying the manifest puts it back on reload).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,12 +15,18 @@ from ..errors import LangheadsError
 from .base import GGUFFamily, HeadLayout, Tiny, TransformerH, head_size_is_tied, linear, projection_input
 
 
-
 def _tiny_config(T, s, sizes, name):
     """BLOOM's config names its sizes its own way (n_layer, n_head)."""
-    return T.BloomConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], n_layer=s["num_hidden_layers"],
-                         n_head=s["num_attention_heads"], bos_token_id=s["bos_token_id"],
-                         eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"])
+    return T.BloomConfig(
+        vocab_size=s["vocab_size"],
+        hidden_size=s["hidden_size"],
+        n_layer=s["num_hidden_layers"],
+        n_head=s["num_attention_heads"],
+        bos_token_id=s["bos_token_id"],
+        eos_token_id=s["eos_token_id"],
+        pad_token_id=s["pad_token_id"],
+    )
+
 
 class BloomNoAttention(nn.Module):
     """A BLOOM layer's attention with every head removed: the residual plus dense's bias."""

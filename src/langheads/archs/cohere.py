@@ -1,6 +1,7 @@
 """Cohere (Command R, Aya 23): logits scaled by logit_scale; with use_qk_norm (Command R+) the
 q/k norms have one row of weights per head, which go with their heads. Cohere 2 (Command R7B,
 Aya Expanse's generation): the same with sliding-window layers."""
+
 from __future__ import annotations
 
 from ..errors import LangheadsError
@@ -30,15 +31,25 @@ class CohereQKNorm(Cohere):
 
     def gguf_metadata(self, w, config, layout) -> None:
         if config.num_hidden_layers < 64:  # src/models/command-r.cpp: `if (n_layer >= 64)`
-            raise LangheadsError("GGUF export: llama.cpp's command-r graph reads q/k norms only in models of 64 "
-                                 f"layers or more (Command R+), and this one has {config.num_hidden_layers}")
+            raise LangheadsError(
+                "GGUF export: llama.cpp's command-r graph reads q/k norms only in models of 64 "
+                f"layers or more (Command R+), and this one has {config.num_hidden_layers}"
+            )
         super().gguf_metadata(w, config, layout)
 
 
 class Cohere2(Cohere):
     family = "cohere2"
-    tiny = {"cohere2": Tiny("Cohere2Config", dict(logit_scale=0.5, sliding_window=8, layer_types=[
-        "sliding_attention", "sliding_attention", "full_attention"]))}
+    tiny = {
+        "cohere2": Tiny(
+            "Cohere2Config",
+            dict(
+                logit_scale=0.5,
+                sliding_window=8,
+                layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            ),
+        )
+    }
     model_types = ("cohere2",)
     gguf = GGUFFamily("cohere2", norm_plus_one=False, permute_qk=False, pre_names=(("smollm", "command-r"),))
 

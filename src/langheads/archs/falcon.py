@@ -3,6 +3,7 @@
   multi_query (Falcon-7B): all query heads, then one k and one v;
   neither: per head, [q, k, v] (as BLOOM).
 Falcon-RW's ALiBi (alibi=True) is refused by name: its slopes are not wired to follow heads."""
+
 from __future__ import annotations
 
 import torch
@@ -11,17 +12,28 @@ from ..errors import LangheadsError
 from .base import GGUFFamily, HeadLayout, Tiny, TransformerH, head_size_is_tied, linear, projection_input
 
 
-
 def _tiny_config(T, s, sizes, name):
     """Falcon's new decoder architecture with grouped KV heads, or (falcon_mqa) the old one with
     one KV head for all query heads."""
-    layout = (dict(new_decoder_architecture=True, num_kv_heads=s["num_key_value_heads"]) if name == "falcon"
-              else dict(new_decoder_architecture=False, multi_query=True))
-    return T.FalconConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
-                          num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
-                          bias=sizes.get("bias", True), alibi=False, bos_token_id=s["bos_token_id"],
-                          eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"],
-                          max_position_embeddings=s["max_position_embeddings"], **layout)
+    layout = (
+        dict(new_decoder_architecture=True, num_kv_heads=s["num_key_value_heads"])
+        if name == "falcon"
+        else dict(new_decoder_architecture=False, multi_query=True)
+    )
+    return T.FalconConfig(
+        vocab_size=s["vocab_size"],
+        hidden_size=s["hidden_size"],
+        num_hidden_layers=s["num_hidden_layers"],
+        num_attention_heads=s["num_attention_heads"],
+        bias=sizes.get("bias", True),
+        alibi=False,
+        bos_token_id=s["bos_token_id"],
+        eos_token_id=s["eos_token_id"],
+        pad_token_id=s["pad_token_id"],
+        max_position_embeddings=s["max_position_embeddings"],
+        **layout,
+    )
+
 
 class Falcon(TransformerH):
     family = "falcon"
@@ -45,8 +57,13 @@ class Falcon(TransformerH):
             if ".query_key_value." in name:
                 q, kv = layers[int(name.split(".")[2])]
                 groups = tensor.reshape(kv, q // kv + 2, layout.head_dim, *tensor.shape[1:])
-                tensor = torch.cat([groups[:, :-2].reshape(-1, *tensor.shape[1:]), groups[:, -2].reshape(-1, *tensor.shape[1:]),
-                                    groups[:, -1].reshape(-1, *tensor.shape[1:])])
+                tensor = torch.cat(
+                    [
+                        groups[:, :-2].reshape(-1, *tensor.shape[1:]),
+                        groups[:, -2].reshape(-1, *tensor.shape[1:]),
+                        groups[:, -1].reshape(-1, *tensor.shape[1:]),
+                    ]
+                )
             yield name, tensor
 
     def gguf_metadata(self, w, config, layout) -> None:
@@ -67,8 +84,10 @@ class Falcon(TransformerH):
     def check_config(self, config) -> None:
         super().check_config(config)
         if getattr(config, "alibi", False):
-            raise LangheadsError("falcon: alibi=True (Falcon-RW) is not supported: its ALiBi slopes would have to "
-                                 "follow the pruned heads")
+            raise LangheadsError(
+                "falcon: alibi=True (Falcon-RW) is not supported: its ALiBi slopes would have to "
+                "follow the pruned heads"
+            )
 
     def _qkv_rows(self, attn, layout, kv_kept, q_src) -> list[int]:
         """Rows of query_key_value for the kept layout, in the order the attention splits them."""
@@ -79,7 +98,7 @@ class Falcon(TransformerH):
             out = []
             for k, g in enumerate(kv_kept):
                 block = g * (group + 2)
-                out += [r for h in q_src[k * width:(k + 1) * width] for r in span(block + h - g * group)]
+                out += [r for h in q_src[k * width : (k + 1) * width] for r in span(block + h - g * group)]
                 out += span(block + group) + span(block + group + 1)
             return out
         if attn.multi_query:  # all query heads, then k, then v
@@ -91,8 +110,9 @@ class Falcon(TransformerH):
         o_w, q_src = projection_input(attn.dense.weight, slots, D, dim=1)
         idx = torch.tensor(self._qkv_rows(attn, layout, kv_kept, q_src), device=o_w.device)
         b = attn.query_key_value.bias
-        attn.query_key_value = linear(attn.query_key_value.weight.index_select(0, idx),
-                                      None if b is None else b.index_select(0, idx))
+        attn.query_key_value = linear(
+            attn.query_key_value.weight.index_select(0, idx), None if b is None else b.index_select(0, idx)
+        )
         attn.dense = linear(o_w, attn.dense.bias)
         attn.num_heads = len(slots)
         if attn.new_decoder_architecture:

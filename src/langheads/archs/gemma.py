@@ -1,5 +1,6 @@
 """Gemma 1-3: logit soft-capping (Gemma 2), sliding and full layers, q/k norms over one head's
 dimensions (Gemma 3, shared by all heads, so they need no slicing), RMSNorm as x * (1 + w)."""
+
 from __future__ import annotations
 
 from ..errors import LangheadsError
@@ -21,8 +22,13 @@ class Gemma(Adapter):
 
 class Gemma2(Gemma):
     family = "gemma2"
-    tiny = {"gemma2": Tiny("Gemma2Config", dict(sliding_window=8, final_logit_softcapping=30.0,
-                                           attn_logit_softcapping=50.0), eager=True)}
+    tiny = {
+        "gemma2": Tiny(
+            "Gemma2Config",
+            dict(sliding_window=8, final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+            eager=True,
+        )
+    }
     model_types = ("gemma2",)
     gguf = GGUFFamily("gemma2", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 
@@ -36,8 +42,17 @@ class Gemma2(Gemma):
 
 class Gemma3(Gemma):
     family = "gemma3"
-    tiny = {"gemma3": Tiny("Gemma3TextConfig", dict(  # sliding and full layers alternate; 1/sqrt(head size) as llama.cpp
-        num_hidden_layers=4, sliding_window=8, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"] * 2))}
+    tiny = {
+        "gemma3": Tiny(
+            "Gemma3TextConfig",
+            dict(  # sliding and full layers alternate; 1/sqrt(head size) as llama.cpp
+                num_hidden_layers=4,
+                sliding_window=8,
+                query_pre_attn_scalar=16,
+                layer_types=["sliding_attention", "full_attention"] * 2,
+            ),
+        )
+    }
     model_types = ("gemma3", "gemma3_text")
     gguf = GGUFFamily("gemma3", norm_plus_one=True, permute_qk=False, narrow_q=True, transformers_reads=True)
 
@@ -65,5 +80,7 @@ def _refuse_query_scale(config, layout, graph: str) -> None:
     """llama.cpp's Gemma graphs scale attention by 1/sqrt(head size): another query_pre_attn_scalar
     would read differently there."""
     if config.query_pre_attn_scalar != layout.head_dim:
-        raise LangheadsError(f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
-                             f"head size {layout.head_dim}, which llama.cpp's {graph} graph assumes")
+        raise LangheadsError(
+            f"GGUF export: query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the "
+            f"head size {layout.head_dim}, which llama.cpp's {graph} graph assumes"
+        )

@@ -1,5 +1,6 @@
 """GPT-2: one fused Conv1D c_attn ([in, 3 * heads * head_dim]: all q, then all k, then all v),
 c_proj as the output projection, no grouped-query attention."""
+
 from __future__ import annotations
 
 import torch
@@ -9,12 +10,18 @@ from .base import GGUFFamily, HeadLayout, NoAttention, Tiny, TransformerH, head_
 _CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 
 
-
 def _tiny_config(T, s, sizes, name):
     """GPT-2's config names its sizes its own way (n_embd, n_layer, n_head, n_positions)."""
-    return T.GPT2Config(vocab_size=s["vocab_size"], n_embd=s["hidden_size"], n_layer=s["num_hidden_layers"],
-                        n_head=s["num_attention_heads"], n_positions=s["max_position_embeddings"],
-                        bos_token_id=s["bos_token_id"], eos_token_id=s["eos_token_id"])
+    return T.GPT2Config(
+        vocab_size=s["vocab_size"],
+        n_embd=s["hidden_size"],
+        n_layer=s["num_hidden_layers"],
+        n_head=s["num_attention_heads"],
+        n_positions=s["max_position_embeddings"],
+        bos_token_id=s["bos_token_id"],
+        eos_token_id=s["eos_token_id"],
+    )
+
 
 class GPT2(TransformerH):
     family = "gpt2"
@@ -28,6 +35,7 @@ class GPT2(TransformerH):
 
     def mlp_width(self, proj) -> int:
         return proj.weight.shape[0]  # Conv1D keeps its weight as [in, out]
+
     gguf = GGUFFamily("gpt2", norm_plus_one=False, permute_qk=False)
 
     def gguf_state(self, model):

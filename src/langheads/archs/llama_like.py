@@ -1,9 +1,10 @@
 """Llama-like families with one twist each, handled here:
-  Apertus   q/k norms over one head's dimensions (shared by all heads: nothing to slice)
-  SmolLM3   no rotary embedding in some layers (nothing head-specific)
-  Granite   logits divided by logits_scaling; attention, embedding and residual multipliers
-  StableLM  optional per-head q/k LayerNorms (one module per head, which go with their heads)
+Apertus   q/k norms over one head's dimensions (shared by all heads: nothing to slice)
+SmolLM3   no rotary embedding in some layers (nothing head-specific)
+Granite   logits divided by logits_scaling; attention, embedding and residual multipliers
+StableLM  optional per-head q/k LayerNorms (one module per head, which go with their heads)
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,15 +36,27 @@ class SmolLM3(Adapter):
         # llama.cpp's smollm3 graph has no key for it: every 4th layer is without rotary embedding
         expected = [int((i + 1) % 4 != 0) for i in range(config.num_hidden_layers)]
         if list(config.no_rope_layers) != expected:
-            raise LangheadsError(f"GGUF export: llama.cpp's smollm3 graph leaves out rotary embedding in every 4th "
-                                 f"layer ({expected}); this model's no_rope_layers is {list(config.no_rope_layers)}")
+            raise LangheadsError(
+                f"GGUF export: llama.cpp's smollm3 graph leaves out rotary embedding in every 4th "
+                f"layer ({expected}); this model's no_rope_layers is {list(config.no_rope_layers)}"
+            )
         super().gguf_metadata(w, config, layout)
 
 
 class Granite(Adapter):
     family = "granite"
-    tiny = {"granite": Tiny("GraniteConfig", dict(logits_scaling=2.0, attention_multiplier=0.1, embedding_multiplier=2.0,
-                                           residual_multiplier=0.5, attention_bias=True))}
+    tiny = {
+        "granite": Tiny(
+            "GraniteConfig",
+            dict(
+                logits_scaling=2.0,
+                attention_multiplier=0.1,
+                embedding_multiplier=2.0,
+                residual_multiplier=0.5,
+                attention_bias=True,
+            ),
+        )
+    }
     model_types = ("granite",)
     gguf = GGUFFamily("granite", norm_plus_one=False, permute_qk=True, narrow_q=True)
 

@@ -1,6 +1,7 @@
 """OLMo 2: its q/k norms are RMSNorms over all heads together (one statistic across heads), so
 removing a head changes the other heads' outputs: masking is exact, physical pruning is not,
 and it is refused with that reason."""
+
 from __future__ import annotations
 
 from .base import Adapter, GGUFFamily, Tiny

@@ -1,5 +1,6 @@
 """Qwen2 (q/k/v biases) and Qwen3 (q/k norms over one head's dimensions, shared by all heads,
 so they need no slicing)."""
+
 from __future__ import annotations
 
 from .base import Adapter, GGUFFamily, Tiny

@@ -1,19 +1,28 @@
 """XGLM: q/k/v/out_proj under self_attn, no grouped-query attention, head size tied to
 d_model / attention_heads (so a uniform pruning cannot be written into its config). Its
 attention reshapes with num_heads and embed_dim, which follow the kept heads."""
+
 from __future__ import annotations
 
 from ..errors import LangheadsError
 from .base import Adapter, HeadLayout, Tiny, head_size_is_tied
 
 
-
 def _tiny_config(T, s, sizes, name):
     """XGLM's config names its sizes its own way (d_model, num_layers, attention_heads, ffn_dim)."""
-    return T.XGLMConfig(vocab_size=s["vocab_size"], d_model=s["hidden_size"], num_layers=s["num_hidden_layers"],
-                        attention_heads=s["num_attention_heads"], ffn_dim=s["intermediate_size"],
-                        max_position_embeddings=s["max_position_embeddings"], bos_token_id=s["bos_token_id"],
-                        eos_token_id=s["eos_token_id"], pad_token_id=s["pad_token_id"], scale_embedding=True)
+    return T.XGLMConfig(
+        vocab_size=s["vocab_size"],
+        d_model=s["hidden_size"],
+        num_layers=s["num_hidden_layers"],
+        attention_heads=s["num_attention_heads"],
+        ffn_dim=s["intermediate_size"],
+        max_position_embeddings=s["max_position_embeddings"],
+        bos_token_id=s["bos_token_id"],
+        eos_token_id=s["eos_token_id"],
+        pad_token_id=s["pad_token_id"],
+        scale_embedding=True,
+    )
+
 
 class XGLM(Adapter):
     family = "xglm"

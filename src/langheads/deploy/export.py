@@ -12,6 +12,7 @@ different head counts (or none) or MLP widths goes through llama.cpp's deci grap
 family's layers are Llama's up to q/k/v biases (Llama, Mistral, Qwen2), and is refused with the
 reason elsewhere.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ import torch
 
 from .. import heads as H
 from ..archs import FAMILIES, adapter_for
-from ..builtin import BUILTINS
 from ..archs.base import get
+from ..builtin import BUILTINS
 from ..errors import LangheadsError
 from ..folders import atomic_file, check_out_file
 from ..options import comma_list, option
@@ -32,10 +33,15 @@ from .gguf_vocab import check_pre, write_tokenizer
 OWN_TYPES = ("f32", "f16", "q8_0")  # written here with the gguf package
 # Made by llama.cpp's own quantizer (llama-cpp-python binds llama_model_quantize) from our f32
 # file: the types people deploy. The value names the llama_ftype constant of llama_cpp.
-LLAMA_CPP_TYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
-                   "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-                   "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-                   "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
+LLAMA_CPP_TYPES = {
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
+    "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+}
 TYPES = OWN_TYPES + tuple(LLAMA_CPP_TYPES)
 
 
@@ -47,25 +53,42 @@ def check_type(kind: str) -> None:
         import importlib.util
 
         if importlib.util.find_spec("llama_cpp") is None:
-            raise LangheadsError(f"--type {kind} is made by llama.cpp's own quantizer, which needs llama-cpp-python: "
-                                 "pip install 'langheads[llamacpp]'")
+            raise LangheadsError(
+                f"--type {kind} is made by llama.cpp's own quantizer, which needs llama-cpp-python: "
+                "pip install 'langheads[llamacpp]'"
+            )
 
 
 @dataclass
 class ExportSettings:
     """Everything `langheads export` is told; every option defined once, here."""
-    model: str = option(positional=True, help=f"{' | '.join(BUILTINS)} (built-in) | a model folder (original, trimmed or pruned; uneven prunings of "
-                        "Llama, Mistral, Qwen2 through llama.cpp's deci graph) | a .gguf file")
+
+    model: str = option(
+        positional=True,
+        help=f"{' | '.join(BUILTINS)} (built-in) | a model folder (original, trimmed or pruned; uneven prunings of "
+        "Llama, Mistral, Qwen2 through llama.cpp's deci graph) | a .gguf file",
+    )
     gguf: str = option(help="the .gguf file to write")
-    type: str = option("f32", help="f32 | f16 | q8_0 (written here) | q4_0 | q5_0 | q4_k_s | q4_k_m | q5_k_s | "
-                       "q5_k_m | q6_k (made by llama.cpp's own quantizer from our f32 file)")
-    pre: str | None = option(None, metavar="NAME", help="byte-level BPE only: llama.cpp's pre-tokenizer name, "
-                             "where langheads cannot tell it (llama-bpe, qwen2, gpt-2, smollm, command-r, ...)")
-    check: list[str] | None = option(None, metavar="LANGS", help="compare the GGUF with the folder on these "
-                                     "languages' report texts")
-    llama_cpp: bool = option(False, help="with --check: also through llama.cpp (llama-cpp-python); where "
-                             "transformers' GGUF reader cannot read the file (deci files, most families) the check "
-                             "runs there anyway")
+    type: str = option(
+        "f32",
+        help="f32 | f16 | q8_0 (written here) | q4_0 | q5_0 | q4_k_s | q4_k_m | q5_k_s | "
+        "q5_k_m | q6_k (made by llama.cpp's own quantizer from our f32 file)",
+    )
+    pre: str | None = option(
+        None,
+        metavar="NAME",
+        help="byte-level BPE only: llama.cpp's pre-tokenizer name, "
+        "where langheads cannot tell it (llama-bpe, qwen2, gpt-2, smollm, command-r, ...)",
+    )
+    check: list[str] | None = option(
+        None, metavar="LANGS", help="compare the GGUF with the folder on these languages' report texts"
+    )
+    llama_cpp: bool = option(
+        False,
+        help="with --check: also through llama.cpp (llama-cpp-python); where "
+        "transformers' GGUF reader cannot read the file (deci files, most families) the check "
+        "runs there anyway",
+    )
     data: str | None = option(None, help="texts for --check (default: bundled UDHR)")
 
     def __post_init__(self):
@@ -116,9 +139,21 @@ def export(settings: ExportSettings, overwrite: bool = False) -> dict:
 # The gaps a check calls "within": transformers' largest logit gap over the largest logit, and
 # llama.cpp's mean next-token log-probability gap, per type (f32: float arithmetic alone; the
 # rest adds the type's rounding, llama.cpp quantising activations too).
-STATED_GAPS = {"transformers": {"f32": 1e-5, "f16": 1e-2, "q8_0": 5e-2},
-               "llama_cpp": {"f32": 2e-3, "f16": 1e-2, "q8_0": 5e-2, "q6_k": 0.1, "q5_k_m": 0.15, "q5_k_s": 0.15,
-                             "q5_0": 0.2, "q4_k_m": 0.25, "q4_k_s": 0.25, "q4_0": 0.35}}
+STATED_GAPS = {
+    "transformers": {"f32": 1e-5, "f16": 1e-2, "q8_0": 5e-2},
+    "llama_cpp": {
+        "f32": 2e-3,
+        "f16": 1e-2,
+        "q8_0": 5e-2,
+        "q6_k": 0.1,
+        "q5_k_m": 0.15,
+        "q5_k_s": 0.15,
+        "q5_0": 0.2,
+        "q4_k_m": 0.25,
+        "q4_k_s": 0.25,
+        "q4_0": 0.35,
+    },
+}
 
 
 def check_engines(loaded, path: Path, llama_cpp: bool) -> list[str]:
@@ -134,29 +169,39 @@ def check_engines(loaded, path: Path, llama_cpp: bool) -> list[str]:
     import importlib.util
 
     if importlib.util.find_spec("llama_cpp") is None:
-        raise LangheadsError(f"--check: transformers' GGUF reader does not read this {arch} file; the check runs in "
-                             "llama.cpp, which needs llama-cpp-python: pip install 'langheads[llamacpp]'")
+        raise LangheadsError(
+            f"--check: transformers' GGUF reader does not read this {arch} file; the check runs in "
+            "llama.cpp, which needs llama-cpp-python: pip install 'langheads[llamacpp]'"
+        )
     return (["transformers"] if reads else []) + ["llama_cpp"]
 
 
 def verdicts(result: dict, kind: str) -> list[str]:
     """One line per engine: within the stated gap or not, and where tokens differ, why."""
     lines = []
-    for engine, key, label in (("transformers", "max_rel_logit_gap", "largest logit gap / largest logit"),
-                               ("llama_cpp", "mean_logprob_gap", "mean next-token log-probability gap")):
+    for engine, key, label in (
+        ("transformers", "max_rel_logit_gap", "largest logit gap / largest logit"),
+        ("llama_cpp", "mean_logprob_gap", "mean next-token log-probability gap"),
+    ):
         if engine not in result:
             continue
         gap, bound = result[engine][key], STATED_GAPS[engine].get(kind)
         same = result[engine]["same_tokens"]
         texts = result[engine]["texts"]
         same_n = texts if same is True else None if same is False else int(same)  # transformers: all or not
-        verdict = ("no gap stated for this type" if bound is None else
-                   f"{'within' if gap <= bound else 'NOT within'} the stated gap for {kind} ({gap:.2e} "
-                   f"{'<=' if gap <= bound else '>'} {bound:g}, {label})")
+        verdict = (
+            "no gap stated for this type"
+            if bound is None
+            else f"{'within' if gap <= bound else 'NOT within'} the stated gap for {kind} ({gap:.2e} "
+            f"{'<=' if gap <= bound else '>'} {bound:g}, {label})"
+        )
         differ = "at least one" if same_n is None else str(texts - same_n)
-        tokens = ("the same tokens on every text" if same_n == texts else
-                  f"other tokens on {differ} of {texts} texts: the GGUF's tokenizer splits them otherwise "
-                  "(its pre-tokenizer or merges), so the gap there compares different inputs")
+        tokens = (
+            "the same tokens on every text"
+            if same_n == texts
+            else f"other tokens on {differ} of {texts} texts: the GGUF's tokenizer splits them otherwise "
+            "(its pre-tokenizer or merges), so the gap there compares different inputs"
+        )
         lines.append(f"verdict ({engine.replace('_', '.')}): {verdict}; {tokens}")
     return lines
 
@@ -190,9 +235,11 @@ def _check_expert_widths(model, family) -> None:
         return
     widths = [adapter.expert_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)]
     if len(set(widths)) > 1:
-        raise LangheadsError(f"layers' experts keep different widths ({', '.join(f'L{i}: {w}' for i, w in enumerate(widths[:6]))}"
-                             f" ...), and llama.cpp's {family.arch} graph reads one expert width for every layer; "
-                             "export a pruning with --uniform, or use the folder with langheads.load_model")
+        raise LangheadsError(
+            f"layers' experts keep different widths ({', '.join(f'L{i}: {w}' for i, w in enumerate(widths[:6]))}"
+            f" ...), and llama.cpp's {family.arch} graph reads one expert width for every layer; "
+            "export a pruning with --uniform, or use the folder with langheads.load_model"
+        )
 
 
 STAND_IN = 32  # neurons of the zero MLP written for a removed MLP where the layer keeps its attention
@@ -220,9 +267,11 @@ def graph_for(family, counts: list, layout, hidden: int, widths: list[int] | Non
             return family.arch
         if family.deci:  # deci sizes q and o by each layer's heads
             return "deci"
-        raise LangheadsError(f"llama.cpp's {family.arch} graph sizes the query projection by the hidden size ({hidden}), "
-                             f"and this pruning keeps {counts[0][0]} heads of {layout.head_dim}; export the unpruned "
-                             "model with the vocabulary trimmed (`langheads trim`)")
+        raise LangheadsError(
+            f"llama.cpp's {family.arch} graph sizes the query projection by the hidden size ({hidden}), "
+            f"and this pruning keeps {counts[0][0]} heads of {layout.head_dim}; export the unpruned "
+            "model with the vocabulary trimmed (`langheads trim`)"
+        )
     if family.deci:
         return "deci"
     shown = ", ".join(f"L{i}: " + ("none" if c is None else f"{c[0]}q/{c[1]}kv") for i, c in enumerate(counts[:6]))
@@ -231,12 +280,17 @@ def graph_for(family, counts: list, layout, hidden: int, widths: list[int] | Non
     elif len(set(counts)) > 1:
         why = f"layers keep different numbers of heads ({shown} ...)"
     else:
-        why = (f"layers keep different MLP widths ({', '.join(f'L{i}: {w}' for i, w in enumerate(widths[:6]))} ...)"
-               if 0 not in widths else "a layer has no MLP left")
-    raise LangheadsError(f"{why}, and llama.cpp's {family.arch} graph uses one head count and one MLP width for "
-                         "every layer (only its deci graph, for Llama, Mistral and Qwen2, takes one per layer); export a "
-                         "pruning with --uniform, one that removes whole layers, or the vocabulary alone "
-                         "(`langheads trim`)")
+        why = (
+            f"layers keep different MLP widths ({', '.join(f'L{i}: {w}' for i, w in enumerate(widths[:6]))} ...)"
+            if 0 not in widths
+            else "a layer has no MLP left"
+        )
+    raise LangheadsError(
+        f"{why}, and llama.cpp's {family.arch} graph uses one head count and one MLP width for "
+        "every layer (only its deci graph, for Llama, Mistral and Qwen2, takes one per layer); export a "
+        "pruning with --uniform, one that removes whole layers, or the vocabulary alone "
+        "(`langheads trim`)"
+    )
 
 
 def _write_metadata(w, loaded, counts: list, widths, arch: str, file_type, pre: str | None) -> None:
@@ -310,8 +364,11 @@ def export_gguf(loaded, out: Path, kind: str = "f32", overwrite: bool = False, p
 def _write_gguf(path: Path, loaded, arch: str, counts: list, widths, kind: str, pre: str | None) -> None:
     import gguf
 
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+    file_type = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[kind]
     w = gguf.GGUFWriter(str(path), arch)
     _write_metadata(w, loaded, counts, widths, arch, file_type, pre)
     for name, data in _gguf_tensors(loaded.model, arch, counts, widths):
@@ -335,18 +392,26 @@ def _gguf_tensors(model, arch: str, counts: list, widths=None):
 
     adapter = adapter_for(model)
     family = adapter.gguf
-    names = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch),
-                                     H.text_config(model).num_hidden_layers)
-    tied = model.get_output_embeddings() is not None and \
-        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    names = gguf.get_tensor_name_map(
+        next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch), H.text_config(model).num_hidden_layers
+    )
+    tied = (
+        model.get_output_embeddings() is not None
+        and model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    )
     prefix = adapter.layers + "."
     for name, tensor in adapter.gguf_state(model):
-        layer = int(name[len(prefix):].split(".", 1)[0]) if name.startswith(prefix) else None
-        if (tied and name == "lm_head.weight") or (layer is not None and counts[layer] is None and
-                                                    _removed_attention(name, adapter, tensor)):
+        layer = int(name[len(prefix) :].split(".", 1)[0]) if name.startswith(prefix) else None
+        if (tied and name == "lm_head.weight") or (
+            layer is not None and counts[layer] is None and _removed_attention(name, adapter, tensor)
+        ):
             continue
-        if layer is not None and widths is not None and widths[layer] == 0 and \
-                _removed_mlp(name, adapter, tensor, keep_norm=counts[layer] is not None):
+        if (
+            layer is not None
+            and widths is not None
+            and widths[layer] == 0
+            and _removed_mlp(name, adapter, tensor, keep_norm=counts[layer] is not None)
+        ):
             continue
         base, suffix = name.rsplit(".", 1)
         new = names.get_name(base)
@@ -376,8 +441,10 @@ def _removed_attention(name: str, adapter, tensor) -> bool:
     which llama.cpp's deci graph does not read); a bias it would have to add is refused."""
     if name.endswith(f"{adapter.attention}.bias"):
         if tensor.abs().max().item() != 0:
-            raise LangheadsError("GGUF export: a layer with its attention removed still adds the output projection's "
-                                 "bias, which llama.cpp's deci graph cannot add")
+            raise LangheadsError(
+                "GGUF export: a layer with its attention removed still adds the output projection's "
+                "bias, which llama.cpp's deci graph cannot add"
+            )
         return True
     return name.endswith(f"{adapter.attention_norm}.weight")
 
@@ -387,8 +454,10 @@ def _removed_mlp(name: str, adapter, tensor, keep_norm: bool) -> bool:
     a stand-in MLP reads it); a bias it would have to add is refused."""
     if name.endswith(f"{adapter.mlp_out}.bias"):
         if tensor.abs().max().item() != 0:
-            raise LangheadsError("GGUF export: a layer with its MLP removed still adds the output projection's "
-                                 "bias, which llama.cpp's deci graph cannot add")
+            raise LangheadsError(
+                "GGUF export: a layer with its MLP removed still adds the output projection's "
+                "bias, which llama.cpp's deci graph cannot add"
+            )
         return True
     return tensor.numel() == 0 or (not keep_norm and name.endswith(f"{adapter.mlp_norm}.weight"))
 
@@ -402,8 +471,12 @@ def quantize_with_llama_cpp(path: Path, kind: str, threads: int = 0) -> None:
     import sys
 
     with atomic_file(path) as tmp:
-        child = subprocess.Popen([sys.executable, "-c", _QUANTIZE, str(path), str(tmp), LLAMA_CPP_TYPES[kind],
-                                  str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _QUANTIZE, str(path), str(tmp), LLAMA_CPP_TYPES[kind], str(threads)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             _, err = child.communicate()
         except BaseException:  # Ctrl-C: stop the quantizer; atomic_file removes its half-written file
@@ -430,6 +503,7 @@ if code != 0:
 
 
 # --- checks: an independent reader (transformers) and llama.cpp itself ---------------------------
+
 
 @torch.no_grad()
 def transformers_gap(loaded, gguf_path: Path, texts: list[str]) -> dict:
@@ -461,11 +535,14 @@ def llama_cpp_gap(loaded, gguf_path: Path, texts: list[str], n_threads: int | No
     try:
         from llama_cpp import Llama
     except ImportError:
-        raise LangheadsError("the llama.cpp check needs llama-cpp-python: pip install 'langheads[llamacpp]' "
-                             "(builds llama.cpp from source with cmake and a C++ compiler)") from None
+        raise LangheadsError(
+            "the llama.cpp check needs llama-cpp-python: pip install 'langheads[llamacpp]' "
+            "(builds llama.cpp from source with cmake and a C++ compiler)"
+        ) from None
     # KV cache in float32 (llama.cpp's default is float16), so the gap is the arithmetic's alone
-    llm = Llama(model_path=str(gguf_path), logits_all=True, n_ctx=2048, verbose=False, n_threads=n_threads,
-                type_k=0, type_v=0)
+    llm = Llama(
+        model_path=str(gguf_path), logits_all=True, n_ctx=2048, verbose=False, n_threads=n_threads, type_k=0, type_v=0
+    )
     worst, total, same_tokens, gap_sum = 0.0, 0, 0, 0.0
     for text in texts:
         ids = loaded.tokenizer(text)["input_ids"]
@@ -480,5 +557,10 @@ def llama_cpp_gap(loaded, gguf_path: Path, texts: list[str], n_threads: int | No
         worst = max(worst, gap.max().item())
         gap_sum += gap.sum().item()
         total += len(ids) - 1
-    return {"max_logprob_gap": worst, "mean_logprob_gap": gap_sum / max(total, 1), "same_tokens": same_tokens,
-            "texts": len(texts), "tokens": total}
+    return {
+        "max_logprob_gap": worst,
+        "mean_logprob_gap": gap_sum / max(total, 1),
+        "same_tokens": same_tokens,
+        "texts": len(texts),
+        "tokens": total,
+    }

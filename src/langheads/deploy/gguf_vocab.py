@@ -14,6 +14,7 @@ it is recognised here, in this order: the name a source GGUF file carries, else 
 pattern of tokenizer.json mapped to llama.cpp's names below (read in llama.cpp's
 src/llama-vocab.cpp: each name's regexes are the pattern's), else the user's `--pre NAME`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,24 +22,42 @@ from pathlib import Path
 from ..errors import LangheadsError
 
 # tokenizer.json's split patterns, as llama.cpp names the pre-tokenizers that split so.
-_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-           r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 SPLIT_PATTERNS = {
-    _LLAMA3: "llama-bpe",                                       # Llama 3, SmolLM3, OLMo 2, Falcon 3
-    _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}"): "qwen2",          # Qwen 2, 2.5, 3
-    (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|"
-     r"\s*[\r\n]+|\s+(?!\S)|\s+"): "qwen35",
+    _LLAMA3: "llama-bpe",  # Llama 3, SmolLM3, OLMo 2, Falcon 3
+    _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}"): "qwen2",  # Qwen 2, 2.5, 3
+    (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|"
+        r"\s*[\r\n]+|\s+(?!\S)|\s+"
+    ): "qwen35",
     r" ?[^(\s|[.,!?…。，、।۔،])]+": "bloom",
 }
 # Pre-tokenizer names llama.cpp knows that --pre may give (those the patterns above lead to, and
 # the few that only a family's own tokenizer uses).
-KNOWN = ("llama-bpe", "qwen2", "qwen35", "gpt-2", "smollm", "command-r", "bloom", "falcon", "olmo", "dbrx",
-         "stablelm2", "default")
+KNOWN = (
+    "llama-bpe",
+    "qwen2",
+    "qwen35",
+    "gpt-2",
+    "smollm",
+    "command-r",
+    "bloom",
+    "falcon",
+    "olmo",
+    "dbrx",
+    "stablelm2",
+    "default",
+)
 
 
 def check_pre(name: str) -> None:
     if name not in KNOWN:
-        raise LangheadsError(f"--pre {name}: not a pre-tokenizer name langheads writes; choose one of {', '.join(KNOWN)}")
+        raise LangheadsError(
+            f"--pre {name}: not a pre-tokenizer name langheads writes; choose one of {', '.join(KNOWN)}"
+        )
 
 
 def _parts(pre) -> list[dict]:
@@ -51,7 +70,9 @@ def pre_from_pattern(data: dict) -> str | None:
     """llama.cpp's name for tokenizer.json's pre-tokenizer, or None when it is none of the known ones."""
     parts = _parts(data.get("pre_tokenizer"))
     kinds = [p.get("type") for p in parts]
-    splits = [p["pattern"].get("Regex") for p in parts if p.get("type") == "Split" and isinstance(p.get("pattern"), dict)]
+    splits = [
+        p["pattern"].get("Regex") for p in parts if p.get("type") == "Split" and isinstance(p.get("pattern"), dict)
+    ]
     if kinds == ["Split", "ByteLevel"] and splits[0] in SPLIT_PATTERNS and not parts[1].get("use_regex", True):
         return SPLIT_PATTERNS[splits[0]]
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
@@ -89,8 +110,10 @@ def pre_tokenizer_name(tf, family_names: dict[str, str], sources: list, given: s
     name = pre_from_pattern(tf.data)
     if name is None:
         shown = str(tf.data.get("pre_tokenizer"))[:160]
-        raise LangheadsError(f"GGUF export: this byte-level tokenizer's pre-tokenizer ({shown}) is not one llama.cpp "
-                             "is known to split the same way; if you know its llama.cpp name, give --pre NAME")
+        raise LangheadsError(
+            f"GGUF export: this byte-level tokenizer's pre-tokenizer ({shown}) is not one llama.cpp "
+            "is known to split the same way; if you know its llama.cpp name, give --pre NAME"
+        )
     return family_names.get(name, name)
 
 
@@ -114,8 +137,9 @@ def write_tokenizer(w, tokenizer, family_names: dict[str, str], sources: list, p
         w.add_token_types(_bpe_types(tf))
         w.add_token_merges([" ".join(m) for m in tf.merges])
     else:
-        raise LangheadsError("GGUF export writes SentencePiece-style (byte fallback) and byte-level BPE tokenizers; "
-                             "this one is neither")
+        raise LangheadsError(
+            "GGUF export writes SentencePiece-style (byte fallback) and byte-level BPE tokenizers; this one is neither"
+        )
     _special_ids(w, tokenizer)
 
 
@@ -148,14 +172,22 @@ def _bpe_types(tf) -> list:
     (as llama.cpp's converter types a byte-level vocabulary)."""
     import gguf
 
-    return [(gguf.TokenType.CONTROL if tf.added[i].get("special") else gguf.TokenType.USER_DEFINED)
-            if i in tf.added else gguf.TokenType.NORMAL for i in range(len(tf.tokens))]
+    return [
+        (gguf.TokenType.CONTROL if tf.added[i].get("special") else gguf.TokenType.USER_DEFINED)
+        if i in tf.added
+        else gguf.TokenType.NORMAL
+        for i in range(len(tf.tokens))
+    ]
 
 
 def _special_ids(w, tokenizer) -> None:
     """BOS/EOS/PAD/UNK ids, and whether the tokenizer adds BOS/EOS itself (probed, not guessed)."""
-    for key, adder in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
-                       ("pad_token_id", w.add_pad_token_id), ("unk_token_id", w.add_unk_token_id)):
+    for key, adder in (
+        ("bos_token_id", w.add_bos_token_id),
+        ("eos_token_id", w.add_eos_token_id),
+        ("pad_token_id", w.add_pad_token_id),
+        ("unk_token_id", w.add_unk_token_id),
+    ):
         value = getattr(tokenizer, key, None)
         if value is not None:
             adder(value)

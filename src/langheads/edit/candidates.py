@@ -1,6 +1,7 @@
 """What every pruning walk shares, whatever it removes (heads or neuron groups): the dropped
 languages, the candidates (units that matter for no kept language) in tiers and by harm to the
 kept languages, the selection texts the walk re-measures on, and the walk's result."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,8 +42,11 @@ def ordered(tiers: dict, harm: dict) -> list[tuple[int, int]]:
 def candidate_tiers(heads: list[dict], drop: list[str]) -> dict[tuple[int, int], int]:
     """Heads that matter for no kept language: 0 if they matter only for dropped languages,
     1 if they matter for none (miscellaneous)."""
-    return {(h["layer"], h["head"]): 0 if h["languages"] else 1 for h in heads
-            if not h["languages"] or set(h["languages"]) <= set(drop)}
+    return {
+        (h["layer"], h["head"]): 0 if h["languages"] else 1
+        for h in heads
+        if not h["languages"] or set(h["languages"]) <= set(drop)
+    }
 
 
 def head_harm(scores, keep: list[str]) -> dict[tuple[int, int], float]:
@@ -54,9 +58,15 @@ def head_harm(scores, keep: list[str]) -> dict[tuple[int, int], float]:
 def selection_tokens(loaded, info: dict, languages: list[str]) -> dict[str, list[list[int]]]:
     s = info["settings"]
     corpus = scan_corpus(s["data"], s.get("data_lang"), s.get("signal", "text"))  # the scan's own texts
-    return {lang: nll.tokenize(loaded.tokenizer, [t.text for t in corpus.texts(lang, "selection")], s["max_tokens"],
-                               H.position_limit(loaded.model))
-            for lang in languages}
+    return {
+        lang: nll.tokenize(
+            loaded.tokenizer,
+            [t.text for t in corpus.texts(lang, "selection")],
+            s["max_tokens"],
+            H.position_limit(loaded.model),
+        )
+        for lang in languages
+    }
 
 
 def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> list[tuple[tuple[int, int], ...]]:
@@ -67,8 +77,10 @@ def moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> l
     for layer in sorted({l for l, _ in order}):
         kept = [h for h in range(layout.n_heads) if (layer, h) not in removed]
         groups = {g: [h for h in kept if h // layout.group_size == g] for g in {h // layout.group_size for h in kept}}
-        ours = {g: [h for l, h in order if l == layer and (l, h) not in removed and h // layout.group_size == g]
-                for g in groups}
+        ours = {
+            g: [h for l, h in order if l == layer and (l, h) not in removed and h // layout.group_size == g]
+            for g in groups
+        }
         out += [tuple((layer, h) for h in members) for g, members in groups.items() if set(members) <= set(ours[g])]
         width = max((len(v) for v in groups.values()), default=0)
         widest = [g for g in sorted(groups) if len(groups[g]) == width]

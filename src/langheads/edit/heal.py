@@ -13,6 +13,7 @@ A model with a trimmed vocabulary reads each text in its own tokens and the orig
 same token strings (their original ids); the target is the original's distribution over the
 kept tokens only (renormalised), so both sides predict the same things.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,18 +25,21 @@ import torch
 from ..errors import LangheadsError
 from ..options import option
 
-
 MAX_LORA = 4096  # a LoRA rank beyond this is no adapter (the door's bound; the model's own width bounds it too)
 
 
 @dataclass
 class HealSettings:
     """Everything `langheads heal` is told; every option defined once, here."""
+
     model: str = option(positional=True, metavar="MODEL_DIR", help="the edited model folder (pruned, trimmed)")
     baseline: str = option("default", help="the original model whose next-token distributions are the target")
     keep: list[str] = option(factory=lambda: ["en"], help="the kept languages whose text the model is healed on")
-    data: str | None = option(None, help="text to heal on (a folder or JSONL, its texts of the kept languages); "
-                              "default: the original's own greedy continuations of the selection texts")
+    data: str | None = option(
+        None,
+        help="text to heal on (a folder or JSONL, its texts of the kept languages); "
+        "default: the original's own greedy continuations of the selection texts",
+    )
     steps: int = option(100, help="at most this many optimizer steps")
     minutes: float | None = option(None, help="stop after this many minutes (checkpointed, resumable)")
     lr: float = option(1e-4, help="learning rate (AdamW)")
@@ -50,8 +54,13 @@ class HealSettings:
         from .. import checks
 
         checks.languages(self, "keep")
-        for name, most in (("steps", 1_000_000), ("batch_texts", 4096), ("prompt_tokens", 32768),
-                           ("new_tokens", 32768), ("checkpoint_every", 1_000_000)):
+        for name, most in (
+            ("steps", 1_000_000),
+            ("batch_texts", 4096),
+            ("prompt_tokens", 32768),
+            ("new_tokens", 32768),
+            ("checkpoint_every", 1_000_000),
+        ):
             checks.count(self, name, maximum=most)
         checks.count(self, "lora", optional=True, maximum=MAX_LORA)
         checks.count(self, "seed", minimum=0)
@@ -78,8 +87,11 @@ def training_ids(settings: HealSettings, teacher, corpus) -> list[list[int]]:
     if settings.data is not None:
         texts = [t.text for lang in settings.keep for t in corpus.texts(lang)]
         return [ids for ids in nll.tokenize(teacher.tokenizer, texts, 256) if len(ids) > 1]
-    prompts = [ids[: settings.prompt_tokens] for lang in settings.keep
-               for ids in nll.tokenize(teacher.tokenizer, [t.text for t in corpus.texts(lang, "selection")])]
+    prompts = [
+        ids[: settings.prompt_tokens]
+        for lang in settings.keep
+        for ids in nll.tokenize(teacher.tokenizer, [t.text for t in corpus.texts(lang, "selection")])
+    ]
     from ..generate import greedy_each
 
     said = greedy_each(teacher, prompts, settings.new_tokens)
@@ -94,10 +106,10 @@ def distillation_loss(student, teacher, ids: list[list[int]], kept: list[int] | 
     index = None if kept is None else torch.tensor(kept, device=device)
     losses = []
     for row in ids:
-        x = torch.tensor([row], device=device)                                     # [1, T] student ids
+        x = torch.tensor([row], device=device)  # [1, T] student ids
         with torch.no_grad():
             logits = teacher(input_ids=x if index is None else index[x]).logits[0, :-1].float()  # [T-1, vocab]
-            target = torch.log_softmax(logits if index is None else logits[:, index], dim=-1)   # [T-1, student vocab]
+            target = torch.log_softmax(logits if index is None else logits[:, index], dim=-1)  # [T-1, student vocab]
         got = torch.log_softmax(student(input_ids=x).logits[0, :-1].float(), dim=-1)
         losses.append(torch.nn.functional.kl_div(got, target, log_target=True, reduction="batchmean"))
     return torch.stack(losses).mean()
@@ -112,8 +124,10 @@ def heal(settings: HealSettings, out, overwrite: bool = False, progress: bool = 
 
     with claim(Path(out), overwrite, "model"):
         if not Path(settings.model).is_dir() or read_manifest(settings.model) is None:
-            raise LangheadsError(f"{settings.model}: not an edited model folder (no langheads.json); heal "
-                                 "recovers a pruned or trimmed model towards its original")
+            raise LangheadsError(
+                f"{settings.model}: not an edited model folder (no langheads.json); heal "
+                "recovers a pruned or trimmed model towards its original"
+            )
         corpus = heal_corpus(settings)
         student, teacher = load_model(settings.model), load_model(settings.baseline)
         if student.manifest.source.get("sha256") not in (None, teacher.model_hash):
@@ -169,27 +183,47 @@ def _train(s: HealSettings, student, teacher, ids, kept, out: Path, progress: bo
         step += 1
         bar.update(1)
         if step % s.checkpoint_every == 0:
-            _checkpoint(ckpt, {"step": step, "key": key, "loss_before": before, "order": order.get_state(),
-                               "model": model.state_dict(), "optimizer": opt.state_dict()})
+            _checkpoint(
+                ckpt,
+                {
+                    "step": step,
+                    "key": key,
+                    "loss_before": before,
+                    "order": order.get_state(),
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                },
+            )
     bar.close()
     after = float(distillation_loss(model, teacher, ids, kept).detach())
     ckpt.unlink(missing_ok=True)
     if after > before:  # Adam's steps are as large at the target as far from it: nothing healed
-        raise LangheadsError(f"healing raised the distillation loss on its texts ({before:.4f} -> {after:.4f}); "
-                             "nothing written. A model this close to the original (a trimmed vocabulary alone "
-                             "changes nothing over the kept tokens) has nothing to heal; else try a lower --lr")
+        raise LangheadsError(
+            f"healing raised the distillation loss on its texts ({before:.4f} -> {after:.4f}); "
+            "nothing written. A model this close to the original (a trimmed vocabulary alone "
+            "changes nothing over the kept tokens) has nothing to heal; else try a lower --lr"
+        )
     if s.lora:
         student = model.merge_and_unload()
     for p in student.parameters():
         p.requires_grad_(False)
-    return {"settings": asdict(s), "steps": step, "texts": len(ids), "loss_before": before, "loss_after": after,
-            "loss": "mean per-position KL(original || edited) on the heal texts", "model": student}
+    return {
+        "settings": asdict(s),
+        "steps": step,
+        "texts": len(ids),
+        "loss_before": before,
+        "loss_after": after,
+        "loss": "mean per-position KL(original || edited) on the heal texts",
+        "model": student,
+    }
 
 
 def _trainable(model, lora: int | None):
     width = min(p.shape[-1] for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n)
     if lora is not None and lora > width:
-        raise LangheadsError(f"--lora {lora} is wider than the model's narrowest projection ({width}); give at most that")
+        raise LangheadsError(
+            f"--lora {lora} is wider than the model's narrowest projection ({width}); give at most that"
+        )
     if lora is None:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -225,11 +259,14 @@ def _resume(path: Path, model, opt, order: torch.Generator, key: dict) -> tuple[
         same = isinstance(saved, dict) and saved.get("key") == key
     except Exception as e:  # damaged, not a checkpoint, a folder, or a pickle weights_only refuses
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-        raise LangheadsError(f"cannot read the heal checkpoint {path} ({type(e).__name__}: {reason}); remove it "
-                             "to start afresh") from None
+        raise LangheadsError(
+            f"cannot read the heal checkpoint {path} ({type(e).__name__}: {reason}); remove it to start afresh"
+        ) from None
     if not same:
-        raise LangheadsError(f"{path} is a checkpoint of another heal run (its settings, edited model or baseline "
-                             "differ); remove it or heal with the same ones")
+        raise LangheadsError(
+            f"{path} is a checkpoint of another heal run (its settings, edited model or baseline "
+            "differ); remove it or heal with the same ones"
+        )
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     order.set_state(saved["order"])

@@ -3,6 +3,7 @@ up) and a column of the output projection (down), so removing it is slicing thos
 model computes exactly what masking the neuron (zeroing its slice of down's input) computes.
 Layers may keep different widths; the manifest's `remove_neurons` edit lists the removed
 neurons per layer and the loader replays it (models._from_edited_folder)."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,13 @@ def remove_neurons_(model, removed: dict[int, list[int]], whole: bool = False) -
         adapter.cut_mlp(layer, keep)
         widths[str(l)] = len(keep)
     uniform = _say_uniform_width(model)
-    return {"op": "remove_neurons", "removed": {str(l): sorted(g) for l, g in sorted(removed.items())},
-            "widths": widths, "uniform": uniform, **({"whole_blocks": True} if whole else {})}
+    return {
+        "op": "remove_neurons",
+        "removed": {str(l): sorted(g) for l, g in sorted(removed.items())},
+        "widths": widths,
+        "uniform": uniform,
+        **({"whole_blocks": True} if whole else {}),
+    }
 
 
 def _say_uniform_width(model) -> bool:

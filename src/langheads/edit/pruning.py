@@ -5,34 +5,50 @@ The record of the walk (scans, kept and dropped languages, the units removed in 
 chosen, the curve, what was refused and why the walk stopped) and what the removal saved,
 counted on the saved weights, go into the manifest.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import savings
 from ..errors import LangheadsError
 from ..manifest import read_manifest, write_model_folder
 from ..models import DTYPES, LoadedModel, load_model
 from ..options import option
 from ..runs import read_run
+from . import savings
 from .candidates import PruneResult, dropped
+
+
 @dataclass
 class PruneSettings:
     """Every setting of a pruning; the CLI's `prune` options are generated from these fields."""
-    scan: list[str] = option(help="a run folder from `langheads scan`; again for another component's scan of "
-                                  "the same model (heads, neurons, blocks: one walk across them)", repeat=True)
+
+    scan: list[str] = option(
+        help="a run folder from `langheads scan`; again for another component's scan of "
+        "the same model (heads, neurons, blocks: one walk across them)",
+        repeat=True,
+    )
     keep: list[str] = option(help="languages the deployment serves, e.g. en,hi")
     drop: list[str] | None = option(None, help="languages it need not serve (default: every other scanned language)")
     max_increase: float = option(0.02, help="budget: largest relative NLL rise of a kept language")
-    units: int | None = option(None, help="remove this many units (heads, neuron groups, blocks) instead of using "
-                               "the budget", aliases=("--heads",))
+    units: int | None = option(
+        None,
+        help="remove this many units (heads, neuron groups, blocks) instead of using the budget",
+        aliases=("--heads",),
+    )
     dtype: str = option("float32", help="float32 | bfloat16 | float16 for the saved weights")
-    uniform: bool = option(False, help="keep every layer alike, so the config says the shapes: one head from every "
-                           "KV group of every layer, one neuron group from every layer (every expert of a mixture) "
-                           "at a time, whole layers only")
-    patience: int = option(16, help="stop after this many single moves were refused by the budget since the "
-                           "walk last made a batch of several (0: try every move)")
+    uniform: bool = option(
+        False,
+        help="keep every layer alike, so the config says the shapes: one head from every "
+        "KV group of every layer, one neuron group from every layer (every expert of a mixture) "
+        "at a time, whole layers only",
+    )
+    patience: int = option(
+        16,
+        help="stop after this many single moves were refused by the budget since the "
+        "walk last made a batch of several (0: try every move)",
+    )
     one_move: bool = option(False, help="judge one move at a time (the walk before batching; slower)")
     batch_tokens: int = 4096
     chunk_tokens: int = 1024
@@ -59,9 +75,19 @@ class PruneSettings:
         checks.count(self, "max_vocab", optional=True)
 
 
-def save(loaded: LoadedModel, out: Path, record: dict | None = None, *, heads=None, neurons: dict | None = None,
-         blocks: dict | None = None, dtype: str = "float32", uniform: bool = False, overwrite: bool = False,
-         vocab_choice=None) -> Path:
+def save(
+    loaded: LoadedModel,
+    out: Path,
+    record: dict | None = None,
+    *,
+    heads=None,
+    neurons: dict | None = None,
+    blocks: dict | None = None,
+    dtype: str = "float32",
+    uniform: bool = False,
+    overwrite: bool = False,
+    vocab_choice=None,
+) -> Path:
     """The one save of a pruning: remove heads ([(layer, head)] or {layer: [heads]}), MLP neurons
     ({layer: [neurons]}) and whole blocks ({layer: {"attention", "mlp"}}), original numbering,
     from `loaded`'s model in place (edit.blocks: a layer left with neither block leaves the
@@ -90,7 +116,9 @@ def save(loaded: LoadedModel, out: Path, record: dict | None = None, *, heads=No
     return write_model_folder(loaded.model, save_tokenizer, Path(out), manifest, overwrite)
 
 
-def prune(settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True) -> tuple[PruneResult, dict]:
+def prune(
+    settings: PruneSettings, out: Path, overwrite: bool = False, progress: bool = True
+) -> tuple[PruneResult, dict]:
     """Library entry point for `langheads prune`."""
     from ..folders import claim
 
@@ -107,14 +135,32 @@ def _prune(settings: PruneSettings, out: Path, overwrite: bool, progress: bool):
     check_runs(runs, settings)
     loaded, choice = _model_and_vocab(settings, runs[0])
     result, group = walk(loaded, settings, runs, drop, progress)
-    record = {"scans": [str(Path(r.folder).resolve()) for r in runs], "model": runs[0].info["model"],
-              "kept": settings.keep, "dropped": drop, "settings": asdict(settings),
-              "removed_units": [list(u) for u in result.removed], "neurons_per_group": group,
-              "stopped": result.stopped, "rejected": result.rejected, "curve": result.curve,
-              "selection_texts": "selection part of " + runs[0].info["corpus"]["source"]}
+    record = {
+        "scans": [str(Path(r.folder).resolve()) for r in runs],
+        "model": runs[0].info["model"],
+        "kept": settings.keep,
+        "dropped": drop,
+        "settings": asdict(settings),
+        "removed_units": [list(u) for u in result.removed],
+        "neurons_per_group": group,
+        "stopped": result.stopped,
+        "rejected": result.rejected,
+        "curve": result.curve,
+        "selection_texts": "selection part of " + runs[0].info["corpus"]["source"],
+    }
     heads, neurons, blocks = as_removal(result.removed, group)
-    save(loaded, out, record, heads=heads, neurons=neurons, blocks=blocks, dtype=settings.dtype,
-         uniform=settings.uniform, overwrite=overwrite, vocab_choice=choice)
+    save(
+        loaded,
+        out,
+        record,
+        heads=heads,
+        neurons=neurons,
+        blocks=blocks,
+        dtype=settings.dtype,
+        uniform=settings.uniform,
+        overwrite=overwrite,
+        vocab_choice=choice,
+    )
     return result, read_manifest(out).pruning_record()
 
 
@@ -131,6 +177,12 @@ def _model_and_vocab(settings: PruneSettings, run):
     if loaded.model_hash != run.info["model"]["sha256"]:
         raise LangheadsError("the scan's model has changed since the scan (hash differs)")
     if settings.trim_vocab or settings.max_vocab is not None:
-        choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra,
-                              rows=loaded.model.get_input_embeddings().num_embeddings)
+        choice = choose_vocab(
+            loaded.tokenizer,
+            settings.keep,
+            texts,
+            settings.max_vocab,
+            extra,
+            rows=loaded.model.get_input_embeddings().num_embeddings,
+        )
     return loaded, choice

@@ -8,13 +8,14 @@ with it). The pruning walk ranks its candidate moves by harm per parameter saved
 counts; the summary, the manifest and the report state what the saved model really lost,
 counted on its weights.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .. import heads as H
-from ..heads import parameters
 from ..archs.base import get
+from ..heads import parameters
 from .surgery import layer_plan
 
 
@@ -33,11 +34,12 @@ def active_parameters(model) -> int:
 class HeadCosts:
     """Parameters of one query slot (its rows of q, its columns of o) and of one KV head (its
     rows of k and v), from the model's shape; biases are left out of this estimate."""
+
     per_query: int
     per_kv: int
 
     @classmethod
-    def of(cls, model) -> "HeadCosts":
+    def of(cls, model) -> HeadCosts:
         cfg = H.text_config(model)
         hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
         head_dim = H.head_layout(model).head_dim
@@ -77,13 +79,14 @@ def parameters_saved(layout: H.HeadLayout, costs: HeadCosts, removed) -> int:
 class Counted:
     """What a model held before a removal, and the heads (original numbering) the removal takes,
     whole attention blocks and dropped layers included: what `saved` compares the result with."""
+
     parameters: int
     active: int
     layout: H.HeadLayout
     heads: tuple
 
     @classmethod
-    def of(cls, model, removal: tuple[dict, dict, dict]) -> "Counted":
+    def of(cls, model, removal: tuple[dict, dict, dict]) -> Counted:
         """removal: (heads, neurons, blocks) by layer, as edit.blocks removes them."""
         from .blocks import body_plan
 
@@ -98,14 +101,22 @@ class Counted:
         `context` tokens (4 x context x head size per query slot: scores and the weighted sum)."""
         after = parameters(model)
         q, kv = slots_saved(self.layout, self.heads)
-        return {"heads_removed": len(self.heads), "query_slots_saved": q, "kv_heads_saved": kv,
-                "padding_heads": sum(len(layer_plan(self.layout, hs)[1]) - (self.layout.n_heads - len(hs))
-                                     for hs in by_layer(self.heads).values()),
-                "parameters_before": self.parameters, "parameters_after": after,
-                "parameters_saved": self.parameters - after,
-                "share_saved": (self.parameters - after) / self.parameters if self.parameters else 0.0,
-                "projection_flops_per_token_saved": 2 * (self.active - active_parameters(model)),
-                "attention_flops_per_token_saved": 4 * context * self.layout.head_dim * q, "context": context}
+        return {
+            "heads_removed": len(self.heads),
+            "query_slots_saved": q,
+            "kv_heads_saved": kv,
+            "padding_heads": sum(
+                len(layer_plan(self.layout, hs)[1]) - (self.layout.n_heads - len(hs))
+                for hs in by_layer(self.heads).values()
+            ),
+            "parameters_before": self.parameters,
+            "parameters_after": after,
+            "parameters_saved": self.parameters - after,
+            "share_saved": (self.parameters - after) / self.parameters if self.parameters else 0.0,
+            "projection_flops_per_token_saved": 2 * (self.active - active_parameters(model)),
+            "attention_flops_per_token_saved": 4 * context * self.layout.head_dim * q,
+            "context": context,
+        }
 
 
 def describe(record: dict) -> str:
@@ -117,12 +128,16 @@ def describe(record: dict) -> str:
     saved = record["saved"]
     cut = saved["parameters_before"] - saved["parameters_after"]
     flops = saved.get("projection_flops_per_token_saved", saved.get("flops_per_token", 2 * cut))
-    line = (f"{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); "
-            f"{_flop(flops)} per token fewer in the projections")
+    line = (
+        f"{cut:,} parameters saved ({cut / saved['parameters_before']:.2%} of {saved['parameters_before']:,}); "
+        f"{_flop(flops)} per token fewer in the projections"
+    )
     if saved.get("query_slots_saved"):
-        line += (f"; {saved['query_slots_saved']} query slots and {saved['kv_heads_saved']} KV heads fewer, "
-                 f"{_flop(saved['attention_flops_per_token_saved'])} per token in attention at "
-                 f"{saved['context']:,} tokens of context")
+        line += (
+            f"; {saved['query_slots_saved']} query slots and {saved['kv_heads_saved']} KV heads fewer, "
+            f"{_flop(saved['attention_flops_per_token_saved'])} per token in attention at "
+            f"{saved['context']:,} tokens of context"
+        )
     if saved.get("padding_heads"):
         line += f"; {saved['padding_heads']} zero-output padding heads keep uneven KV groups even and save nothing"
     return f"removed {count_phrase(units, record.get('neurons_per_group'))}\n{line}"

@@ -11,6 +11,7 @@ How each family's projections are cut is its adapter's (archs/). Pruned layers m
 head counts, which no stock config can express; the manifest records the removed heads so
 models.load_model can rebuild the shapes before loading the weights.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,8 +41,9 @@ def remove_heads_(model: nn.Module, removed: dict[int, list[int]]) -> dict[int, 
     """Remove the given query heads in place; returns each changed layer's new shape."""
     adapter = adapter_for(model)
     if not adapter.pruning_exact:
-        raise LangheadsError(f"{adapter.family}: physical pruning is not exact ({adapter.pruning_note}); "
-                             "scan and mask its heads instead")
+        raise LangheadsError(
+            f"{adapter.family}: physical pruning is not exact ({adapter.pruning_note}); scan and mask its heads instead"
+        )
     layout = H.head_layout(model)
     layers = H.decoder_layers(model)
     shapes = {}
@@ -54,8 +56,12 @@ def remove_heads_(model: nn.Module, removed: dict[int, list[int]]) -> dict[int, 
             adapter.empty_attention(layer, layer_idx, layout)
         else:
             adapter.slice_attention(adapter.attention_of(layer), layout, kv_kept, slots)
-        shapes[layer_idx] = {"removed": sorted(heads), "query_slots": slots, "kv_heads": kv_kept,
-                             "padding_heads": sum(s is None for s in slots)}
+        shapes[layer_idx] = {
+            "removed": sorted(heads),
+            "query_slots": slots,
+            "kv_heads": kv_kept,
+            "padding_heads": sum(s is None for s in slots),
+        }
     return shapes
 
 
@@ -64,11 +70,15 @@ def _uniform_config(model, removed: dict[int, list[int]]):
     from transformers import AutoModelForCausalLM
 
     layout = H.head_layout(model)
-    per_group = [[sum(1 for h in removed.get(l, []) if h // layout.group_size == g) for g in range(layout.n_kv_heads)]
-                 for l in range(layout.n_layers)]
+    per_group = [
+        [sum(1 for h in removed.get(l, []) if h // layout.group_size == g) for g in range(layout.n_kv_heads)]
+        for l in range(layout.n_layers)
+    ]
     if len({c for row in per_group for c in row}) != 1:
-        raise LangheadsError("--uniform needs the same number of query heads removed from every KV group of every "
-                             "layer; this choice removes " + ", ".join(str(row) for row in per_group[:4]) + " ...")
+        raise LangheadsError(
+            "--uniform needs the same number of query heads removed from every KV group of every "
+            "layer; this choice removes " + ", ".join(str(row) for row in per_group[:4]) + " ..."
+        )
     new_heads = layout.n_heads - per_group[0][0] * layout.n_kv_heads
     if new_heads == 0:
         raise LangheadsError("--uniform would remove every head")
@@ -80,8 +90,10 @@ def _uniform_config(model, removed: dict[int, list[int]]):
             AutoModelForCausalLM.from_config(config)
     except Exception as e:  # the installed transformers refuses these head counts
         reason = str(getattr(e, "__cause__", None) or e).strip().splitlines()[-1]
-        raise LangheadsError(f"--uniform: transformers cannot express {new_heads} query heads for this model "
-                             f"({reason}); save without --uniform") from None
+        raise LangheadsError(
+            f"--uniform: transformers cannot express {new_heads} query heads for this model "
+            f"({reason}); save without --uniform"
+        ) from None
     return config
 
 
@@ -94,7 +106,10 @@ def remove_heads_edit(model, removed: list[tuple[int, int]], uniform: bool = Fal
     shapes = remove_heads_(model, by_layer)
     if config is not None:
         model.config = config
-    return {"op": "remove_heads", "uniform": uniform,
-            "removed": {str(l): sorted(h) for l, h in sorted(by_layer.items())},
-            "layers": {str(l): v for l, v in shapes.items()},
-            "padding_heads": sum(v["padding_heads"] for v in shapes.values())}
+    return {
+        "op": "remove_heads",
+        "uniform": uniform,
+        "removed": {str(l): sorted(h) for l, h in sorted(by_layer.items())},
+        "layers": {str(l): v for l, v in shapes.items()},
+        "padding_heads": sum(v["padding_heads"] for v in shapes.values()),
+    }

@@ -13,6 +13,7 @@ kept ids: a softmax over fewer tokens, so each text's NLL can only fall.
 else on word frequencies of the kept languages, else the tokenizer's own order), and the set
 stays closed under the merges that build each kept token.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,21 +60,52 @@ def scripts_in(text: str) -> Counter:
 # after Unicode CLDR's languageData (primary scripts, plus the second script of digraphic
 # languages: Serbian Cyrillic and Latin, Korean Hangul and Hanja), named as script_of names them.
 WRITTEN_IN = {
-    **dict.fromkeys("en fr de es pt it tr vi id ms sw nl pl sv cs sk sl hr bs hu fi et lv lt ro ca gl eu da no nb "
-                    "nn is ga cy af tl uz az sq mt lb yo ha ig zu xh so om rw mg eo la".split(), ("LATIN",)),
+    **dict.fromkeys(
+        "en fr de es pt it tr vi id ms sw nl pl sv cs sk sl hr bs hu fi et lv lt ro ca gl eu da no nb "
+        "nn is ga cy af tl uz az sq mt lb yo ha ig zu xh so om rw mg eo la".split(),
+        ("LATIN",),
+    ),
     **dict.fromkeys("ru uk be bg mk kk ky tg mn tt ba cv".split(), ("CYRILLIC",)),
     **dict.fromkeys("hi mr ne sa kok mai bho".split(), ("DEVANAGARI",)),
     **dict.fromkeys("ar fa ur ps sd ug ckb".split(), ("ARABIC",)),
     **dict.fromkeys("he yi".split(), ("HEBREW",)),
-    "zh": ("HAN",), "yue": ("HAN",), "ja": ("HAN", "HIRAGANA", "KATAKANA"), "ko": ("HANGUL", "HAN"),
-    "sr": ("CYRILLIC", "LATIN"), "el": ("GREEK",), "hy": ("ARMENIAN",), "ka": ("GEORGIAN",),
-    "am": ("ETHIOPIC",), "ti": ("ETHIOPIC",), "bn": ("BENGALI",), "as": ("BENGALI",), "pa": ("GURMUKHI",),
-    "gu": ("GUJARATI",), "or": ("ORIYA",), "ta": ("TAMIL",), "te": ("TELUGU",), "kn": ("KANNADA",),
-    "ml": ("MALAYALAM",), "si": ("SINHALA",), "th": ("THAI",), "lo": ("LAO",), "km": ("KHMER",),
-    "my": ("MYANMAR",), "bo": ("TIBETAN",), "dv": ("THAANA",),
+    "zh": ("HAN",),
+    "yue": ("HAN",),
+    "ja": ("HAN", "HIRAGANA", "KATAKANA"),
+    "ko": ("HANGUL", "HAN"),
+    "sr": ("CYRILLIC", "LATIN"),
+    "el": ("GREEK",),
+    "hy": ("ARMENIAN",),
+    "ka": ("GEORGIAN",),
+    "am": ("ETHIOPIC",),
+    "ti": ("ETHIOPIC",),
+    "bn": ("BENGALI",),
+    "as": ("BENGALI",),
+    "pa": ("GURMUKHI",),
+    "gu": ("GUJARATI",),
+    "or": ("ORIYA",),
+    "ta": ("TAMIL",),
+    "te": ("TELUGU",),
+    "kn": ("KANNADA",),
+    "ml": ("MALAYALAM",),
+    "si": ("SINHALA",),
+    "th": ("THAI",),
+    "lo": ("LAO",),
+    "km": ("KHMER",),
+    "my": ("MYANMAR",),
+    "bo": ("TIBETAN",),
+    "dv": ("THAANA",),
 }
-_SCRIPT_SUBTAGS = {"Latn": "LATIN", "Cyrl": "CYRILLIC", "Hans": "HAN", "Hant": "HAN", "Arab": "ARABIC",
-                   "Deva": "DEVANAGARI", "Grek": "GREEK", "Hebr": "HEBREW"}
+_SCRIPT_SUBTAGS = {
+    "Latn": "LATIN",
+    "Cyrl": "CYRILLIC",
+    "Hans": "HAN",
+    "Hant": "HAN",
+    "Arab": "ARABIC",
+    "Deva": "DEVANAGARI",
+    "Grek": "GREEK",
+    "Hebr": "HEBREW",
+}
 
 
 def written_in(lang: str) -> tuple[str, ...]:
@@ -101,6 +133,7 @@ def language_scripts(texts_by_lang: dict[str, list[str]], share: float = SCRIPT_
 
 
 # --- reading a tokenizer ---------------------------------------------------------------------------
+
 
 @lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
@@ -152,7 +185,7 @@ class TokenizerFile:
             self.style = "plain"
 
     @classmethod
-    def of(cls, tokenizer) -> "TokenizerFile":
+    def of(cls, tokenizer) -> TokenizerFile:
         backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
         if backend is None:
             raise LangheadsError("vocabulary trimming needs a fast (tokenizers-based) tokenizer")
@@ -208,30 +241,40 @@ PLACEHOLDER = re.compile(r"<unused\d+>|<\|reserved_special_token_\d+\|>|\[unused
 
 @dataclass
 class VocabChoice:
-    kept_ids: list[int]                      # original ids, ascending: new id = position
+    kept_ids: list[int]  # original ids, ascending: new id = position
     original_size: int
-    scripts: dict[str, dict[str, float]]     # per kept language: script -> share of its letters
-    mode: str                                # "exact" or "max-vocab N"
-    rarity: str | None = None                # where --max-vocab's ranking came from
+    scripts: dict[str, dict[str, float]]  # per kept language: script -> share of its letters
+    mode: str  # "exact" or "max-vocab N"
+    rarity: str | None = None  # where --max-vocab's ranking came from
     reasons: dict[str, int] = field(default_factory=dict)  # how many tokens were kept for each reason
 
     def record(self) -> dict:
-        return {"mode": self.mode, "rarity": self.rarity, "original_size": self.original_size,
-                "kept": len(self.kept_ids), "scripts": self.scripts, "reasons": self.reasons}
+        return {
+            "mode": self.mode,
+            "rarity": self.rarity,
+            "original_size": self.original_size,
+            "kept": len(self.kept_ids),
+            "scripts": self.scripts,
+            "reasons": self.reasons,
+        }
 
 
 def exact_ids(tf: TokenizerFile, kept_scripts: set[str]) -> tuple[list[int], dict[str, int]]:
     """Ids kept by exact mode, and how many for each reason."""
-    kept = [i for i in range(tf.size) if i in tf.added or tf.is_byte(i) or set(scripts_in(tf.surface(i))) <= kept_scripts]
+    kept = [
+        i for i in range(tf.size) if i in tf.added or tf.is_byte(i) or set(scripts_in(tf.surface(i))) <= kept_scripts
+    ]
     return kept, reasons_of(tf, kept)
 
 
 def reasons_of(tf: TokenizerFile, ids: list[int]) -> dict[str, int]:
     """How many of `ids` are special or added, bytes, without letters, or in the kept scripts."""
+
     def why(i: int) -> str:
         if i in tf.added:
             return "special or added"
         return "byte" if tf.is_byte(i) else "kept scripts" if scripts_in(tf.surface(i)) else "no letters"
+
     return dict(Counter(why(i) for i in ids))
 
 
@@ -263,8 +306,9 @@ def word_frequency_texts(languages: list[str], n_words: int = 50000) -> tuple[li
     try:
         import wordfreq
     except ImportError:
-        raise LangheadsError("--max-vocab without --vocab-texts needs the wordfreq package "
-                             "(pip install wordfreq), or give --vocab-texts") from None
+        raise LangheadsError(
+            "--max-vocab without --vocab-texts needs the wordfreq package (pip install wordfreq), or give --vocab-texts"
+        ) from None
     texts, weights = [], []
     for lang in languages:
         if lang not in wordfreq.available_languages():
@@ -306,8 +350,10 @@ def ranked_ids(tf: TokenizerFile, candidates: list[int], counts: Counter) -> lis
 def close_under_merges(tf: TokenizerFile, always: list[int], ranked: list[int], limit: int) -> list[int]:
     """Take tokens in rank order, each with the parts its merge needs, while they fit in `limit`."""
     if len(always) > limit:
-        raise LangheadsError(f"--max-vocab {limit} is below the {len(always)} special, added, byte and "
-                             "single-character tokens every text may need")
+        raise LangheadsError(
+            f"--max-vocab {limit} is below the {len(always)} special, added, byte and "
+            "single-character tokens every text may need"
+        )
     merge_of = tf.merge_of()
     kept = set(always)
     allowed = set(ranked) | kept
@@ -336,8 +382,15 @@ def close_under_merges(tf: TokenizerFile, always: list[int], ranked: list[int], 
     return sorted(kept)
 
 
-def choose_vocab(tokenizer, keep: list[str], texts_by_lang: dict[str, list[str]], max_vocab: int | None = None,
-                 vocab_texts: list[str] | None = None, rarity: str = "auto", rows: int | None = None) -> VocabChoice:
+def choose_vocab(
+    tokenizer,
+    keep: list[str],
+    texts_by_lang: dict[str, list[str]],
+    max_vocab: int | None = None,
+    vocab_texts: list[str] | None = None,
+    rarity: str = "auto",
+    rows: int | None = None,
+) -> VocabChoice:
     """The ids to keep for languages `keep`, whose scripts are measured on `texts_by_lang`.
 
     rarity (for max_vocab): "auto" (vocab_texts if given, else word frequencies), "texts",
@@ -347,9 +400,11 @@ def choose_vocab(tokenizer, keep: list[str], texts_by_lang: dict[str, list[str]]
     tf = TokenizerFile.of(tokenizer)
     if rows is not None and tf.size > rows:  # transformers' GGUF reader adds Gemma's <mask> to a file without it
         extra = [tf.tokens[i] for i in range(rows, tf.size)]
-        raise LangheadsError(f"the tokenizer has {tf.size:,} tokens and the model {rows:,} embedding rows (no weights "
-                             f"for {', '.join(extra[:3])}); if this is a GGUF file langheads exported, trim the model "
-                             "folder it was exported from")
+        raise LangheadsError(
+            f"the tokenizer has {tf.size:,} tokens and the model {rows:,} embedding rows (no weights "
+            f"for {', '.join(extra[:3])}); if this is a GGUF file langheads exported, trim the model "
+            "folder it was exported from"
+        )
     scripts = language_scripts({lang: texts_by_lang[lang] for lang in keep})
     kept_scripts = {s for shares in scripts.values() for s in shares}
     kept, reasons = exact_ids(tf, kept_scripts)
@@ -368,8 +423,9 @@ def used_tokens(tf: TokenizerFile, keep: list[str], texts_by_lang: dict[str, lis
 RARITIES = ("auto", "texts", "wordfreq", "order")
 
 
-def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
-                  vocab_texts: list[str] | None = None) -> tuple[str, Counter]:
+def rarity_counts(
+    tf: TokenizerFile, keep: list[str], rarity: str = "auto", vocab_texts: list[str] | None = None
+) -> tuple[str, Counter]:
     """(the source used, token id -> how often the kept languages use it)."""
     if rarity == "auto":
         rarity = "texts" if vocab_texts else "wordfreq"
@@ -384,8 +440,9 @@ def rarity_counts(tf: TokenizerFile, keep: list[str], rarity: str = "auto",
     raise LangheadsError(f"unknown rarity source '{rarity}'; choose auto, texts, wordfreq or order")
 
 
-def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str,
-           first: set[int] = frozenset()) -> VocabChoice:
+def shrink(
+    tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: int, rarity: str, first: set[int] = frozenset()
+) -> VocabChoice:
     """At most `max_vocab` of the exact choice's ids: placeholders never (`is_placeholder`);
     other special, added, byte and single-character tokens always (a dropped character costs
     several byte tokens wherever it occurs: U+2010, the hyphen of UDHR's English, or Hindi's
@@ -395,18 +452,25 @@ def shrink(tf: TokenizerFile, exact: VocabChoice, counts: Counter, max_vocab: in
     if max_vocab >= len(exact.kept_ids):
         return exact
     placeholders = {i for i in exact.kept_ids if tf.is_placeholder(i)}
-    always = [i for i in exact.kept_ids if i not in placeholders
-              and (i in tf.added or tf.is_byte(i) or len(tf.surface(i)) == 1)]
+    always = [
+        i
+        for i in exact.kept_ids
+        if i not in placeholders and (i in tf.added or tf.is_byte(i) or len(tf.surface(i)) == 1)
+    ]
     fixed = set(always) | placeholders
     rest = ranked_ids(tf, [i for i in exact.kept_ids if i not in fixed], counts)
     rest = [i for i in rest if i in first] + [i for i in rest if i not in first]
     chosen = close_under_merges(tf, always, rest, max_vocab)
-    reasons = {**reasons_of(tf, chosen), "placeholders dropped": len(placeholders),
-               "dropped as rarest": len(exact.kept_ids) - len(chosen) - len(placeholders)}
+    reasons = {
+        **reasons_of(tf, chosen),
+        "placeholders dropped": len(placeholders),
+        "dropped as rarest": len(exact.kept_ids) - len(chosen) - len(placeholders),
+    }
     return VocabChoice(chosen, tf.size, exact.scripts, f"max-vocab {max_vocab}", rarity, reasons)
 
 
 # --- rewriting ------------------------------------------------------------------------------------
+
 
 def new_ids(kept_ids: list[int]) -> dict[int, int]:
     """Original id -> the trimmed vocabulary's id (kept ids ascending: the new id is the position)."""
@@ -439,15 +503,21 @@ def trim_tokenizer_json(data: dict, kept_ids: list[int]) -> dict:
     out = json.loads(json.dumps(data))
     model = out["model"]
     if model["type"] == "BPE":
-        model["vocab"] = {tf.tokens[i]: new_id[i] for i in kept_ids if i not in tf.added or tf.tokens[i] in data["model"]["vocab"]}
+        model["vocab"] = {
+            tf.tokens[i]: new_id[i] for i in kept_ids if i not in tf.added or tf.tokens[i] in data["model"]["vocab"]
+        }
         merges = [m for m in tf.merges if m[0] in kept_tokens and m[1] in kept_tokens and m[0] + m[1] in kept_tokens]
         raw = data["model"].get("merges") or []
-        model["merges"] = [" ".join(m) for m in merges] if raw and isinstance(raw[0], str) else [list(m) for m in merges]
+        model["merges"] = (
+            [" ".join(m) for m in merges] if raw and isinstance(raw[0], str) else [list(m) for m in merges]
+        )
     else:  # Unigram: a list of [token, score] in id order
         model["vocab"] = [data["model"]["vocab"][i] for i in kept_ids if i < len(data["model"]["vocab"])]
         if model.get("unk_id") is not None:
             model["unk_id"] = new_id[model["unk_id"]]
-    missing = [a["content"] for a in out.get("added_tokens", []) if a["id"] not in new_id and not tf.is_placeholder(a["id"])]
+    missing = [
+        a["content"] for a in out.get("added_tokens", []) if a["id"] not in new_id and not tf.is_placeholder(a["id"])
+    ]
     if missing:
         raise LangheadsError(f"added tokens must be kept: {missing[:3]}")
     out["added_tokens"] = [a for a in out.get("added_tokens", []) if a["id"] in new_id]
@@ -461,8 +531,15 @@ def remap_special_ids(config: dict, kept_ids: list[int]) -> dict:
     """config.json / generation_config.json with bos/eos/pad/... ids renumbered."""
     new_id = new_ids(kept_ids)
     out = dict(config)
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "decoder_start_token_id",
-                "sep_token_id", "mask_token_id"):
+    for key in (
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "unk_token_id",
+        "decoder_start_token_id",
+        "sep_token_id",
+        "mask_token_id",
+    ):
         v = out.get(key)
         if isinstance(v, int):
             out[key] = new_id.get(v)
@@ -532,8 +609,9 @@ def save_trimmed_tokenizer(tokenizer, kept_ids: list[int], folder) -> None:
     folder = Path(folder)
     tokenizer.save_pretrained(folder)
     data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    (folder / "tokenizer.json").write_text(json.dumps(trim_tokenizer_json(data, kept_ids), ensure_ascii=False),
-                                           encoding="utf-8")
+    (folder / "tokenizer.json").write_text(
+        json.dumps(trim_tokenizer_json(data, kept_ids), ensure_ascii=False), encoding="utf-8"
+    )
     tokens = TokenizerFile(data).tokens
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         if (folder / name).exists():
@@ -547,8 +625,9 @@ def _config_without_dropped(config: dict, kept_ids: list[int], kept_tokens: set[
     (placeholders) gone from its special-token lists, which a reload would add back."""
     new_id = new_ids(kept_ids)
     if isinstance(config.get("added_tokens_decoder"), dict):
-        config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in config["added_tokens_decoder"].items()
-                                          if int(k) in new_id}
+        config["added_tokens_decoder"] = {
+            str(new_id[int(k)]): v for k, v in config["added_tokens_decoder"].items() if int(k) in new_id
+        }
     for key in ("extra_special_tokens", "additional_special_tokens"):
         if isinstance(config.get(key), list):
             config[key] = [t for t in config[key] if (t.get("content") if isinstance(t, dict) else t) in kept_tokens]
@@ -557,10 +636,12 @@ def _config_without_dropped(config: dict, kept_ids: list[int], kept_tokens: set[
 
 # --- the `trim` step ------------------------------------------------------------------------------
 
+
 def decision_texts(corpus, languages: list[str]) -> dict[str, list[str]]:
     """The texts decisions may use: the scoring and selection parts, never the report part."""
-    return {lang: [t.text for t in corpus.texts(lang, "scoring") + corpus.texts(lang, "selection")]
-            for lang in languages}
+    return {
+        lang: [t.text for t in corpus.texts(lang, "scoring") + corpus.texts(lang, "selection")] for lang in languages
+    }
 
 
 def read_vocab_texts(path: str, languages: list[str]) -> list[str]:
@@ -570,8 +651,9 @@ def read_vocab_texts(path: str, languages: list[str]) -> list[str]:
     corpus = load_corpus(path)
     missing = [lang for lang in languages if lang not in corpus.languages]
     if missing:
-        raise LangheadsError(f"--vocab-texts {path} has no texts for {','.join(missing)} "
-                             f"(it has {','.join(corpus.languages)})")
+        raise LangheadsError(
+            f"--vocab-texts {path} has no texts for {','.join(missing)} (it has {','.join(corpus.languages)})"
+        )
     return [t.text for lang in languages for t in corpus.texts(lang)]
 
 
@@ -597,10 +679,14 @@ def apply_trim(loaded, choice: VocabChoice, manifest):
 @dataclass
 class TrimSettings:
     """Every setting of a trim; the CLI's `trim` options are generated from these fields."""
+
     keep: list[str] = option(help="languages the deployment serves, e.g. en,hi")
     model: str = option("default", help=MODEL_HELP)
-    max_vocab: int | None = option(None, help="keep at most this many tokens, the rarest dropped first "
-                                   "(placeholder tokens such as Gemma's <unusedN> always)")
+    max_vocab: int | None = option(
+        None,
+        help="keep at most this many tokens, the rarest dropped first "
+        "(placeholder tokens such as Gemma's <unusedN> always)",
+    )
     vocab_texts: str | None = option(None, help="texts to count token rarity on (same formats as --data)")
     rarity: str = option("auto", help="auto | texts | wordfreq | order (what ranks tokens for --max-vocab)")
     data: str | None = option(None, help="texts the kept languages' scripts are measured on (default: bundled UDHR)")
@@ -635,8 +721,15 @@ def _trim(settings: TrimSettings, out, overwrite: bool) -> VocabChoice:
     texts, extra = texts_for_trimming(settings.keep, settings.data, settings.vocab_texts)
     loaded = load_model(settings.model)
     loaded.require_plain("trimming the vocabulary")
-    choice = choose_vocab(loaded.tokenizer, settings.keep, texts, settings.max_vocab, extra, settings.rarity,
-                          rows=loaded.model.get_input_embeddings().num_embeddings)
+    choice = choose_vocab(
+        loaded.tokenizer,
+        settings.keep,
+        texts,
+        settings.max_vocab,
+        extra,
+        settings.rarity,
+        rows=loaded.model.get_input_embeddings().num_embeddings,
+    )
     manifest, save_tokenizer = apply_trim(loaded, choice, loaded.base_manifest())
     loaded.model.to(DTYPES[settings.dtype])
     write_model_folder(loaded.model, save_tokenizer, out, manifest, overwrite)

@@ -21,6 +21,7 @@ is not is halved, a single such move is not made, and the walk goes on. With a u
 instead of a budget the walk stops at that many units. The dropped languages are measured once,
 at the end.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,12 +43,13 @@ NAMES = {"head": "heads", "neuron": "neurons", "block": "blocks"}
 @dataclass
 class Source:
     """One scan's candidates for the walk."""
+
     component: Component
     tiers: dict[tuple[int, int], int]
     harm: dict[tuple[int, int], float]
 
     @classmethod
-    def of(cls, model, run, keep: list[str], drop: list[str]) -> "Source":
+    def of(cls, model, run, keep: list[str], drop: list[str]) -> Source:
         c = run.info.get("component", {"name": "head"})
         component = component_for(model, c["name"], c.get("neurons_per_group", 64))
         return cls(component, candidate_tiers(run.info["heads"], drop), head_harm(run.scores, keep))
@@ -56,11 +58,12 @@ class Source:
 @dataclass
 class Chosen:
     """What the walk has chosen so far, by component (original layer numbering)."""
-    heads: set = field(default_factory=set)    # (layer, head)
-    groups: set = field(default_factory=set)   # (layer, group)
-    blocks: set = field(default_factory=set)   # (layer, 0 attention | 1 mlp)
 
-    def plus(self, move) -> "Chosen":
+    heads: set = field(default_factory=set)  # (layer, head)
+    groups: set = field(default_factory=set)  # (layer, group)
+    blocks: set = field(default_factory=set)  # (layer, 0 attention | 1 mlp)
+
+    def plus(self, move) -> Chosen:
         new = Chosen(set(self.heads), set(self.groups), set(self.blocks))
         for name, layer, unit in move:
             {"head": new.heads, "neuron": new.groups, "block": new.blocks}[name].add((layer, unit))
@@ -70,8 +73,11 @@ class Chosen:
         return len(self.heads) + len(self.groups) + len(self.blocks)
 
     def as_units(self) -> list[tuple[str, int, int]]:
-        return [("head", *u) for u in sorted(self.heads)] + [("neuron", *u) for u in sorted(self.groups)] + \
-            [("block", *u) for u in sorted(self.blocks)]
+        return (
+            [("head", *u) for u in sorted(self.heads)]
+            + [("neuron", *u) for u in sorted(self.groups)]
+            + [("block", *u) for u in sorted(self.blocks)]
+        )
 
 
 def as_removal(units, group: int) -> tuple[dict, dict, dict]:
@@ -103,19 +109,28 @@ class Body:
         out = [get(layer, adapter.mlp_out) for layer in layers]
         self.width = [adapter.mlp_width(o) for o in out]
         self.per_neuron = [adapter.neuron_parameters(layer) for layer in layers]
-        self.rest = [H.parameters(layer) - H.parameters(adapter.attention_of(layer)) -
-                     self.per_neuron[i] * self.width[i] - _bias(out[i]) for i, layer in enumerate(layers)]
+        self.rest = [
+            H.parameters(layer)
+            - H.parameters(adapter.attention_of(layer))
+            - self.per_neuron[i] * self.width[i]
+            - _bias(out[i])
+            for i, layer in enumerate(layers)
+        ]
 
     def saved(self, chosen: Chosen) -> int:
         """Parameters the saved model would not hold (q/k/v/o biases left out, as for heads)."""
         from .blocks import body_plan
 
         gone, heads, neurons = body_plan(self.model, *as_removal(chosen.as_units(), self.group))
-        pairs = [(l, h) for l, hs in heads.items() for h in hs] + \
-            [(l, h) for l in gone for h in range(self.layout.n_heads)]
+        pairs = [(l, h) for l, hs in heads.items() for h in hs] + [
+            (l, h) for l in gone for h in range(self.layout.n_heads)
+        ]
         mlp = sum(self.per_neuron[l] * len(n) for l, n in neurons.items())
-        return savings.parameters_saved(self.layout, self.costs, pairs) + mlp + \
-            sum(self.per_neuron[l] * self.width[l] + self.rest[l] for l in gone)
+        return (
+            savings.parameters_saved(self.layout, self.costs, pairs)
+            + mlp
+            + sum(self.per_neuron[l] * self.width[l] + self.rest[l] for l in gone)
+        )
 
     def masked(self, chosen: Chosen, components: dict[str, Component]):
         """Everything chosen masked at once (each at the input of its output projection)."""
@@ -147,8 +162,9 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
     if "head" in sources:
         s = sources["head"]
         order = sorted((h for h in s.tiers if h[0] not in gone_attention), key=lambda h: (s.tiers[h], s.harm[h]))
-        found = uniform_head_moves(body.layout, order, chosen.heads) if uniform else \
-            moves(body.layout, order, chosen.heads)
+        found = (
+            uniform_head_moves(body.layout, order, chosen.heads) if uniform else moves(body.layout, order, chosen.heads)
+        )
         out += [tuple(("head", l, h) for l, h in m) for m in found]
     if "neuron" in sources:
         out += _group_moves(body, sources["neuron"], chosen, gone_mlp, uniform)
@@ -157,8 +173,11 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
         if uniform:  # both blocks of a layer at once, where the layer then leaves the stack
             from .blocks import adds_nothing
 
-            out += [(("block", l, 0), ("block", l, 1)) for l, b in blocks
-                    if b == 0 and (l, 1) in blocks and adds_nothing(body.model, l)]
+            out += [
+                (("block", l, 0), ("block", l, 1))
+                for l, b in blocks
+                if b == 0 and (l, 1) in blocks and adds_nothing(body.model, l)
+            ]
         else:
             out += [(("block", l, b),) for l, b in blocks]
     return out
@@ -192,8 +211,14 @@ def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, unif
     left: dict = {}
     for l, g in chosen.groups:
         left[slot(l, g)] = left.get(slot(l, g), per_slot) - 1
-    free = sorted(((l, g) for l, g in source.tiers if (l, g) not in chosen.groups and l not in gone_mlp
-                   and left.get(slot(l, g), per_slot) > 1), key=lambda u: (source.tiers[u], source.harm[u]))
+    free = sorted(
+        (
+            (l, g)
+            for l, g in source.tiers
+            if (l, g) not in chosen.groups and l not in gone_mlp and left.get(slot(l, g), per_slot) > 1
+        ),
+        key=lambda u: (source.tiers[u], source.harm[u]),
+    )
     if not uniform and not c.experts:
         return [(("neuron", l, g),) for l, g in free]
     first = {}
@@ -205,13 +230,17 @@ def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, unif
     return [tuple(("neuron", l, first[(l, e)]) for l, e in s) for s in slots if s and all(x in first for x in s)]
 
 
-def next_move(body: Body, sources: dict[str, Source], chosen: Chosen, tried: set, room: int | None = None,
-              uniform: bool = False):
+def next_move(
+    body: Body, sources: dict[str, Source], chosen: Chosen, tried: set, room: int | None = None, uniform: bool = False
+):
     """The untried move that comes first: lowest tier, then least harm per parameter saved;
     `room`: at most this many units."""
     now = body.saved(chosen)
-    options = [m for m in candidate_moves(body, sources, chosen, uniform)
-               if m not in tried and (room is None or len(m) <= room)]
+    options = [
+        m
+        for m in candidate_moves(body, sources, chosen, uniform)
+        if m not in tried and (room is None or len(m) <= room)
+    ]
     gains = {m: body.saved(chosen.plus(m)) - now for m in options}  # counted once per move and step
 
     def rank(move):
@@ -232,8 +261,13 @@ def _measurer(loaded, settings, runs: list, sources: dict, body: Body):
 
     def per_text(chosen, languages):
         with body.masked(chosen, components):
-            return {lang: nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens,
-                                           pad).double().numpy() for lang in languages}
+            return {
+                lang: nll.per_text_nll(loaded.model, tokens[lang], settings.batch_tokens, settings.chunk_tokens, pad)
+                .double()
+                .numpy()
+                for lang in languages
+            }
+
     return per_text
 
 
@@ -248,8 +282,9 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
     first = runs[0]
     base_texts = per_text(Chosen(), first.languages)
     base = means(base_texts)
-    result = PruneResult([], [{"step": 0, "units": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep},
-                               "parameters_saved": 0}])
+    result = PruneResult(
+        [], [{"step": 0, "units": [], "nll": base, "rel_kept": {l: 0.0 for l in settings.keep}, "parameters_saved": 0}]
+    )
     state = {"chosen": Chosen()}
     tried: set = set()
 
@@ -274,13 +309,27 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
         state["chosen"] = trial
         units = [u for move in batch for u in move]
         result.removed += units
-        result.curve.append({"step": len(result.curve), "units": [list(u) for u in units], "nll": means(texts),
-                             "rel_kept": rel, "rel_kept_upper": bad, "parameters_saved": body.saved(trial)})
+        result.curve.append(
+            {
+                "step": len(result.curve),
+                "units": [list(u) for u in units],
+                "nll": means(texts),
+                "rel_kept": rel,
+                "rel_kept_upper": bad,
+                "parameters_saved": body.saved(trial),
+            }
+        )
 
     def reject(move, measured):
         tried.add(move)
-        result.rejected.append({"units": [list(u) for u in move], "after_step": len(result.curve) - 1,
-                                "rel_kept": measured[2], "rel_kept_upper": measured[3]})
+        result.rejected.append(
+            {
+                "units": [list(u) for u in move],
+                "after_step": len(result.curve) - 1,
+                "rel_kept": measured[2],
+                "rel_kept_upper": measured[3],
+            }
+        )
 
     bar = tqdm(desc="prune (measurements)", unit="try", disable=not progress)
     why = gallop(plan, judge, accept, reject, settings.patience, bar)
@@ -298,17 +347,25 @@ def _room(settings, chosen: Chosen) -> int | None:
 
 def _why_stopped(settings, sources: dict, tried: set, result: PruneResult, why: str) -> str:
     if settings.units is not None:
-        return (f"removed {len(result.removed)} of the {settings.units} units asked for (no further move of at most "
-                f"{settings.units - len(result.removed)} candidates saves parameters; a query head alone goes only "
-                "with one from each KV group of its layer, or with the rest of its group)"
-                if len(result.removed) < settings.units else f"removed the {settings.units} units asked for")
-    ending = (f"stopped after {settings.patience} single moves were refused since the last batch of several was "
-              "made (--patience)" if why == "patience"
-              else f"tried every move of the candidates ({', '.join(NAMES[n] for n in sources)} that matter for "
-                   "no kept language)")
-    return (f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} units), {len(tried)} "
-            f"moves not made because they could raise a kept language by more than {settings.max_increase:.2%} (the "
-            "upper end of its 95% interval over the selection texts)")
+        return (
+            f"removed {len(result.removed)} of the {settings.units} units asked for (no further move of at most "
+            f"{settings.units - len(result.removed)} candidates saves parameters; a query head alone goes only "
+            "with one from each KV group of its layer, or with the rest of its group)"
+            if len(result.removed) < settings.units
+            else f"removed the {settings.units} units asked for"
+        )
+    ending = (
+        f"stopped after {settings.patience} single moves were refused since the last batch of several was "
+        "made (--patience)"
+        if why == "patience"
+        else f"tried every move of the candidates ({', '.join(NAMES[n] for n in sources)} that matter for "
+        "no kept language)"
+    )
+    return (
+        f"{ending}: {len(result.curve) - 1} batches of moves made ({len(result.removed)} units), {len(tried)} "
+        f"moves not made because they could raise a kept language by more than {settings.max_increase:.2%} (the "
+        "upper end of its 95% interval over the selection texts)"
+    )
 
 
 def _sources(model, runs: list, keep: list[str], drop: list[str]) -> dict[str, Source]:
@@ -330,16 +387,20 @@ def check_runs(runs: list, settings) -> None:
             raise LangheadsError(f"{run.folder} scanned another model than {runs[0].folder}")
         for key in ("data", "data_lang", "signal", "max_tokens", "seed"):
             if run.info["settings"].get(key) != first["settings"].get(key):
-                raise LangheadsError(f"{run.folder} and {runs[0].folder} differ in --{key.replace('_', '-')}: "
-                                     "a walk across scans re-measures one set of selection texts")
+                raise LangheadsError(
+                    f"{run.folder} and {runs[0].folder} differ in --{key.replace('_', '-')}: "
+                    "a walk across scans re-measures one set of selection texts"
+                )
     for run in runs:
         missing = [lang for lang in settings.keep if lang not in run.languages]
         if missing:
-            raise LangheadsError(f"{run.folder} did not scan {','.join(missing)} (kept languages must be in every scan)")
+            raise LangheadsError(
+                f"{run.folder} did not scan {','.join(missing)} (kept languages must be in every scan)"
+            )
     names = [r.info.get("component", {}).get("name", "head") for r in runs]
     if len(set(names)) != len(names):
         raise LangheadsError("two scans of the same component; give one scan per component")
     adapter = REGISTRY.get(first["model"].get("architecture"))  # the family, from the scan: no model loaded yet
-    removal = adapter.neuron_removal() if adapter else "any"    # unknown here: remove_neurons_ still refuses
+    removal = adapter.neuron_removal() if adapter else "any"  # unknown here: remove_neurons_ still refuses
     if set(names) - {"head"} and removal == "none":
         raise LangheadsError(f"{runs[0].folder}: {first['model']['architecture']}: {adapter.removal_note}")

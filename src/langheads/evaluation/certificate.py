@@ -8,6 +8,7 @@ rate: a rise larger than the budget). Dropped languages are described, not judge
 and how often the edited model's text or answers leave their language. A pruning that makes a
 model answer a kept language in another shows up as a failed switch row.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -59,8 +60,10 @@ def heal_cautions(model: str | None, data: str | None) -> list[str]:
     if not same:
         return []
     corpus = "the bundled corpus (UDHR)" if data is None else data
-    return [f"the model was healed on text from {corpus}, the corpus these texts come from: a heal adapts to "
-            "its domain, so the NLL changes here can be optimistic; judge a heal on other text (--data)"]
+    return [
+        f"the model was healed on text from {corpus}, the corpus these texts come from: a heal adapts to "
+        "its domain, so the NLL changes here can be optimistic; judge a heal on other text (--data)"
+    ]
 
 
 def certificate(result: dict, kept: list[str], budget: float, source: str | None = None) -> dict:
@@ -83,20 +86,48 @@ def certificate(result: dict, kept: list[str], budget: float, source: str | None
 def _text_rows(t: pd.DataFrame) -> list[dict]:
     rows = []
     for r in t.itertuples():
-        rows.append({"language": r.language, "measure": "NLL per byte", "before": r.nll_per_byte_before,
-                     "after": r.nll_per_byte_after, "change": r.per_byte_rel_change, "ci_low": r.per_byte_rel_ci_low,
-                     "ci_high": r.per_byte_rel_ci_high, "scale": "relative"})
-        rows.append({"language": r.language, "measure": "generations in another language",
-                     "before": 1 - r.same_language_before, "after": 1 - r.same_language_after,
-                     "change": r.same_language_before - r.same_language_after, "ci_low": None, "ci_high": None,
-                     "scale": "share"})
+        rows.append(
+            {
+                "language": r.language,
+                "measure": "NLL per byte",
+                "before": r.nll_per_byte_before,
+                "after": r.nll_per_byte_after,
+                "change": r.per_byte_rel_change,
+                "ci_low": r.per_byte_rel_ci_low,
+                "ci_high": r.per_byte_rel_ci_high,
+                "scale": "relative",
+            }
+        )
+        rows.append(
+            {
+                "language": r.language,
+                "measure": "generations in another language",
+                "before": 1 - r.same_language_before,
+                "after": 1 - r.same_language_after,
+                "change": r.same_language_before - r.same_language_after,
+                "ci_low": None,
+                "ci_high": None,
+                "scale": "share",
+            }
+        )
     return rows
 
 
 def _answer_rows(t: pd.DataFrame) -> list[dict]:
-    return [{"language": r.language, "measure": r.metric, "before": r.before, "after": r.after, "change": r.change,
-             "ci_low": r.ci_low, "ci_high": r.ci_high, "scale": "score" if r.higher_is_better else "share"}
-            for r in t.itertuples() if r.items]
+    return [
+        {
+            "language": r.language,
+            "measure": r.metric,
+            "before": r.before,
+            "after": r.after,
+            "change": r.change,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "scale": "score" if r.higher_is_better else "share",
+        }
+        for r in t.itertuples()
+        if r.items
+    ]
 
 
 def _within(row: dict, budget: float) -> bool:
@@ -112,14 +143,18 @@ def _within(row: dict, budget: float) -> bool:
 
 
 def describe(cert: dict) -> str:
-    lines = [f"certificate: kept {','.join(cert['kept'])}, budget {cert['budget']:.2%}: "
-             + ("every kept measure within it" if cert["passed"] else "over budget: " + "; ".join(cert["failed"]))]
+    lines = [
+        f"certificate: kept {','.join(cert['kept'])}, budget {cert['budget']:.2%}: "
+        + ("every kept measure within it" if cert["passed"] else "over budget: " + "; ".join(cert["failed"]))
+    ]
     lines += [f"  caution: {c}" for c in cert.get("cautions", [])]
     for r in cert["rows"]:
         ci = "" if r["ci_low"] is None else f" (95% CI {_fmt(r, r['ci_low'])} .. {_fmt(r, r['ci_high'])})"
         verdict = {True: "within budget", False: "OVER BUDGET", None: "dropped"}[r["within_budget"]]
-        lines.append(f"  {r['language']:4} {r['role']:7} {r['measure']}: {r['before']:.4g} -> {r['after']:.4g}, "
-                     f"change {_fmt(r, r['change'])}{ci}: {verdict}")
+        lines.append(
+            f"  {r['language']:4} {r['role']:7} {r['measure']}: {r['before']:.4g} -> {r['after']:.4g}, "
+            f"change {_fmt(r, r['change'])}{ci}: {verdict}"
+        )
     return "\n".join(lines)
 
 

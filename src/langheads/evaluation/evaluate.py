@@ -2,6 +2,7 @@
 bootstrap intervals, NLL per byte, and a greedy-generation language check; with question-
 answer data (`evaluate_qa`), greedy answers scored by exact match, token F1, chrF and the
 language switch rate (metrics.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,21 +12,22 @@ import pandas as pd
 
 from .. import heads as H
 from .. import nll, qa
+from ..bootstrap import paired_interval
 from ..corpus import Text, language_key, load_corpus
 from ..errors import LangheadsError
 from ..generate import greedy_each
-from ..bootstrap import paired_interval
-from .metrics import answer_metrics, identify
 from ..models import load_model
+from .metrics import answer_metrics, identify
 
 
 @dataclass
 class TextLosses:
     """One model's loss on a list of texts, each tokenized by the model's own tokenizer."""
+
     token_ids: list[list[int]]
-    nll: np.ndarray          # mean NLL per predicted token, per text
-    tokens: np.ndarray       # predicted tokens per text (BOS excluded)
-    bytes: np.ndarray        # UTF-8 bytes of the text those tokens cover
+    nll: np.ndarray  # mean NLL per predicted token, per text
+    tokens: np.ndarray  # predicted tokens per text (BOS excluded)
+    bytes: np.ndarray  # UTF-8 bytes of the text those tokens cover
 
     @property
     def per_byte(self) -> np.ndarray:
@@ -57,8 +59,18 @@ def greedy_continuations(loaded, prompts: list[list[int]], new_tokens: int) -> l
     return greedy_each(loaded, prompts, new_tokens)
 
 
-def evaluate_texts(model: str, baseline: str, languages: list[str], data: str | None = None, max_tokens: int | None = None,
-             prompts: int = 3, prompt_tokens: int = 16, new_tokens: int = 24, seed: int = 0, bootstrap: int = 1000) -> dict:
+def evaluate_texts(
+    model: str,
+    baseline: str,
+    languages: list[str],
+    data: str | None = None,
+    max_tokens: int | None = None,
+    prompts: int = 3,
+    prompt_tokens: int = 16,
+    new_tokens: int = 24,
+    seed: int = 0,
+    bootstrap: int = 1000,
+) -> dict:
     corpus = load_corpus(data)
     texts = {lang: corpus.texts(lang, "report") for lang in languages}
     after_model, before_model = load_model(model), load_model(baseline)
@@ -79,32 +91,69 @@ def evaluate_texts(model: str, baseline: str, languages: list[str], data: str | 
         cont_before = greedy_continuations(before_model, prompt_ids, new_tokens)
         cont_after = greedy_continuations(after_model, after_prompts, new_tokens)
         for p, b, a in zip(prompt_texts, cont_before, cont_after):
-            generations.append({"language": lang, "prompt": p,
-                                "before": b, "before_lang": identify(b), "after": a, "after_lang": identify(a)})
+            generations.append(
+                {
+                    "language": lang,
+                    "prompt": p,
+                    "before": b,
+                    "before_lang": identify(b),
+                    "after": a,
+                    "after_lang": identify(a),
+                }
+            )
         ours = [g for g in generations if g["language"] == lang]
-        rows.append({
-            "language": lang, "n_texts": len(chosen),
-            "same_tokens": float(np.mean([before_model.tokenizer.convert_ids_to_tokens(x) ==
-                                          after_model.tokenizer.convert_ids_to_tokens(y)
-                                          for x, y in zip(b_loss.token_ids, a_loss.token_ids)])),
-            "nll_before": before.mean(), "nll_after": after.mean(), "change": after.mean() - before.mean(),
-            "change_ci_low": dlo, "change_ci_high": dhi,
-            "rel_change": after.mean() / before.mean() - 1, "rel_ci_low": rlo, "rel_ci_high": rhi,
-            "nll_per_byte_before": float(b_loss.per_byte.mean()), "nll_per_byte_after": float(a_loss.per_byte.mean()),
-            "per_byte_rel_change": float(a_loss.per_byte.mean() / b_loss.per_byte.mean() - 1),
-            "per_byte_rel_ci_low": blo, "per_byte_rel_ci_high": bhi,
-            "same_language_before": float(np.mean([g["before_lang"] == lang for g in ours])),
-            "same_language_after": float(np.mean([g["after_lang"] == lang for g in ours])),
-        })
-    return {"kind": "nll", "model": model, "baseline": baseline, "baseline_sha256": before_model.model_hash,
-            "part": "report", "table": pd.DataFrame(rows),
-            "generations": generations, "settings": {"max_tokens": max_tokens, "prompts": prompts,
-                                                     "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
-                                                     "seed": seed, "bootstrap": bootstrap, "data": data}}
+        rows.append(
+            {
+                "language": lang,
+                "n_texts": len(chosen),
+                "same_tokens": float(
+                    np.mean(
+                        [
+                            before_model.tokenizer.convert_ids_to_tokens(x)
+                            == after_model.tokenizer.convert_ids_to_tokens(y)
+                            for x, y in zip(b_loss.token_ids, a_loss.token_ids)
+                        ]
+                    )
+                ),
+                "nll_before": before.mean(),
+                "nll_after": after.mean(),
+                "change": after.mean() - before.mean(),
+                "change_ci_low": dlo,
+                "change_ci_high": dhi,
+                "rel_change": after.mean() / before.mean() - 1,
+                "rel_ci_low": rlo,
+                "rel_ci_high": rhi,
+                "nll_per_byte_before": float(b_loss.per_byte.mean()),
+                "nll_per_byte_after": float(a_loss.per_byte.mean()),
+                "per_byte_rel_change": float(a_loss.per_byte.mean() / b_loss.per_byte.mean() - 1),
+                "per_byte_rel_ci_low": blo,
+                "per_byte_rel_ci_high": bhi,
+                "same_language_before": float(np.mean([g["before_lang"] == lang for g in ours])),
+                "same_language_after": float(np.mean([g["after_lang"] == lang for g in ours])),
+            }
+        )
+    return {
+        "kind": "nll",
+        "model": model,
+        "baseline": baseline,
+        "baseline_sha256": before_model.model_hash,
+        "part": "report",
+        "table": pd.DataFrame(rows),
+        "generations": generations,
+        "settings": {
+            "max_tokens": max_tokens,
+            "prompts": prompts,
+            "prompt_tokens": prompt_tokens,
+            "new_tokens": new_tokens,
+            "seed": seed,
+            "bootstrap": bootstrap,
+            "data": data,
+        },
+    }
 
 
 def parse_mask(spec: str | None) -> list[tuple[int, int]]:
-    """"3.1,5.2" -> [(3, 1), (5, 2)]: heads to mask (layer.head)."""
+    """ "3.1,5.2" -> [(3, 1), (5, 2)]: heads to mask (layer.head)."""
     if not spec:
         return []
     try:
@@ -128,9 +177,19 @@ def generate_answers(loaded, items: list[Text], chat_template: str | None, new_t
     return out
 
 
-def evaluate_qa(model: str | None, baseline: str, languages: list[str], data: str | None = None,
-                mask: list[tuple[int, int]] | None = None, chat_template: str = "auto", new_tokens: int = 24,
-                seed: int = 0, bootstrap: int = 1000, data_lang: str | None = None, judge=None) -> dict:
+def evaluate_qa(
+    model: str | None,
+    baseline: str,
+    languages: list[str],
+    data: str | None = None,
+    mask: list[tuple[int, int]] | None = None,
+    chat_template: str = "auto",
+    new_tokens: int = 24,
+    seed: int = 0,
+    bootstrap: int = 1000,
+    data_lang: str | None = None,
+    judge=None,
+) -> dict:
     """Greedy answers of the original (`baseline`) and of `model` (default: the baseline
     itself) with `mask` heads masked, on the report part of question-answer data; with a
     `judge.Judge`, also its 1-5 verdicts on both models' answers."""
@@ -143,32 +202,64 @@ def evaluate_qa(model: str | None, baseline: str, languages: list[str], data: st
     layout = H.head_layout(after.model)
     bad = [f"{l}.{h}" for l, h in mask or [] if not (0 <= l < layout.n_layers and 0 <= h < layout.n_heads)]
     if bad:
-        raise LangheadsError(f"--mask: no head {bad[0]} in a model of {layout.n_layers} layers x {layout.n_heads} heads")
+        raise LangheadsError(
+            f"--mask: no head {bad[0]} in a model of {layout.n_layers} layers x {layout.n_heads} heads"
+        )
     rows, generations = [], []
     for lang in languages:
         refs = [t.answer.strip() for t in items[lang]]
-        said_before = generate_answers(before, items[lang], qa.template_of(before.tokenizer, chat_template)[1], new_tokens)
+        said_before = generate_answers(
+            before, items[lang], qa.template_of(before.tokenizer, chat_template)[1], new_tokens
+        )
         with H.masked_heads(after.model, mask or []):
-            said_after = generate_answers(after, items[lang], qa.template_of(after.tokenizer, chat_template)[1],
-                                          new_tokens)
+            said_after = generate_answers(
+                after, items[lang], qa.template_of(after.tokenizer, chat_template)[1], new_tokens
+            )
         for metric in answer_metrics(said_before, said_after, refs, lang):
             rows.append({"language": lang, **metric.paired([seed, language_key(lang)], bootstrap)})
         if judge is not None:
-            rows.append(_judged(judge, items[lang], refs, said_before, said_after, lang, [seed, language_key(lang)],
-                                bootstrap))
-        generations += [{"language": lang, "id": t.id, "prompt": t.question or t.text[-80:], "reference": r,
-                         "before": b, "after": a} for t, r, b, a in zip(items[lang], refs, said_before, said_after)]
+            rows.append(
+                _judged(judge, items[lang], refs, said_before, said_after, lang, [seed, language_key(lang)], bootstrap)
+            )
+        generations += [
+            {
+                "language": lang,
+                "id": t.id,
+                "prompt": t.question or t.text[-80:],
+                "reference": r,
+                "before": b,
+                "after": a,
+            }
+            for t, r, b, a in zip(items[lang], refs, said_before, said_after)
+        ]
     from .judge import PROMPT
 
-    judged = None if judge is None else {"url": judge.url, "model": judge.model, "sent": judge.sent,
-                                         "retried": judge.retried, "cached": judge.cached,
-                                         "prompt": PROMPT, "cache": str(judge.cache_path)}
-    return {"kind": "qa", "model": model or baseline, "baseline": baseline, "baseline_sha256": before.model_hash,
-            "mask": [list(m) for m in mask or []],
-            "judge": judged,
-            "part": "report", "data": corpus.source, "table": pd.DataFrame(rows), "generations": generations,
-            "settings": {"chat_template": chat_template, "new_tokens": new_tokens, "seed": seed,
-                         "bootstrap": bootstrap}}
+    judged = (
+        None
+        if judge is None
+        else {
+            "url": judge.url,
+            "model": judge.model,
+            "sent": judge.sent,
+            "retried": judge.retried,
+            "cached": judge.cached,
+            "prompt": PROMPT,
+            "cache": str(judge.cache_path),
+        }
+    )
+    return {
+        "kind": "qa",
+        "model": model or baseline,
+        "baseline": baseline,
+        "baseline_sha256": before.model_hash,
+        "mask": [list(m) for m in mask or []],
+        "judge": judged,
+        "part": "report",
+        "data": corpus.source,
+        "table": pd.DataFrame(rows),
+        "generations": generations,
+        "settings": {"chat_template": chat_template, "new_tokens": new_tokens, "seed": seed, "bootstrap": bootstrap},
+    }
 
 
 def _judged(judge, items, refs, said_before, said_after, lang, seed, bootstrap) -> dict:
@@ -177,16 +268,35 @@ def _judged(judge, items, refs, said_before, said_after, lang, seed, bootstrap) 
     from .metrics import Metric
 
     def verdicts(said):
-        return np.array([np.nan if v is None else v for v, _ in
-                         (judge.rate(t.question or t.text, r, a, lang) for t, r, a in zip(items, refs, said))], float)
+        return np.array(
+            [
+                np.nan if v is None else v
+                for v, _ in (judge.rate(t.question or t.text, r, a, lang) for t, r, a in zip(items, refs, said))
+            ],
+            float,
+        )
 
     before, after = verdicts(said_before), verdicts(said_after)
     ok = ~(np.isnan(before) | np.isnan(after))
     unparsed = int(np.isnan(before).sum() + np.isnan(after).sum())
     if not ok.any():
-        return {"language": lang, "metric": "judge_1to5", "items": 0, "before": np.nan, "after": np.nan,
-                "change": np.nan, "ci_low": np.nan, "ci_high": np.nan, "higher_is_better": True, "unparsed": unparsed}
-    return {"language": lang, **Metric("judge_1to5", before[ok], after[ok]).paired(seed, bootstrap), "unparsed": unparsed}
+        return {
+            "language": lang,
+            "metric": "judge_1to5",
+            "items": 0,
+            "before": np.nan,
+            "after": np.nan,
+            "change": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "higher_is_better": True,
+            "unparsed": unparsed,
+        }
+    return {
+        "language": lang,
+        **Metric("judge_1to5", before[ok], after[ok]).paired(seed, bootstrap),
+        "unparsed": unparsed,
+    }
 
 
 def _task_manager(tasks: list[str], include: str | None):
@@ -199,13 +309,16 @@ def _task_manager(tasks: list[str], include: str | None):
     manager = TaskManager(include_path=include)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise LangheadsError(f"--lm-eval: unknown task {unknown[0]}" + ("" if include else
-                             " (for a task over your own files, give --lm-eval-include DIR with its YAML)"))
+        raise LangheadsError(
+            f"--lm-eval: unknown task {unknown[0]}"
+            + ("" if include else " (for a task over your own files, give --lm-eval-include DIR with its YAML)")
+        )
     return manager
 
 
-def _lm_eval_samples(loaded, tasks: list[str], manager, limit: int | None,
-                     mask: list[tuple[int, int]]) -> dict[str, dict[str, dict[int, float]]]:
+def _lm_eval_samples(
+    loaded, tasks: list[str], manager, limit: int | None, mask: list[tuple[int, int]]
+) -> dict[str, dict[str, dict[int, float]]]:
     """task -> metric -> doc_id -> value, from lm-evaluation-harness run on the model in memory."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -220,9 +333,16 @@ def _lm_eval_samples(loaded, tasks: list[str], manager, limit: int | None,
     return values
 
 
-def evaluate_lm_eval(model: str | None, baseline: str, tasks: list[str], include: str | None = None,
-                     limit: int | None = None, mask: list[tuple[int, int]] | None = None, seed: int = 0,
-                     bootstrap: int = 1000) -> dict:
+def evaluate_lm_eval(
+    model: str | None,
+    baseline: str,
+    tasks: list[str],
+    include: str | None = None,
+    limit: int | None = None,
+    mask: list[tuple[int, int]] | None = None,
+    seed: int = 0,
+    bootstrap: int = 1000,
+) -> dict:
     """lm-evaluation-harness tasks (Belebele, XNLI, XQuAD, MGSM, or your own YAML) on the
     original and on the edited or masked model, handed over in memory; per-document scores
     become Metric objects, so the change gets the same paired bootstrap as everything else."""
@@ -239,6 +359,15 @@ def evaluate_lm_eval(model: str | None, baseline: str, tasks: list[str], include
             docs = sorted(set(per_doc) & set(after[task].get(name, {})))
             metric = Metric(name, np.array([per_doc[d] for d in docs]), np.array([after[task][name][d] for d in docs]))
             rows.append({"task": task, **metric.paired([seed, language_key(task)], bootstrap)})
-    return {"kind": "lm-eval", "model": model or baseline, "baseline": baseline, "mask": [list(m) for m in mask or []],
-            "tasks": tasks, "include": include, "limit": limit, "table": pd.DataFrame(rows), "generations": [],
-            "settings": {"seed": seed, "bootstrap": bootstrap}}
+    return {
+        "kind": "lm-eval",
+        "model": model or baseline,
+        "baseline": baseline,
+        "mask": [list(m) for m in mask or []],
+        "tasks": tasks,
+        "include": include,
+        "limit": limit,
+        "table": pd.DataFrame(rows),
+        "generations": [],
+        "settings": {"seed": seed, "bootstrap": bootstrap},
+    }

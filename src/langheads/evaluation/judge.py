@@ -7,6 +7,7 @@ every reply is cached on disk under a hash of the request, so a rerun asks nothi
 a reply with no verdict in it is counted, never guessed. The standard library's HTTP client
 is enough: no SDK needed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,16 +64,16 @@ def completion_text(reply) -> str:
 
 @dataclass
 class Judge:
-    url: str                       # base URL of the endpoint, e.g. http://127.0.0.1:8000/v1
+    url: str  # base URL of the endpoint, e.g. http://127.0.0.1:8000/v1
     model: str
     cache_path: Path
     retries: int = 5
-    backoff_s: float = 1.0         # waits 1, 2, 4, 8, ... seconds between attempts
+    backoff_s: float = 1.0  # waits 1, 2, 4, 8, ... seconds between attempts
     timeout_s: float = 120.0
     api_key: str | None = field(default_factory=lambda: os.environ.get("OPENAI_API_KEY"))
-    sent: int = 0                  # requests that got an answer
-    retried: int = 0               # attempts that failed and were tried again
-    cached: int = 0                # verdicts read from the cache
+    sent: int = 0  # requests that got an answer
+    retried: int = 0  # attempts that failed and were tried again
+    cached: int = 0  # verdicts read from the cache
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -82,8 +83,17 @@ class Judge:
 
     def rate(self, question: str, reference: str, answer: str, language: str) -> tuple[int | None, str]:
         """(verdict 1-5 or None when the reply has none, the reply)."""
-        body = {"model": self.model, "temperature": 0, "max_tokens": 8, "messages": [{"role": "user", "content":
-                PROMPT.format(language=language, question=question, reference=reference, answer=answer)}]}
+        body = {
+            "model": self.model,
+            "temperature": 0,
+            "max_tokens": 8,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": PROMPT.format(language=language, question=question, reference=reference, answer=answer),
+                }
+            ],
+        }
         key = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         if key in self._cache:
             self.cached += 1
@@ -116,18 +126,24 @@ class Judge:
             except urllib.error.HTTPError as e:
                 why = f"HTTP {e.code}"
                 if 300 <= e.code < 400:
-                    raise LangheadsError(f"judge {url} answered with a redirect ({e.code}: {e.msg}); give the "
-                                         "endpoint's final URL") from None
+                    raise LangheadsError(
+                        f"judge {url} answered with a redirect ({e.code}: {e.msg}); give the endpoint's final URL"
+                    ) from None
                 if e.code != 429 and e.code < 500:  # the request itself is wrong: retrying will not help
                     detail = printable(e.read().decode(errors="replace")[:200])
                     raise LangheadsError(f"judge {url} refused the request ({why}: {detail})") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 why = printable(getattr(e, "reason", e))
             except (ValueError, KeyError, IndexError, TypeError) as e:  # JSONDecodeError is a ValueError
-                why = f": {printable(e)}" if isinstance(e, ValueError) and not isinstance(e, json.JSONDecodeError) else ""
-                raise LangheadsError(f"judge {url} answered, but not with an OpenAI-style chat completion{why}") from None
-        raise LangheadsError(f"judge {url} is not answering ({why}) after {self.retries + 1} attempts; is the "
-                             "server up?")
+                why = (
+                    f": {printable(e)}" if isinstance(e, ValueError) and not isinstance(e, json.JSONDecodeError) else ""
+                )
+                raise LangheadsError(
+                    f"judge {url} answered, but not with an OpenAI-style chat completion{why}"
+                ) from None
+        raise LangheadsError(
+            f"judge {url} is not answering ({why}) after {self.retries + 1} attempts; is the server up?"
+        )
 
 
 def read_cache(path: Path) -> dict[str, str]:
@@ -153,10 +169,13 @@ def read_cache(path: Path) -> dict[str, str]:
             if isinstance(row["key"], str) and isinstance(row["reply"], str):
                 cache[row["key"]] = row["reply"]
     if lines and not entries:
-        raise LangheadsError(f"--judge-cache {path} holds no cached verdicts (not a file langheads' judge wrote); "
-                             "give another file")
+        raise LangheadsError(
+            f"--judge-cache {path} holds no cached verdicts (not a file langheads' judge wrote); give another file"
+        )
     if len(cache) < len(lines):
-        print(f"langheads: note: {printable(path)}: {len(lines) - len(cache)} damaged cache line(s) skipped; "
-              "those verdicts are asked again", file=sys.stderr)
+        print(
+            f"langheads: note: {printable(path)}: {len(lines) - len(cache)} damaged cache line(s) skipped; "
+            "those verdicts are asked again",
+            file=sys.stderr,
+        )
     return cache
-

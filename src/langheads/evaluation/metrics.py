@@ -6,6 +6,7 @@ of the change, the one bootstrap every evaluation interval comes from. Answer me
 match, token F1, chrF, language switch) each turn (answer, reference, language) into one
 value per item.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,15 +23,22 @@ from ..bootstrap import paired_interval
 @dataclass
 class Metric:
     name: str
-    before: np.ndarray   # per item, the original model
-    after: np.ndarray    # per item, the edited (or masked) model
+    before: np.ndarray  # per item, the original model
+    after: np.ndarray  # per item, the edited (or masked) model
     higher_is_better: bool = True
 
     def paired(self, seed, n_boot: int = 1000) -> dict:
         (lo, hi), _ = paired_interval(self.before, self.after, seed, n_boot)
-        return {"metric": self.name, "items": len(self.before), "before": float(self.before.mean()),
-                "after": float(self.after.mean()), "change": float(self.after.mean() - self.before.mean()),
-                "ci_low": float(lo), "ci_high": float(hi), "higher_is_better": self.higher_is_better}
+        return {
+            "metric": self.name,
+            "items": len(self.before),
+            "before": float(self.before.mean()),
+            "after": float(self.after.mean()),
+            "change": float(self.after.mean() - self.before.mean()),
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "higher_is_better": self.higher_is_better,
+        }
 
 
 def normalize(text: str) -> str:
@@ -87,9 +95,21 @@ ANSWER_METRICS = {"exact_match": (exact_match, True), "token_f1": (token_f1, Tru
 
 def answer_metrics(before: list[str], after: list[str], references: list[str], lang: str) -> list[Metric]:
     """Exact match, token F1, chrF (0-1) and the language switch rate of two models' answers."""
-    out = [Metric(name, np.array([f(a, r) for a, r in zip(before, references)]),
-                  np.array([f(a, r) for a, r in zip(after, references)]), better)
-           for name, (f, better) in ANSWER_METRICS.items()]
-    out.append(Metric("language_switch", np.array([switched(a, lang) for a in before]),
-                      np.array([switched(a, lang) for a in after]), higher_is_better=False))
+    out = [
+        Metric(
+            name,
+            np.array([f(a, r) for a, r in zip(before, references)]),
+            np.array([f(a, r) for a, r in zip(after, references)]),
+            better,
+        )
+        for name, (f, better) in ANSWER_METRICS.items()
+    ]
+    out.append(
+        Metric(
+            "language_switch",
+            np.array([switched(a, lang) for a in before]),
+            np.array([switched(a, lang) for a in after]),
+            higher_is_better=False,
+        )
+    )
     return out

@@ -1,6 +1,7 @@
 """`langheads evaluate` as one library entry: its settings (every option defined once, the
 cross-option rules in `__post_init__`), the choice of evaluation (report texts, question
 answering, lm-evaluation-harness), the judge, the certificate and the evaluation folder."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,33 +14,50 @@ from ..options import comma_list, option
 @dataclass
 class EvaluateSettings:
     """Everything `langheads evaluate` is told; every option defined once, here."""
-    model: str | None = option(None, help="the edited (pruned, trimmed) model; with --qa --mask it defaults to "
-                               "--baseline")
+
+    model: str | None = option(
+        None, help="the edited (pruned, trimmed) model; with --qa --mask it defaults to --baseline"
+    )
     baseline: str = option("default", help="the original model")
     languages: list[str] | None = option(None, help="languages to evaluate (not with --lm-eval)")
     data: str | None = option(None, help="texts (default: bundled UDHR)")
     max_tokens: int | None = option(None, help="cut each text at the baseline's first N tokens")
     prompts: int = option(3, help="greedy continuations per language")
     new_tokens: int = option(24, help="tokens per greedy continuation or answer")
-    qa: str | None = option(None, metavar="DATA", help="question-answer data (JSONL, SQuAD .json, or cloze): greedy "
-                            "answers scored by exact match, token F1, chrF and language switch rate")
-    mask: str | None = option(None, metavar="L.H,...", help="with --qa: heads to mask (not prune) in --model, "
-                              "e.g. 3.1,5.2")
+    qa: str | None = option(
+        None,
+        metavar="DATA",
+        help="question-answer data (JSONL, SQuAD .json, or cloze): greedy "
+        "answers scored by exact match, token F1, chrF and language switch rate",
+    )
+    mask: str | None = option(
+        None, metavar="L.H,...", help="with --qa: heads to mask (not prune) in --model, e.g. 3.1,5.2"
+    )
     chat_template: str = option("auto", help="with --qa: auto | none | a Jinja file")
     data_lang: str | None = option(None, help="with --qa: the language of a SQuAD-format file")
-    judge: str | None = option(None, metavar="URL", help="with --qa: an OpenAI-compatible endpoint (e.g. "
-                               "http://127.0.0.1:8000/v1) that rates each answer 1-5, like the paper's GPT-3.5 judge")
+    judge: str | None = option(
+        None,
+        metavar="URL",
+        help="with --qa: an OpenAI-compatible endpoint (e.g. "
+        "http://127.0.0.1:8000/v1) that rates each answer 1-5, like the paper's GPT-3.5 judge",
+    )
     judge_model: str | None = option(None, help="the model name the --judge endpoint serves")
     judge_cache: str | None = option(None, help="file of cached verdicts (default: in the langheads cache)")
-    lm_eval: list[str] | None = option(None, metavar="TASKS", help="lm-evaluation-harness tasks (comma-separated), "
-                                       "run on the model in memory: belebele_*, xnli_*, xquad_*, mgsm_*, or your own")
+    lm_eval: list[str] | None = option(
+        None,
+        metavar="TASKS",
+        help="lm-evaluation-harness tasks (comma-separated), "
+        "run on the model in memory: belebele_*, xnli_*, xquad_*, mgsm_*, or your own",
+    )
     lm_eval_include: str | None = option(None, metavar="DIR", help="with --lm-eval: a folder of task YAML files")
     limit: int | None = option(None, help="with --lm-eval: at most this many documents per task")
     seed: int = option(0, help="seed of the bootstrap")
-    keep: list[str] | None = option(None, help="languages the deployment serves, for the certificate (default: "
-                                    "the model's record)")
-    budget: float | None = option(None, help="largest relative loss a kept language may show (default: the "
-                                  "model's pruning budget, else 0.02)")
+    keep: list[str] | None = option(
+        None, help="languages the deployment serves, for the certificate (default: the model's record)"
+    )
+    budget: float | None = option(
+        None, help="largest relative loss a kept language may show (default: the model's pruning budget, else 0.02)"
+    )
 
     def __post_init__(self):
         """Refuse bad values and combinations here, before any model loads."""
@@ -92,16 +110,26 @@ def evaluate(settings: EvaluateSettings, out, overwrite: bool = False) -> dict:
 
 
 def _evaluated(s: EvaluateSettings) -> dict:
-    from .evaluate import evaluate_lm_eval, evaluate_qa
-    from .evaluate import evaluate_texts
+    from .evaluate import evaluate_lm_eval, evaluate_qa, evaluate_texts
 
     if s.kind == "lm-eval":
         return evaluate_lm_eval(s.model, s.baseline, s.lm_eval, s.lm_eval_include, s.limit, s.heads, s.seed)
     if s.kind == "nll":
-        return evaluate_texts(s.model, s.baseline, s.languages, s.data, s.max_tokens, s.prompts,
-                              new_tokens=s.new_tokens, seed=s.seed)
-    return evaluate_qa(s.model, s.baseline, s.languages, s.qa, s.heads, s.chat_template, s.new_tokens, s.seed,
-                       data_lang=s.data_lang, judge=_judge(s))
+        return evaluate_texts(
+            s.model, s.baseline, s.languages, s.data, s.max_tokens, s.prompts, new_tokens=s.new_tokens, seed=s.seed
+        )
+    return evaluate_qa(
+        s.model,
+        s.baseline,
+        s.languages,
+        s.qa,
+        s.heads,
+        s.chat_template,
+        s.new_tokens,
+        s.seed,
+        data_lang=s.data_lang,
+        judge=_judge(s),
+    )
 
 
 def _judge(s: EvaluateSettings):

@@ -3,6 +3,7 @@
 Used to check a cheap method against the exact one (attribution vs exact, LAHIS vs exact).
 Spearman's rank correlation of the head scores, and the overlap of the top-k heads.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,11 @@ def mean_spearman(table: pd.DataFrame) -> str:
     undefined = table.loc[rho.isna(), "language"].tolist()
     if rho.notna().sum() == 0:
         return "mean spearman undefined (every language's scores are constant in one run)"
-    note = f" over {rho.notna().sum()} of {len(rho)} languages; undefined (constant scores): " \
-        f"{','.join(undefined)}" if undefined else ""
+    note = (
+        f" over {rho.notna().sum()} of {len(rho)} languages; undefined (constant scores): {','.join(undefined)}"
+        if undefined
+        else ""
+    )
     return f"mean spearman {rho.mean():.3f}{note}"
 
 
@@ -49,8 +53,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, top: int = 10) -> pd.Data
         sb = b[b.language == lang].set_index(["layer", "head"])["score"].reindex(sa.index)
         k = min(top, len(sa))
         top_a, top_b = set(sa.nlargest(k).index), set(sb.nlargest(k).index)
-        rows.append({"language": lang, "spearman": spearman(sa.to_numpy(), sb.to_numpy()),
-                     f"top{k}_overlap": len(top_a & top_b) / k})
+        rows.append(
+            {
+                "language": lang,
+                "spearman": spearman(sa.to_numpy(), sb.to_numpy()),
+                f"top{k}_overlap": len(top_a & top_b) / k,
+            }
+        )
     table = pd.DataFrame(rows)
     table.attrs.update(languages_a=run_a.languages, languages_b=run_b.languages)
     return table
@@ -64,15 +73,20 @@ def comparable(run_a, run_b) -> list[str]:
         raise LangheadsError("the two runs scanned different models")
     units = [run.info.get("component", {"name": "head"}) for run in (run_a, run_b)]
     if units[0] != units[1]:
-        raise LangheadsError(f"the two runs scanned different units (A: {_units(units[0])}; B: {_units(units[1])}): "
-                             "compare two runs of the same --component")
+        raise LangheadsError(
+            f"the two runs scanned different units (A: {_units(units[0])}; B: {_units(units[1])}): "
+            "compare two runs of the same --component"
+        )
     shared = [lang for lang in run_a.languages if lang in run_b.languages]
     if not shared:
-        raise LangheadsError(f"the two runs share no language (A: {','.join(run_a.languages)}; B: "
-                             f"{','.join(run_b.languages)})")
+        raise LangheadsError(
+            f"the two runs share no language (A: {','.join(run_a.languages)}; B: {','.join(run_b.languages)})"
+        )
     if (run_a.n_layers, run_a.n_heads) != (run_b.n_layers, run_b.n_heads):
-        raise LangheadsError(f"the two runs' models differ in shape ({run_a.n_layers}x{run_a.n_heads} heads vs "
-                             f"{run_b.n_layers}x{run_b.n_heads})")
+        raise LangheadsError(
+            f"the two runs' models differ in shape ({run_a.n_layers}x{run_a.n_heads} heads vs "
+            f"{run_b.n_layers}x{run_b.n_heads})"
+        )
     return shared
 
 

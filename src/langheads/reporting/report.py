@@ -5,6 +5,7 @@ run), each with a caption that says what was measured, on which texts and how ma
 policy that forbids fetching anything, so the page opens offline; each figure is also saved
 as PNG and SVG under REPORT_DIR/figures/. Everything is read through runs.py's readers.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,8 +23,13 @@ from ..options import option
 from ..plots import heatmap_figure, language_colours, panel_grid, pyplot
 from ..runs import Evaluation, PrunedFolder, Run, read_eval, read_pruned, read_run
 
-KIND_COLOURS = {"language-group": "#c9d3e3", "language-agnostic": "#222222", "language-general": "#222222",
-                "miscellaneous": "#f2f2f2", "other": "#f2f2f2"}
+KIND_COLOURS = {
+    "language-group": "#c9d3e3",
+    "language-agnostic": "#222222",
+    "language-general": "#222222",
+    "miscellaneous": "#f2f2f2",
+    "other": "#f2f2f2",
+}
 HATCH_NOTE = "hatched: the 95% interval includes zero"
 
 
@@ -39,8 +45,9 @@ def kinds_map(run: Run):
     from matplotlib.patches import Patch
 
     plt = pyplot()
-    used = sorted({h["languages"][0] for h in run.info["heads"]
-                   if h["kind"] == "language-specific" and len(h["languages"]) == 1})
+    used = sorted(
+        {h["languages"][0] for h in run.info["heads"] if h["kind"] == "language-specific" and len(h["languages"]) == 1}
+    )
     colours = language_colours(used)  # only languages with specific heads need a colour of their own
     grid = np.ones((run.n_layers, run.n_heads, 4))
     counts: dict[str, int] = {}
@@ -52,15 +59,22 @@ def kinds_map(run: Run):
         else:
             colour = plt.matplotlib.colors.to_rgba(KIND_COLOURS.get(kind, "#999999"))
         grid[h["layer"], h["head"]] = colour
-    fig, (ax, bars) = plt.subplots(1, 2, figsize=(max(5.0, 0.4 * run.n_heads + 4.5), 0.22 * run.n_layers + 1.8),
-                                   gridspec_kw={"width_ratios": [max(1, run.n_heads / 4), 1.4]})
+    fig, (ax, bars) = plt.subplots(
+        1,
+        2,
+        figsize=(max(5.0, 0.4 * run.n_heads + 4.5), 0.22 * run.n_layers + 1.8),
+        gridspec_kw={"width_ratios": [max(1, run.n_heads / 4), 1.4]},
+    )
     ax.imshow(grid, aspect="auto", interpolation="nearest")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title("kind of each head")
     legend = [Patch(color=colours[lang], label=f"specific: {lang}") for lang in used]
-    legend += [Patch(facecolor=KIND_COLOURS.get(k, "#999"), edgecolor="#888", label=k) for k in counts
-               if k != "language-specific"]
+    legend += [
+        Patch(facecolor=KIND_COLOURS.get(k, "#999"), edgecolor="#888", label=k)
+        for k in counts
+        if k != "language-specific"
+    ]
     ax.legend(handles=legend, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     names = list(counts)
     bars.barh(names, [counts[k] for k in names], color="#6a8fc7")
@@ -108,7 +122,7 @@ def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
     plt = pyplot()
     rows, cols = panel_grid(len(run.languages), 6)
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.5 * rows + 0.4), squeeze=False)
-    for ax in axes.ravel()[len(run.languages):]:
+    for ax in axes.ravel()[len(run.languages) :]:
         ax.axis("off")
     table = []
     for ax, lang in zip(axes.ravel(), run.languages):
@@ -122,8 +136,16 @@ def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
         ax.tick_params(axis="x", labelsize=6)
         ax.set_title(lang, fontsize=8)
         for r in best.itertuples():
-            table.append({"language": lang, "head": f"L{r.layer}H{r.head}", "kind": r.kind,
-                          "rel_increase": r.rel_increase, "rel_ci_low": r.rel_ci_low, "rel_ci_high": r.rel_ci_high})
+            table.append(
+                {
+                    "language": lang,
+                    "head": f"L{r.layer}H{r.head}",
+                    "kind": r.kind,
+                    "rel_increase": r.rel_increase,
+                    "rel_ci_low": r.rel_ci_low,
+                    "rel_ci_high": r.rel_ci_high,
+                }
+            )
     fig.supxlabel("NLL increase when removed (%), 95% interval", fontsize=8)
     fig.tight_layout()
     return fig, pd.DataFrame(table)
@@ -143,11 +165,17 @@ def prune_curve(pruned: PrunedFolder):
         base = curve[0]["nll"][lang]
         points = [(s, 100 * (c["nll"][lang] / base - 1)) for s, c in zip(steps, curve) if lang in c["nll"]]
         kept = lang in pruned.kept
-        ax.plot(*zip(*points), "-" if kept else "--", color=colours[lang], linewidth=1.8 if kept else 1.0,
-                label=f"{lang} ({'kept' if kept else 'dropped'})")
+        ax.plot(
+            *zip(*points),
+            "-" if kept else "--",
+            color=colours[lang],
+            linewidth=1.8 if kept else 1.0,
+            label=f"{lang} ({'kept' if kept else 'dropped'})",
+        )
     if pruned.budget is not None:
-        ax.axhline(100 * pruned.budget, color="#c33", linewidth=1, linestyle=":",
-                   label=f"budget +{100 * pruned.budget:.1f}%")
+        ax.axhline(
+            100 * pruned.budget, color="#c33", linewidth=1, linestyle=":", label=f"budget +{100 * pruned.budget:.1f}%"
+        )
     ax.set_xlabel("units removed")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("NLL change (%)")
@@ -224,7 +252,7 @@ def compare_figure(a: Run, b: Run):
         raise LangheadsError("--compare: the two runs share no language")
     rows, cols = panel_grid(len(shared), 6)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.1 * rows + 0.4), squeeze=False)
-    for ax in axes.ravel()[len(shared):]:
+    for ax in axes.ravel()[len(shared) :]:
         ax.axis("off")
     rhos = {}
     for ax, lang in zip(axes.ravel(), shared):
@@ -240,6 +268,7 @@ def compare_figure(a: Run, b: Run):
 
 
 # ---- the page -----------------------------------------------------------------------------
+
 
 @dataclass
 class Page:
@@ -262,8 +291,10 @@ class Page:
         plt.close(fig)
         (self.figures_dir / f"{name}.png").write_bytes(buffer.getvalue())
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
-        self.parts.append(f'<figure id="fig-{name}"><img alt="{_escape(name)}" src="data:image/png;base64,{data}">'
-                          f"<figcaption>{_escape(caption)}</figcaption></figure>")
+        self.parts.append(
+            f'<figure id="fig-{name}"><img alt="{_escape(name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_escape(caption)}</figcaption></figure>"
+        )
 
     def table(self, name: str, frame: pd.DataFrame, formats: dict | None = None) -> None:
         formats = formats or {}
@@ -272,7 +303,9 @@ class Page:
         for row in frame.itertuples(index=False):
             cells = [formats.get(c, _plain)(v) for c, v in zip(frame.columns, row)]
             body.append("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in cells) + "</tr>")
-        self.parts.append(f'<table id="table-{name}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+        self.parts.append(
+            f'<table id="table-{name}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        )
 
     def html(self) -> str:
         return PAGE.format(title=_escape(self.title), body="\n".join(self.parts))
@@ -305,12 +338,15 @@ td, th {{ border: 1px solid #ddd; padding: 2px 6px; text-align: right; }} th {{ 
 @dataclass
 class ReportSettings:
     """Everything `langheads report` is told; every option defined once, here."""
+
     run_dir: str = option(positional=True, metavar="RUN_DIR", help="a run folder from `langheads scan`")
-    prune: str | None = option(None, metavar="MODEL_DIR", help="a model folder from `langheads prune`: its curve "
-                               "and heads")
+    prune: str | None = option(
+        None, metavar="MODEL_DIR", help="a model folder from `langheads prune`: its curve and heads"
+    )
     eval: str | None = option(None, metavar="EVAL_DIR", help="a folder from `langheads evaluate`")
-    compare: str | None = option(None, metavar="RUN_B", help="another run of the same model (another method): "
-                                 "a scatter")
+    compare: str | None = option(
+        None, metavar="RUN_B", help="another run of the same model (another method): a scatter"
+    )
 
 
 def report(settings: ReportSettings, out, overwrite: bool = False) -> Path:
@@ -362,16 +398,17 @@ def build_page(run: Run, pruned: PrunedFolder | None, ev: Evaluation | None, oth
 
 def _text_note(run: Run) -> str:
     texts = [run.texts(lang) for lang in run.languages]
-    return (f"{sum(texts)} scoring texts of {run.info['corpus']['source']} "
-            f"({min(texts)}-{max(texts)} per language)")
+    return f"{sum(texts)} scoring texts of {run.info['corpus']['source']} ({min(texts)}-{max(texts)} per language)"
 
 
 def _intro(page: Page, run: Run, note: str) -> None:
     info, langs, model = run.info, run.languages, run.info["model"]
     units = "" if run.units == "heads" else f"; units: {model['layers'] * run.n_heads} {run.units}"
-    page.text(f"Model {model['id']} ({model['architecture']}, {model['layers']} layers x {model['heads']} heads, "
-              f"sha256 {model['sha256'][:12]}); method {run.method}{units}; {len(langs)} languages: "
-              f"{', '.join(langs)}; {note}.")
+    page.text(
+        f"Model {model['id']} ({model['architecture']}, {model['layers']} layers x {model['heads']} heads, "
+        f"sha256 {model['sha256'][:12]}); method {run.method}{units}; {len(langs)} languages: "
+        f"{', '.join(langs)}; {note}."
+    )
     page.text(f"Kinds by the rule: {info['rule']['text']}.")
     if "false_matters_bound" in info["rule"]:
         bound = info["rule"]["false_matters_bound"]
@@ -382,17 +419,26 @@ def _kinds_section(page: Page, run: Run, note: str) -> None:
     info, u = run.info, run.units
     page.heading(f"Kinds of {u}")
     page.table("counts", pd.DataFrame([{"kind": k, u: v} for k, v in info["counts"].items()]))
-    page.figure("kinds", kinds_map(run),
-                f"Kind of each of the {run.n_layers * run.n_heads} {u}, by the rule above ({info['rule']['name']}), "
-                f"from {note}. Specific {u} take their language's colour.")
+    page.figure(
+        "kinds",
+        kinds_map(run),
+        f"Kind of each of the {run.n_layers * run.n_heads} {u}, by the rule above ({info['rule']['name']}), "
+        f"from {note}. Specific {u} take their language's colour.",
+    )
 
 
 def _sample_section(page: Page, run: Run) -> None:
     page.heading("Sample: how many texts each language's intervals rest on")
     sample = run.info.get("sample") or {}
-    rows = [{"language": lang, "texts": run.texts(lang),
-             "median interval width": sample.get(lang, {}).get("median_ci_width", float("nan")),
-             "largest interval width": sample.get(lang, {}).get("max_ci_width", float("nan"))} for lang in run.languages]
+    rows = [
+        {
+            "language": lang,
+            "texts": run.texts(lang),
+            "median interval width": sample.get(lang, {}).get("median_ci_width", float("nan")),
+            "largest interval width": sample.get(lang, {}).get("max_ci_width", float("nan")),
+        }
+        for lang in run.languages
+    ]
     page.table("sample", pd.DataFrame(rows), {"median interval width": _points, "largest interval width": _points})
     if run.info.get("sample_note"):
         page.text("Note: " + run.info["sample_note"] + ".")
@@ -402,22 +448,34 @@ def _importance_sections(page: Page, run: Run, note: str) -> None:
     langs, model, u = run.languages, run.info["model"], run.units
     unit = u[:-1]
     page.heading(f"{u[0].upper()}{unit[1:]} importance per language")
-    page.figure("heatmap", heatmap_figure(run.scores, langs, printable(model["id"])),
-                f"Relative increase of mean token NLL when each {unit} alone is removed ({run.method}), per "
-                f"layer x {unit}, one colour scale for all languages (clipped at the 99th percentile); "
-                f"{HATCH_NOTE}. {note}.")
+    page.figure(
+        "heatmap",
+        heatmap_figure(run.scores, langs, printable(model["id"])),
+        f"Relative increase of mean token NLL when each {unit} alone is removed ({run.method}), per "
+        f"layer x {unit}, one colour scale for all languages (clipped at the 99th percentile); "
+        f"{HATCH_NOTE}. {note}.",
+    )
     page.heading(f"Which languages share {u}")
     fig, order, corr = similarity(run)
-    page.figure("similarity", fig,
-                f"Pearson correlation between languages' {unit}-importance vectors (relative NLL increase over all "
-                f"{run.n_layers * run.n_heads} {u}), languages ordered by average-linkage clustering on "
-                f"1 - correlation (dendrogram on top). Order: {', '.join(order)}.")
-    page.table("similarity", pd.DataFrame(corr, columns=langs).assign(language=langs)[["language", *langs]],
-               {lang: (lambda v: f"{v:.2f}") for lang in langs})
+    page.figure(
+        "similarity",
+        fig,
+        f"Pearson correlation between languages' {unit}-importance vectors (relative NLL increase over all "
+        f"{run.n_layers * run.n_heads} {u}), languages ordered by average-linkage clustering on "
+        f"1 - correlation (dendrogram on top). Order: {', '.join(order)}.",
+    )
+    page.table(
+        "similarity",
+        pd.DataFrame(corr, columns=langs).assign(language=langs)[["language", *langs]],
+        {lang: (lambda v: f"{v:.2f}") for lang in langs},
+    )
     page.heading(f"Top {u} per language")
     fig, table = top_heads(run)
-    page.figure("top_heads", fig, f"The 5 {u} whose removal raises each language's NLL most, with 95% bootstrap "
-                                  f"intervals over texts. {note}.")
+    page.figure(
+        "top_heads",
+        fig,
+        f"The 5 {u} whose removal raises each language's NLL most, with 95% bootstrap intervals over texts. {note}.",
+    )
     page.table("top_heads", table, {"rel_increase": pct, "rel_ci_low": pct, "rel_ci_high": pct})
 
 
@@ -431,59 +489,109 @@ def _pruning_section(page: Page, pruned: PrunedFolder, run: Run) -> None:
     said = describe(pruned.record).replace(chr(10), "; ") if "saved" in pruned.record else ""
     said = said[:1].upper() + said[1:]
     batches = len(pruned.curve) - 1
-    page.figure("prune_curve", prune_curve(pruned),
-                f"NLL change on the selection texts (never the scoring or report texts) as units are removed, "
-                f"batch by batch in the order chosen from {len(scans)} scan{'s' * (len(scans) != 1)}; "
-                f"{batches} batch{'es' * (batches != 1)}, {len(pruned.units)} units. {said}. "
-                f"Stopped: {pruned.record.get('stopped', '?')}.")
+    page.figure(
+        "prune_curve",
+        prune_curve(pruned),
+        f"NLL change on the selection texts (never the scoring or report texts) as units are removed, "
+        f"batch by batch in the order chosen from {len(scans)} scan{'s' * (len(scans) != 1)}; "
+        f"{batches} batch{'es' * (batches != 1)}, {len(pruned.units)} units. {said}. "
+        f"Stopped: {pruned.record.get('stopped', '?')}.",
+    )
     if pruned.heads_only:
-        page.figure("prune_removed", removed_grid(pruned, run.n_layers, run.n_heads),
-                    f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.")
+        page.figure(
+            "prune_removed",
+            removed_grid(pruned, run.n_layers, run.n_heads),
+            f"The {len(pruned.removed)} heads removed from {pruned.folder.name}, on the layer x head grid.",
+        )
     else:
-        page.figure("prune_removed", body_removed(pruned, run.n_layers),
-                    f"What {pruned.folder.name} lost per layer (original numbering): heads, MLP neurons, whole blocks.")
+        page.figure(
+            "prune_removed",
+            body_removed(pruned, run.n_layers),
+            f"What {pruned.folder.name} lost per layer (original numbering): heads, MLP neurons, whole blocks.",
+        )
     _prune_table(page, pruned)
 
 
 def _prune_table(page: Page, pruned: PrunedFolder) -> None:
     last, first = pruned.curve[-1]["nll"], pruned.curve[0]["nll"]
-    page.table("prune", pd.DataFrame([{"language": lang, "role": "kept" if lang in pruned.kept else "dropped",
-                                       "NLL change": last[lang] / first[lang] - 1} for lang in first]),
-               {"NLL change": pct})
+    page.table(
+        "prune",
+        pd.DataFrame(
+            [
+                {
+                    "language": lang,
+                    "role": "kept" if lang in pruned.kept else "dropped",
+                    "NLL change": last[lang] / first[lang] - 1,
+                }
+                for lang in first
+            ]
+        ),
+        {"NLL change": pct},
+    )
 
 
 def _answers_section(page: Page, ev: Evaluation) -> None:
     page.heading(f"Answers: {ev.info['model']} against {ev.info.get('baseline', '?')}")
-    page.text(f"Greedy answers on the report part of {ev.info.get('data', '?')}; paired 95% bootstrap intervals "
-              f"of the change; masked heads: {ev.info.get('mask') or 'none'}.")
+    page.text(
+        f"Greedy answers on the report part of {ev.info.get('data', '?')}; paired 95% bootstrap intervals "
+        f"of the change; masked heads: {ev.info.get('mask') or 'none'}."
+    )
     page.table("eval", ev.table)
 
 
 def _evaluation_section(page: Page, ev: Evaluation) -> None:
     t = ev.table
     page.heading(f"Evaluation: {ev.info['model']} against {ev.info.get('baseline', '?')}")
-    page.figure("eval", eval_figure(ev),
-                f"NLL per byte on the report texts ({int(t['n_texts'].sum())} texts, "
-                f"{int(t['n_texts'].min())}-{int(t['n_texts'].max())} per language; never used for any choice), "
-                "after vs before, with paired 95% bootstrap intervals.")
-    page.table("eval", t[["language", "n_texts", "nll_per_byte_before", "nll_per_byte_after", "per_byte_rel_change",
-                          "per_byte_rel_ci_low", "per_byte_rel_ci_high"]],
-               {"per_byte_rel_change": pct, "per_byte_rel_ci_low": pct, "per_byte_rel_ci_high": pct})
+    page.figure(
+        "eval",
+        eval_figure(ev),
+        f"NLL per byte on the report texts ({int(t['n_texts'].sum())} texts, "
+        f"{int(t['n_texts'].min())}-{int(t['n_texts'].max())} per language; never used for any choice), "
+        "after vs before, with paired 95% bootstrap intervals.",
+    )
+    page.table(
+        "eval",
+        t[
+            [
+                "language",
+                "n_texts",
+                "nll_per_byte_before",
+                "nll_per_byte_after",
+                "per_byte_rel_change",
+                "per_byte_rel_ci_low",
+                "per_byte_rel_ci_high",
+            ]
+        ],
+        {"per_byte_rel_change": pct, "per_byte_rel_ci_low": pct, "per_byte_rel_ci_high": pct},
+    )
     if ev.generations:
         page.parts.append("<h3>Generation samples (greedy), before and after</h3>")
-        page.table("generations", pd.DataFrame([{"language": g["language"], "prompt": g["prompt"],
-                                                 "before": g["before"], "after": g["after"]}
-                                                for g in ev.generations]))
+        page.table(
+            "generations",
+            pd.DataFrame(
+                [
+                    {"language": g["language"], "prompt": g["prompt"], "before": g["before"], "after": g["after"]}
+                    for g in ev.generations
+                ]
+            ),
+        )
 
 
 def _compare_section(page: Page, run: Run, other: Run) -> None:
     page.heading(f"Methods compared: {run.method} vs {other.method}")
     fig, rhos = compare_figure(run, other)
-    page.figure("compare", fig, f"Per language, each head's {run.method} score ({run.folder.name}) against its "
-                                f"{other.method} score ({other.folder.name}), with Spearman's rank correlation; "
-                                f"mean rho {np.nanmean(list(rhos.values())):.2f}.")
-    page.table("compare", pd.DataFrame([{"language": k, "spearman": v} for k, v in rhos.items()]),
-               {"spearman": lambda v: f"{v:.3f}"})
+    page.figure(
+        "compare",
+        fig,
+        f"Per language, each head's {run.method} score ({run.folder.name}) against its "
+        f"{other.method} score ({other.folder.name}), with Spearman's rank correlation; "
+        f"mean rho {np.nanmean(list(rhos.values())):.2f}.",
+    )
+    page.table(
+        "compare",
+        pd.DataFrame([{"language": k, "spearman": v} for k, v in rhos.items()]),
+        {"spearman": lambda v: f"{v:.3f}"},
+    )
 
 
 def _points(v: float) -> str:

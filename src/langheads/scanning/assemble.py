@@ -1,6 +1,7 @@
 """From per-text values to a run's scores: the one bootstrap every interval of a scan comes
 from, the kinds of its units by the settings' rule, the per-text table, and (adaptive) what
 the stopping rule cost."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,16 @@ from .plan import LanguageWork, Plan
 from .sequential import CALLS
 
 
-def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values: np.ndarray,
-                     seed: int, n_boot: int, level: float = 0.95, threshold: float = 0.01) -> pd.DataFrame:
+def bootstrap_scores(
+    method: ScoringMethod,
+    lang: str,
+    base: np.ndarray,
+    values: np.ndarray,
+    seed: int,
+    n_boot: int,
+    level: float = 0.95,
+    threshold: float = 0.01,
+) -> pd.DataFrame:
     """Score, relative score and percentile intervals per head, resampling texts, and the
     bootstrap p-value of "the relative increase exceeds `threshold`": (1 + resamples at or
     below it) / (1 + n_boot). The one bootstrap every interval of a scan comes from.
@@ -43,8 +52,23 @@ def bootstrap_scores(method: ScoringMethod, lang: str, base: np.ndarray, values:
             p = (1 + np.count_nonzero(rel <= threshold)) / (1 + n_boot)
             rel_score = score / base_mean if method.relative else score
             rows.append((layer, head, lang, score, lo, hi, rel_score, rlo, rhi, base_mean, n, p))
-    return pd.DataFrame(rows, columns=["layer", "head", "language", "score", "ci_low", "ci_high",
-                                       "rel_increase", "rel_ci_low", "rel_ci_high", "base_nll", "n_texts", "p_value"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "layer",
+            "head",
+            "language",
+            "score",
+            "ci_low",
+            "ci_high",
+            "rel_increase",
+            "rel_ci_low",
+            "rel_ci_high",
+            "base_nll",
+            "n_texts",
+            "p_value",
+        ],
+    )
 
 
 @dataclass
@@ -81,13 +105,16 @@ def assemble(plan: Plan, raw: dict[str, dict], pairs: dict[str, OpenPairs] | Non
 def _per_text(w: LanguageWork, base: np.ndarray, values: np.ndarray) -> pd.DataFrame:
     """One row per scored (text, head) and per text's unmodified NLL (layer = head = -1)."""
     L, Hn, n = values.shape
-    frame = pd.DataFrame({
-        "language": w.lang, "text_id": np.tile(w.text_ids, L * Hn + 1),
-        "layer": np.concatenate([[-1] * n, np.repeat(np.arange(L), Hn * n)]),
-        "head": np.concatenate([[-1] * n, np.tile(np.repeat(np.arange(Hn), n), L)]),
-        "n_tokens": np.tile([len(t) for t in w.token_lists], L * Hn + 1),
-        "value": np.concatenate([base, values.reshape(-1)]),
-    })
+    frame = pd.DataFrame(
+        {
+            "language": w.lang,
+            "text_id": np.tile(w.text_ids, L * Hn + 1),
+            "layer": np.concatenate([[-1] * n, np.repeat(np.arange(L), Hn * n)]),
+            "head": np.concatenate([[-1] * n, np.tile(np.repeat(np.arange(Hn), n), L)]),
+            "n_tokens": np.tile([len(t) for t in w.token_lists], L * Hn + 1),
+            "value": np.concatenate([base, values.reshape(-1)]),
+        }
+    )
     scored = np.isfinite(frame["value"].to_numpy())
     return frame if scored.all() else frame[scored].reset_index(drop=True)
 
@@ -98,6 +125,10 @@ def adaptive_record(plan: Plan, pairs: dict[str, OpenPairs]) -> dict:
     scored = int(sum(p.stopped_at.sum() for p in pairs.values()))
     full = int(sum(p.values.size for p in pairs.values()))
     stopped = np.concatenate([p.stopped().reshape(-1) for p in pairs.values()])
-    return {**plan.settings.stopping(len(longest.text_ids)).describe(),
-            "pair_texts_scored": scored, "pair_texts_full": full, "share": scored / full,
-            "stopped": {k: int((stopped == k).sum()) for k in CALLS.values()}}
+    return {
+        **plan.settings.stopping(len(longest.text_ids)).describe(),
+        "pair_texts_scored": scored,
+        "pair_texts_full": full,
+        "share": scored / full,
+        "stopped": {k: int((stopped == k).sum()) for k in CALLS.values()},
+    }

@@ -6,6 +6,7 @@ fixed share of the units still missing and writes them to the shared store; rank
 shows progress, then merges and writes the run folder. Nothing here decides a number: the
 units are the same whatever the number of processes.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,14 +34,18 @@ class Ranks:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device: str = "cpu") -> "Ranks":
+    def from_env(cls, device: str = "cpu") -> Ranks:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls()
         import torch.distributed as dist
 
-        ranks = cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
-                    int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        ranks = cls(
+            int(os.environ["RANK"]),
+            world,
+            int(os.environ.get("LOCAL_RANK", "0")),
+            int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+        )
         if not dist.is_initialized():
             backend = "nccl" if device.startswith("cuda") else "gloo"
             dist.init_process_group(backend, timeout=WAIT)
@@ -86,8 +91,10 @@ class Ranks:
         """One GPU per process: rank r of a machine takes cuda:r (LOCAL_RANK)."""
         if device == "cuda" and self.world > 1:
             if torch.cuda.device_count() < self.local_world:
-                raise LangheadsError(f"{self.local_world} processes on this machine but {torch.cuda.device_count()} "
-                                     "GPUs: start at most one process per GPU, or use --device-map auto")
+                raise LangheadsError(
+                    f"{self.local_world} processes on this machine but {torch.cuda.device_count()} "
+                    "GPUs: start at most one process per GPU, or use --device-map auto"
+                )
             torch.cuda.set_device(self.local_rank)
             return f"cuda:{self.local_rank}"
         return device
@@ -100,8 +107,9 @@ class Ranks:
         if n == 0:
             return []
         if n < self.local_world:
-            raise LangheadsError(f"{self.local_world} processes on this machine but {n} GPUs: start at most one "
-                                 "process per GPU")
+            raise LangheadsError(
+                f"{self.local_world} processes on this machine but {n} GPUs: start at most one process per GPU"
+            )
         size = n // self.local_world
         group = list(range(self.local_rank * size, (self.local_rank + 1) * size))
         torch.cuda.set_device(group[0])  # where NCCL puts this process's messages

@@ -18,6 +18,7 @@ when its score is above that language's `quantile` over all heads; language-gene
 it is in the top set of at least `min_languages` languages; language-specific (to each of
 its languages) when in 1 to min_languages-1 top sets; other when in none.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ class IntervalRule:
     level: float = 0.95
 
     @classmethod
-    def from_settings(cls, s) -> "IntervalRule":
+    def from_settings(cls, s) -> IntervalRule:
         """The rule a scan's settings (settings.ScanSettings) ask for."""
         return cls(s.threshold, s.agnostic_share)
 
@@ -92,8 +93,14 @@ class IntervalRule:
         for (layer, head), rows in scores.groupby(["layer", "head"], sort=True):
             yes = dict(zip(rows["language"], rows["_matters"]))
             matters = [lang for lang in languages if yes[lang]]
-            out.append({"layer": int(layer), "head": int(head), "kind": self.kind_of(len(matters), len(languages)),
-                        "languages": matters})
+            out.append(
+                {
+                    "layer": int(layer),
+                    "head": int(head),
+                    "kind": self.kind_of(len(matters), len(languages)),
+                    "languages": matters,
+                }
+            )
         return out
 
 
@@ -110,11 +117,12 @@ def benjamini_hochberg(p: np.ndarray, q: float) -> np.ndarray:
 class FdrRule(IntervalRule):
     """The interval rule's kinds, with "matters" decided by Benjamini-Hochberg over every
     head-language pair's bootstrap p-value (column p_value of scores)."""
+
     q: float = 0.05
     n_boot: int = 1000
 
     @classmethod
-    def from_settings(cls, s) -> "FdrRule":
+    def from_settings(cls, s) -> FdrRule:
         return cls(s.threshold, s.agnostic_share, q=s.fdr, n_boot=s.bootstrap)
 
     def matters(self, scores: pd.DataFrame) -> pd.Series:
@@ -123,20 +131,24 @@ class FdrRule(IntervalRule):
     def describe(self, n_languages: int, n_heads: int) -> dict:
         out = super().describe(n_languages, n_heads)
         n = out["n_intervals"]
-        out.update({
-            "name": "fdr",
-            "q": self.q,
-            "text": out["text"].replace(
-                f"the lower end of the {self.level:.0%} bootstrap interval of its relative NLL increase is above "
-                f"{self.threshold:.2%}",
-                f"Benjamini-Hochberg at false discovery rate {self.q:g}, over all {n} head-language pairs, rejects "
-                f"'relative NLL increase <= {self.threshold:.2%}' (bootstrap p-values)"),
-            "false_matters_bound": (
-                f"among the pairs called 'matters', the expected share of false ones is at most {self.q:g} "
-                f"(Benjamini-Hochberg over {n} pairs); bootstrap p-values are no smaller than 1/{self.n_boot + 1}, "
-                f"so with --bootstrap {self.n_boot} a pair needs rank k with k/{n} x {self.q:g} >= "
-                f"{1 / (self.n_boot + 1):.1e} to be called"),
-        })
+        out.update(
+            {
+                "name": "fdr",
+                "q": self.q,
+                "text": out["text"].replace(
+                    f"the lower end of the {self.level:.0%} bootstrap interval of its relative NLL increase is above "
+                    f"{self.threshold:.2%}",
+                    f"Benjamini-Hochberg at false discovery rate {self.q:g}, over all {n} head-language pairs, rejects "
+                    f"'relative NLL increase <= {self.threshold:.2%}' (bootstrap p-values)",
+                ),
+                "false_matters_bound": (
+                    f"among the pairs called 'matters', the expected share of false ones is at most {self.q:g} "
+                    f"(Benjamini-Hochberg over {n} pairs); bootstrap p-values are no smaller than 1/{self.n_boot + 1}, "
+                    f"so with --bootstrap {self.n_boot} a pair needs rank k with k/{n} x {self.q:g} >= "
+                    f"{1 / (self.n_boot + 1):.1e} to be called"
+                ),
+            }
+        )
         out.pop("level", None)
         return out
 
@@ -147,7 +159,7 @@ class LahisRule:
     min_languages: int = 4
 
     @classmethod
-    def from_settings(cls, s) -> "LahisRule":
+    def from_settings(cls, s) -> LahisRule:
         return cls(s.lahis_quantile, s.lahis_min_languages)
 
     def describe(self, n_languages: int, n_heads: int) -> dict:

@@ -3,6 +3,7 @@ torchrun), or, with --adaptive, score texts in rounds and stop each head-languag
 call is made. Each finished unit goes to the store (store.py, `<out>.units/`) at once, a pure
 function of the model, the texts and the settings: a scan started again after a crash computes
 only the missing units, whatever the order or process that computed the others."""
+
 from __future__ import annotations
 
 import time
@@ -24,11 +25,20 @@ def values_key(plan: Plan) -> dict:
     and the language list are applied at the end and never invalidate finished units.
     batch_tokens decides which texts share a unit."""
     s = plan.settings
-    return {"format_version": 1, "model_hash": plan.loaded.model_hash, "corpus": plan.corpus.sha256, "method": s.method,
-            "texts": s.texts, "max_tokens": s.max_tokens, "dtype": s.dtype, "load_in": s.load_in,
-            "batch_tokens": s.batch_tokens, **({"signal": plan.signal} if s.signal != "text" else {}),
-            **({"rounds": {"first_look": s.first_look, "step": 1}} if s.adaptive else {}),
-            **({"component": plan.component.record()} if plan.component and plan.component.name != "head" else {})}
+    return {
+        "format_version": 1,
+        "model_hash": plan.loaded.model_hash,
+        "corpus": plan.corpus.sha256,
+        "method": s.method,
+        "texts": s.texts,
+        "max_tokens": s.max_tokens,
+        "dtype": s.dtype,
+        "load_in": s.load_in,
+        "batch_tokens": s.batch_tokens,
+        **({"signal": plan.signal} if s.signal != "text" else {}),
+        **({"rounds": {"first_look": s.first_look, "step": 1}} if s.adaptive else {}),
+        **({"component": plan.component.record()} if plan.component and plan.component.name != "head" else {}),
+    }
 
 
 def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitStore, dict]:
@@ -47,8 +57,9 @@ def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitS
     return store, finished
 
 
-def score_units(plan: Plan, folder: Path, progress: bool = True, overwrite: bool = False,
-                ranks: Ranks | None = None) -> dict[str, dict] | None:
+def score_units(
+    plan: Plan, folder: Path, progress: bool = True, overwrite: bool = False, ranks: Ranks | None = None
+) -> dict[str, dict] | None:
     """Compute this process's share of the units the store lacks, then (rank 0 only) return
     every language's per-text values {"base": [n], "values": [L, H, n]}; other ranks get None."""
     from tqdm.auto import tqdm
@@ -58,9 +69,13 @@ def score_units(plan: Plan, folder: Path, progress: bool = True, overwrite: bool
     store, finished = _open_for_ranks(plan, folder, overwrite, ranks)
     missing = ranks.from_main([u for u in units if u not in finished] if ranks.main else None)
     mine = [missing[i] for i in ranks.share([plan.unit_flops(u) for u in missing])]
-    bar = tqdm(total=len(units), initial=len(units) - len(missing), unit="unit",
-               desc=f"scan ({plan.settings.method})" + (f", {ranks.world} processes" if ranks.world > 1 else ""),
-               disable=not (progress and ranks.main))
+    bar = tqdm(
+        total=len(units),
+        initial=len(units) - len(missing),
+        unit="unit",
+        desc=f"scan ({plan.settings.method})" + (f", {ranks.world} processes" if ranks.world > 1 else ""),
+        disable=not (progress and ranks.main),
+    )
     for unit in mine:
         bar.set_postfix_str(f"{unit.lang} {unit.name}")
         start = time.perf_counter()
@@ -79,8 +94,12 @@ def score_units(plan: Plan, folder: Path, progress: bool = True, overwrite: bool
 def _count_done(store: UnitStore, units: list[Unit]) -> int:
     names = {(u.lang, u.name + ".npz") for u in units}
     langs = {u.lang for u in units}
-    return sum((lang, p.name) in names for lang in langs if (store.folder / lang).is_dir()
-               for p in (store.folder / lang).iterdir())
+    return sum(
+        (lang, p.name) in names
+        for lang in langs
+        if (store.folder / lang).is_dir()
+        for p in (store.folder / lang).iterdir()
+    )
 
 
 def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
@@ -93,8 +112,10 @@ def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
         for unit in plan.method.units(w.lang, plan.layout, len(plan.batches(w))):
             got = finished.get(unit) or store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
             if got is None:
-                raise LangheadsError(f"{store.path(unit)} is missing after every process finished: is "
-                                     f"{store.folder} on a file system all machines share?")
+                raise LangheadsError(
+                    f"{store.path(unit)} is missing after every process finished: is "
+                    f"{store.folder} on a file system all machines share?"
+                )
             got.place(unit, plan.batch_of(unit).index, base, values)
         out[w.lang] = {"base": base, "values": values}
     return out
@@ -102,22 +123,29 @@ def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
 
 # ---- the adaptive scan -----------------------------------------------------------------
 
+
 @dataclass
 class OpenPairs:
     """One language's (head, language) pairs during an adaptive scan: which are still scored
     and what they have scored so far. Rounds take texts in order, so a pair's texts are always
     the language's first `stopped_at` texts."""
+
     rule: StoppingRule
-    base: np.ndarray        # [n_texts] the unmodified NLL, NaN until scored
-    values: np.ndarray      # [layers, heads, n_texts] NaN where not scored
-    state: np.ndarray       # [layers, heads] OPEN, MATTERS, BELOW or FUTILE (sequential.py)
+    base: np.ndarray  # [n_texts] the unmodified NLL, NaN until scored
+    values: np.ndarray  # [layers, heads, n_texts] NaN where not scored
+    state: np.ndarray  # [layers, heads] OPEN, MATTERS, BELOW or FUTILE (sequential.py)
     stopped_at: np.ndarray  # [layers, heads] texts the pair was scored on
 
     @classmethod
-    def start(cls, plan: Plan, w: LanguageWork) -> "OpenPairs":
+    def start(cls, plan: Plan, w: LanguageWork) -> OpenPairs:
         L, Hn, n = plan.layout.n_layers, plan.layout.n_heads, len(w.text_ids)
-        return cls(plan.settings.stopping(n), np.full(n, np.nan), np.full((L, Hn, n), np.nan),
-                   np.full((L, Hn), OPEN), np.full((L, Hn), n))
+        return cls(
+            plan.settings.stopping(n),
+            np.full(n, np.nan),
+            np.full((L, Hn, n), np.nan),
+            np.full((L, Hn), OPEN),
+            np.full((L, Hn), n),
+        )
 
     def open_heads(self, layer: int) -> list[int]:
         return [int(h) for h in np.flatnonzero(self.state[layer] == OPEN)]
@@ -130,7 +158,7 @@ class OpenPairs:
         if n >= self.rule.max_texts:
             return 0
         is_open = self.state == OPEN
-        d = self.values[is_open][:, :n]                       # [open pairs, n]
+        d = self.values[is_open][:, :n]  # [open pairs, n]
         decided = self.rule.decide(d, np.broadcast_to(self.base[:n], d.shape))
         self.state[is_open] = decided
         self.stopped_at[is_open] = np.where(decided == OPEN, self.rule.max_texts, n)
@@ -141,8 +169,9 @@ class OpenPairs:
         return np.vectorize(CALLS.get, otypes=[object])(self.state)
 
 
-def score_adaptive(plan: Plan, folder: Path, progress: bool = True, overwrite: bool = False,
-                   ranks: Ranks | None = None) -> dict[str, OpenPairs] | None:
+def score_adaptive(
+    plan: Plan, folder: Path, progress: bool = True, overwrite: bool = False, ranks: Ranks | None = None
+) -> dict[str, OpenPairs] | None:
     """Score round after round, only the pairs still open (sequential.py), every unit through
     the store; rank 0 returns each language's pairs, other ranks None."""
     from tqdm.auto import tqdm
@@ -150,12 +179,21 @@ def score_adaptive(plan: Plan, folder: Path, progress: bool = True, overwrite: b
     ranks = ranks or Ranks()
     store, finished = _open_for_ranks(plan, folder, overwrite, ranks)
     pairs = {w.lang: OpenPairs.start(plan, w) for w in plan.work}
-    bar = tqdm(total=sum(p.values.size for p in pairs.values()), unit="pair-text", desc="scan (exact, adaptive)",
-               disable=not (progress and ranks.main))
+    bar = tqdm(
+        total=sum(p.values.size for p in pairs.values()),
+        unit="pair-text",
+        desc="scan (exact, adaptive)",
+        disable=not (progress and ranks.main),
+    )
     for k in range(max(len(plan.round_batches(w)) for w in plan.work)):
-        todo = [(Unit(w.lang, b, layer, layer + 1), heads) for w in plan.work if k < len(plan.round_batches(w))
-                for b in plan.round_batches(w)[k] for layer in range(plan.layout.n_layers)
-                if (heads := pairs[w.lang].open_heads(layer))]
+        todo = [
+            (Unit(w.lang, b, layer, layer + 1), heads)
+            for w in plan.work
+            if k < len(plan.round_batches(w))
+            for b in plan.round_batches(w)[k]
+            for layer in range(plan.layout.n_layers)
+            if (heads := pairs[w.lang].open_heads(layer))
+        ]
         _score_some(plan, store, finished, todo, overwrite, ranks, bar)
         if ranks.main:
             for unit, heads in todo:
@@ -185,15 +223,18 @@ def _open_for_ranks(plan: Plan, folder: Path, overwrite: bool, ranks: Ranks) -> 
     return (store, finished) if ranks.main else (UnitStore(folder, values_key(plan)), {})
 
 
-def _score_some(plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[Unit, list[int]]],
-                overwrite: bool, ranks: Ranks, bar) -> None:
+def _score_some(
+    plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[Unit, list[int]]], overwrite: bool, ranks: Ranks, bar
+) -> None:
     """Compute the (unit, heads) the store lacks, shared among the processes; afterwards rank
     0's `finished` holds every unit of `todo`."""
+
     def holds(got, heads):
         return got is not None and (got.heads is None or set(heads) <= set(got.heads))
 
-    missing = ranks.from_main([i for i, (u, heads) in enumerate(todo) if not holds(finished.get(u), heads)]
-                              if ranks.main else None)
+    missing = ranks.from_main(
+        [i for i, (u, heads) in enumerate(todo) if not holds(finished.get(u), heads)] if ranks.main else None
+    )
     costs = [plan.unit_flops(todo[i][0]) * len(todo[i][1]) for i in missing]
     mine = [missing[j] for j in ranks.share(costs)]
     for group in _by_batch(todo, mine):  # one batch's units together: the method may share their loss
@@ -206,8 +247,10 @@ def _score_some(plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[U
                 continue
             finished[unit] = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
             if not holds(finished[unit], todo[i][1]):
-                raise LangheadsError(f"{store.path(unit)} lacks heads after every process finished: is "
-                                     f"{store.folder} on a file system all machines share?")
+                raise LangheadsError(
+                    f"{store.path(unit)} lacks heads after every process finished: is "
+                    f"{store.folder} on a file system all machines share?"
+                )
         for unit, heads in (todo[i] for i in set(range(len(todo))) - set(missing)):
             bar.update(len(heads) * len(plan.batch_of(unit).index))
 
@@ -220,18 +263,22 @@ def _by_batch(todo: list[tuple[Unit, list[int]]], items: list[int]) -> list[list
     return list(groups.values())
 
 
-def _score_group(plan: Plan, store: UnitStore, finished: dict, group: list[tuple[Unit, list[int]]], overwrite: bool,
-                 rank: int, bar) -> None:
+def _score_group(
+    plan: Plan, store: UnitStore, finished: dict, group: list[tuple[Unit, list[int]]], overwrite: bool, rank: int, bar
+) -> None:
     """Score the heads each unit of one text batch lacks, in one call of the method, and store
     every unit (with what an earlier attempt scored); each unit's logged time is its share of
     the call's by its FLOPs."""
     batch = plan.batch_of(group[0][0])
     olds = [finished.get(u) or store.load(u, plan.text_ids_of(u), plan.layout.n_heads, overwrite) for u, _ in group]
-    needs = [sorted(set(heads) - set(old.heads if old and old.heads is not None else []))
-             for (_, heads), old in zip(group, olds)]
+    needs = [
+        sorted(set(heads) - set(old.heads if old and old.heads is not None else []))
+        for (_, heads), old in zip(group, olds)
+    ]
     start = time.perf_counter()
-    news = plan.method.score_units(plan.loaded.model, plan.layout, batch, [(u.layers, need) for (u, _), need in
-                                                                            zip(group, needs)])
+    news = plan.method.score_units(
+        plan.loaded.model, plan.layout, batch, [(u.layers, need) for (u, _), need in zip(group, needs)]
+    )
     seconds = time.perf_counter() - start
     flops = [plan.unit_flops(u) * max(1, len(need)) for (u, _), need in zip(group, needs)]
     for (unit, heads), old, new, f in zip(group, olds, news, flops):

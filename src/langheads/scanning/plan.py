@@ -3,6 +3,7 @@ fixed work units (scoring.base.Unit: a language's text batch at a range of layer
 they cost (FLOPs, memory, the time at this machine's measured matmul rate). Planning returns a
 new Plan and changes nothing it was given (the settings it plans from keep the device asked
 for; the plan's own settings say the device resolved)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,9 @@ class Plan:
     layout: H.HeadLayout
     work: list[LanguageWork]
     method: ScoringMethod
-    signal: dict = field(default_factory=lambda: {"name": "text", "template": "", "meaning": "mean token NLL of the text"})
+    signal: dict = field(
+        default_factory=lambda: {"name": "text", "template": "", "meaning": "mean token NLL of the text"}
+    )
     component: Component | None = None  # what the units are (None: heads); layout counts its units
     _batches: dict[str, list[nll.Batch]] = field(default_factory=dict, repr=False)
     _rounds: dict[str, list[list[int]]] = field(default_factory=dict, repr=False)
@@ -121,8 +124,9 @@ class Plan:
 
     def weight_bytes(self) -> int:
         model = self.loaded.model
-        return sum(p.numel() * p.element_size() for p in model.parameters()) + \
-            sum(b.numel() * b.element_size() for b in model.buffers())
+        return sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
+            b.numel() * b.element_size() for b in model.buffers()
+        )
 
     def peak_bytes(self) -> int:
         """Coarse upper estimate of one process's working memory beyond the weights."""
@@ -148,11 +152,13 @@ def available_bytes(device: str) -> int:
     if device.startswith("cuda"):
         return torch.cuda.mem_get_info()[0]
     import psutil
+
     return psutil.virtual_memory().available
 
 
-def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus: Corpus | None = None,
-              ranks: Ranks | None = None) -> Plan:
+def plan_scan(
+    settings: ScanSettings, loaded: LoadedModel | None = None, corpus: Corpus | None = None, ranks: Ranks | None = None
+) -> Plan:
     """Check every input and work out what the scan will do, without scoring anything. Under
     torchrun each process plans the same units and loads its own replica (see distributed.py).
     `settings` is not changed: the plan holds a copy with the device resolved."""
@@ -165,8 +171,10 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
     answers = settings.signal == "answer"
     corpus = corpus or scan_corpus(settings.data, settings.data_lang, settings.signal)
     if answers and not corpus.has_answers:
-        raise LangheadsError(f"--signal answer needs question-answer data, and {corpus.source} has none: give JSONL "
-                             "with lang, context, question, answer, a SQuAD-format .json, or --data cloze")
+        raise LangheadsError(
+            f"--signal answer needs question-answer data, and {corpus.source} has none: give JSONL "
+            "with lang, context, question, answer, a SQuAD-format .json, or --data cloze"
+        )
     part = METHODS[settings.method].part  # switch takes its prompts from the selection texts
     texts = {lang: corpus.texts(lang, part, settings.texts) for lang in settings.languages}
     settings = dataclasses.replace(settings, device=resolve_device(settings.device))
@@ -191,11 +199,17 @@ def plan_scan(settings: ScanSettings, loaded: LoadedModel | None = None, corpus:
             _check_length(encoded, chosen, H.position_limit(loaded.model))
             work.append(LanguageWork(lang, [t.id for t in chosen], [e[0] for e in encoded], [e[1] for e in encoded]))
         else:
-            ids = nll.tokenize(loaded.tokenizer, [t.text for t in chosen], settings.max_tokens,
-                               H.position_limit(loaded.model))
+            ids = nll.tokenize(
+                loaded.tokenizer, [t.text for t in chosen], settings.max_tokens, H.position_limit(loaded.model)
+            )
             work.append(LanguageWork(lang, [t.id for t in chosen], ids))
-    signal = {"name": settings.signal, "template": template_name, "meaning": (
-        "mean token NLL of the reference answer given the prompt" if answers else "mean token NLL of the text")}
+    signal = {
+        "name": settings.signal,
+        "template": template_name,
+        "meaning": (
+            "mean token NLL of the reference answer given the prompt" if answers else "mean token NLL of the text"
+        ),
+    }
     return Plan(settings, loaded, corpus, layout, work, method, signal, component)
 
 
@@ -204,18 +218,22 @@ def _check_length(encoded: list[tuple[list[int], int]], items, limit: int | None
     answer cannot be cut)."""
     long = next(((t, len(ids)) for t, (ids, _) in zip(items, encoded) if limit and len(ids) > limit), None)
     if long:
-        raise LangheadsError(f"item {long[0].id} ({long[0].lang}) is {long[1]} tokens, and this model reads at most "
-                             f"{limit}: shorten its context or leave it out")
+        raise LangheadsError(
+            f"item {long[0].id} ({long[0].lang}) is {long[1]} tokens, and this model reads at most "
+            f"{limit}: shorten its context or leave it out"
+        )
 
 
 def _units_line(plan: Plan) -> str:
     """What the scan's units are: the heads, or the neuron groups or blocks of each layer."""
     u = plan.layout
     if plan.component is None or plan.component.name == "head":
-        return (f"{u.n_layers} layers x {u.n_heads} heads ({u.n_kv_heads} KV heads, head size {u.head_dim}) = "
-                f"{u.n_total} heads")
+        return (
+            f"{u.n_layers} layers x {u.n_heads} heads ({u.n_kv_heads} KV heads, head size {u.head_dim}) = "
+            f"{u.n_total} heads"
+        )
     if plan.component.name == "neuron":
-        return (f"{u.n_layers} layers x {u.n_heads} groups of {u.head_dim} MLP neurons = {u.n_total} neuron groups")
+        return f"{u.n_layers} layers x {u.n_heads} groups of {u.head_dim} MLP neurons = {u.n_total} neuron groups"
     return f"{u.n_layers} layers x 2 blocks (attention, mlp) = {u.n_total} blocks"
 
 
@@ -223,20 +241,27 @@ def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
     s = plan.settings
     gflops = plan.flops() / 1e9
     speed = _measured_gflops(plan.loaded.model.device.type if s.device_map else s.device)
-    place = f"{s.device}" + (f", device map {s.device_map}" if s.device_map else "") + \
-        (f", {s.load_in} (bitsandbytes)" if s.load_in else "")
+    place = (
+        f"{s.device}"
+        + (f", device map {s.device_map}" if s.device_map else "")
+        + (f", {s.load_in} (bitsandbytes)" if s.load_in else "")
+    )
     lines = [
         f"model {plan.loaded.model_id}: {_units_line(plan)}",
         f"method {s.method} on {place} ({s.dtype}); {len(plan.work)} languages from {plan.corpus.source}:",
     ]
     for w in plan.work:
-        lines.append(f"  {w.lang}: {len(w.text_ids)} scoring texts, {w.n_tokens} tokens, {len(plan.batches(w))} batches")
+        lines.append(
+            f"  {w.lang}: {len(w.text_ids)} scoring texts, {w.n_tokens} tokens, {len(plan.batches(w))} batches"
+        )
     units = plan.units()
     per_unit = "one text batch at one layer" if plan.method.layers_per_unit == 1 else "one text batch, every layer"
-    lines.append(f"{len(units)} work units ({per_unit}), about {gflops:,.0f} GFLOP; at the {speed:,.0f} GFLOP/s "
-                 f"a matmul reaches here, roughly {gflops / (0.5 * speed) / 60:.1f} min in one process "
-                 "(assuming half that rate)" + ("; --adaptive scores a part of it (pairs stop once settled)"
-                                                 if s.adaptive else ""))
+    lines.append(
+        f"{len(units)} work units ({per_unit}), about {gflops:,.0f} GFLOP; at the {speed:,.0f} GFLOP/s "
+        f"a matmul reaches here, roughly {gflops / (0.5 * speed) / 60:.1f} min in one process "
+        "(assuming half that rate)"
+        + ("; --adaptive scores a part of it (pairs stop once settled)" if s.adaptive else "")
+    )
     weights, work_mem = plan.weight_bytes(), plan.peak_bytes()
     if n_ranks > 1:
         costs = [plan.unit_flops(u) for u in units]
@@ -244,11 +269,15 @@ def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
             share = Ranks(rank=r, world=n_ranks).share(costs)
             first, last = (units[share.start], units[share.stop - 1]) if share else (None, None)
             span = f"{first.lang}/{first.name} .. {last.lang}/{last.name}" if share else "nothing"
-            lines.append(f"  rank {r}: {len(share)} units ({span}), about "
-                         f"{sum(costs[i] for i in share) / 1e9 / (0.5 * speed) / 60:.1f} min")
-    lines.append(f"memory per process: weights {weights / 2**30:.2f} GiB + working memory about "
-                 f"{work_mem / 2**30:.2f} GiB ({available_bytes(plan.loaded.model.device.type) / 2**30:.1f} GiB "
-                 "available here)")
+            lines.append(
+                f"  rank {r}: {len(share)} units ({span}), about "
+                f"{sum(costs[i] for i in share) / 1e9 / (0.5 * speed) / 60:.1f} min"
+            )
+    lines.append(
+        f"memory per process: weights {weights / 2**30:.2f} GiB + working memory about "
+        f"{work_mem / 2**30:.2f} GiB ({available_bytes(plan.loaded.model.device.type) / 2**30:.1f} GiB "
+        "available here)"
+    )
     return "\n".join(lines)
 
 
@@ -272,5 +301,6 @@ def check_memory(plan: Plan) -> None:
     if need > 0.8 * have:
         raise LangheadsError(
             f"the scan would need about {need / 2**30:.1f} GiB of working memory and {have / 2**30:.1f} GiB is free; "
-            f"lower --batch-tokens (now {plan.settings.batch_tokens}) or --chunk-tokens (now {plan.settings.chunk_tokens})"
+            f"lower --batch-tokens (now {plan.settings.batch_tokens}) or --chunk-tokens "
+            f"(now {plan.settings.chunk_tokens})"
         )

@@ -7,6 +7,7 @@ the rule) and write the run folder, which appears only when whole.
     settings.py  what a scan is asked (ScanSettings)    plan.py      the plan and its cost
     loops.py     the scoring loops and the store          assemble.py  values -> scores, kinds
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,15 @@ from .settings import ScanSettings
 from .store import store_dir
 
 
-def scan(settings: ScanSettings, out: Path, store: Path | None = None, overwrite: bool = False,
-         progress: bool = True, ranks: Ranks | None = None, announce=None) -> ScanResult | None:
+def scan(
+    settings: ScanSettings,
+    out: Path,
+    store: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    ranks: Ranks | None = None,
+    announce=None,
+) -> ScanResult | None:
     """Plan, score, assemble, write (see the module doc); rank 0 returns the result, the other
     ranks None once their units are in the store. `announce(text)`: the plan, before work starts."""
     from ..runs import write_run

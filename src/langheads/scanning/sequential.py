@@ -27,6 +27,7 @@ at the threshold, normal and heavy-tailed). The t-test is the assumption: per-te
 independent and close enough to normal for a t-test; with 2 texts (1 degree of freedom) its
 critical value is large, so only very consistent pairs stop there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,11 +44,11 @@ Z_FINAL = 1.959964  # the percentile bootstrap's 95% interval, as a normal one, 
 class StoppingRule:
     threshold: float = 0.01
     max_texts: int = 8
-    first: int = 2            # the first look, after this many texts
-    step: int = 1             # texts per round after the first look
+    first: int = 2  # the first look, after this many texts
+    step: int = 1  # texts per round after the first look
     early_alpha: float = 0.005
     futility: float = 0.05
-    statistic: str = "difference"   # difference: x = d - threshold b | ratio: x = d / b - threshold
+    statistic: str = "difference"  # difference: x = d - threshold b | ratio: x = d / b - threshold
 
     def looks(self) -> list[int]:
         """Numbers of texts at which pairs are looked at before the last text."""
@@ -90,15 +91,22 @@ class StoppingRule:
     def describe(self) -> dict:
         looks = self.looks()
         return {
-            "looks": looks, "last": self.max_texts, "early_alpha": self.early_alpha,
-            "alpha_per_look": self.alpha_per_look(), "futility": self.futility,
-            "text": (f"texts scored in rounds; after {', '.join(map(str, looks)) or 'no early look'} texts a pair stops "
-                     f"as 'matters' (or 'below') when a one-sided t-test on d - {self.threshold:g} x base "
-                     f"rejects 'relative increase <= {self.threshold:.2%}' (or '>=') at {self.alpha_per_look():.2g} "
-                     f"per look ({self.early_alpha:g} over all early looks, Bonferroni), or as 'futile' when the "
-                     f"predictive probability of 'matters' after {self.max_texts} texts is below {self.futility:g}; "
-                     f"pairs open after {self.max_texts} texts get the interval rule"),
-            "guarantee": (f"the early 'matters' calls add at most {self.early_alpha:g} to the interval rule's own "
-                          "chance of calling a pair 'matters' falsely (union bound over the looks; t-test assumptions); "
-                          "'below' and 'futile' stops add none"),
+            "looks": looks,
+            "last": self.max_texts,
+            "early_alpha": self.early_alpha,
+            "alpha_per_look": self.alpha_per_look(),
+            "futility": self.futility,
+            "text": (
+                f"texts scored in rounds; after {', '.join(map(str, looks)) or 'no early look'} texts a pair stops "
+                f"as 'matters' (or 'below') when a one-sided t-test on d - {self.threshold:g} x base "
+                f"rejects 'relative increase <= {self.threshold:.2%}' (or '>=') at {self.alpha_per_look():.2g} "
+                f"per look ({self.early_alpha:g} over all early looks, Bonferroni), or as 'futile' when the "
+                f"predictive probability of 'matters' after {self.max_texts} texts is below {self.futility:g}; "
+                f"pairs open after {self.max_texts} texts get the interval rule"
+            ),
+            "guarantee": (
+                f"the early 'matters' calls add at most {self.early_alpha:g} to the interval rule's own "
+                "chance of calling a pair 'matters' falsely (union bound over the looks; t-test assumptions); "
+                "'below' and 'futile' stops add none"
+            ),
         }

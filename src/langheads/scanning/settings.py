@@ -1,6 +1,7 @@
 """Every setting of a scan (the CLI's `scan` options are generated from ScanSettings' fields),
 checked once in __post_init__ for the library and the CLI alike, and the two checks made before
 a model loads: the device, and a model whose layers differ in shape."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,38 +26,54 @@ def refuse_uneven(spec: str) -> None:
 
     manifest = read_manifest(spec) if Path(spec).is_dir() else None
     if manifest is not None and manifest.needs_replay():
-        raise LangheadsError(f"{spec}: its layers keep different numbers of heads or MLP neurons, and a scan reads one "
-                             "layout for every layer; scan the model it was pruned from (its manifest names it), or "
-                             "a pruning made with --uniform")
+        raise LangheadsError(
+            f"{spec}: its layers keep different numbers of heads or MLP neurons, and a scan reads one "
+            "layout for every layer; scan the model it was pruned from (its manifest names it), or "
+            "a pruning made with --uniform"
+        )
 
 
 @dataclass
 class ScanSettings:
     """Every setting of a scan; the CLI's `scan` options are generated from these fields."""
+
     model: str = option("default", help=MODEL_HELP)
-    languages: list[str] = option(factory=lambda: ["en", "hi", "fr", "de", "es", "zh", "ar", "ru"],
-                                  help="comma-separated ISO 639-1 codes")
-    method: str = option("exact", help="exact | attribution | lahis | switch (language switch rate of greedy "
-                         "continuations, prompts from the selection texts) | lape (neurons: activation "
-                         "probability, forward only)")
-    component: str = option("head", help="head (attention heads) | neuron (groups of --neuron-group MLP neurons, "
-                            "each group removed as a whole) | block (each layer's whole attention and whole MLP)")
+    languages: list[str] = option(
+        factory=lambda: ["en", "hi", "fr", "de", "es", "zh", "ar", "ru"], help="comma-separated ISO 639-1 codes"
+    )
+    method: str = option(
+        "exact",
+        help="exact | attribution | lahis | switch (language switch rate of greedy "
+        "continuations, prompts from the selection texts) | lape (neurons: activation "
+        "probability, forward only)",
+    )
+    component: str = option(
+        "head",
+        help="head (attention heads) | neuron (groups of --neuron-group MLP neurons, "
+        "each group removed as a whole) | block (each layer's whole attention and whole MLP)",
+    )
     neuron_group: int = option(64, help="with --component neuron: neurons per group")
-    data: str | None = option(None, help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/"
-                              "answer items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal "
-                              "answer, cloze)")
+    data: str | None = option(
+        None,
+        help="a folder of <lang>.txt files, a JSONL file (texts, or lang/context/question/"
+        "answer items), a SQuAD-format .json, or cloze (default: bundled UDHR; with --signal "
+        "answer, cloze)",
+    )
     data_lang: str | None = option(None, help="the language of a SQuAD-format file whose name does not say it")
-    signal: str = option("text", help="text: NLL of running text | answer: NLL of the reference answer given the "
-                         "prompt (the paper's protocol)")
-    chat_template: str = option("auto", help="with --signal answer: auto (the model's own, else plain) | none "
-                                "(plain) | a Jinja file")
+    signal: str = option(
+        "text",
+        help="text: NLL of running text | answer: NLL of the reference answer given the prompt (the paper's protocol)",
+    )
+    chat_template: str = option(
+        "auto", help="with --signal answer: auto (the model's own, else plain) | none (plain) | a Jinja file"
+    )
     texts: int | None = option(None, help="at most this many scoring texts (or items) per language")
     max_tokens: int | None = option(None, help="cut each text to this many tokens")
     seed: int = option(0, help="seeds every bootstrap")
     bootstrap: int = option(1000, help="bootstrap resamples per interval")
     rule: str = option("interval", help="interval (ours) | fdr | lahis")
     threshold: float = option(0.01, help="relative NLL increase that matters (0.01 = 1%%)")
-    fdr: float = 0.05                # with rule fdr: the false discovery rate (the CLI's --fdr Q sets both)
+    fdr: float = 0.05  # with rule fdr: the false discovery rate (the CLI's --fdr Q sets both)
     agnostic_share: float = option(0.75, help="share of the languages a head must matter for to be agnostic")
     lahis_quantile: float = option(0.96, help="rule lahis: a language's top set is above this quantile")
     lahis_min_languages: int = option(4, help="rule lahis: top sets a head needs to be language-general")
@@ -67,13 +84,21 @@ class ScanSettings:
     device_map: str | None = option(None, help="auto: spread one model over several GPUs (accelerate)")
     load_in: str | None = option(None, help="4bit | 8bit: quantise with bitsandbytes (pip install 'langheads[quant]')")
     compile: bool = option(False, help="torch.compile MLPs, norms and the loss (worth it on GPUs)")
-    adaptive: bool = option(False, help="exact only: score texts in rounds and stop each head-language pair once "
-                            "its call is settled (a sequential test; docs/scan.md)")
+    adaptive: bool = option(
+        False,
+        help="exact only: score texts in rounds and stop each head-language pair once "
+        "its call is settled (a sequential test; docs/scan.md)",
+    )
     first_look: int = option(2, help="with --adaptive: texts scored before the first look")
-    early_alpha: float = option(0.005, help="with --adaptive: what early 'matters' calls may add to the chance of a "
-                                "false 'matters', over all looks")
-    futility: float = option(0.05, help="with --adaptive: stop a pair as 'does not matter' when its chance of "
-                             "'matters' after the last text is below this")
+    early_alpha: float = option(
+        0.005,
+        help="with --adaptive: what early 'matters' calls may add to the chance of a false 'matters', over all looks",
+    )
+    futility: float = option(
+        0.05,
+        help="with --adaptive: stop a pair as 'does not matter' when its chance of "
+        "'matters' after the last text is below this",
+    )
 
     def __post_init__(self):
         """Refuse bad values here, once, for the library and the CLI alike."""
@@ -85,8 +110,10 @@ class ScanSettings:
         checks.choice(self, "component", list(COMPONENTS))
         checks.count(self, "neuron_group")
         if self.component not in METHODS[self.method].components:
-            raise LangheadsError(f"--method {self.method} scores {' and '.join(METHODS[self.method].components)}s "
-                                 f"only, not --component {self.component}")
+            raise LangheadsError(
+                f"--method {self.method} scores {' and '.join(METHODS[self.method].components)}s "
+                f"only, not --component {self.component}"
+            )
         checks.choice(self, "signal", ["text", "answer"])
         checks.choice(self, "rule", ["interval", "fdr", "lahis"])
         checks.choice(self, "dtype", list(DTYPES))
@@ -105,11 +132,15 @@ class ScanSettings:
         checks.number(self, "early_alpha", 0.0, 1.0, low_open=True, high_open=True)
         checks.number(self, "futility", 0.0, 1.0, high_open=True)
         if self.adaptive and self.method != "exact":
-            raise LangheadsError(f"--adaptive stops exact ablations early; --method {self.method} scores every head "
-                                 "in one pass per batch, so there is nothing to stop")
+            raise LangheadsError(
+                f"--adaptive stops exact ablations early; --method {self.method} scores every head "
+                "in one pass per batch, so there is nothing to stop"
+            )
         if self.adaptive and self.rule != "interval":
-            raise LangheadsError(f"--adaptive calls pairs by the interval rule; --rule {self.rule} needs every pair "
-                                 "scored on every text: scan without --adaptive")
+            raise LangheadsError(
+                f"--adaptive calls pairs by the interval rule; --rule {self.rule} needs every pair "
+                "scored on every text: scan without --adaptive"
+            )
         resolve_device(self.device)  # refuses an unknown device, or CUDA without one
         Placement(device_map=self.device_map, load_in=self.load_in).check()
 

@@ -7,6 +7,7 @@ precision, batching) and nothing else: thresholds, rules, the bootstrap and the 
 are applied at the end, so a rescan with other ones reuses every finished unit. A store of
 another scan is refused, never deleted or mixed; `overwrite` replaces our own.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ class UnitStore:
         self.attempt = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"  # names this attempt's log
 
     @classmethod
-    def open(cls, folder: Path, key: dict, overwrite: bool = False) -> "UnitStore":
+    def open(cls, folder: Path, key: dict, overwrite: bool = False) -> UnitStore:
         """Make the store, or check that an existing one holds this scan's work."""
         folder = Path(folder)
         if folder.exists():
@@ -52,8 +53,10 @@ class UnitStore:
                 else:
                     differ = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
                     why = f"holds work of another scan ({', '.join(differ)} differ)"
-                raise LangheadsError(f"{folder} {why}; it is left in place: rerun with --overwrite to replace it, "
-                                     "or choose another --out")
+                raise LangheadsError(
+                    f"{folder} {why}; it is left in place: rerun with --overwrite to replace it, "
+                    "or choose another --out"
+                )
             if stored != key:
                 shutil.rmtree(folder)  # a store of ours, and the user asked to replace it
         folder.mkdir(parents=True, exist_ok=True)
@@ -97,14 +100,18 @@ class UnitStore:
             with np.load(path) as f:
                 heads = [int(h) for h in f["heads"]] if "heads" in f.files else None
                 scores = UnitScores(f["base"], f["values"], heads)
-                ok = (list(f["text_ids"]) == list(text_ids) and scores.base_nll.shape == (len(text_ids),)
-                      and scores.values.shape == (unit.stop - unit.first, n_heads, len(text_ids))
-                      and all(0 <= h < n_heads for h in heads or []))
+                ok = (
+                    list(f["text_ids"]) == list(text_ids)
+                    and scores.base_nll.shape == (len(text_ids),)
+                    and scores.values.shape == (unit.stop - unit.first, n_heads, len(text_ids))
+                    and all(0 <= h < n_heads for h in heads or [])
+                )
         except Exception:  # a truncated or foreign file: np.load raises many kinds
             ok = False
         if ok:
             return scores
         if overwrite:
             return None
-        raise LangheadsError(f"{path} is damaged or does not match this scan's texts; rerun with --overwrite to "
-                             "compute it again")
+        raise LangheadsError(
+            f"{path} is damaged or does not match this scan's texts; rerun with --overwrite to compute it again"
+        )

@@ -6,6 +6,7 @@ text). Removing a head sets its gate to 0, so to first order the text's NLL chan
 text's own gradient. Weights are frozen: only the gates get gradients. One backward gives
 every layer, so a unit is a whole batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,9 @@ def gate_gradients(model, layout, batch, chunk_tokens, scaled=None):
     try:
         with torch.enable_grad(), (scaled or H.scaled_heads)(model, {l: gates[l] for l in range(layout.n_layers)}):
             hidden = nll.trace(model, batch).final_hidden
-            per_row = nll.nll_from_hidden(model, hidden, batch.input_ids, batch.lengths, chunk_tokens,
-                                          starts=batch.starts)
+            per_row = nll.nll_from_hidden(
+                model, hidden, batch.input_ids, batch.lengths, chunk_tokens, starts=batch.starts
+            )
             (grad,) = torch.autograd.grad(per_row.sum(), gates)
     finally:
         for p, w in zip(model.parameters(), was):

@@ -6,11 +6,12 @@ process can take any unit and the numbers do not depend on who computed them or 
 order. How per-text values become one score per head (`aggregate`) is the method's too, so
 the bootstrap in scan.py works the same for all of them.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from ..nll import Batch
 @dataclass(frozen=True)
 class Unit:
     """One fixed piece of a scan: batch `batch` of `lang`'s texts, layers first..stop-1."""
+
     lang: str
     batch: int
     first: int
@@ -38,11 +40,11 @@ class Unit:
 
 @dataclass
 class UnitScores:
-    base_nll: np.ndarray   # [rows] the unmodified model's mean token NLL per text of the batch
-    values: np.ndarray     # [stop - first, n_heads, rows] the method's per-text value per head
+    base_nll: np.ndarray  # [rows] the unmodified model's mean token NLL per text of the batch
+    values: np.ndarray  # [stop - first, n_heads, rows] the method's per-text value per head
     heads: list[int] | None = None  # the heads scored (None: all; the others' values are NaN)
 
-    def place(self, unit: "Unit", rows, base: np.ndarray, values: np.ndarray, heads=None) -> None:
+    def place(self, unit: Unit, rows, base: np.ndarray, values: np.ndarray, heads=None) -> None:
         """The one unit assembly: write this unit into its language's arrays, base [n_texts]
         and values [n_layers, n_heads, n_texts], at the batch's text positions `rows` (only
         `heads`, when given)."""
@@ -56,21 +58,21 @@ class UnitScores:
 
 @dataclass
 class LanguageScores:
-    base_nll: np.ndarray   # [n_texts] the unmodified model's mean token NLL per text
-    values: np.ndarray     # [n_layers, n_heads, n_texts] the method's per-text value per head
+    base_nll: np.ndarray  # [n_texts] the unmodified model's mean token NLL per text
+    values: np.ndarray  # [n_layers, n_heads, n_texts] the method's per-text value per head
 
 
 class ScoringMethod(ABC):
     name: str
-    value_meaning: str     # what one per-text value is, written into the run record
+    value_meaning: str  # what one per-text value is, written into the run record
     layers_per_unit: int | None = None  # None: every layer in one unit (one backward gives them all)
-    needs_backward: bool = True         # keeps every layer's activations (for memory estimates)
-    relative: bool = True               # rel_increase = score / base (False: values are already shares)
-    part: str = "scoring"               # which part of the data the scan scores on
-    component = None                    # components.Component whose units are scored (None: heads), given at init
+    needs_backward: bool = True  # keeps every layer's activations (for memory estimates)
+    relative: bool = True  # rel_increase = score / base (False: values are already shares)
+    part: str = "scoring"  # which part of the data the scan scores on
+    component = None  # components.Component whose units are scored (None: heads), given at init
     components = ("head", "neuron", "block")  # which components the method can score
 
-    def prepare(self, loaded) -> None:
+    def prepare(self, loaded) -> None:  # noqa: B027 (a hook: most methods need nothing here)
         """Take what the method needs from the loaded model beyond its weights (a tokenizer)."""
 
     def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, component=None):
@@ -86,7 +88,9 @@ class ScoringMethod(ABC):
     def score_unit(self, model, layout: HeadLayout, batch: Batch, layers: range) -> UnitScores:
         """Per-text values of every head in `layers`, for the texts of one batch."""
 
-    def score_units(self, model, layout: HeadLayout, batch: Batch, wanted: list[tuple[range, list[int]]]) -> list[UnitScores]:
+    def score_units(
+        self, model, layout: HeadLayout, batch: Batch, wanted: list[tuple[range, list[int]]]
+    ) -> list[UnitScores]:
         """Several units of one text batch, each (layers, heads to score): one UnitScores each.
         A method may share work between them (exact ablation: one output-layer pass)."""
         return [self.score_unit(model, layout, batch, layers, heads=heads) for layers, heads in wanted]
@@ -107,8 +111,14 @@ class ScoringMethod(ABC):
     def units(self, lang: str, layout: HeadLayout, n_batches: int) -> list[Unit]:
         return [Unit(lang, b, r.start, r.stop) for b in range(n_batches) for r in self.layer_ranges(layout)]
 
-    def score_language(self, model, layout: HeadLayout, batches: list[Batch], n_texts: int,
-                       advance: Callable[[int], None] = lambda k: None) -> LanguageScores:
+    def score_language(
+        self,
+        model,
+        layout: HeadLayout,
+        batches: list[Batch],
+        n_texts: int,
+        advance: Callable[[int], None] = lambda k: None,
+    ) -> LanguageScores:
         """Every unit of one language in this process (tests and benchmarks; scans go through scan.py)."""
         base = np.zeros(n_texts)
         values = np.zeros((layout.n_layers, layout.n_heads, n_texts))

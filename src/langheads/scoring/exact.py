@@ -6,6 +6,7 @@ and the loss only. Several removals share one forward: the batch is repeated onc
 and each copy carries its own head mask. A unit is one layer; consecutive units of the same
 batch share its trace.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,14 @@ class ExactAblation(ScoringMethod):
     layers_per_unit = 1
     needs_backward = False
 
-    def __init__(self, chunk_tokens: int = 1024, batch_tokens: int = 4096, component=None, reuse: bool = True,
-                 layers: list[int] | None = None):
+    def __init__(
+        self,
+        chunk_tokens: int = 1024,
+        batch_tokens: int = 4096,
+        component=None,
+        reuse: bool = True,
+        layers: list[int] | None = None,
+    ):
         """`reuse=False` recomputes every layer for every head (the benchmark's baseline);
         `layers` scores only those layers (the others' values stay 0)."""
         super().__init__(chunk_tokens, batch_tokens, component)
@@ -43,15 +50,18 @@ class ExactAblation(ScoringMethod):
         if self._traced is None or self._traced[0] is not batch:
             self._traced = None  # free the last batch's trace first
             tr = nll.trace(model, batch)
-            base = nll.nll_from_hidden(model, tr.final_hidden, batch.input_ids, batch.lengths, self.chunk_tokens,
-                                       starts=batch.starts)
+            base = nll.nll_from_hidden(
+                model, tr.final_hidden, batch.input_ids, batch.lengths, self.chunk_tokens, starts=batch.starts
+            )
             self._traced = (batch, tr, base.double().cpu().numpy())
         return self._traced[1], self._traced[2]
 
     def score_unit(self, model, layout, batch, layers, heads=None):
         """`heads`: score only these heads of the layers (an adaptive scan's open pairs); the
         others' values are NaN."""
-        return self.score_units(model, layout, batch, [(layers, list(range(layout.n_heads)) if heads is None else heads)])[0]
+        return self.score_units(
+            model, layout, batch, [(layers, list(range(layout.n_heads)) if heads is None else heads)]
+        )[0]
 
     @torch.no_grad()
     def score_units(self, model, layout, batch, wanted):
@@ -62,12 +72,13 @@ class ExactAblation(ScoringMethod):
         layer) fills a loss pass by itself. Values row by row as each unit alone."""
         tr, base_rows = self._trace(model, batch)
         rows = batch.input_ids.shape[0]
-        values = [torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64)
-                  for layers, _ in wanted]
+        values = [
+            torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64) for layers, _ in wanted
+        ]
         waiting, where = [], []  # last-layer outputs [copies * rows, T, d]; (unit, layer index, heads) of each
 
         def flush():
-            hidden = torch.cat(waiting)                          # [all copies * rows, T, d]
+            hidden = torch.cat(waiting)  # [all copies * rows, T, d]
             copies = hidden.shape[0] // rows
             nlls = nll.copies_nll(model, batch, hidden, copies, self.chunk_tokens).double().cpu().view(copies, rows)
             first = 0
@@ -82,15 +93,25 @@ class ExactAblation(ScoringMethod):
             for i, layer in enumerate(layers):
                 for chosen in self._forwards(sorted(heads), batch):
                     factors = self._factors(chosen, rows, layout, device)
-                    waiting.append(nll.resume_hidden(model, tr, layer if self.reuse else 0, {layer: factors},
-                                                     copies=len(chosen), scaled=self.scaled))
+                    waiting.append(
+                        nll.resume_hidden(
+                            model,
+                            tr,
+                            layer if self.reuse else 0,
+                            {layer: factors},
+                            copies=len(chosen),
+                            scaled=self.scaled,
+                        )
+                    )
                     where.append((u, i, chosen))
                     if sum(len(c) for _, _, c in where) * positions >= self.chunk_tokens:
                         flush()
         if waiting:
             flush()
-        return [UnitScores(base_rows, v.numpy() - base_rows, None if len(heads) == layout.n_heads else sorted(heads))
-                for v, (_, heads) in zip(values, wanted)]
+        return [
+            UnitScores(base_rows, v.numpy() - base_rows, None if len(heads) == layout.n_heads else sorted(heads))
+            for v, (_, heads) in zip(values, wanted)
+        ]
 
     def _forwards(self, heads: list[int], batch) -> list[list[int]]:
         """The heads in groups of as many copies as one forward of `batch_tokens` holds."""

@@ -4,6 +4,7 @@ Per text, the gate gradient times the gate, g = dL/dm * m at m = 1. A head's sco
 mean over texts of |g| times the share of texts where g < 0. The passes are attribution's;
 only the sign of the kept value and the aggregate differ.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -12,6 +12,7 @@ base NLL (rel_increase = score), and the interval rule's kinds read "active on m
 threshold's share of tokens", not LAPE's entropy rule: use a lape run to rank groups
 (`langheads compare` against an exact run), not for its kinds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,19 +37,22 @@ class Lape(ScoringMethod):
         group = layout.head_dim
         counts = {}
         valid = (torch.arange(batch.input_ids.shape[1])[None, :] < batch.lengths[:, None]).to(
-            next(model.parameters()).device)  # [rows, T] real tokens
+            next(model.parameters()).device
+        )  # [rows, T] real tokens
 
         def keep(layer):
             def count(out):
-                active = (out > 0) & valid[..., None]                       # [rows, T, width]
+                active = (out > 0) & valid[..., None]  # [rows, T, width]
                 per_group = active.view(*active.shape[:2], -1, group).sum(dim=(1, 3))  # [rows, groups]
                 counts[layer] = per_group.double() / (valid.sum(dim=1, keepdim=True) * group)
+
             return count
 
         with _watched(model, {i: keep(i) for i in layers}, valid.shape):
             hidden = nll.trace(model, batch).final_hidden
-        base = nll.nll_from_hidden(model, hidden, batch.input_ids, batch.lengths, self.chunk_tokens,
-                                   starts=batch.starts)
+        base = nll.nll_from_hidden(
+            model, hidden, batch.input_ids, batch.lengths, self.chunk_tokens, starts=batch.starts
+        )
         values = torch.stack([counts[l] for l in layers]).permute(0, 2, 1)  # [layers, groups, rows]
         return UnitScores(base.double().cpu().numpy(), values.cpu().numpy())
 
@@ -65,8 +69,10 @@ def _watched(model, counts: dict, shape: tuple):
         with adapter.activation_tap({i: get(layer, adapter.mlp_out) for i, layer in layers.items()}, taps):
             yield
         return
-    handles = [get(layer, adapter.mlp_act).register_forward_hook(lambda m, a, out, count=counts[i]: count(out))
-               for i, layer in layers.items()]
+    handles = [
+        get(layer, adapter.mlp_act).register_forward_hook(lambda m, a, out, count=counts[i]: count(out))
+        for i, layer in layers.items()
+    ]
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ and a language identifier (py3langid) judges each continuation. A text's value f
 switched-with-the-head-removed minus switched-unmodified (-1, 0 or 1), so the score is the
 increase of the switch rate, and the base is the unmodified switch rate.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,10 @@ from .base import ScoringMethod, UnitScores
 class LanguageSwitch(ScoringMethod):
     name = "switch"
     components = ("head",)  # generations per head; neuron groups would multiply them by the groups per head
-    value_meaning = ("1 if the greedy continuation of the text's first tokens leaves its language when the head alone "
-                     "is removed, minus the same for the unmodified model")
+    value_meaning = (
+        "1 if the greedy continuation of the text's first tokens leaves its language when the head alone "
+        "is removed, minus the same for the unmodified model"
+    )
     layers_per_unit = 1
     needs_backward = False
     relative = False  # scores are differences of shares already
