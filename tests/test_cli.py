@@ -248,3 +248,28 @@ def test_cuda_without_a_gpu_is_refused(tiny_dirs, sample_data, tmp_path):
         "cuda",
     )
     assert "no CUDA device" in line
+
+
+def test_each_option_s_choices_make_its_help_and_its_check():
+    """One list of choices per option (options.option(choices=...)): the help shows it and the
+    settings refuse a value outside it, naming the same list."""
+    import dataclasses
+
+    from langheads.edit.pruning import PruneSettings
+    from langheads.edit.vocab import TrimSettings
+    from langheads.errors import LangheadsError
+    from langheads.options import choices_of, help_of
+    from langheads.scanning.settings import ScanSettings
+
+    needed = {ScanSettings: {}, PruneSettings: {"scan": ["run"], "keep": ["en"]}, TrimSettings: {"keep": ["en"]}}
+    seen = 0
+    for cls, given in needed.items():
+        for f in dataclasses.fields(cls):
+            names = choices_of(f) if "help" in f.metadata else None
+            if names is None:
+                continue
+            seen += 1
+            assert help_of(f).startswith(" | ".join(names)), (cls.__name__, f.name)
+            with pytest.raises(LangheadsError, match=f"choose one of {', '.join(names)}"):
+                cls(**given, **{f.name: "no-such-value"})
+    assert seen >= 8  # method, component, signal, rule, dtype (scan), dtype (prune), rarity, dtype (trim)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import LangheadsError
 from ..manifest import read_manifest, write_model_folder
 from ..models import DTYPES, LoadedModel, load_model
-from ..options import option
+from ..options import check_choices, option
 from ..runs import read_run
 from . import savings
 from .candidates import PruneResult, dropped
@@ -37,7 +37,7 @@ class PruneSettings:
         help="remove this many units (heads, neuron groups, blocks) instead of using the budget",
         aliases=("--heads",),
     )
-    dtype: str = option("float32", help="float32 | bfloat16 | float16 for the saved weights")
+    dtype: str = option("float32", choices=lambda: tuple(DTYPES), help="the saved weights")
     uniform: bool = option(
         False,
         help="keep every layer alike, so the config says the shapes: one head from every "
@@ -69,7 +69,7 @@ class PruneSettings:
         checks.number(self, "max_increase", 0.0)
         checks.count(self, "units", optional=True)
         checks.count(self, "patience", minimum=0)
-        checks.choice(self, "dtype", list(DTYPES))
+        check_choices(self)
         checks.count(self, "batch_tokens")
         checks.count(self, "chunk_tokens")
         checks.count(self, "max_vocab", optional=True)

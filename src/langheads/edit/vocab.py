@@ -28,7 +28,8 @@ import torch
 from .. import heads as H
 from ..builtin import MODEL_HELP
 from ..errors import LangheadsError
-from ..options import option
+from ..models import DTYPES
+from ..options import check_choices, option
 
 SCRIPT_SHARE = 0.01  # a script is a language's when it writes at least 1% of its letters
 # Words in Unicode character names that are not the script (FULLWIDTH LATIN A is Latin).
@@ -688,18 +689,16 @@ class TrimSettings:
         "(placeholder tokens such as Gemma's <unusedN> always)",
     )
     vocab_texts: str | None = option(None, help="texts to count token rarity on (same formats as --data)")
-    rarity: str = option("auto", help="auto | texts | wordfreq | order (what ranks tokens for --max-vocab)")
+    rarity: str = option("auto", choices=lambda: RARITIES, help="what ranks tokens for --max-vocab")
     data: str | None = option(None, help="texts the kept languages' scripts are measured on (default: bundled UDHR)")
-    dtype: str = option("float32", help="float32 | bfloat16 | float16 for the saved weights")
+    dtype: str = option("float32", choices=lambda: tuple(DTYPES), help="the saved weights")
 
     def __post_init__(self):
         from .. import checks
-        from ..models import DTYPES
 
         checks.languages(self, "keep")
         checks.count(self, "max_vocab", optional=True)
-        checks.choice(self, "rarity", list(RARITIES))
-        checks.choice(self, "dtype", list(DTYPES))
+        check_choices(self)
         if self.rarity == "texts" and not self.vocab_texts:
             raise LangheadsError("--rarity texts needs --vocab-texts")
 

@@ -11,8 +11,8 @@ import torch
 
 from ..builtin import MODEL_HELP
 from ..errors import LangheadsError
-from ..models import Placement
-from ..options import option
+from ..models import DTYPES, Placement
+from ..options import check_choices, option
 from ..scoring import METHODS, ScoringMethod
 from ..units import COMPONENTS
 from .kinds import RULES
@@ -43,14 +43,15 @@ class ScanSettings:
     )
     method: str = option(
         "exact",
-        help="exact | attribution | lahis | switch (language switch rate of greedy "
-        "continuations, prompts from the selection texts) | lape (neurons: activation "
-        "probability, forward only)",
+        choices=lambda: tuple(METHODS),
+        help="switch: language switch rate of greedy continuations, prompts from the selection texts; "
+        "lape: neurons' activation probability, forward only",
     )
     component: str = option(
         "head",
-        help="head (attention heads) | neuron (groups of --neuron-group MLP neurons, "
-        "each group removed as a whole) | block (each layer's whole attention and whole MLP)",
+        choices=COMPONENTS,
+        help="attention heads, groups of --neuron-group MLP neurons (each group removed as a whole), or "
+        "blocks (each layer's whole attention and whole MLP)",
     )
     neuron_group: int = option(64, help="with --component neuron: neurons per group")
     data: str | None = option(
@@ -62,7 +63,8 @@ class ScanSettings:
     data_lang: str | None = option(None, help="the language of a SQuAD-format file whose name does not say it")
     signal: str = option(
         "text",
-        help="text: NLL of running text | answer: NLL of the reference answer given the prompt (the paper's protocol)",
+        choices=("text", "answer"),
+        help="NLL of running text, or NLL of the reference answer given the prompt (the paper's protocol)",
     )
     chat_template: str = option(
         "auto", help="with --signal answer: auto (the model's own, else plain) | none (plain) | a Jinja file"
@@ -71,7 +73,7 @@ class ScanSettings:
     max_tokens: int | None = option(None, help="cut each text to this many tokens")
     seed: int = option(0, help="seeds every bootstrap")
     bootstrap: int = option(1000, help="bootstrap resamples per interval")
-    rule: str = option("interval", help="interval (ours) | fdr | lahis")
+    rule: str = option("interval", choices=lambda: tuple(RULES), help="interval is ours")
     threshold: float = option(0.01, help="relative NLL increase that matters (0.01 = 1%%)")
     fdr: float = 0.05  # with rule fdr: the false discovery rate (the CLI's --fdr Q sets both)
     agnostic_share: float = option(0.75, help="share of the languages a head must matter for to be agnostic")
@@ -80,7 +82,7 @@ class ScanSettings:
     batch_tokens: int = option(4096, help="padded positions per forward (bounds memory)")
     chunk_tokens: int = option(1024, help="positions per chunk of full-vocabulary logits")
     device: str = option("cpu", help="cpu | cuda | auto")
-    dtype: str = option("float32", help="float32 | bfloat16 | float16")
+    dtype: str = option("float32", choices=lambda: tuple(DTYPES), help="")
     device_map: str | None = option(None, help="auto: spread one model over several GPUs (accelerate)")
     load_in: str | None = option(None, help="4bit | 8bit: quantise with bitsandbytes (pip install 'langheads[quant]')")
     compile: bool = option(False, help="torch.compile MLPs, norms and the loss (worth it on GPUs)")
@@ -103,20 +105,15 @@ class ScanSettings:
     def __post_init__(self):
         """Refuse bad values here, once, for the library and the CLI alike."""
         from .. import checks
-        from ..models import DTYPES
 
         checks.languages(self, "languages")
-        checks.choice(self, "method", list(METHODS))
-        checks.choice(self, "component", list(COMPONENTS))
+        check_choices(self)
         checks.count(self, "neuron_group")
         if self.component not in METHODS[self.method].components:
             raise LangheadsError(
                 f"--method {self.method} scores {' and '.join(METHODS[self.method].components)}s "
                 f"only, not --component {self.component}"
             )
-        checks.choice(self, "signal", ["text", "answer"])
-        checks.choice(self, "rule", ["interval", "fdr", "lahis"])
-        checks.choice(self, "dtype", list(DTYPES))
         checks.count(self, "texts", minimum=2, optional=True)  # an interval needs at least 2 texts
         checks.count(self, "max_tokens", minimum=2, optional=True)  # BOS and one token to predict
         checks.count(self, "seed", minimum=0)
