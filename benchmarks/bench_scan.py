@@ -31,6 +31,7 @@ import torch
 
 from langheads import heads as H
 from langheads import nll, synthetic
+from langheads.components import component_for
 from langheads.scoring import ExactAblation, GradientAttribution
 
 
@@ -65,9 +66,9 @@ def naive_map(model, layout, languages, layers, pad_id, device):
     out = {}
     for lang, token_lists in languages.items():
         base = labels_loss(model, token_lists, pad_id, device)
-        grid = np.full((layout.n_layers, layout.n_heads), np.nan)
+        grid = np.full((layout.n_layers, layout.n_units), np.nan)
         for layer in layers:
-            for head in range(layout.n_heads):
+            for head in range(layout.n_units):
                 with H.masked_heads(model, [(layer, head)]):
                     grid[layer, head] = labels_loss(model, token_lists, pad_id, device) - base
         out[lang] = grid
@@ -153,7 +154,7 @@ def main():
     torch.set_grad_enabled(False)
 
     model, languages, pad_id, name = load(args)
-    layout = H.head_layout(model)
+    layout = component_for(model).layout  # the scan's units: every head of every layer
     device = args.device
     n_tokens = sum(len(t) for ts in languages.values() for t in ts)
     sample = sorted(set(np.linspace(0, layout.n_layers - 1, args.sample_layers).round().astype(int).tolist()))
@@ -180,7 +181,7 @@ def main():
 
     t_a, naive = timed(device, lambda: naive_map(model, layout, languages, sample, pad_id, device))
     t_a *= scale
-    bt = args.batch_tokens // layout.n_heads
+    bt = args.batch_tokens // layout.n_units
     no_reuse = ExactAblation(args.chunk_tokens, args.batch_tokens, reuse=False, layers=sample)
     t_b, _ = timed(device, lambda: method_map(no_reuse, model, layout, languages, bt, pad_id))
     t_b *= scale
@@ -224,7 +225,7 @@ def main():
     body = params - head_params
     head_flop = 2 * head_params * n_tokens
     naive_flop = layout.n_total * plain_flop
-    exact_flop = plain_flop + layout.n_heads * sum(
+    exact_flop = plain_flop + layout.n_units * sum(
         2 * body * n_tokens * (layout.n_layers - l) / layout.n_layers + head_flop for l in range(layout.n_layers)
     )
     unit, div = ("TFLOP/s", 1e12) if torch.device(device).type == "cuda" else ("GFLOP/s", 1e9)

@@ -28,7 +28,7 @@ def _zeroed_group(component, model, layer: int, unit: int):
     of the MLP output projection zeroed, or of their expert's slice of a mixture's stacked down."""
     proj, g = component.target(model, layer), component.group
     if component.experts:
-        expert, group = divmod(unit, component.layout.n_heads // component.experts)
+        expert, group = divmod(unit, component.layout.n_units // component.experts)
         weight, index = (
             proj.down_proj,
             (expert, slice(None), slice(group * g, group * g + g)),
@@ -56,7 +56,7 @@ def test_neuron_group_ablation_equals_zeroed_weights(arch):
     method.component = component
     out = method.score_language(model, layout, nll.make_batches(ids, 40), len(ids))
     reference = nll.reference_nll(model, ids).double().numpy()
-    units = (0, layout.n_heads // (component.experts or 2), layout.n_heads - 1)  # MoE: expert 0, 1 and the last
+    units = (0, layout.n_units // (component.experts or 2), layout.n_units - 1)  # MoE: expert 0, 1 and the last
     for layer in (0, layout.n_layers - 1):
         for unit in units:
             with _zeroed_group(component, model, layer, unit):
@@ -78,7 +78,7 @@ def test_neuron_attribution_is_minus_the_gate_gradient(arch):
     batches = nll.make_batches(ids, 4096)
     out = method.score_language(model, component.layout, batches, len(ids))
     eps, layer, group = 1e-3, 1, 2  # RMSNorm computes in float32: a smaller step drowns in its rounding
-    factors = torch.ones(component.layout.n_heads, dtype=torch.float64)
+    factors = torch.ones(component.layout.n_units, dtype=torch.float64)
     factors[group] = 1 - eps
     plain = _nll64(model, ids)
     with component.scaled(model, {layer: factors}):
@@ -249,7 +249,7 @@ def test_moe_neurons_scanned_per_expert_and_removed_alike_from_every_expert(arch
 
     def masked_logits(units):
         factors = {
-            l: torch.ones(component.layout.n_heads).index_fill_(
+            l: torch.ones(component.layout.n_units).index_fill_(
                 0, torch.tensor([g for _, x, g in units if x == l], dtype=torch.long), 0.0
             )
             for l in range(3)

@@ -10,6 +10,7 @@ import torch
 from langheads import heads as H
 from langheads import nll, synthetic
 from langheads.cli import main
+from langheads.components import component_for
 from langheads.corpus import split_of
 from langheads.scoring import METHODS, ExactAblation, GradientAttribution, Lahis
 
@@ -21,7 +22,7 @@ TEXTS = SAMPLE["en"][:3] + SAMPLE["hi"][:3] + ["x", "ab"]
 def _setup(arch):
     model = synthetic.tiny(arch)
     ids = nll.tokenize(synthetic.byte_tokenizer(), TEXTS)
-    return model, H.head_layout(model), ids
+    return model, component_for(model).layout, ids
 
 
 def test_batches_sorted_and_cover_every_text():
@@ -44,7 +45,7 @@ def test_exact_matches_naive_loop(arch):
     out = method.score_language(model, layout, batches, len(ids), lambda k: None)
     assert np.abs(out.base_nll - reference).max() < 1e-4
     for layer in range(layout.n_layers):
-        for head in range(layout.n_heads):
+        for head in range(layout.n_units):
             with H.masked_heads(model, [(layer, head)]):
                 ablated = nll.reference_nll(model, ids).double().numpy()
             assert np.abs(out.values[layer, head] - (ablated - reference)).max() < 1e-4, (layer, head)
@@ -58,9 +59,9 @@ def test_units_of_one_batch_scored_together_equal_one_at_a_time(arch):
     model, layout, ids = _setup(arch)
     batch = nll.make_batches(ids[:3], 4096)[0]
     wanted = [
-        (range(0, 1), [0, layout.n_heads - 1]),
+        (range(0, 1), [0, layout.n_units - 1]),
         (range(1, 2), [1]),
-        (range(layout.n_layers - 1, layout.n_layers), list(range(layout.n_heads))),
+        (range(layout.n_layers - 1, layout.n_layers), list(range(layout.n_units))),
     ]
     for chunk in (5, 10_000):
         together = ExactAblation(chunk_tokens=chunk).score_units(model, layout, batch, wanted)
@@ -89,7 +90,7 @@ def test_attribution_is_minus_the_gate_gradient(arch):
         model, layout, nll.make_batches(ids, 60), len(ids), lambda k: None
     )
     for t in (0, 4):
-        gates = torch.ones(layout.n_layers, layout.n_heads, requires_grad=True)
+        gates = torch.ones(layout.n_layers, layout.n_units, requires_grad=True)
         with H.scaled_heads(model, {l: gates[l] for l in range(layout.n_layers)}):
             x = torch.tensor([ids[t]])
             logits = model(input_ids=x).logits[0, :-1]
@@ -168,7 +169,7 @@ def test_switch_method_matches_one_head_at_a_time_generation(tiny_dirs, sample_d
 
     base = alone([])
     np.testing.assert_array_equal(out.base_nll, base)
-    for head in range(plan.layout.n_heads):
+    for head in range(plan.layout.n_units):
         np.testing.assert_array_equal(out.values[0, head], alone([(1, head)]) - base)
     assert plan.work[0].text_ids and all(split_of(i) == "selection" for i in plan.work[0].text_ids)
 

@@ -23,13 +23,13 @@ from torch import nn
 from . import heads as H
 from .archs.base import get
 from .errors import LangheadsError
-from .units import BLOCKS, COMPONENTS
+from .units import BLOCKS, COMPONENTS, UnitLayout
 
 
 @dataclass(frozen=True)
 class Component:
     name: str  # head | neuron | block
-    layout: H.HeadLayout  # for neurons: n_heads = groups per layer, head_dim = neurons per group
+    layout: UnitLayout  # units per layer and each one's width
     group: int | None = None  # neurons per group (neuron only)
     experts: int | None = None  # experts per layer (a mixture of experts' neurons), groups expert-major
 
@@ -46,15 +46,15 @@ class Component:
         if self.name == "block":
             return _scaled_blocks(model, factors)
         return _neuron_scaler(model)(
-            {l: self.target(model, l) for l in factors}, factors, self.layout.n_heads, self.group
+            {l: self.target(model, l) for l in factors}, factors, self.layout.n_units, self.group
         )
 
     def record(self) -> dict:
         """What the run record says of the units (a run's rows are layers x units x languages)."""
         return {
             "name": self.name,
-            "units_per_layer": self.layout.n_heads,
-            "unit_width": self.layout.head_dim,
+            "units_per_layer": self.layout.n_units,
+            "unit_width": self.layout.unit_width,
             **({"neurons_per_group": self.group} if self.name == "neuron" else {}),
             **({"experts": self.experts} if self.experts else {}),
             **({"units": list(BLOCKS)} if self.name == "block" else {}),
@@ -66,7 +66,7 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
     family's MLP has no single output projection, or the width does not split into groups)."""
     layout = H.head_layout(model)
     if name == "head":
-        return Component("head", layout)
+        return Component("head", UnitLayout("head", layout.n_layers, layout.n_heads, layout.head_dim))
     if name not in COMPONENTS:
         raise LangheadsError(f"unknown --component '{name}'; choose one of {', '.join(COMPONENTS)}")
     adapter = H.adapter_for(model)
@@ -74,7 +74,7 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
         raise LangheadsError(f"--component {name}: {layout.model_type} has no MLP output projection langheads knows")
     if name == "block":  # unit width: the MLP's, for the record (attention's is heads x head size)
         width = adapter.mlp_width(get(H.decoder_layers(model)[0], adapter.mlp_out))
-        return Component("block", H.HeadLayout(layout.model_type, layout.n_layers, 2, 2, width))
+        return Component("block", UnitLayout("block", layout.n_layers, 2, width))
     widths = {adapter.mlp_width(get(layer, adapter.mlp_out)) for layer in H.decoder_layers(model)}
     if len(widths) != 1:
         raise LangheadsError(
@@ -88,7 +88,7 @@ def component_for(model: nn.Module, name: str = "head", group: int = 64) -> Comp
             f"--neuron-group {group} does not divide the MLP width{each} {per_expert}; choose a "
             f"divisor (e.g. {_divisor_near(per_expert, group)})"
         )
-    units = H.HeadLayout(layout.model_type, layout.n_layers, width // group, width // group, group)
+    units = UnitLayout("neuron", layout.n_layers, width // group, group)
     return Component("neuron", units, group, width // per_expert if adapter.experts else None)
 
 

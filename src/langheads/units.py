@@ -10,10 +10,28 @@ per group, experts) says how an index maps to neurons. `name` is what summaries,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 COMPONENTS = ("head", "neuron", "block")
 BLOCKS = ("attention", "mlp")  # a block's index in its layer
 NOUNS = {"head": "heads", "neuron": "neuron groups", "block": "blocks"}
 HEAD = {"name": "head"}  # the component record of a head scan (runs before components wrote none)
+
+
+@dataclass(frozen=True)
+class UnitLayout:
+    """What a scan scores in each layer: n_units units of unit_width features each (query heads
+    of head size, neuron groups of so many neurons, or the layer's 2 blocks). The model's own
+    heads, KV groups included, are heads.head_layout's (archs.HeadLayout)."""
+
+    component: str  # head | neuron | block
+    n_layers: int
+    n_units: int  # units per layer
+    unit_width: int  # features per unit: head size, neurons per group, a block's width
+
+    @property
+    def n_total(self) -> int:
+        return self.n_layers * self.n_units
 
 
 def name(component: dict, layer: int, index: int) -> str:

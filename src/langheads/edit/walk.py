@@ -142,7 +142,7 @@ class Body:
                 c = components[name]
                 factors: dict[int, torch.Tensor] = {}
                 for layer, unit in units:
-                    factors.setdefault(layer, torch.ones(c.layout.n_heads))[unit] = 0.0
+                    factors.setdefault(layer, torch.ones(c.layout.n_units))[unit] = 0.0
                 stack.enter_context(c.scaled(self.model, factors))
         return stack
 
@@ -203,7 +203,7 @@ def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, unif
     layer keeps as many neurons (one stacked tensor), so a move takes the least harmful group
     left in each expert of one layer (with `uniform`: of every layer), each keeping one."""
     c = source.component
-    per_slot = c.layout.n_heads // (c.experts or 1)  # groups of a layer, or of one expert
+    per_slot = c.layout.n_units // (c.experts or 1)  # groups of a layer, or of one expert
 
     def slot(l, g):
         return l, g // per_slot

@@ -50,7 +50,7 @@ def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitS
     store = UnitStore.open(folder, values_key(plan), overwrite)
     finished = {}
     for unit in plan.units():
-        got = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads, overwrite)
+        got = store.load(unit, plan.text_ids_of(unit), plan.layout.n_units, overwrite)
         if got is not None:
             finished[unit] = got
     plan.opened[key] = (store, finished)
@@ -108,9 +108,9 @@ def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
     out = {}
     for w in plan.work:
         base = np.zeros(len(w.text_ids))
-        values = np.zeros((plan.layout.n_layers, plan.layout.n_heads, len(w.text_ids)))
+        values = np.zeros((plan.layout.n_layers, plan.layout.n_units, len(w.text_ids)))
         for unit in plan.method.units(w.lang, plan.layout, len(plan.batches(w))):
-            got = finished.get(unit) or store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
+            got = finished.get(unit) or store.load(unit, plan.text_ids_of(unit), plan.layout.n_units)
             if got is None:
                 raise LangheadsError(
                     f"{store.path(unit)} is missing after every process finished: is "
@@ -138,7 +138,7 @@ class OpenPairs:
 
     @classmethod
     def start(cls, plan: Plan, w: LanguageWork) -> OpenPairs:
-        L, Hn, n = plan.layout.n_layers, plan.layout.n_heads, len(w.text_ids)
+        L, Hn, n = plan.layout.n_layers, plan.layout.n_units, len(w.text_ids)
         return cls(
             plan.settings.stopping(n),
             np.full(n, np.nan),
@@ -245,7 +245,7 @@ def _score_some(
             unit = todo[i][0]
             if holds(finished.get(unit), todo[i][1]):  # computed here: already in memory
                 continue
-            finished[unit] = store.load(unit, plan.text_ids_of(unit), plan.layout.n_heads)
+            finished[unit] = store.load(unit, plan.text_ids_of(unit), plan.layout.n_units)
             if not holds(finished[unit], todo[i][1]):
                 raise LangheadsError(
                     f"{store.path(unit)} lacks heads after every process finished: is "
@@ -270,7 +270,7 @@ def _score_group(
     every unit (with what an earlier attempt scored); each unit's logged time is its share of
     the call's by its FLOPs."""
     batch = plan.batch_of(group[0][0])
-    olds = [finished.get(u) or store.load(u, plan.text_ids_of(u), plan.layout.n_heads, overwrite) for u, _ in group]
+    olds = [finished.get(u) or store.load(u, plan.text_ids_of(u), plan.layout.n_units, overwrite) for u, _ in group]
     needs = [
         sorted(set(heads) - set(old.heads if old and old.heads is not None else []))
         for (_, heads), old in zip(group, olds)
@@ -282,7 +282,7 @@ def _score_group(
     seconds = time.perf_counter() - start
     flops = [plan.unit_flops(u) * max(1, len(need)) for (u, _), need in zip(group, needs)]
     for (unit, heads), old, new, f in zip(group, olds, news, flops):
-        merged = _merge(old, new, plan.layout.n_heads)
+        merged = _merge(old, new, plan.layout.n_units)
         store.save(unit, merged, plan.text_ids_of(unit), rank, seconds * f / sum(flops))
         finished[unit] = merged
         bar.update(len(heads) * len(batch.index))

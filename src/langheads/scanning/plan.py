@@ -21,6 +21,7 @@ from ..errors import LangheadsError
 from ..models import LoadedModel, Placement, load_model
 from ..scoring import METHODS, ScoringMethod
 from ..scoring.base import Unit
+from ..units import UnitLayout
 from .distributed import Ranks
 from .settings import ScanSettings, refuse_uneven, resolve_device
 
@@ -42,7 +43,7 @@ class Plan:
     settings: ScanSettings
     loaded: LoadedModel
     corpus: Corpus
-    layout: H.HeadLayout
+    layout: UnitLayout  # what is scored per layer (units.py)
     work: list[LanguageWork]
     method: ScoringMethod
     signal: dict = field(
@@ -139,7 +140,7 @@ class Plan:
         # a text longer than --batch-tokens still runs whole: a tiny value cannot hide the cost
         rows_tokens = max(self.settings.batch_tokens, longest)
         activations = rows_tokens * (8 * hidden + 3 * inter) * bytes_per
-        attention = rows_tokens * self.layout.n_heads * longest * 4 * 2
+        attention = rows_tokens * H.head_layout(self.loaded.model).n_heads * longest * 4 * 2
         logits = self.settings.chunk_tokens * vocab * 4 * 3
         trace = self.layout.n_layers * self._text_batch_tokens() * hidden * bytes_per * 2
         if self.method.needs_backward:  # backward keeps every layer's activations
@@ -228,12 +229,10 @@ def _units_line(plan: Plan) -> str:
     """What the scan's units are: the heads, or the neuron groups or blocks of each layer."""
     u = plan.layout
     if plan.component is None or plan.component.name == "head":
-        return (
-            f"{u.n_layers} layers x {u.n_heads} heads ({u.n_kv_heads} KV heads, head size {u.head_dim}) = "
-            f"{u.n_total} heads"
-        )
+        kv = H.head_layout(plan.loaded.model).n_kv_heads
+        return f"{u.n_layers} layers x {u.n_units} heads ({kv} KV heads, head size {u.unit_width}) = {u.n_total} heads"
     if plan.component.name == "neuron":
-        return f"{u.n_layers} layers x {u.n_heads} groups of {u.head_dim} MLP neurons = {u.n_total} neuron groups"
+        return f"{u.n_layers} layers x {u.n_units} groups of {u.unit_width} MLP neurons = {u.n_total} neuron groups"
     return f"{u.n_layers} layers x 2 blocks (attention, mlp) = {u.n_total} blocks"
 
 

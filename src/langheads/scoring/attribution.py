@@ -21,7 +21,7 @@ def gate_gradients(model, layout, batch, chunk_tokens, scaled=None):
     another component's gates (its `Component.scaled`; default: heads)."""
     device = next(model.parameters()).device
     rows = batch.input_ids.shape[0]
-    gates = torch.ones(layout.n_layers, rows, layout.n_heads, device=device, requires_grad=True)
+    gates = torch.ones(layout.n_layers, rows, layout.n_units, device=device, requires_grad=True)
     was = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import heads as H
-from ..heads import HeadLayout
 from ..nll import Batch
+from ..units import UnitLayout
 
 
 @dataclass(frozen=True)
@@ -85,43 +85,43 @@ class ScoringMethod(ABC):
         return H.scaled_heads(model, factors) if self.component is None else self.component.scaled(model, factors)
 
     @abstractmethod
-    def score_unit(self, model, layout: HeadLayout, batch: Batch, layers: range) -> UnitScores:
+    def score_unit(self, model, layout: UnitLayout, batch: Batch, layers: range) -> UnitScores:
         """Per-text values of every head in `layers`, for the texts of one batch."""
 
     def score_units(
-        self, model, layout: HeadLayout, batch: Batch, wanted: list[tuple[range, list[int]]]
+        self, model, layout: UnitLayout, batch: Batch, wanted: list[tuple[range, list[int]]]
     ) -> list[UnitScores]:
         """Several units of one text batch, each (layers, heads to score): one UnitScores each.
         A method may share work between them (exact ablation: one output-layer pass)."""
         return [self.score_unit(model, layout, batch, layers, heads=heads) for layers, heads in wanted]
 
-    def unit_flops(self, layout: HeadLayout, batch: Batch, layers: range, body: int, head: int) -> float:
+    def unit_flops(self, layout: UnitLayout, batch: Batch, layers: range, body: int, head: int) -> float:
         """Rough FLOPs of one unit, given the decoder's and the output layer's parameter counts
         (for the dry run's estimate and for sharing units evenly among processes)."""
         return 3 * 2 * batch.n_tokens * (body + head)  # one forward and its backward
 
-    def copies_per_forward(self, layout: HeadLayout) -> int:
+    def copies_per_forward(self, layout: UnitLayout) -> int:
         """How many copies of a text batch one forward holds (sizes the text batches)."""
         return 1
 
-    def layer_ranges(self, layout: HeadLayout) -> list[range]:
+    def layer_ranges(self, layout: UnitLayout) -> list[range]:
         step = self.layers_per_unit or layout.n_layers
         return [range(f, min(f + step, layout.n_layers)) for f in range(0, layout.n_layers, step)]
 
-    def units(self, lang: str, layout: HeadLayout, n_batches: int) -> list[Unit]:
+    def units(self, lang: str, layout: UnitLayout, n_batches: int) -> list[Unit]:
         return [Unit(lang, b, r.start, r.stop) for b in range(n_batches) for r in self.layer_ranges(layout)]
 
     def score_language(
         self,
         model,
-        layout: HeadLayout,
+        layout: UnitLayout,
         batches: list[Batch],
         n_texts: int,
         advance: Callable[[int], None] = lambda k: None,
     ) -> LanguageScores:
         """Every unit of one language in this process (tests and benchmarks; scans go through scan.py)."""
         base = np.zeros(n_texts)
-        values = np.zeros((layout.n_layers, layout.n_heads, n_texts))
+        values = np.zeros((layout.n_layers, layout.n_units, n_texts))
         for unit in self.units("", layout, len(batches)):
             batch = batches[unit.batch]
             self.score_unit(model, layout, batch, unit.layers).place(unit, batch.index, base, values)

@@ -37,14 +37,14 @@ class ExactAblation(ScoringMethod):
         self._traced = None  # (batch, trace, base NLL per row) of the last batch seen
 
     def copies_per_forward(self, layout):
-        return layout.n_heads  # one copy of the batch per head of a layer
+        return layout.n_units  # one copy of the batch per head of a layer
 
     def layer_ranges(self, layout):
         return [range(l, l + 1) for l in (self.layers or range(layout.n_layers))]
 
     def unit_flops(self, layout, batch, layers, body, head):
         L = layout.n_layers
-        return sum(2 * batch.n_tokens * layout.n_heads * (body * (L - l) / L + head) for l in layers)
+        return sum(2 * batch.n_tokens * layout.n_units * (body * (L - l) / L + head) for l in layers)
 
     def _trace(self, model, batch):
         if self._traced is None or self._traced[0] is not batch:
@@ -60,7 +60,7 @@ class ExactAblation(ScoringMethod):
         """`heads`: score only these heads of the layers (an adaptive scan's open pairs); the
         others' values are NaN."""
         return self.score_units(
-            model, layout, batch, [(layers, list(range(layout.n_heads)) if heads is None else heads)]
+            model, layout, batch, [(layers, list(range(layout.n_units)) if heads is None else heads)]
         )[0]
 
     @torch.no_grad()
@@ -73,7 +73,7 @@ class ExactAblation(ScoringMethod):
         tr, base_rows = self._trace(model, batch)
         rows = batch.input_ids.shape[0]
         values = [
-            torch.full((len(layers), layout.n_heads, rows), float("nan"), dtype=torch.float64) for layers, _ in wanted
+            torch.full((len(layers), layout.n_units, rows), float("nan"), dtype=torch.float64) for layers, _ in wanted
         ]
         waiting, where = [], []  # last-layer outputs [copies * rows, T, d]; (unit, layer index, heads) of each
 
@@ -109,7 +109,7 @@ class ExactAblation(ScoringMethod):
         if waiting:
             flush()
         return [
-            UnitScores(base_rows, v.numpy() - base_rows, None if len(heads) == layout.n_heads else sorted(heads))
+            UnitScores(base_rows, v.numpy() - base_rows, None if len(heads) == layout.n_units else sorted(heads))
             for v, (_, heads) in zip(values, wanted)
         ]
 
@@ -121,7 +121,7 @@ class ExactAblation(ScoringMethod):
     @staticmethod
     def _factors(chosen: list[int], rows: int, layout, device) -> torch.Tensor:
         """[copies * rows, heads]: copy k removes head chosen[k] alone."""
-        factors = torch.ones(len(chosen), rows, layout.n_heads, device=device)  # [copies, rows, heads]
+        factors = torch.ones(len(chosen), rows, layout.n_units, device=device)  # [copies, rows, heads]
         for k, head in enumerate(chosen):
             factors[k, :, head] = 0.0
-        return factors.view(-1, layout.n_heads)
+        return factors.view(-1, layout.n_units)

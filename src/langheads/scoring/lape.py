@@ -34,7 +34,7 @@ class Lape(ScoringMethod):
 
     @torch.no_grad()
     def score_unit(self, model, layout, batch, layers):
-        group = layout.head_dim
+        group = layout.unit_width
         counts = {}
         valid = (torch.arange(batch.input_ids.shape[1])[None, :] < batch.lengths[:, None]).to(
             next(model.parameters()).device

@@ -42,10 +42,10 @@ class LanguageSwitch(ScoringMethod):
         self.tokenizer = loaded.tokenizer
 
     def copies_per_forward(self, layout):
-        return layout.n_heads
+        return layout.n_units
 
     def unit_flops(self, layout, batch, layers, body, head):
-        rows = batch.input_ids.shape[0] * layout.n_heads
+        rows = batch.input_ids.shape[0] * layout.n_units
         tokens = rows * (self.prompt_tokens + self.new_tokens)
         return 2 * tokens * (body + head) * len(layers)
 
@@ -71,12 +71,12 @@ class LanguageSwitch(ScoringMethod):
             self._base = (batch, self._switched(self._generate(model, prompts), batch.lang))
         base = self._base[1]
         rows = prompts.shape[0]
-        values = np.zeros((len(layers), layout.n_heads, rows))
+        values = np.zeros((len(layers), layout.n_units, rows))
         device = prompts.device
         for i, layer in enumerate(layers):
-            factors = torch.ones(layout.n_heads, rows, layout.n_heads, device=device)
-            for head in range(layout.n_heads):
+            factors = torch.ones(layout.n_units, rows, layout.n_units, device=device)
+            for head in range(layout.n_units):
                 factors[head, :, head] = 0.0
-            texts = self._generate(model, prompts.repeat(layout.n_heads, 1), {layer: factors.view(-1, layout.n_heads)})
-            values[i] = self._switched(texts, batch.lang).reshape(layout.n_heads, rows) - base
+            texts = self._generate(model, prompts.repeat(layout.n_units, 1), {layer: factors.view(-1, layout.n_units)})
+            values[i] = self._switched(texts, batch.lang).reshape(layout.n_units, rows) - base
         return UnitScores(base.astype(float), values)
