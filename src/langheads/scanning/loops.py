@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LangheadsError
-from ..scoring.base import Unit, UnitScores
+from ..scoring.base import UnitScores, WorkUnit
 from .distributed import Ranks
 from .plan import LanguageWork, Plan
 from .sequential import CALLS, OPEN, StoppingRule
@@ -49,7 +49,7 @@ def open_store(plan: Plan, folder: Path, overwrite: bool = False) -> tuple[UnitS
         return plan.opened[key]
     store = UnitStore.open(folder, values_key(plan), overwrite)
     finished = {}
-    for unit in plan.units():
+    for unit in plan.work_units():
         got = store.load(unit, plan.text_ids_of(unit), plan.layout.n_units, overwrite)
         if got is not None:
             finished[unit] = got
@@ -65,7 +65,7 @@ def score_units(
     from tqdm.auto import tqdm
 
     ranks = ranks or Ranks()
-    units = plan.units()
+    units = plan.work_units()
     store, finished = _open_for_ranks(plan, folder, overwrite, ranks)
     missing = ranks.from_main([u for u in units if u not in finished] if ranks.main else None)
     mine = [missing[i] for i in ranks.share([plan.unit_flops(u) for u in missing])]
@@ -91,7 +91,7 @@ def score_units(
     return _assemble(plan, store, finished) if ranks.main else None
 
 
-def _count_done(store: UnitStore, units: list[Unit]) -> int:
+def _count_done(store: UnitStore, units: list[WorkUnit]) -> int:
     names = {(u.lang, u.name + ".npz") for u in units}
     langs = {u.lang for u in units}
     return sum(
@@ -109,7 +109,7 @@ def _assemble(plan: Plan, store: UnitStore, finished: dict) -> dict[str, dict]:
     for w in plan.work:
         base = np.zeros(len(w.text_ids))
         values = np.zeros((plan.layout.n_layers, plan.layout.n_units, len(w.text_ids)))
-        for unit in plan.method.units(w.lang, plan.layout, len(plan.batches(w))):
+        for unit in plan.method.work_units(w.lang, plan.layout, len(plan.batches(w))):
             got = finished.get(unit) or store.load(unit, plan.text_ids_of(unit), plan.layout.n_units)
             if got is None:
                 raise LangheadsError(
@@ -150,7 +150,7 @@ class OpenPairs:
     def open_heads(self, layer: int) -> list[int]:
         return [int(h) for h in np.flatnonzero(self.state[layer] == OPEN)]
 
-    def fill(self, unit: Unit, got: UnitScores, heads: list[int], rows: list[int]) -> None:
+    def fill(self, unit: WorkUnit, got: UnitScores, heads: list[int], rows: list[int]) -> None:
         got.place(unit, rows, self.base, self.values, heads)
 
     def look(self, n: int) -> int:
@@ -187,7 +187,7 @@ def score_adaptive(
     )
     for k in range(max(len(plan.round_batches(w)) for w in plan.work)):
         todo = [
-            (Unit(w.lang, b, layer, layer + 1), heads)
+            (WorkUnit(w.lang, b, layer, layer + 1), heads)
             for w in plan.work
             if k < len(plan.round_batches(w))
             for b in plan.round_batches(w)[k]
@@ -224,7 +224,13 @@ def _open_for_ranks(plan: Plan, folder: Path, overwrite: bool, ranks: Ranks) -> 
 
 
 def _score_some(
-    plan: Plan, store: UnitStore, finished: dict, todo: list[tuple[Unit, list[int]]], overwrite: bool, ranks: Ranks, bar
+    plan: Plan,
+    store: UnitStore,
+    finished: dict,
+    todo: list[tuple[WorkUnit, list[int]]],
+    overwrite: bool,
+    ranks: Ranks,
+    bar,
 ) -> None:
     """Compute the (unit, heads) the store lacks, shared among the processes; afterwards rank
     0's `finished` holds every unit of `todo`."""
@@ -255,7 +261,7 @@ def _score_some(
             bar.update(len(heads) * len(plan.batch_of(unit).index))
 
 
-def _by_batch(todo: list[tuple[Unit, list[int]]], items: list[int]) -> list[list[int]]:
+def _by_batch(todo: list[tuple[WorkUnit, list[int]]], items: list[int]) -> list[list[int]]:
     """The items in groups of one text batch each (lang, batch), in their order."""
     groups: dict[tuple[str, int], list[int]] = {}
     for i in items:
@@ -264,7 +270,13 @@ def _by_batch(todo: list[tuple[Unit, list[int]]], items: list[int]) -> list[list
 
 
 def _score_group(
-    plan: Plan, store: UnitStore, finished: dict, group: list[tuple[Unit, list[int]]], overwrite: bool, rank: int, bar
+    plan: Plan,
+    store: UnitStore,
+    finished: dict,
+    group: list[tuple[WorkUnit, list[int]]],
+    overwrite: bool,
+    rank: int,
+    bar,
 ) -> None:
     """Score the heads each unit of one text batch lacks, in one call of the method, and store
     every unit (with what an earlier attempt scored); each unit's logged time is its share of

@@ -1,5 +1,5 @@
 """The plan of a scan: every input checked, the model loaded, the texts tokenised and cut into
-fixed work units (scoring.base.Unit: a language's text batch at a range of layers), with what
+fixed work units (scoring.base.WorkUnit: a language's text batch at a range of layers), with what
 they cost (FLOPs, memory, the time at this machine's measured matmul rate). Planning returns a
 new Plan and changes nothing it was given (the settings it plans from keep the device asked
 for; the plan's own settings say the device resolved)."""
@@ -20,7 +20,7 @@ from ..corpus import Corpus, scan_corpus
 from ..errors import LangheadsError
 from ..models import LoadedModel, Placement, load_model
 from ..scoring import METHODS, ScoringMethod
-from ..scoring.base import Unit
+from ..scoring.base import WorkUnit
 from ..units import UnitLayout
 from .distributed import Ranks
 from .settings import ScanSettings, refuse_uneven, resolve_device
@@ -91,14 +91,14 @@ class Plan:
         # text batches small enough for all copies to fit in one forward of `batch_tokens`.
         return max(1, self.settings.batch_tokens // self.method.copies_per_forward(self.layout))
 
-    def units(self) -> list[Unit]:
+    def work_units(self) -> list[WorkUnit]:
         """Every unit of the scan, in a fixed order: language, batch, layers."""
-        return [u for w in self.work for u in self.method.units(w.lang, self.layout, len(self.batches(w)))]
+        return [u for w in self.work for u in self.method.work_units(w.lang, self.layout, len(self.batches(w)))]
 
-    def batch_of(self, unit: Unit) -> nll.Batch:
+    def batch_of(self, unit: WorkUnit) -> nll.Batch:
         return self.batches(self._work(unit.lang))[unit.batch]
 
-    def text_ids_of(self, unit: Unit) -> list[str]:
+    def text_ids_of(self, unit: WorkUnit) -> list[str]:
         """The ids of the unit's texts, in the batch's row order."""
         ids = self._work(unit.lang).text_ids
         return [ids[i] for i in self.batch_of(unit).index]
@@ -115,13 +115,13 @@ class Plan:
         head = model.get_output_embeddings().weight.numel()
         return params - embed - (0 if model.config.tie_word_embeddings else head), head
 
-    def unit_flops(self, unit: Unit) -> float:
+    def unit_flops(self, unit: WorkUnit) -> float:
         body, head = self._param_counts
         return self.method.unit_flops(self.layout, self.batch_of(unit), unit.layers, body, head)
 
     def flops(self) -> float:
         """Rough multiply-adds x 2 of the whole scan, for the dry-run estimate."""
-        return sum(self.unit_flops(u) for u in self.units())
+        return sum(self.unit_flops(u) for u in self.work_units())
 
     def weight_bytes(self) -> int:
         model = self.loaded.model
@@ -253,7 +253,7 @@ def describe_plan(plan: Plan, n_ranks: int = 1) -> str:
         lines.append(
             f"  {w.lang}: {len(w.text_ids)} scoring texts, {w.n_tokens} tokens, {len(plan.batches(w))} batches"
         )
-    units = plan.units()
+    units = plan.work_units()
     per_unit = "one text batch at one layer" if plan.method.layers_per_unit == 1 else "one text batch, every layer"
     lines.append(
         f"{len(units)} work units ({per_unit}), about {gflops:,.0f} GFLOP; at the {speed:,.0f} GFLOP/s "

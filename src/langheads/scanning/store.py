@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import LangheadsError
 from ..folders import atomic_file, check_replaceable, mark, write_json_atomically
-from ..scoring.base import Unit, UnitScores
+from ..scoring.base import UnitScores, WorkUnit
 
 KEY_FILE = "scan-key.json"
 
@@ -64,13 +64,15 @@ class UnitStore:
         write_json_atomically(folder / KEY_FILE, key)
         return cls(folder, key)
 
-    def path(self, unit: Unit) -> Path:
+    def path(self, unit: WorkUnit) -> Path:
         path = self.folder / unit.lang / f"{unit.name}.npz"
         if path.resolve().parent.parent != self.folder.resolve():  # codes are checked at the door; never leave
             raise LangheadsError(f"unit {unit.lang}/{unit.name} would be written outside {self.folder}")
         return path
 
-    def save(self, unit: Unit, scores: UnitScores, text_ids: list[str], rank: int = 0, seconds: float = 0.0) -> None:
+    def save(
+        self, unit: WorkUnit, scores: UnitScores, text_ids: list[str], rank: int = 0, seconds: float = 0.0
+    ) -> None:
         """Write one finished unit (whole or not at all), and note in this process's log who
         computed it and how long it took."""
         path = self.path(unit)
@@ -89,7 +91,7 @@ class UnitStore:
         logs = sorted((self.folder / "log").glob("*.txt"), key=lambda p: (int(p.stem.rsplit("-", 1)[1]), p.name))
         return {p.stem: [line.split()[0] for line in p.read_text().splitlines()] for p in logs}
 
-    def load(self, unit: Unit, text_ids: list[str], n_heads: int, overwrite: bool = False) -> UnitScores | None:
+    def load(self, unit: WorkUnit, text_ids: list[str], n_heads: int, overwrite: bool = False) -> UnitScores | None:
         """A finished unit, checked against what it must hold; None if absent (or damaged and
         `overwrite`, so it is computed again). A unit of an adaptive scan may hold only some
         heads (`heads`; the others' values are NaN)."""

@@ -21,7 +21,7 @@ from ..units import UnitLayout
 
 
 @dataclass(frozen=True)
-class Unit:
+class WorkUnit:
     """One fixed piece of a scan: batch `batch` of `lang`'s texts, layers first..stop-1."""
 
     lang: str
@@ -44,7 +44,7 @@ class UnitScores:
     values: np.ndarray  # [stop - first, n_heads, rows] the method's per-text value per head
     heads: list[int] | None = None  # the heads scored (None: all; the others' values are NaN)
 
-    def place(self, unit: Unit, rows, base: np.ndarray, values: np.ndarray, heads=None) -> None:
+    def place(self, unit: WorkUnit, rows, base: np.ndarray, values: np.ndarray, heads=None) -> None:
         """The one unit assembly: write this unit into its language's arrays, base [n_texts]
         and values [n_layers, n_heads, n_texts], at the batch's text positions `rows` (only
         `heads`, when given)."""
@@ -108,8 +108,8 @@ class ScoringMethod(ABC):
         step = self.layers_per_unit or layout.n_layers
         return [range(f, min(f + step, layout.n_layers)) for f in range(0, layout.n_layers, step)]
 
-    def units(self, lang: str, layout: UnitLayout, n_batches: int) -> list[Unit]:
-        return [Unit(lang, b, r.start, r.stop) for b in range(n_batches) for r in self.layer_ranges(layout)]
+    def work_units(self, lang: str, layout: UnitLayout, n_batches: int) -> list[WorkUnit]:
+        return [WorkUnit(lang, b, r.start, r.stop) for b in range(n_batches) for r in self.layer_ranges(layout)]
 
     def score_language(
         self,
@@ -122,7 +122,7 @@ class ScoringMethod(ABC):
         """Every unit of one language in this process (tests and benchmarks; scans go through scan.py)."""
         base = np.zeros(n_texts)
         values = np.zeros((layout.n_layers, layout.n_units, n_texts))
-        for unit in self.units("", layout, len(batches)):
+        for unit in self.work_units("", layout, len(batches)):
             batch = batches[unit.batch]
             self.score_unit(model, layout, batch, unit.layers).place(unit, batch.index, base, values)
             advance(1)
