@@ -5,6 +5,7 @@ import torch
 
 from langheads import heads as H
 from langheads import models, nll, synthetic
+from langheads.components import component_for
 from langheads.errors import LangheadsError
 
 from .conftest import run_cli
@@ -94,7 +95,7 @@ def test_default_model_exact_matches_naive_one_head_per_layer(default_model):
     reference = nll.reference_nll(model, ids).double().numpy()
     assert 1.0 < reference.mean() < 8.0
     out = ExactAblation(chunk_tokens=16).score_language(
-        model, layout, nll.make_batches(ids, 64), len(ids), lambda k: None
+        model, component_for(model).layout, nll.make_batches(ids, 64), len(ids), lambda k: None
     )
     assert abs(out.base_nll - reference).max() < 1e-4
     for layer in range(layout.n_layers):

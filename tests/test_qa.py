@@ -12,6 +12,7 @@ import torch
 from langheads import heads as H
 from langheads import nll, qa
 from langheads.cli import main
+from langheads.components import component_for
 from langheads.corpus import Text, load_corpus
 from langheads.models import load_model
 from langheads.scoring import ExactAblation
@@ -41,9 +42,8 @@ def test_exact_scan_on_answers_is_masked_minus_unmasked(tiny_dirs, qa_jsonl):
     loaded = load_model(str(tiny_dirs["qwen2"]))
     items = load_corpus(qa_jsonl).texts("fr")[:5]
     ids, starts = _encoded(loaded, items)
-    layout = H.head_layout(loaded.model)
     out = ExactAblation(chunk_tokens=7, batch_tokens=200).score_language(
-        loaded.model, layout, nll.make_batches(ids, 50, starts=starts), len(ids)
+        loaded.model, component_for(loaded.model).layout, nll.make_batches(ids, 50, starts=starts), len(ids)
     )
     base = nll.reference_nll(loaded.model, ids, starts).double().numpy()
     np.testing.assert_allclose(out.base_nll, base, rtol=1e-5, atol=1e-6)

@@ -305,20 +305,9 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
         return settings.units is not None or ok, (trial, texts, rel, bad)
 
     def accept(batch, measured):
-        trial, texts, rel, bad = measured
-        state["chosen"] = trial
-        units = [u for move in batch for u in move]
-        result.removed += units
-        result.curve.append(
-            {
-                "step": len(result.curve),
-                "units": [list(u) for u in units],
-                "nll": means(texts),
-                "rel_kept": rel,
-                "rel_kept_upper": bad,
-                "parameters_saved": body.saved(trial),
-            }
-        )
+        state["chosen"] = measured[0]
+        result.removed += [u for move in batch for u in move]
+        result.curve.append(_step(len(result.curve), batch, measured, body.saved(measured[0])))
 
     def reject(move, measured):
         tried.add(move)
@@ -339,6 +328,21 @@ def walk(loaded, settings, runs: list, drop: list[str], progress: bool = True) -
         result.curve[-1]["nll"].update(means(per_text(state["chosen"], others)))
     result.stopped = _why_stopped(settings, sources, tried, result, why)
     return result, body.group
+
+
+def _step(step: int, batch: list, measured: tuple, saved: int) -> dict:
+    """The curve's record of one batch made: its units, the kept languages' mean NLL, their
+    mean relative change and its interval's upper end, and the parameters saved so far."""
+    _, texts, rel, upper = measured
+    units = [list(u) for move in batch for u in move]
+    return {
+        "step": step,
+        "units": units,
+        "nll": means(texts),
+        "rel_kept": rel,
+        "rel_kept_upper": upper,
+        "parameters_saved": saved,
+    }
 
 
 def _room(settings, chosen: Chosen) -> int | None:

@@ -80,58 +80,10 @@ def evaluate_texts(
         # each through its own tokenizer (a trimmed vocabulary may cut them differently); NLL
         # per byte compares them whatever the tokenizers.
         chosen = cut_texts(before_model, [t.text for t in texts[lang]], max_tokens)
-        b_loss, a_loss = text_losses(before_model, chosen), text_losses(after_model, chosen)
-        before, after = b_loss.nll, a_loss.nll
-        key = [seed, language_key(lang)]
-        (dlo, dhi), (rlo, rhi) = paired_interval(before, after, key, bootstrap)
-        _, (blo, bhi) = paired_interval(b_loss.per_byte, a_loss.per_byte, key, bootstrap)
-        prompt_ids = [i[:prompt_tokens] for i in b_loss.token_ids[:prompts]]
-        prompt_texts = [before_model.tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids]
-        after_prompts = [after_model.tokenizer(p)["input_ids"] for p in prompt_texts]
-        cont_before = greedy_continuations(before_model, prompt_ids, new_tokens)
-        cont_after = greedy_continuations(after_model, after_prompts, new_tokens)
-        for p, b, a in zip(prompt_texts, cont_before, cont_after):
-            generations.append(
-                {
-                    "language": lang,
-                    "prompt": p,
-                    "before": b,
-                    "before_lang": identify(b),
-                    "after": a,
-                    "after_lang": identify(a),
-                }
-            )
-        ours = [g for g in generations if g["language"] == lang]
-        rows.append(
-            {
-                "language": lang,
-                "n_texts": len(chosen),
-                "same_tokens": float(
-                    np.mean(
-                        [
-                            before_model.tokenizer.convert_ids_to_tokens(x)
-                            == after_model.tokenizer.convert_ids_to_tokens(y)
-                            for x, y in zip(b_loss.token_ids, a_loss.token_ids)
-                        ]
-                    )
-                ),
-                "nll_before": before.mean(),
-                "nll_after": after.mean(),
-                "change": after.mean() - before.mean(),
-                "change_ci_low": dlo,
-                "change_ci_high": dhi,
-                "rel_change": after.mean() / before.mean() - 1,
-                "rel_ci_low": rlo,
-                "rel_ci_high": rhi,
-                "nll_per_byte_before": float(b_loss.per_byte.mean()),
-                "nll_per_byte_after": float(a_loss.per_byte.mean()),
-                "per_byte_rel_change": float(a_loss.per_byte.mean() / b_loss.per_byte.mean() - 1),
-                "per_byte_rel_ci_low": blo,
-                "per_byte_rel_ci_high": bhi,
-                "same_language_before": float(np.mean([g["before_lang"] == lang for g in ours])),
-                "same_language_after": float(np.mean([g["after_lang"] == lang for g in ours])),
-            }
-        )
+        losses = text_losses(before_model, chosen), text_losses(after_model, chosen)
+        ours = _generations(before_model, after_model, lang, losses[0].token_ids[:prompts], prompt_tokens, new_tokens)
+        generations += ours
+        rows.append(_nll_row(lang, before_model, after_model, losses, ours, [seed, language_key(lang)], bootstrap))
     return {
         "kind": "nll",
         "model": model,
@@ -150,6 +102,42 @@ def evaluate_texts(
             "data": data,
         },
     }
+
+
+def _generations(before_model, after_model, lang: str, ids: list, prompt_tokens: int, new_tokens: int) -> list[dict]:
+    """Greedy continuations of the first `prompt_tokens` of each text by both models (the
+    edited one reads the prompt's text in its own tokens), and the language of each."""
+    prompt_ids = [i[:prompt_tokens] for i in ids]
+    prompt_texts = [before_model.tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids]
+    after_prompts = [after_model.tokenizer(p)["input_ids"] for p in prompt_texts]
+    cont_before = greedy_continuations(before_model, prompt_ids, new_tokens)
+    cont_after = greedy_continuations(after_model, after_prompts, new_tokens)
+    return [
+        {"language": lang, "prompt": p, "before": b, "before_lang": identify(b), "after": a, "after_lang": identify(a)}
+        for p, b, a in zip(prompt_texts, cont_before, cont_after)
+    ]
+
+
+def _nll_row(lang: str, before_model, after_model, losses, ours: list[dict], key: list, bootstrap: int) -> dict:
+    """One language's row: NLL and NLL per byte before and after, with paired 95% intervals of
+    the change, the share of tokens both tokenizers cut alike, and the generations' languages."""
+    b_loss, a_loss = losses
+    before, after = b_loss.nll, a_loss.nll
+    (dlo, dhi), (rlo, rhi) = paired_interval(before, after, key, bootstrap)
+    _, (blo, bhi) = paired_interval(b_loss.per_byte, a_loss.per_byte, key, bootstrap)
+    tokens = before_model.tokenizer.convert_ids_to_tokens, after_model.tokenizer.convert_ids_to_tokens
+    same = [tokens[0](x) == tokens[1](y) for x, y in zip(b_loss.token_ids, a_loss.token_ids)]
+    return {
+        "language": lang, "n_texts": len(before), "same_tokens": float(np.mean(same)),
+        "nll_before": before.mean(), "nll_after": after.mean(), "change": after.mean() - before.mean(),
+        "change_ci_low": dlo, "change_ci_high": dhi, "rel_change": after.mean() / before.mean() - 1,
+        "rel_ci_low": rlo, "rel_ci_high": rhi,
+        "nll_per_byte_before": float(b_loss.per_byte.mean()), "nll_per_byte_after": float(a_loss.per_byte.mean()),
+        "per_byte_rel_change": float(a_loss.per_byte.mean() / b_loss.per_byte.mean() - 1),
+        "per_byte_rel_ci_low": blo, "per_byte_rel_ci_high": bhi,
+        "same_language_before": float(np.mean([g["before_lang"] == lang for g in ours])),
+        "same_language_after": float(np.mean([g["after_lang"] == lang for g in ours])),
+    }  # fmt: skip
 
 
 def parse_mask(spec: str | None) -> list[tuple[int, int]]:
@@ -199,12 +187,7 @@ def evaluate_qa(
     items = {lang: corpus.texts(lang, "report") for lang in languages}
     before = load_model(baseline)
     after = before if model is None else load_model(model)
-    layout = H.head_layout(after.model)
-    bad = [f"{l}.{h}" for l, h in mask or [] if not (0 <= l < layout.n_layers and 0 <= h < layout.n_heads)]
-    if bad:
-        raise LangheadsError(
-            f"--mask: no head {bad[0]} in a model of {layout.n_layers} layers x {layout.n_heads} heads"
-        )
+    check_mask(after.model, mask)
     rows, generations = [], []
     for lang in languages:
         refs = [t.answer.strip() for t in items[lang]]
@@ -232,34 +215,36 @@ def evaluate_qa(
             }
             for t, r, b, a in zip(items[lang], refs, said_before, said_after)
         ]
-    from .judge import PROMPT
-
-    judged = (
-        None
-        if judge is None
-        else {
-            "url": judge.url,
-            "model": judge.model,
-            "sent": judge.sent,
-            "retried": judge.retried,
-            "cached": judge.cached,
-            "prompt": PROMPT,
-            "cache": str(judge.cache_path),
-        }
-    )
     return {
         "kind": "qa",
         "model": model or baseline,
         "baseline": baseline,
         "baseline_sha256": before.model_hash,
         "mask": [list(m) for m in mask or []],
-        "judge": judged,
+        "judge": None if judge is None else _judge_record(judge),
         "part": "report",
         "data": corpus.source,
         "table": pd.DataFrame(rows),
         "generations": generations,
         "settings": {"chat_template": chat_template, "new_tokens": new_tokens, "seed": seed, "bootstrap": bootstrap},
     }
+
+
+def check_mask(model, mask: list[tuple[int, int]] | None) -> None:
+    """Refuse, in one line, a head to mask that the model does not have."""
+    layout = H.head_layout(model)
+    bad = [f"{l}.{h}" for l, h in mask or [] if not (0 <= l < layout.n_layers and 0 <= h < layout.n_heads)]
+    if bad:
+        shape = f"{layout.n_layers} layers x {layout.n_heads} heads"
+        raise LangheadsError(f"--mask: no head {bad[0]} in a model of {shape}")
+
+
+def _judge_record(judge) -> dict:
+    """What eval.json says of the judge: where it ran, what it was sent and the prompt."""
+    from .judge import PROMPT
+
+    return {"url": judge.url, "model": judge.model, "sent": judge.sent, "retried": judge.retried,
+            "cached": judge.cached, "prompt": PROMPT, "cache": str(judge.cache_path)}  # fmt: skip
 
 
 def _judged(judge, items, refs, said_before, said_after, lang, seed, bootstrap) -> dict:
