@@ -32,6 +32,12 @@ test-fast: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) runs
 
-# Every number and figure of docs/findings.md (24 languages; about 2 h on 2 CPU cores).
+# Every number and figure of docs/findings.md: the default model on 24 languages (about 2 h on
+# 2 CPU cores), then both real models on the same 4 languages (en, hi, zh, fr; 2 texts of 32
+# tokens; about 10 min for Gemma, 50 min for Qwen) side by side (docs/findings/TWO_MODELS.md).
+TWO := LANGS=en,hi,zh,fr TEXTS=2 MAX_TOKENS=32 KEEP=en,zh
 findings: setup
 	bash scripts/findings.sh
+	$(TWO) MODEL=default OUT=runs/findings-4-gemma DOCS=docs/findings/gemma-4 bash scripts/findings.sh
+	$(TWO) MODEL=qwen2.5-coder-0.5b OUT=runs/findings-4-qwen DOCS=docs/findings/qwen-4 bash scripts/findings.sh
+	$(VENV)/bin/python scripts/findings.py --two runs/findings-4-gemma runs/findings-4-qwen docs/findings/TWO_MODELS.md

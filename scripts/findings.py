@@ -1,5 +1,8 @@
 """Turn the folders scripts/findings.sh made into FINDINGS.md (docs/findings.md's numbers) and copy
-the figures docs/findings.md shows. Usage: python scripts/findings.py RUNS_DIR DOCS_DIR"""
+the figures docs/findings.md shows; with --two, set two models' findings side by side.
+
+Usage: python scripts/findings.py RUNS_DIR DOCS_DIR
+       python scripts/findings.py --two RUNS_A RUNS_B OUT.md"""
 
 from __future__ import annotations
 
@@ -128,11 +131,11 @@ def main(runs: Path, docs: Path) -> None:
     # pruning and its cost
     if not (runs / "eval" / "eval.json").exists():
         return _finish(lines, runs, docs)
-    pruned, ev = read_pruned(runs / "en-hi"), read_eval(runs / "eval")
+    pruned, ev = read_pruned(_pruned_folder(runs)), read_eval(runs / "eval")
     first, last = pruned.curve[0]["nll"], pruned.curve[-1]["nll"]
     lines.append("")
     lines.append(
-        f"`--keep en,hi` pruning: {len(pruned.removed)} heads removed "
+        f"`--keep {','.join(pruned.kept)}` pruning: {len(pruned.removed)} heads removed "
         f"({', '.join(f'L{a}H{b}' for a, b in pruned.removed)}); stopped: {pruned.record['stopped']}."
     )
     lines.append(
@@ -203,5 +206,82 @@ def _finish(lines: list[str], runs: Path, docs: Path) -> None:
     print("\n".join(lines))
 
 
+def _pruned_folder(runs: Path) -> Path:
+    return runs / "pruned" if (runs / "pruned").exists() else runs / "en-hi"  # en-hi: runs before two models
+
+
+def slack(run, keep: list[str], budget: float) -> int | None:
+    """Heads whose removal alone raises no kept language by `budget` or more (the scan's mean)."""
+    if not set(keep) <= set(run.languages):
+        return None
+    rel = run.scores[run.scores.language.isin(keep)].groupby(["layer", "head"])["rel_increase"].max()
+    return int((rel < budget).sum())
+
+
+def sharing(run) -> float:
+    """Mean correlation of the languages' head-importance vectors over all pairs."""
+    langs = run.languages
+    vectors = {lang: run.grid(lang).ravel() for lang in langs}
+    return float(np.mean([np.corrcoef(vectors[a], vectors[b])[0, 1] for a in langs for b in langs if a < b]))
+
+
+def same_kinds(a, b) -> int:
+    kinds = {(h["layer"], h["head"]): h["kind"] for h in a.info["heads"]}
+    return sum(1 for h in b.info["heads"] if kinds[(h["layer"], h["head"])] == h["kind"])
+
+
+def model_column(runs: Path) -> dict[str, str]:
+    """One model's findings as the side-by-side table's cells."""
+    exact, seconds = read_run(runs / "exact"), _timings(runs)
+    n, c = exact.n_layers * exact.n_heads, exact.info["counts"]
+    col = {
+        "model": exact.info["model"]["id"],
+        "scan": f"{len(exact.languages)} languages, {exact.info['settings']['texts']} texts of "
+        f"{exact.info['settings']['max_tokens']} tokens; exact {seconds.get('scan_exact', '?')} s",
+        "kinds (specific / group / agnostic / miscellaneous)": " / ".join(str(v) for v in c.values()) + f" of {n}",
+        "English-specific heads": str(sum(1 for h in exact.info["heads"] if h["languages"] == ["en"]
+                                          and h["kind"] == "language-specific")),
+        "mean correlation of languages' head vectors": f"{sharing(exact):.2f}",
+    }  # fmt: skip
+    for keep in (["en", "zh"], ["en", "hi"]):
+        fits = [slack(exact, keep, b) for b in (0.01, 0.02)]
+        col[f"heads that fit 1% / 2% alone (--keep {','.join(keep)})"] = (
+            "-" if fits[0] is None else f"{fits[0]} / {fits[1]} of {n}"
+        )
+    if _pruned_folder(runs).exists():
+        pruned = read_pruned(_pruned_folder(runs))
+        saved = pruned.record.get("saved", {})
+        col[f"the walk (--keep {','.join(pruned.kept)}, 2%)"] = (
+            f"{len(pruned.units)} heads, {saved.get('share_saved', 0):.2%} of the parameters; "
+            f"{seconds.get('prune', '?')} s"
+        )
+    for name, folder in (("attribution", "attribution"), ("LAHIS score", "lahis")):
+        if (runs / folder / "run.json").exists() or (runs / folder / "heads.json").exists():
+            table, other = compare_runs(runs / "exact", runs / folder, 10), read_run(runs / folder)
+            col[f"{name} vs exact: Spearman mean (range); same kind; time"] = (
+                f"{table['spearman'].mean():.2f} ({table['spearman'].min():.2f}-{table['spearman'].max():.2f}); "
+                f"{same_kinds(exact, other)} of {n}; {seconds.get('scan_' + folder, '?')} s"
+            )
+    if (runs / "adaptive" / "run.json").exists():
+        adaptive = read_run(runs / "adaptive")
+        share = adaptive.info["rule"]["adaptive"]["share"]
+        col["adaptive vs exact: triples scored; same kind; time"] = (
+            f"{share:.0%}; {same_kinds(exact, adaptive)} of {n}; {seconds.get('scan_adaptive', '?')} s"
+        )
+    return col
+
+
+def two(a: Path, b: Path, out: Path) -> None:
+    """The two models' findings side by side (docs/findings/TWO_MODELS.md)."""
+    left, right = model_column(a), model_column(b)
+    rows = ["| | " + left.pop("model") + " | " + right.pop("model") + " |", "|---|---|---|"]
+    rows += [f"| {key} | {left.get(key, '-')} | {right.get(key, '-')} |" for key in dict.fromkeys([*left, *right])]
+    out.write_text("# Two models side by side\n\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    print("\n".join(rows))
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--two":
+        two(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))
