@@ -2,7 +2,7 @@
 (tests/data/reference.json, from scripts/reference_outputs.py run on commit 46c41a1, before the
 layout, settings and entry-point changes; its report page re-recorded after issue 33, whose
 one walk names what it removed as units: the same two heads, the pruning's caption and curve
-axis reworded). Weights, the GGUF file and the report page (its folder
+axis reworded, the top-units table's column called unit). Weights, the GGUF file and the report page (its folder
 name aside) are compared byte for byte (sha256); the scan's numbers to 1e-6 relative or absolute (the same to
 the last bit on the machine that wrote them; the tolerance leaves room for another CPU's
 summation order), its kinds exactly."""

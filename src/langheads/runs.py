@@ -34,7 +34,7 @@ from .folders import new_folder, read_versioned_json
 from .heads import head_layout
 from .plots import heatmap
 from .scanning.kinds import KINDS, LAHIS_KINDS
-from .units import NOUNS, name, neurons_of, pruned_units
+from .units import HEAD, NOUNS, name, neurons_of, pruned_units
 
 
 def versions() -> dict:
@@ -221,7 +221,16 @@ class Run:
     @property
     def units(self) -> str:
         """What the run's units are, in words: heads, neuron groups or blocks."""
-        return NOUNS[self.info.get("component", {}).get("name", "head")]
+        return NOUNS[self.component["name"]]
+
+    @property
+    def component(self) -> dict:
+        """The component record of the run's units (head runs wrote none)."""
+        return self.info.get("component", HEAD)
+
+    def unit_name(self, layer: int, index: int) -> str:
+        """A unit's one name (units.name): L3H2, L3N128-191, L3 MLP."""
+        return name(self.component, layer, index)
 
     @property
     def method(self) -> str:

@@ -50,13 +50,7 @@ def check_type(kind: str) -> None:
     if kind not in TYPES:
         raise LangheadsError(f"unknown GGUF type '{kind}'; choose one of {', '.join(TYPES)}")
     if kind in LLAMA_CPP_TYPES:
-        import importlib.util
-
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise LangheadsError(
-                f"--type {kind} is made by llama.cpp's own quantizer, which needs llama-cpp-python: "
-                "pip install 'langheads[llamacpp]'"
-            )
+        need_llama_cpp(f"--type {kind} is made by llama.cpp's own quantizer, which")
 
 
 @dataclass
@@ -103,10 +97,7 @@ class ExportSettings:
         if self.llama_cpp and not self.check:
             raise LangheadsError("--llama-cpp is a kind of --check: give --check LANGS too")
         if self.llama_cpp:
-            import importlib.util
-
-            if importlib.util.find_spec("llama_cpp") is None:
-                raise LangheadsError("--llama-cpp needs llama-cpp-python: pip install 'langheads[llamacpp]'")
+            need_llama_cpp("--llama-cpp")
 
 
 def export(settings: ExportSettings, overwrite: bool = False) -> dict:
@@ -166,13 +157,9 @@ def check_engines(loaded, path: Path, llama_cpp: bool) -> list[str]:
     reads = adapter_for(loaded.model).gguf.transformers_reads and arch != "deci"
     if reads and not llama_cpp:
         return ["transformers"]
-    import importlib.util
-
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise LangheadsError(
-            f"--check: transformers' GGUF reader does not read this {arch} file; the check runs in "
-            "llama.cpp, which needs llama-cpp-python: pip install 'langheads[llamacpp]'"
-        )
+    need_llama_cpp(
+        f"--check: transformers' GGUF reader does not read this {arch} file; the check runs in llama.cpp, which"
+    )
     return (["transformers"] if reads else []) + ["llama_cpp"]
 
 
@@ -529,16 +516,23 @@ def transformers_gap(loaded, gguf_path: Path, texts: list[str]) -> dict:
     return {"max_rel_logit_gap": worst, "same_tokens": bool(same_tokens), "texts": len(texts)}
 
 
+def need_llama_cpp(what: str) -> None:
+    """Refuse in one line, before any work, what needs llama.cpp where llama-cpp-python is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LangheadsError(
+            f"{what} needs llama-cpp-python: pip install 'langheads[llamacpp]' (builds llama.cpp from source "
+            "with cmake and a C++ compiler)"
+        )
+
+
 def llama_cpp_gap(loaded, gguf_path: Path, texts: list[str], n_threads: int | None = None) -> dict:
     """Load the GGUF in llama.cpp (llama-cpp-python) and compare its next-token log-probabilities
     with `loaded`'s at every position of `texts`; also whether llama.cpp tokenizes the same."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        raise LangheadsError(
-            "the llama.cpp check needs llama-cpp-python: pip install 'langheads[llamacpp]' "
-            "(builds llama.cpp from source with cmake and a C++ compiler)"
-        ) from None
+    need_llama_cpp("the llama.cpp check")
+    from llama_cpp import Llama
+
     # KV cache in float32 (llama.cpp's default is float16), so the gap is the arithmetic's alone
     llm = Llama(
         model_path=str(gguf_path), logits_all=True, n_ctx=2048, verbose=False, n_threads=n_threads, type_k=0, type_v=0

@@ -438,7 +438,7 @@ def rarity_counts(
         return rarity, tf.encode_counts(*word_frequency_texts(keep))
     if rarity == "order":
         return rarity, Counter()
-    raise LangheadsError(f"unknown rarity source '{rarity}'; choose auto, texts, wordfreq or order")
+    raise LangheadsError(f"unknown rarity source '{rarity}'; choose one of {', '.join(RARITIES)}")
 
 
 def shrink(

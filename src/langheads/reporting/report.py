@@ -118,7 +118,7 @@ def similarity(run: Run):
 
 
 def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
-    """Each language's k most important heads with their 95% intervals."""
+    """Each language's k most important units (heads, neuron groups, blocks) with their 95% intervals."""
     plt = pyplot()
     rows, cols = panel_grid(len(run.languages), 6)
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.5 * rows + 0.4), squeeze=False)
@@ -132,14 +132,14 @@ def top_heads(run: Run, k: int = 5) -> tuple[object, pd.DataFrame]:
         err = [value - 100 * best["rel_ci_low"].to_numpy(), 100 * best["rel_ci_high"].to_numpy() - value]
         ax.errorbar(value, y, xerr=err, fmt="o", markersize=3, color="#444", ecolor="#6a8fc7")
         ax.axvline(0, color="#bbb", linewidth=0.8)
-        ax.set_yticks(y, [f"L{r.layer}H{r.head}" for r in best.itertuples()], fontsize=6)
+        ax.set_yticks(y, [run.unit_name(r.layer, r.head) for r in best.itertuples()], fontsize=6)
         ax.tick_params(axis="x", labelsize=6)
         ax.set_title(lang, fontsize=8)
         for r in best.itertuples():
             table.append(
                 {
                     "language": lang,
-                    "head": f"L{r.layer}H{r.head}",
+                    "unit": run.unit_name(r.layer, r.head),
                     "kind": r.kind,
                     "rel_increase": r.rel_increase,
                     "rel_ci_low": r.rel_ci_low,
