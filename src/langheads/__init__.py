@@ -1,26 +1,12 @@
 """langheads: which attention heads serve which language, for multilingual causal LLMs."""
 
+from . import api
 from ._version import __version__
-from .api import (  # noqa: E402
-    EvaluateSettings,
-    ExportSettings,
-    HealSettings,
-    PruneSettings,
-    ReportSettings,
-    ScanSettings,
-    TrimSettings,
-    evaluate,
-    export,
-    heal,
-    plan,
-    prune,
-    report,
-    scan,
-    trim,
-)
-from .errors import LangheadsError  # noqa: E402
-from .models import load_model  # noqa: E402
-from .runs import read_run  # noqa: E402
+from .api import *  # noqa: F403 (one entry per command and its settings: api.__all__)
+from .api import ScanSettings, scan
+from .errors import LangheadsError
+from .models import load_model
+from .runs import read_run
 
 
 def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=None, **settings):
@@ -29,25 +15,4 @@ def scan_model(out_dir, overwrite: bool = False, progress: bool = True, store=No
     return scan(ScanSettings(**settings), out_dir, store=store, overwrite=overwrite, progress=progress)
 
 
-__all__ = [
-    "LangheadsError",
-    "load_model",
-    "read_run",
-    "scan_model",
-    "__version__",
-    "scan",
-    "plan",
-    "prune",
-    "trim",
-    "heal",
-    "export",
-    "evaluate",
-    "report",
-    "ScanSettings",
-    "PruneSettings",
-    "TrimSettings",
-    "HealSettings",
-    "ExportSettings",
-    "EvaluateSettings",
-    "ReportSettings",
-]
+__all__ = ["LangheadsError", "load_model", "read_run", "scan_model", "__version__", *api.__all__]

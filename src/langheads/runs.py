@@ -33,6 +33,7 @@ from .errors import LangheadsError, printable
 from .folders import new_folder, read_versioned_json
 from .heads import head_layout
 from .plots import heatmap
+from .scanning.assemble import SCORE_COLUMNS
 from .scanning.kinds import KINDS, LAHIS_KINDS
 from .units import HEAD, NOUNS, name, neurons_of, pruned_units
 
@@ -182,19 +183,6 @@ def summary(result, per_language: int = 3) -> str:
 RUN_FORMAT_VERSION = 4  # 2: scores.csv has p_value, heads.json has sample; 3: delta_nll is called score;
 READS = (1, 2, 3, 4)  # 4: the record is run.json (was heads.json), scores.csv names each unit
 RUN_RECORD, OLD_RUN_RECORD = "run.json", "heads.json"
-SCORE_COLUMNS = [
-    "layer",
-    "head",
-    "language",
-    "score",
-    "ci_low",
-    "ci_high",
-    "rel_increase",
-    "rel_ci_low",
-    "rel_ci_high",
-    "base_nll",
-    "n_texts",
-]
 
 
 @dataclass

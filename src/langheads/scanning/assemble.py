@@ -15,6 +15,10 @@ from .loops import OpenPairs
 from .plan import LanguageWork, Plan
 from .sequential import CALLS
 
+# scores.csv's columns every run has (p_value since format 2; adaptive runs add stopped)
+SCORE_COLUMNS = ["layer", "head", "language", "score", "ci_low", "ci_high", "rel_increase", "rel_ci_low",
+                 "rel_ci_high", "base_nll", "n_texts"]  # fmt: skip
+
 
 def bootstrap_scores(
     method: ScoringMethod,
@@ -54,20 +58,7 @@ def bootstrap_scores(
             rows.append((layer, head, lang, score, lo, hi, rel_score, rlo, rhi, base_mean, n, p))
     return pd.DataFrame(
         rows,
-        columns=[
-            "layer",
-            "head",
-            "language",
-            "score",
-            "ci_low",
-            "ci_high",
-            "rel_increase",
-            "rel_ci_low",
-            "rel_ci_high",
-            "base_nll",
-            "n_texts",
-            "p_value",
-        ],
+        columns=[*SCORE_COLUMNS, "p_value"],
     )
 
 
