@@ -482,3 +482,26 @@ def test_check_runs_where_the_file_can_be_read_and_ends_in_a_verdict(family, sty
     verdict = [line for line in out.splitlines() if line.startswith("verdict")]
     assert verdict == [verdict[0]] and verdict[0].startswith("verdict (llama.cpp): within the stated gap for f32")
     assert "the same tokens on every text" in verdict[0]
+
+
+def test_export_says_which_matrices_no_k_quant_holds(tmp_path, capsys):
+    """A q4_k_m export counts its tensor types and the matrices whose rows are no multiple of
+    256 wide (an MLP 320 wide: its down projection), which llama.cpp's quantizer writes in
+    another type; the CLI says so with what keeps them K-quantised."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra")
+    import gguf
+
+    from langheads.cli import main
+
+    folder = synthetic.save_tiny(
+        "llama", tmp_path / "m", tokenizer="byte_level", hidden_size=256, intermediate_size=320, head_dim=64
+    )
+    done = export.export(export.ExportSettings(model=str(folder), gguf=str(tmp_path / "q.gguf"), type="q4_k_m"))
+    tensors = gguf.GGUFReader(str(tmp_path / "q.gguf")).tensors
+    down = [t for t in tensors if t.name.endswith("ffn_down.weight")]
+    assert done["not_256_wide"] == len(down) == 3 and all(not t.tensor_type.name.endswith("_K") for t in down)
+    assert sum(done["tensor_types"].values()) == len(tensors) and done["tensor_types"]["Q4_K"] > 0
+    capsys.readouterr()
+    assert main(["export", str(folder), "--gguf", str(tmp_path / "c.gguf"), "--type", "q4_k_m"]) == 0
+    said = capsys.readouterr().out
+    assert "3 matrices have rows no multiple of 256 wide" in said and "--neuron-group 256" in said

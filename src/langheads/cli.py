@@ -225,6 +225,13 @@ def cmd_export(args) -> None:
 
     done = api.export(from_args(ExportSettings, args), args.overwrite)
     print(f"wrote {done['path']} ({done['bytes'] / 2**20:.1f} MiB, {done['type']})")
+    print("tensor types: " + ", ".join(f"{k} {v}" for k, v in sorted(done["tensor_types"].items())))
+    if done.get("not_256_wide"):
+        print(
+            f"note: {done['not_256_wide']} matrices have rows no multiple of 256 wide, which no K-quant type "
+            "holds: llama.cpp wrote them in other types (Q5_0, Q8_0). Prunings keep K-quant widths with "
+            "neuron groups of 256 (scan --neuron-group 256)"
+        )
     if "transformers" in done:
         gap = done["transformers"]
         print(

@@ -15,6 +15,7 @@ reason elsewhere.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def export(settings: ExportSettings, overwrite: bool = False) -> dict:
     loaded = load_model(settings.model)
     loaded.require_plain("GGUF export")
     export_gguf(loaded, out, settings.type, overwrite, pre=settings.pre)
-    result = {"path": out, "bytes": out.stat().st_size, "type": settings.type}
+    result = {"path": out, "bytes": out.stat().st_size, "type": settings.type, **tensor_types(out, settings.type)}
     if settings.check:
         engines = check_engines(loaded, out, settings.llama_cpp)
         result["engines"] = engines
@@ -125,6 +126,19 @@ def export(settings: ExportSettings, overwrite: bool = False) -> dict:
             result["llama_cpp"] = llama_cpp_gap(loaded, out, texts)
         result["verdicts"] = verdicts(result, settings.type)
     return result
+
+
+def tensor_types(path: Path, kind: str) -> dict:
+    """How many tensors the file holds of each type, and, for a K-quant, the matrices whose rows
+    are no multiple of 256 wide: llama.cpp's quantizer cannot write those in a K type and falls
+    back to Q5_0, Q8_0 or the like (an MLP narrowed by groups of 64, a hidden size of 896)."""
+    import gguf
+
+    tensors = gguf.GGUFReader(str(path)).tensors
+    out = {"tensor_types": dict(Counter(t.tensor_type.name for t in tensors))}
+    if kind.endswith(("_k", "_k_s", "_k_m")):
+        out["not_256_wide"] = sum(1 for t in tensors if len(t.shape) >= 2 and int(t.shape[0]) % 256)
+    return out
 
 
 # The gaps a check calls "within": transformers' largest logit gap over the largest logit, and
