@@ -101,3 +101,13 @@ def test_fdr_rule_says_it_made_the_kinds(tiny_dirs, sample_data, tmp_path):
     from_heads = {(h["layer"], h["head"], lang) for h in info["heads"] for lang in h["languages"]}
     assert matters == from_heads
     assert ((scores["p_value"] > 0) & (scores["p_value"] <= 1)).all()
+
+
+def test_the_rule_names_the_units_it_sorts():
+    """A neuron or block scan's rule says what it sorts ('a block matters ...'), not 'a head'."""
+    from langheads.scanning.kinds import FdrRule, IntervalRule, LahisRule
+
+    for rule in (IntervalRule(), FdrRule(), LahisRule()):
+        said = rule.describe(4, 48, "block")
+        assert said["text"].startswith("a block ") and " head" not in said["text"] + said.get("false_matters_bound", "")
+        assert rule.describe(4, 72)["text"].startswith("a head ")

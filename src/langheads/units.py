@@ -15,6 +15,7 @@ from dataclasses import dataclass
 COMPONENTS = ("head", "neuron", "block")
 BLOCKS = ("attention", "mlp")  # a block's index in its layer
 NOUNS = {"head": "heads", "neuron": "neuron groups", "block": "blocks"}
+SINGULAR = {"head": "head", "neuron": "neuron group", "block": "block"}
 HEAD = {"name": "head"}  # the component record of a head scan (runs before components wrote none)
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..corpus import language_key
 from ..scoring import ScoringMethod
+from ..units import SINGULAR
 from .loops import OpenPairs
 from .plan import LanguageWork, Plan
 from .sequential import CALLS
@@ -87,7 +88,7 @@ def assemble(plan: Plan, raw: dict[str, dict], pairs: dict[str, OpenPairs] | Non
         per_text.append(_per_text(w, base, values))
     scores = pd.concat(frames, ignore_index=True).sort_values(["layer", "head"], kind="stable", ignore_index=True)
     heads = rule.classify(scores, s.languages)
-    described = rule.describe(len(s.languages), plan.layout.n_total)
+    described = rule.describe(len(s.languages), plan.layout.n_total, SINGULAR[plan.layout.component])
     if pairs is not None:
         described["adaptive"] = adaptive_record(plan, pairs)
     return ScanResult(scores, pd.concat(per_text, ignore_index=True), heads, described, plan)

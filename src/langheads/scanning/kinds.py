@@ -42,13 +42,14 @@ class IntervalRule:
         """The rule a scan's settings (settings.ScanSettings) ask for."""
         return cls(s.threshold, s.agnostic_share)
 
-    def describe(self, n_languages: int, n_heads: int) -> dict:
+    def describe(self, n_languages: int, n_heads: int, unit: str = "head") -> dict:
+        """The rule in words, for `unit`s (head, neuron group, block) of n_languages languages."""
         n_intervals = n_languages * n_heads
         one_sided = (1 - self.level) / 2
         return {
             "name": "interval",
             "text": (
-                f"a head matters for a language when the lower end of the {self.level:.0%} bootstrap interval "
+                f"a {unit} matters for a language when the lower end of the {self.level:.0%} bootstrap interval "
                 f"of its relative NLL increase is above {self.threshold:.2%}; language-specific: matters for "
                 f"exactly 1 language; language-group: for 2 up to fewer than {self.agnostic_min(n_languages)}; "
                 f"language-agnostic: for at least {self.agnostic_min(n_languages)} "
@@ -61,7 +62,7 @@ class IntervalRule:
             "false_matters_bound": (
                 f"each interval's lower end exceeds a true increase at or below the threshold with probability "
                 f"at most {one_sided:.3f}, so at most {one_sided * n_intervals:.1f} of the {n_intervals} "
-                f"head-language pairs are expected to be called 'matters' falsely (fewer where true effects sit "
+                f"{unit}-language pairs are expected to be called 'matters' falsely (fewer where true effects sit "
                 f"below the threshold); no multiple-comparison correction is applied"
             ),
         }
@@ -128,8 +129,8 @@ class FdrRule(IntervalRule):
     def matters(self, scores: pd.DataFrame) -> pd.Series:
         return pd.Series(benjamini_hochberg(scores["p_value"].to_numpy(), self.q), index=scores.index)
 
-    def describe(self, n_languages: int, n_heads: int) -> dict:
-        out = super().describe(n_languages, n_heads)
+    def describe(self, n_languages: int, n_heads: int, unit: str = "head") -> dict:
+        out = super().describe(n_languages, n_heads, unit)
         n = out["n_intervals"]
         out.update(
             {
@@ -138,8 +139,8 @@ class FdrRule(IntervalRule):
                 "text": out["text"].replace(
                     f"the lower end of the {self.level:.0%} bootstrap interval of its relative NLL increase is above "
                     f"{self.threshold:.2%}",
-                    f"Benjamini-Hochberg at false discovery rate {self.q:g}, over all {n} head-language pairs, rejects "
-                    f"'relative NLL increase <= {self.threshold:.2%}' (bootstrap p-values)",
+                    f"Benjamini-Hochberg at false discovery rate {self.q:g}, over all {n} {unit}-language pairs, "
+                    f"rejects 'relative NLL increase <= {self.threshold:.2%}' (bootstrap p-values)",
                 ),
                 "false_matters_bound": (
                     f"among the pairs called 'matters', the expected share of false ones is at most {self.q:g} "
@@ -162,12 +163,12 @@ class LahisRule:
     def from_settings(cls, s) -> LahisRule:
         return cls(s.lahis_quantile, s.lahis_min_languages)
 
-    def describe(self, n_languages: int, n_heads: int) -> dict:
+    def describe(self, n_languages: int, n_heads: int, unit: str = "head") -> dict:
         return {
             "name": "lahis",
             "text": (
-                f"a head is in a language's top set when its score is above that language's {self.quantile} quantile "
-                f"over all {n_heads} heads; language-general: in the top set of at least {self.min_languages} "
+                f"a {unit} is in a language's top set when its score is above that language's {self.quantile} quantile "
+                f"over all {n_heads} {unit}s; language-general: in the top set of at least {self.min_languages} "
                 f"languages; language-specific: in 1 to {self.min_languages - 1}; other: in none"
             ),
             "quantile": self.quantile,
