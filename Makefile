@@ -37,7 +37,7 @@ clean:
 # tokens; about 10 min for Gemma, 50 min for Qwen) side by side (docs/findings/TWO_MODELS.md).
 TWO := LANGS=en,hi,zh,fr TEXTS=2 MAX_TOKENS=32 KEEP=en,zh
 findings: setup
-	bash scripts/findings.sh
+	EVAL_LANGS=en,hi,fr,de,zh,ar bash scripts/findings.sh
 	$(TWO) MODEL=default OUT=runs/findings-4-gemma DOCS=docs/findings/gemma-4 bash scripts/findings.sh
 	$(TWO) MODEL=qwen2.5-coder-0.5b OUT=runs/findings-4-qwen DOCS=docs/findings/qwen-4 bash scripts/findings.sh
 	$(VENV)/bin/python scripts/findings.py --two runs/findings-4-gemma runs/findings-4-qwen docs/findings/TWO_MODELS.md

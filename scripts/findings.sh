@@ -6,7 +6,7 @@
 # LAHIS-score scan to compare methods, a `--keep KEEP` pruning with vocabulary trimming, its
 # evaluation on the report texts, the report page, and DOCS (FINDINGS.md with the numbers, the
 # figures docs/findings.md shows).
-# MODEL (default: default), LANGS, TEXTS, MAX_TOKENS, KEEP, OUT, DOCS set what is mapped and where.
+# MODEL (default: default), LANGS, TEXTS, MAX_TOKENS, KEEP, EVAL_LANGS, OUT, DOCS set what is mapped and where.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-default}
@@ -16,6 +16,7 @@ LANGS=${LANGS:-en,de,nl,sv,fr,es,it,pt,ru,uk,pl,cs,hi,bn,ur,fa,ar,he,tr,fi,zh,ja
 TEXTS=${TEXTS:-8}
 MAX_TOKENS=${MAX_TOKENS:-48}
 KEEP=${KEEP:-en,hi}
+EVAL_LANGS=${EVAL_LANGS:-$LANGS}  # the languages the pruning is evaluated on (report texts)
 L=.venv/bin/langheads
 SCAN=(--model "$MODEL" --languages "$LANGS" --texts "$TEXTS" --max-tokens "$MAX_TOKENS" --quiet --overwrite)
 mkdir -p "$OUT"
@@ -34,7 +35,7 @@ step rule_fdr $L scan "${SCAN[@]}" --fdr 0.05 --out "$OUT/exact-fdr" --store "$O
 step scan_attribution $L scan "${SCAN[@]}" --method attribution --out "$OUT/attribution"
 step scan_lahis $L scan "${SCAN[@]}" --method lahis --out "$OUT/lahis"
 step prune $L prune --scan "$OUT/exact" --keep "$KEEP" --trim-vocab --out "$OUT/pruned" --overwrite --quiet
-step evaluate $L evaluate --model "$OUT/pruned" --baseline "$MODEL" --languages "$LANGS" --out "$OUT/eval" --overwrite
+step evaluate $L evaluate --model "$OUT/pruned" --baseline "$MODEL" --languages "$EVAL_LANGS" --out "$OUT/eval" --overwrite
 step report $L report "$OUT/exact" --prune "$OUT/pruned" --eval "$OUT/eval" --compare "$OUT/attribution" \
     --out "$OUT/report" --overwrite
 .venv/bin/python scripts/findings.py "$OUT" "$DOCS"
