@@ -320,3 +320,20 @@ def test_a_walk_that_removes_nothing_still_writes_its_record(tiny_dirs, tmp_path
     assert manifest.edits == [] and manifest.pruning_record()["rejected"] == record["rejected"]
     said = describe(manifest.pruning_record())
     assert said.startswith("removed nothing") and "\n0 parameters saved" in said
+
+
+def test_a_uniform_head_move_takes_one_head_from_every_kv_group_of_every_layer_left():
+    """--uniform's head move: the least harmful candidate of every KV group of every layer
+    (layers whose attention went excepted); none where a group has no candidate, or where a
+    group would lose its last head."""
+    from langheads.edit.walk import uniform_head_moves
+    from langheads.heads import HeadLayout
+
+    layout = HeadLayout("llama", 3, 4, 2, 8)  # 3 layers, KV groups {0, 1} and {2, 3}
+    order = [(l, h) for l in range(3) for h in (1, 0, 3, 2)]  # least harmful first
+    assert uniform_head_moves(layout, order, set()) == [((0, 1), (0, 3), (1, 1), (1, 3), (2, 1), (2, 3))]
+    without_1 = [u for u in order if u[0] != 1]
+    assert uniform_head_moves(layout, without_1, set(), {1}) == [((0, 1), (0, 3), (2, 1), (2, 3))]
+    assert uniform_head_moves(layout, without_1, set()) == []  # layer 1's groups have no candidate
+    once = {(l, h) for l in range(3) for h in (1, 3)}
+    assert uniform_head_moves(layout, order, once) == []  # every group is down to its last head

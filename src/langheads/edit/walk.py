@@ -163,7 +163,9 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
         s = sources["head"]
         order = sorted((h for h in s.tiers if h[0] not in gone_attention), key=lambda h: (s.tiers[h], s.harm[h]))
         found = (
-            uniform_head_moves(body.layout, order, chosen.heads) if uniform else moves(body.layout, order, chosen.heads)
+            uniform_head_moves(body.layout, order, chosen.heads, gone_attention)
+            if uniform
+            else moves(body.layout, order, chosen.heads)
         )
         out += [tuple(("head", l, h) for l, h in m) for m in found]
     if "neuron" in sources:
@@ -183,16 +185,17 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
     return out
 
 
-def uniform_head_moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set) -> list[tuple]:
+def uniform_head_moves(layout: H.HeadLayout, order: list[tuple[int, int]], removed: set, gone: set = frozenset()):
     """The one move that keeps every layer alike: the least harmful candidate left in every KV
-    group of every layer (none where some group has no candidate left, or would lose its last head)."""
+    group of every layer but the `gone` ones (layers whose attention went); none where some
+    group has no candidate left, or would lose its last head."""
     first: dict[tuple[int, int], tuple[int, int]] = {}
     for l, h in order:
         if (l, h) not in removed:
             first.setdefault((l, h // layout.group_size), (l, h))
-    slots = [(l, g) for l in range(layout.n_layers) for g in range(layout.n_kv_heads)]
-    left = layout.group_size - sum(1 for l, h in removed if (l, h // layout.group_size) == slots[0])
-    if left <= 1 or not all(s in first for s in slots):
+    slots = [(l, g) for l in range(layout.n_layers) if l not in gone for g in range(layout.n_kv_heads)]
+    left = layout.group_size - sum(1 for l, h in removed if slots and (l, h // layout.group_size) == slots[0])
+    if not slots or left <= 1 or not all(s in first for s in slots):
         return []
     return [tuple(sorted(first[s] for s in slots))]
 
