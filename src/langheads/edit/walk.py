@@ -25,6 +25,7 @@ at the end.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +36,17 @@ from ..archs import REGISTRY
 from ..components import BLOCKS, Component, component_for
 from ..errors import LangheadsError
 from . import savings
-from .candidates import PruneResult, candidate_tiers, gallop, head_harm, judged, means, moves, selection_tokens
+from .candidates import (
+    PruneResult,
+    candidate_tiers,
+    gallop,
+    head_harm,
+    judged,
+    means,
+    moves,
+    ordered,
+    selection_tokens,
+)
 
 NAMES = {"head": "heads", "neuron": "neurons", "block": "blocks"}
 
@@ -53,6 +64,11 @@ class Source:
         c = run.info.get("component", {"name": "head"})
         component = component_for(model, c["name"], c.get("neurons_per_group", 64))
         return cls(component, candidate_tiers(run.info["heads"], drop), head_harm(run.scores, keep))
+
+    @functools.cached_property
+    def order(self) -> list[tuple[int, int]]:
+        """The candidates by tier, then least harmful first (candidates.ordered)."""
+        return ordered(self.tiers, self.harm)
 
 
 @dataclass
@@ -161,7 +177,7 @@ def candidate_moves(body: Body, sources: dict[str, Source], chosen: Chosen, unif
     out: list[tuple] = []
     if "head" in sources:
         s = sources["head"]
-        order = sorted((h for h in s.tiers if h[0] not in gone_attention), key=lambda h: (s.tiers[h], s.harm[h]))
+        order = [h for h in s.order if h[0] not in gone_attention]
         found = (
             uniform_head_moves(body.layout, order, chosen.heads, gone_attention)
             if uniform
@@ -214,14 +230,11 @@ def _group_moves(body: Body, source: Source, chosen: Chosen, gone_mlp: set, unif
     left: dict = {}
     for l, g in chosen.groups:
         left[slot(l, g)] = left.get(slot(l, g), per_slot) - 1
-    free = sorted(
-        (
-            (l, g)
-            for l, g in source.tiers
-            if (l, g) not in chosen.groups and l not in gone_mlp and left.get(slot(l, g), per_slot) > 1
-        ),
-        key=lambda u: (source.tiers[u], source.harm[u]),
-    )
+    free = [
+        (l, g)
+        for l, g in source.order
+        if (l, g) not in chosen.groups and l not in gone_mlp and left.get(slot(l, g), per_slot) > 1
+    ]
     if not uniform and not c.experts:
         return [(("neuron", l, g),) for l, g in free]
     first = {}
